@@ -1,0 +1,41 @@
+"""Tether: long-running server-side agent tasks that delegate to sub-agents, with a durable
+per-session event log and a stream that resumes exactly."""
+
+__version__ = "0.1.0"
+
+from tether.errors import (  # noqa: E402
+    BadRequest,
+    CursorGone,
+    DelegationFailed,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    TaskCancelled,
+    TaskError,
+    TetherError,
+)
+from tether.model import Event, Session, Task, TaskStatus  # noqa: E402
+from tether.runtime.agent import agent  # noqa: E402
+from tether.runtime.context import Child, TaskContext  # noqa: E402
+from tether.settings import Settings  # noqa: E402
+
+__all__ = [
+    "BadRequest",
+    "Child",
+    "CursorGone",
+    "DelegationFailed",
+    "Event",
+    "InvalidInput",
+    "NotFound",
+    "PayloadTooLarge",
+    "Session",
+    "Settings",
+    "Task",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskError",
+    "TaskStatus",
+    "TetherError",
+    "__version__",
+    "agent",
+]

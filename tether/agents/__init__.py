@@ -1,0 +1,3 @@
+"""Built-in agents. Importing this package registers them."""
+
+from tether.agents import batch as batch

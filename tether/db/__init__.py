@@ -1,0 +1,1 @@
+"""Database access: schema, engines and migrations."""

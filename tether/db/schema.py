@@ -1,0 +1,63 @@
+"""Tether's tables (SQLAlchemy Core). Alembic migrations in `migrations/` create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+sessions = sa.Table(
+    "tether_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=False, index=True),
+    sa.Column("title", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # The last seq allocated; allocation happens under this row (UPDATE ... RETURNING).
+    sa.Column("head_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Events with seq <= low_seq were pruned by retention; older cursors are 410.
+    sa.Column("low_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+tasks = sa.Table(
+    "tether_tasks",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column(
+        "session_id",
+        sa.String(64),
+        sa.ForeignKey("tether_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("parent_id", sa.String(255), nullable=True),
+    sa.Column("agent", sa.String(128), nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("progress_n", sa.Integer, nullable=True),
+    sa.Column("progress_m", sa.Integer, nullable=True),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("app_version", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("ix_tether_tasks_session", "session_id", "created_at"),
+    sa.Index("ix_tether_tasks_parent", "parent_id"),
+    sa.Index("ix_tether_tasks_status", "status"),
+)
+
+events = sa.Table(
+    "tether_events",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("task_id", sa.String(255), nullable=True),
+    sa.Column("parent_task_id", sa.String(255), nullable=True),
+    sa.Column("type", sa.String(128), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    # Idempotency key: a step re-run after a crash re-emits the same keys, which are dropped.
+    sa.Column("key", sa.String(512), nullable=True),
+    sa.UniqueConstraint("session_id", "key", name="uq_tether_events_key"),
+)

@@ -1,0 +1,68 @@
+"""Tether's exceptions, rooted in one tree. The web layer maps each to problem+json.
+
+TetherError
+├── NotFound                 404: no such session or task (or not yours)
+├── BadRequest               400: e.g. a malformed cursor
+├── InvalidInput             422: unknown agent, input that does not validate
+├── CursorGone               410: cursor older than what is retained, or beyond the head
+├── PayloadTooLarge          413
+└── TaskError                raised inside agents
+    ├── TaskCancelled        the task (or its parent) was cancelled
+    └── DelegationFailed     a delegated child task failed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TetherError(Exception):
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(TetherError):
+    status = 404
+    title = "Not found"
+
+
+class BadRequest(TetherError):
+    status = 400
+    title = "Bad request"
+
+
+class InvalidInput(TetherError):
+    status = 422
+    title = "Invalid input"
+
+
+class CursorGone(TetherError):
+    status = 410
+    title = "Cursor gone"
+
+
+class PayloadTooLarge(TetherError):
+    status = 413
+    title = "Payload too large"
+
+
+class TaskError(TetherError):
+    title = "Task error"
+
+
+class TaskCancelled(TaskError):
+    title = "Task cancelled"
+
+
+class DelegationFailed(TaskError):
+    title = "Delegated task failed"
+
+    def __init__(self, child_id: str, error: Any) -> None:
+        super().__init__(f"delegated task {child_id} failed: {error}", child_id=child_id, error=error)
+        self.child_id = child_id
+        self.error = error

@@ -1,0 +1,1 @@
+"""The per-session event log, live wake-ups, and the SSE stream."""

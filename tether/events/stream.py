@@ -1,0 +1,88 @@
+"""The SSE stream of one session: snapshot, backlog after the cursor, then live events.
+
+Order matters: the route subscribes to the hub *before* it reads the snapshot and the log,
+so an event committed in between is both read and pushed; the stream drops any seq it has
+already sent. Log events carry `id: <seq>` (the resume cursor); the snapshot and heartbeats
+carry no id, so they never move a client's Last-Event-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from tether.events.hub import Subscription
+from tether.events.log import EventLog
+from tether.model import Event, dumps
+
+PAGE = 1000
+
+
+def event_frames(events: list[Event]) -> str:
+    return "".join(f"id: {e.seq}\ndata: {e.to_json()}\n\n" for e in events)
+
+
+def named_frame(name: str, payload: str) -> str:
+    return f"event: {name}\ndata: {payload}\n\n"
+
+
+async def session_stream(
+    sub: Subscription,
+    log: EventLog,
+    snapshot: str,
+    cursor: int,
+    heartbeat_s: float,
+    retry_ms: int,
+) -> AsyncIterator[str]:
+    try:
+        yield f"retry: {retry_ms}\n: tether stream\n\n" + named_frame("snapshot", snapshot)
+        pos = _Position(cursor)
+        async for chunk in _catch_up(log, sub.session_id, pos):
+            yield chunk
+        next_beat = time.monotonic() + heartbeat_s
+        while True:
+            if not sub.wake.is_set():
+                try:
+                    async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
+                        await sub.wake.wait()
+                except TimeoutError:
+                    pass
+            if sub.closing:
+                yield f"retry: {retry_ms}\n" + named_frame(
+                    "shutdown", dumps({"reason": "server restarting", "retry_ms": retry_ms})
+                )
+                return
+            events, overflow = sub.take()
+            if overflow or (events and events[0].seq > pos.last + 1):
+                async for chunk in _catch_up(log, sub.session_id, pos):
+                    yield chunk
+            else:
+                fresh = [e for e in events if e.seq > pos.last]
+                if fresh:
+                    pos.last = fresh[-1].seq
+                    yield event_frames(fresh)
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + heartbeat_s
+                beat = dumps({"server_time": time.time(), "head_seq": pos.last})
+                yield ": ping\n\n" + named_frame("heartbeat", beat)
+    finally:
+        sub.close()
+
+
+class _Position:
+    __slots__ = ("last",)
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+
+
+async def _catch_up(log: EventLog, session_id: str, pos: _Position) -> AsyncIterator[str]:
+    while True:
+        events = await log.read_after(session_id, pos.last, PAGE)
+        if events:
+            pos.last = events[-1].seq
+            yield event_frames(events)
+        if len(events) < PAGE:
+            return

@@ -1,0 +1,1 @@
+"""Agents, the context they run in, and the DBOS engine underneath."""

@@ -1,0 +1,105 @@
+"""Agents: named async functions with a validated input, kept in a registry.
+
+    @agent("item", input=ItemInput)
+    async def item(ctx: TaskContext, inp: ItemInput) -> dict: ...
+
+An agent's body is replayed after a crash: everything it does that is not deterministic
+(time, randomness, I/O, model calls) belongs in `ctx.step(...)`, whose result is checkpointed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from tether.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from tether.runtime.context import TaskContext
+
+AgentFn = Callable[["TaskContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    name: str
+    fn: AgentFn
+    input_model: type[BaseModel]
+    description: str
+
+    def validate(self, value: Any) -> BaseModel:
+        try:
+            return self.input_model.model_validate(value)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"input for agent {self.name!r} is invalid",
+                errors=exc.errors(include_url=False, include_context=False),
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_model.model_json_schema(),
+        }
+
+
+class AgentRegistry:
+    def __init__(self) -> None:
+        self._agents: dict[str, AgentSpec] = {}
+
+    def add(self, spec: AgentSpec) -> None:
+        self._agents[spec.name] = spec
+
+    def get(self, name: str) -> AgentSpec:
+        try:
+            return self._agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self._agents)) or "none"
+            raise InvalidInput(f"unknown agent {name!r}; known agents: {known}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._agents
+
+    def all(self) -> list[AgentSpec]:
+        return [self._agents[k] for k in sorted(self._agents)]
+
+    def code_version(self, base: str) -> str:
+        """A hash of `base` and every agent's module source: changes when agent code does."""
+        h = hashlib.sha256(base.encode())
+        modules = sorted({spec.fn.__module__ for spec in self._agents.values()})
+        for name in modules:
+            try:
+                h.update(inspect.getsource(sys.modules[name]).encode())
+            except (OSError, TypeError, KeyError):
+                h.update(name.encode())
+        return h.hexdigest()[:16]
+
+
+registry = AgentRegistry()
+
+
+def agent(
+    name: str, *, input: type[BaseModel], description: str = ""
+) -> Callable[[AgentFn], AgentFn]:
+    """Register an async function as an agent."""
+
+    def register(fn: AgentFn) -> AgentFn:
+        doc = description or inspect.getdoc(fn) or ""
+        registry.add(AgentSpec(name, fn, input, doc.strip().split("\n\n")[0]))
+        return fn
+
+    return register
+
+
+def load_agent_modules(modules: list[str]) -> None:
+    importlib.import_module("tether.agents")
+    for name in modules:
+        importlib.import_module(name)

@@ -1,0 +1,145 @@
+"""What an agent sees of its task: emit, progress, checkpointed steps, delegation.
+
+Idempotent events. Every emit carries a key that is the same when the code runs again:
+`{task}:w{n}` for the n-th emit of the workflow body (replayed deterministically after a
+crash) and `{task}:s{step}.{n}` inside a step. The log drops a key it already holds, so a
+step that re-runs after `kill -9` re-emits nothing that was already committed, and a client
+never sees an event twice. A step's events are committed before its checkpoint, so a step
+that DBOS considers done never has missing events. Steps whose output is not deterministic
+(model calls) must therefore emit their streamed output under attempt-scoped keys and
+announce a restart; that arrives with the LLM agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dbos import DBOS
+
+from tether.events.log import Append
+from tether.model import Task, dumps
+
+if TYPE_CHECKING:
+    from tether.runtime.engine import Runtime
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _StepScope:
+    ctx: TaskContext
+    prefix: str
+    n: int = 0
+
+
+_scope: ContextVar[_StepScope | None] = ContextVar("tether_step_scope", default=None)
+
+
+class Child:
+    """A delegated task that has been started. `await child.result()` waits for it."""
+
+    def __init__(self, runtime: Runtime, task_id: str) -> None:
+        self._runtime = runtime
+        self.task_id = task_id
+
+    async def result(self) -> Any:
+        return await self._runtime.child_result(self.task_id)
+
+
+class TaskContext:
+    def __init__(self, runtime: Runtime, task: Task) -> None:
+        self._runtime = runtime
+        self.task = task
+        self.task_id = task.id
+        self.session_id = task.session_id
+        self._emits = 0
+        self._children = 0
+        self._last: asyncio.Future[None] | None = None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def emit(self, type: str, data: Any = None, **task_values: Any) -> None:
+        """Append an event to the session log. Returns at once; the event is durable by the
+        end of the current step (or `await ctx.flush()`)."""
+        self._last = self._runtime.log.submit(self._append(type, data, task_values or None))
+
+    def _append(self, type: str, data: Any, task_values: dict[str, Any] | None) -> Append:
+        scope = _scope.get()
+        if scope is not None and scope.ctx is self:
+            key = f"{scope.prefix}.{scope.n}"
+            scope.n += 1
+        else:
+            key = f"{self.task_id}:w{self._emits}"
+            self._emits += 1
+        return Append(
+            self.session_id,
+            self.task_id,
+            self.task.parent_id,
+            type,
+            dumps(data),
+            key=key,
+            task_values=task_values,
+        )
+
+    async def flush(self) -> None:
+        """Wait until everything emitted so far is committed."""
+        if self._last is not None:
+            await self._last
+
+    def progress(self, n: int, m: int, **data: Any) -> None:
+        """Report progress n of m (kept on the task row and emitted as `task.progress`)."""
+        self.emit("task.progress", {"n": n, "m": m, **data}, progress_n=n, progress_m=m)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def step(
+        self, fn: Callable[..., T | Awaitable[T]], *args: Any, name: str | None = None
+    ) -> T:
+        """Run fn once: its result is checkpointed, and a replay after a crash returns the
+        recorded result instead of running it again. A step that was in flight at the crash
+        runs again, so its side effects must be idempotent."""
+
+        async def body() -> T:
+            token = _scope.set(_StepScope(self, f"{self.task_id}:s{DBOS.step_id}"))
+            try:
+                out = fn(*args)
+                if inspect.isawaitable(out):
+                    out = await out
+                await self.flush()
+                return out  # type: ignore[return-value]
+            finally:
+                _scope.reset(token)
+
+        return await DBOS.run_step_async({"name": name or getattr(fn, "__name__", "step")}, body)
+
+    async def sleep(self, seconds: float) -> None:
+        """A durable sleep: after a crash, it waits only for what is left."""
+        await DBOS.sleep_async(seconds)
+
+    # -- delegation ------------------------------------------------------------------------
+
+    async def start(self, agent: str, input: Any) -> Child:
+        """Start a child task (a sub-agent) and return at once; `await child.result()`.
+
+        Start children one after another from the agent body (or with `gather`): the order
+        of starts is part of what a replay must repeat."""
+        k = self._children
+        self._children += 1
+        await self.flush()
+        child_id = await self._runtime.start_child(self, k, agent, input)
+        return Child(self._runtime, child_id)
+
+    async def delegate(self, agent: str, input: Any) -> Any:
+        """Run a sub-agent as a child task and return its result."""
+        child = await self.start(agent, input)
+        return await child.result()
+
+    async def gather(self, *calls: tuple[str, Any]) -> list[Any]:
+        """Run several sub-agents at once: [(agent, input), ...] -> their results, in order."""
+        children = [await self.start(agent, inp) for agent, inp in calls]
+        return list(await asyncio.gather(*(c.result() for c in children)))

@@ -1,0 +1,69 @@
+"""Wiring: the database, the log, the hub and the runtime, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from dbos import DBOS
+
+from tether import __version__
+from tether.db.engine import Database, sync_url
+from tether.db.store import Store
+from tether.events.hub import MemoryHub
+from tether.events.log import EventLog
+from tether.runtime.agent import load_agent_modules, registry
+from tether.runtime.engine import Runtime
+from tether.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url)
+        self.store = Store(self.db)
+        self.log = EventLog(self.db, retention=settings.retention_events)
+        self.hub = MemoryHub()
+        self.log.listeners.append(self.hub.publish)
+        self.registry = registry
+        self.runtime: Runtime | None = None
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        load_agent_modules(self.settings.agents)
+        await asyncio.to_thread(self.db.migrate)
+        self.log.start()
+        version = self.settings.app_version or self.registry.code_version(f"tether-{__version__}")
+        self.runtime = Runtime(
+            self.store, self.log, self.registry, version, child_poll_s=self.settings.child_poll_s
+        )
+        self.runtime.activate()
+        DBOS(
+            config={
+                "name": "tether",
+                "system_database_url": sync_url(self.db.url),
+                "application_version": version,
+                "notification_listener_polling_interval_sec": self.settings.dbos_poll_s,
+                "log_level": "WARNING",
+            }
+        )
+        # Launched from the server's event loop, so DBOS runs recovered workflows on it.
+        DBOS.launch()
+        await self.runtime.recover()
+        log.info("tether started (code version %s)", version)
+
+    def begin_shutdown(self) -> None:
+        """Tell open streams to send their retry hint and close (called on SIGTERM)."""
+        self.stopping.set()
+        self.hub.close_all()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        if self.runtime is not None:
+            await self.runtime.stop()
+        await self.log.stop()
+        DBOS.destroy()
+        await self.db.close()

@@ -1,0 +1,53 @@
+"""One typed settings object, read from `TETHER_*` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".tether"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8765, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the SQLite file lives.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the database; default: tether.db in the data dir."
+    )
+
+    heartbeat_s: float = Field(15.0, gt=0, description="Seconds between stream heartbeats.")
+    stream_retry_ms: int = Field(1000, ge=0, description="SSE `retry:` hint sent to clients.")
+    page_limit: int = Field(1000, ge=1, description="Largest page of events one request returns.")
+    retention_events: int = Field(
+        0, ge=0, description="Events kept per session (0 keeps all); older cursors get 410."
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1, description="Largest request body accepted.")
+
+    agents: list[str] = Field(
+        default_factory=list, description="Extra modules to import; each registers agents."
+    )
+    app_version: str | None = Field(
+        None,
+        description="Code version recorded on each task; default: a hash of Tether and agent code. "
+        "Tasks left running by another version are marked interrupted at start.",
+    )
+    dbos_poll_s: float = Field(
+        0.02, gt=0, description="DBOS notification polling interval in embedded mode."
+    )
+    child_poll_s: float = Field(
+        1.0, gt=0, description="How often a parent re-checks a delegated child in the database."
+    )
+    log_level: str = Field("info", description="Log level of the server.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tether.db').resolve()}"

@@ -1,0 +1,1 @@
+"""The HTTP face: app factory, routes, problem+json errors, static page."""
