@@ -15,13 +15,15 @@ from tether.services import Services
 from tether.settings import Settings
 from tether.web.app import create_app
 
-app = typer.Typer(add_completion=False, help="Tether: long-running agent tasks that never lose the thread.")
+app = typer.Typer(
+    add_completion=False, help="Tether: long-running agent tasks that never lose the thread."
+)
 console = Console(stderr=True)
 _fields = Settings.model_fields
 
 
 def _help(name: str) -> str:
-    return f"{_fields[name].description} [env: TETHER_{name.upper()}]"
+    return f"{_fields[name].description} (env: TETHER_{name.upper()})"
 
 
 class _Server(uvicorn.Server):
@@ -76,7 +78,9 @@ def serve(
     }
     settings = Settings(**overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     services = Services(settings)
     config = uvicorn.Config(
         create_app(settings, services),

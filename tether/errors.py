@@ -63,6 +63,8 @@ class DelegationFailed(TaskError):
     title = "Delegated task failed"
 
     def __init__(self, child_id: str, error: Any) -> None:
-        super().__init__(f"delegated task {child_id} failed: {error}", child_id=child_id, error=error)
+        super().__init__(
+            f"delegated task {child_id} failed: {error}", child_id=child_id, error=error
+        )
         self.child_id = child_id
         self.error = error

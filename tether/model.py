@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     queued = "queued"
     running = "running"
     completed = "completed"
@@ -81,9 +81,7 @@ class Task:
             "input": self.input,
             "status": self.status.value,
             "progress": (
-                None
-                if self.progress_m is None
-                else {"n": self.progress_n, "m": self.progress_m}
+                None if self.progress_m is None else {"n": self.progress_n, "m": self.progress_m}
             ),
             "result": self.result,
             "error": self.error,

@@ -17,7 +17,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8765, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
-    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the SQLite file lives.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Where the SQLite file lives."
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the database; default: tether.db in the data dir."
     )

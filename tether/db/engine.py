@@ -88,4 +88,3 @@ def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
 
 def _begin_immediate(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
-

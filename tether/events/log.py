@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from tether.db.engine import Database
 from tether.db.schema import events, sessions, tasks
-from tether.errors import NotFound
 from tether.model import TERMINAL, Event, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,10 @@ class EventLog:
             )
         ).first()
         if row is None:
-            raise NotFound(f"session {session_id} does not exist")
+            # Dropped (each append's event stays None) rather than failing the whole batch:
+            # one caller's bad session must not cost other sessions their appends.
+            log.warning("dropped %d appends to missing session %s", len(items), session_id)
+            return []
         head, low = row
         keys = [a.key for a in items if a.key is not None]
         seen = await self._existing_keys(conn, session_id, keys) if keys else set()

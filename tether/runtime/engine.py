@@ -17,7 +17,7 @@ from dbos import DBOS, SetWorkflowID
 from dbos import error as dbos_error
 
 from tether.db.store import Store, new_id
-from tether.errors import DelegationFailed, TaskCancelled
+from tether.errors import DelegationFailed, NotFound, TaskCancelled
 from tether.events.log import Append, EventLog
 from tether.model import TERMINAL, Event, Task, TaskStatus, dumps
 from tether.runtime.agent import AgentRegistry
@@ -101,7 +101,7 @@ class Runtime:
         clean = self._validated(agent, input)
         task_id = new_id("t")
         row = self._new_task_row(task_id, session_id, None, agent, clean)
-        await self.log.append(
+        created = await self.log.append(
             Append(
                 session_id,
                 task_id,
@@ -112,6 +112,8 @@ class Runtime:
                 new_task=row,
             )
         )
+        if created[0] is None:
+            raise NotFound(f"session {session_id} not found")
         await self._start_workflow(task_id)
         return await self.store.task(task_id, None)
 
@@ -145,7 +147,10 @@ class Runtime:
             await self._finish(
                 task,
                 TaskStatus.interrupted,
-                error={"type": "AgentMissing", "message": f"agent {task.agent!r} is not registered"},
+                error={
+                    "type": "AgentMissing",
+                    "message": f"agent {task.agent!r} is not registered",
+                },
             )
             return {"status": TaskStatus.interrupted.value}
         spec = self.registry.get(task.agent)
@@ -154,9 +159,7 @@ class Runtime:
         assert current is not None
         self._running[task_id] = current
         try:
-            await self.log.append(
-                _status_append(task, TaskStatus.running, started_at=time.time())
-            )
+            await self.log.append(_status_append(task, TaskStatus.running, started_at=time.time()))
             result = await spec.fn(ctx, spec.validate(task.input))
             await ctx.flush()
             await self._finish(task, TaskStatus.completed, result=result)
@@ -232,7 +235,9 @@ class Runtime:
             now = time.time()
             await self.log.append(
                 *(
-                    _status_append(t, TaskStatus.cancelled, {"reason": "cancelled by request"}, ended_at=now)
+                    _status_append(
+                        t, TaskStatus.cancelled, {"reason": "cancelled by request"}, ended_at=now
+                    )
                     for t in tree
                 )
             )
@@ -279,12 +284,16 @@ class Runtime:
                 await self._finish(task, TaskStatus.cancelled)
             else:
                 await self._finish(
-                    task, TaskStatus.failed, error={"type": "WorkflowError", "message": str(status.error)}
+                    task,
+                    TaskStatus.failed,
+                    error={"type": "WorkflowError", "message": str(status.error)},
                 )
 
     async def _interrupt(self, task: Task, reason: str) -> None:
         log.warning("task %s interrupted: %s", task.id, reason)
-        await self._finish(task, TaskStatus.interrupted, error={"type": "Interrupted", "message": reason})
+        await self._finish(
+            task, TaskStatus.interrupted, error={"type": "Interrupted", "message": reason}
+        )
 
     async def stop(self) -> None:
         """Stop running coroutines without recording an outcome: the workflows stay PENDING
@@ -293,4 +302,3 @@ class Runtime:
         for t in running:
             t.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-

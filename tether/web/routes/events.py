@@ -61,7 +61,9 @@ async def list_events(
     caller: Caller,
     svc: Svc,
     after: str | None = Query(None, description="Return events with seq greater than this."),
-    limit: str | None = Query(None, description="At most this many events (default: the page limit)."),
+    limit: str | None = Query(
+        None, description="At most this many events (default: the page limit)."
+    ),
 ) -> Response:
     cursor = parse_cursor(after, "after") or 0
     max_limit = svc.settings.page_limit

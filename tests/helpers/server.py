@@ -1,0 +1,188 @@
+"""A real `tether serve` in a subprocess, on a free loopback port, with a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll until check() returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, **env: str) -> Server:
+        self.env.update(env)
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TETHER_HEARTBEAT_S": "0.2",
+            "TETHER_AGENTS": json.dumps(["tests.helpers.agents"]),
+            "TETHER_TEST_COUNTER": str(self.data_dir / "counter.txt"),
+            **self.env,
+        }
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{time.time_ns()}.log"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tether.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "warning",
+            ],
+            env=full_env,
+            cwd=ROOT,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._ready, timeout=60, what=f"server on {self.url}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def kill(self) -> None:
+        """kill -9: no cleanup of any kind."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def terminate(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self.proc = None
+        return rc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+
+@dataclass
+class Frame:
+    event: str
+    data: Any
+    id: str | None
+
+
+def sse_frames(response: httpx.Response) -> Iterator[Frame]:
+    """Parse an SSE response into frames (comments and retry lines are skipped)."""
+    event, data, ident = "message", [], None
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield Frame(event, json.loads("\n".join(data)), ident)
+            event, data, ident = "message", [], None
+        elif line.startswith(":") or line.startswith("retry:"):
+            continue
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line.startswith("id: "):
+            ident = line[4:]
+
+
+class Api:
+    """Thin helpers over the REST API for tests."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.c = client
+
+    def session(self, title: str = "test") -> str:
+        r = self.c.post("/api/sessions", json={"title": title})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def start(self, session_id: str, agent: str, input: Any) -> dict[str, Any]:
+        r = self.c.post(f"/api/sessions/{session_id}/tasks", json={"agent": agent, "input": input})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        r = self.c.get(f"/api/tasks/{task_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def wait_status(self, task_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+        return dict(
+            wait_until(
+                lambda: (t := self.task(task_id))["status"] in statuses and t,
+                timeout=timeout,
+                interval=0.05,
+                what=f"task {task_id} to reach {statuses}",
+            )
+        )
+
+    def all_events(self, session_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            r = self.c.get(f"/api/sessions/{session_id}/events", params={"after": after})
+            assert r.status_code == 200, r.text
+            page = r.json()
+            out.extend(page["events"])
+            after = page["next_after"]
+            if not page["more"]:
+                return out

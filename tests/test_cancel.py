@@ -1,0 +1,77 @@
+"""Cancel is its own call: it stops the task and its children at once, everywhere."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.helpers.server import Api, wait_until
+from tests.test_restart import counter_lines
+
+
+def test_cancel_stops_task_and_children_within_a_second(make_server: Any) -> None:
+    server = make_server()
+    api = Api(server.client())
+    sid = api.session()
+    root = api.start(
+        sid,
+        "batch",
+        {"items": list(range(9)), "delay_s": 30, "parallel": 3, "item_agent": "counted_item"},
+    )["id"]
+    wait_until(
+        lambda: sorted(counter_lines(server)) == ["run 0", "run 1", "run 2"],
+        what="3 running children",
+    )
+
+    t0 = time.monotonic()
+    r = api.c.post(f"/api/tasks/{root}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+
+    def all_cancelled() -> bool:
+        tree = api.c.get(f"/api/sessions/{sid}/tasks").json()["tasks"][0]
+        return tree["status"] == "cancelled" and all(
+            c["status"] == "cancelled" for c in tree["children"]
+        )
+
+    wait_until(all_cancelled, timeout=1.0, what="the whole tree to be cancelled")
+    assert time.monotonic() - t0 < 1.0
+    tree = api.c.get(f"/api/sessions/{sid}/tasks").json()["tasks"][0]
+    assert len(tree["children"]) == 3  # no child started after the cancel
+
+    # The work really stopped: no step finished, nothing more is appended.
+    head = api.c.get(f"/api/sessions/{sid}").json()["head_seq"]
+    log = api.all_events(sid)
+    cancelled = {
+        e["task_id"]
+        for e in log
+        if e["type"] == "task.status" and e["data"]["status"] == "cancelled"
+    }
+    assert cancelled == {root, *(c["id"] for c in tree["children"])}
+    time.sleep(1.0)  # give a runaway task the chance to show itself
+    assert api.c.get(f"/api/sessions/{sid}").json()["head_seq"] == head
+    assert not any(line.startswith("done") for line in counter_lines(server))
+
+    # Cancelling again is harmless, and a restart does not bring the task back.
+    assert api.c.post(f"/api/tasks/{root}/cancel").json()["status"] == "cancelled"
+    server.kill()
+    server.start()
+    api = Api(server.client())
+    time.sleep(1.0)
+    assert api.task(root)["status"] == "cancelled"
+    assert api.c.get(f"/api/sessions/{sid}").json()["head_seq"] == head
+    assert not any(line.startswith("done") for line in counter_lines(server))
+
+
+def test_cancel_of_one_child_lets_the_batch_continue(make_server: Any) -> None:
+    server = make_server()
+    api = Api(server.client())
+    sid = api.session()
+    root = api.start(sid, "batch", {"items": [0, 1], "delay_s": 30, "item_agent": "counted_item"})[
+        "id"
+    ]
+    wait_until(lambda: "run 0" in counter_lines(server), what="first child")
+    child = api.task(root)["children"][0]
+    assert api.c.post(f"/api/tasks/{child}/cancel").json()["status"] == "cancelled"
+    wait_until(lambda: "run 1" in counter_lines(server), timeout=5, what="the next item")
+    assert api.task(root)["status"] == "running"
+    api.c.post(f"/api/tasks/{root}/cancel")

@@ -1,0 +1,67 @@
+"""The docs are tested: every setting is documented, the README's commands are the CI's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers.server import Server
+from tether.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
+    assert documented == set(Settings.model_fields)
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    commands = [line.split("#")[0].strip() for line in block]
+    assert commands == ["./dev serve", "./dev test"]
+    assert "exec ./dev test\n" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_serve_help_names_the_env_vars() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    ).stdout
+    for name in ("TETHER_HOST", "TETHER_PORT", "TETHER_DATA_DIR"):
+        assert name in out
+
+
+def test_openapi_lists_every_route(shared_server: Server) -> None:
+    with shared_server.client() as c:
+        assert c.get("/docs").status_code == 200
+        paths = c.get("/openapi.json").json()["paths"]
+    assert {
+        "/api/sessions",
+        "/api/sessions/{session_id}",
+        "/api/sessions/{session_id}/tasks",
+        "/api/sessions/{session_id}/events",
+        "/api/sessions/{session_id}/stream",
+        "/api/tasks/{task_id}",
+        "/api/tasks/{task_id}/cancel",
+        "/api/agents",
+    } <= set(paths)
+
+
+def test_serve_creates_the_data_dir_and_prints_the_url(tmp_path: Path) -> None:
+    d = tmp_path / "fresh" / "nested"
+    s = Server(d)
+    try:
+        d.parent.mkdir()  # for the server's log file only; the data dir itself is new
+        s.start()
+        assert (d / "tether.db").exists()
+        assert f"http://127.0.0.1:{s.port}/" in s.log()
+    finally:
+        s.stop()
