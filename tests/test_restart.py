@@ -7,8 +7,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.helpers.server import Api, Server, sse_frames, wait_until
 
 
@@ -19,7 +17,7 @@ def counter_lines(server: Server) -> list[str]:
 
 def read_stream_until(server: Server, sid: str, after: int, stop: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with server.client(timeout=30) as c:
         with c.stream(
             "GET", f"/api/sessions/{sid}/stream", headers={"Last-Event-ID": str(after)}
         ) as r:
@@ -87,7 +85,7 @@ def test_sigterm_closes_streams_with_a_retry_hint_and_loses_nothing(make_server:
     sid = api.session()
     root = api.start(sid, "batch", {"items": list(range(8)), "delay_s": 0.4})["id"]
     raw: list[str] = []
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with server.client(timeout=30) as c:
         with c.stream("GET", f"/api/sessions/{sid}/stream") as r:
             lines = r.iter_lines()
             for line in lines:

@@ -6,7 +6,6 @@ import random
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.helpers.server import Api, Server, sse_frames
@@ -26,7 +25,7 @@ def follow_with_disconnects(
         params = {"after": last} if mode == "query" else {}
         budget = rng.randint(1, 8)
         finished = False
-        with httpx.Client(base_url=server.url, timeout=10) as c:
+        with server.client(timeout=10) as c:
             with c.stream(
                 "GET", f"/api/sessions/{sid}/stream", headers=headers, params=params
             ) as r:
@@ -85,7 +84,7 @@ def test_snapshot_first_then_backlog_then_live_with_headers_and_heartbeats(
     sid = api.session()
     first = api.start(sid, "item", {"item": "x"})
     api.wait_status(first["id"], "completed")
-    with httpx.Client(base_url=shared_server.url, timeout=10) as c:
+    with shared_server.client(timeout=10) as c:
         with c.stream("GET", f"/api/sessions/{sid}/stream") as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
@@ -122,7 +121,7 @@ def test_second_tab_sees_the_same_events(shared_server: Server, api: Api) -> Non
 
     def read_all() -> list[dict[str, Any]]:
         out = []
-        with httpx.Client(base_url=shared_server.url, timeout=10) as c:
+        with shared_server.client(timeout=10) as c:
             with c.stream("GET", f"/api/sessions/{sid}/stream") as r:
                 for f in sse_frames(r):
                     if f.event == "message":

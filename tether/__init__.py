@@ -7,12 +7,15 @@ from tether.errors import (  # noqa: E402
     BadRequest,
     CursorGone,
     DelegationFailed,
+    Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
     TaskCancelled,
     TaskError,
     TetherError,
+    TooManyAttempts,
+    Unauthorized,
 )
 from tether.model import Event, Session, Task, TaskStatus  # noqa: E402
 from tether.runtime.agent import agent  # noqa: E402
@@ -25,6 +28,7 @@ __all__ = [
     "CursorGone",
     "DelegationFailed",
     "Event",
+    "Forbidden",
     "InvalidInput",
     "NotFound",
     "PayloadTooLarge",
@@ -36,6 +40,8 @@ __all__ = [
     "TaskError",
     "TaskStatus",
     "TetherError",
+    "TooManyAttempts",
+    "Unauthorized",
     "__version__",
     "agent",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from tether.errors import TetherError
 from tether.services import Services
 from tether.settings import Settings
 from tether.web.app import create_app
@@ -42,8 +44,11 @@ class _Server(uvicorn.Server):
             for server in self.servers:
                 for sock in server.sockets:
                     host, port = sock.getsockname()[:2]
-                    console.print(f"Tether is running at [bold]http://{host}:{port}/[/bold]")
-                    print(f"TETHER_URL=http://{host}:{port}/", flush=True)
+                    assert self.services.auth is not None
+                    # The secret rides in the fragment, which browsers never send to a server.
+                    url = f"http://{host}:{port}/#secret={self.services.auth.bootstrap_secret}"
+                    console.print(f"Tether is running. Open [bold]{url}[/bold] to sign in.")
+                    print(f"TETHER_URL={url}", flush=True)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.loop is not None:
@@ -93,6 +98,51 @@ def serve(
     )
     console.print(f"Data dir: {settings.data_dir.resolve()}")
     _Server(config, services).run()
+
+
+users = typer.Typer(help="Manage users (the owner signs in with the bootstrap secret).")
+app.add_typer(users, name="users")
+
+
+@users.command("add")
+def users_add(
+    name: str,
+    data_dir: Annotated[Path | None, typer.Option(help=_help("data_dir"))] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user who signs in with a name and password."""
+    from tether.auth.passwords import hash_password
+    from tether.auth.sessions import AuthStore
+    from tether.db.engine import Database
+
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        console.print("[red]A password needs at least 8 characters.[/red]")
+        raise typer.Exit(2)
+
+    async def add() -> str:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url)
+        await asyncio.to_thread(db.migrate)
+        try:
+            store = AuthStore(db, idle_timeout_s=1, lifetime_s=1, grace_s=0)
+            user = await store.create_user(name, await asyncio.to_thread(hash_password, password))
+            return user.id
+        finally:
+            await db.close()
+
+    try:
+        user_id = asyncio.run(add())
+    except TetherError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Created user {name} ({user_id}).")
 
 
 def main() -> None:

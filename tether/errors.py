@@ -6,6 +6,9 @@ TetherError
 ├── InvalidInput             422: unknown agent, input that does not validate
 ├── CursorGone               410: cursor older than what is retained, or beyond the head
 ├── PayloadTooLarge          413
+├── Unauthorized             401: no, bad or expired credentials; says how to sign in
+├── Forbidden                403: e.g. a cross-origin request to a cookie route
+├── TooManyAttempts          429: too many failed sign-ins; carries Retry-After
 └── TaskError                raised inside agents
     ├── TaskCancelled        the task (or its parent) was cancelled
     └── DelegationFailed     a delegated child task failed
@@ -24,6 +27,9 @@ class TetherError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class NotFound(TetherError):
@@ -49,6 +55,27 @@ class CursorGone(TetherError):
 class PayloadTooLarge(TetherError):
     status = 413
     title = "Payload too large"
+
+
+class Unauthorized(TetherError):
+    status = 401
+    title = "Unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="tether"'}
+
+
+class Forbidden(TetherError):
+    status = 403
+    title = "Forbidden"
+
+
+class TooManyAttempts(TetherError):
+    status = 429
+    title = "Too many attempts"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.extra.get("retry_after", 60))}
 
 
 class TaskError(TetherError):

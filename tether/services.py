@@ -8,6 +8,7 @@ import logging
 from dbos import DBOS
 
 from tether import __version__
+from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
@@ -29,12 +30,14 @@ class Services:
         self.log.listeners.append(self.hub.publish)
         self.registry = registry
         self.runtime: Runtime | None = None
+        self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         load_agent_modules(self.settings.agents)
         await asyncio.to_thread(self.db.migrate)
+        self.auth = Authenticator(self.settings, self.db)
         self.log.start()
         version = self.settings.app_version or self.registry.code_version(f"tether-{__version__}")
         self.runtime = Runtime(

@@ -48,6 +48,32 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level of the server.")
 
+    bootstrap_secret: str | None = Field(
+        None,
+        description="Owner sign-in secret; default: generated once into the data dir (mode 0600).",
+    )
+    jwt_secret: str | None = Field(
+        None, description="Access-token signing key; default: generated once into the data dir."
+    )
+    access_ttl_s: float = Field(600.0, ge=1, description="Lifetime of an access token.")
+    idle_timeout_s: float = Field(
+        86400.0,
+        gt=0,
+        description="An auth session idles out after this long unused (never while its user's task runs).",
+    )
+    session_lifetime_s: float = Field(
+        30 * 86400.0, gt=0, description="Absolute lifetime of an auth session."
+    )
+    refresh_grace_s: float = Field(
+        10.0, ge=0, description="A just-rotated refresh token still works this long (two tabs)."
+    )
+    auth_max_failures: int = Field(
+        10, ge=1, description="Failed sign-ins per client address before 429."
+    )
+    auth_failure_window_s: float = Field(
+        60.0, gt=0, description="Window over which failed sign-ins are counted."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

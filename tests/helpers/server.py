@@ -39,6 +39,9 @@ def wait_until(
         time.sleep(interval)
 
 
+SECRET = "test-bootstrap-secret-0123456789"
+
+
 @dataclass
 class Server:
     data_dir: Path
@@ -59,6 +62,7 @@ class Server:
             "TETHER_HEARTBEAT_S": "0.2",
             "TETHER_AGENTS": json.dumps(["tests.helpers.agents"]),
             "TETHER_TEST_COUNTER": str(self.data_dir / "counter.txt"),
+            "TETHER_BOOTSTRAP_SECRET": SECRET,
             **self.env,
         }
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{time.time_ns()}.log"
@@ -115,8 +119,10 @@ class Server:
             self.proc.wait(10)
             self.proc = None
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10)
+    def client(self, timeout: float = 10, secret: str | None = SECRET) -> httpx.Client:
+        """A client that authenticates with the bootstrap secret header (as scripts do)."""
+        headers = {"x-web-bootstrap-secret": secret} if secret else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
 
 @dataclass

@@ -61,3 +61,35 @@ events = sa.Table(
     sa.Column("key", sa.String(512), nullable=True),
     sa.UniqueConstraint("session_id", "key", name="uq_tether_events_key"),
 )
+
+users = sa.Table(
+    "tether_users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    # argon2id; NULL for the owner, who signs in with the bootstrap secret.
+    sa.Column("password_hash", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+auth_sessions = sa.Table(
+    "tether_auth_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("revoked_reason", sa.Text, nullable=True),
+)
+
+# Refresh tokens, stored as SHA-256 hashes. One auth session is one rotation family.
+refresh_tokens = sa.Table(
+    "tether_refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("auth_session_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)

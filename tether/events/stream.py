@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tether.events.hub import Subscription
 from tether.events.log import EventLog
@@ -34,7 +34,10 @@ async def session_stream(
     cursor: int,
     heartbeat_s: float,
     retry_ms: int,
+    auth_ended: Callable[[], Awaitable[str | None]],
 ) -> AsyncIterator[str]:
+    """`auth_ended` is asked at each heartbeat: a reason ends the stream with an `auth` event
+    (the sign-in was revoked or expired; an access token that merely aged out does not)."""
     try:
         yield f"retry: {retry_ms}\n: tether stream\n\n" + named_frame("snapshot", snapshot)
         pos = _Position(cursor)
@@ -65,6 +68,10 @@ async def session_stream(
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + heartbeat_s
+                reason = await auth_ended()
+                if reason is not None:
+                    yield named_frame("auth", dumps({"reason": reason}))
+                    return
                 beat = dumps({"server_time": time.time(), "head_seq": pos.last})
                 yield ": ping\n\n" + named_frame("heartbeat", beat)
     finally:

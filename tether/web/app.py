@@ -15,7 +15,8 @@ from tether.services import Services
 from tether.settings import Settings
 from tether.web import problems
 from tether.web.limits import BodyLimit
-from tether.web.routes import events, sessions, tasks
+from tether.web.routes import auth, events, sessions, tasks
+from tether.web.security import SecurityHeaders
 
 STATIC = Path(__file__).with_name("static")
 
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = svc
     problems.install(app)
-    for module in (sessions, tasks, events):
+    for module in (auth, sessions, tasks, events):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"])
@@ -53,4 +54,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app

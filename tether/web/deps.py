@@ -1,30 +1,37 @@
-"""Request dependencies. Every route takes the caller's `Principal` and scopes reads to it."""
+"""Request dependencies. Every API route takes the caller's `Principal` and scopes to it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tether.auth.authenticator import Authenticator, Principal
 from tether.services import Services
-
-OWNER = "owner"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    user: str
-
-
-async def current_principal() -> Principal:
-    # Until users and tokens arrive, the one local user owns everything.
-    return Principal(OWNER)
 
 
 def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
+def get_auth(request: Request) -> Authenticator:
+    auth = get_services(request).auth
+    assert auth is not None
+    return auth
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def current_principal(request: Request) -> Principal:
+    return await get_auth(request).authenticate(
+        request.headers.get("authorization"),
+        request.headers.get("x-web-bootstrap-secret"),
+        client_address(request),
+    )
+
+
 Caller = Annotated[Principal, Depends(current_principal)]
 Svc = Annotated[Services, Depends(get_services)]
+Auth = Annotated[Authenticator, Depends(get_auth)]

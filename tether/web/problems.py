@@ -23,7 +23,7 @@ def problem(
 
 async def _tether_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TetherError)
-    return problem(exc.status, exc.title, exc.detail, **exc.extra)
+    return problem(exc.status, exc.title, exc.detail, headers=exc.headers() or None, **exc.extra)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

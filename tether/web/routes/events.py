@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from tether.errors import BadRequest, CursorGone
 from tether.events.stream import session_stream
 from tether.model import Session, Task, dumps
-from tether.web.deps import Caller, Svc
+from tether.web.deps import Auth, Caller, Svc
 
 router = APIRouter(prefix="/api/sessions", tags=["events"])
 
@@ -90,6 +90,7 @@ async def stream_events(
     session_id: str,
     caller: Caller,
     svc: Svc,
+    auth: Auth,
     after: str | None = Query(None, description="Resume after this seq (Last-Event-ID wins)."),
     last_event_id: str | None = Header(None, description="The SSE resume cursor."),
 ) -> StreamingResponse:
@@ -113,6 +114,7 @@ async def stream_events(
         cursor,
         svc.settings.heartbeat_s,
         svc.settings.stream_retry_ms,
+        lambda: auth.still_valid(caller),
     )
     return StreamingResponse(
         body,

@@ -1,0 +1,130 @@
+"""Who is calling: bearer access tokens, the bootstrap secret, passwords, refresh.
+
+Auth backends in the datasette manner: no credentials → Unauthorized that says how to sign
+in; credentials that are ours but wrong → Unauthorized (and, for secrets and passwords, a
+counted failure, so guessing is rate-limited per client address).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tether.auth.limiter import FailureLimiter
+from tether.auth.passwords import verify_password
+from tether.auth.secrets import load_or_create, same
+from tether.auth.sessions import OWNER_ID, AuthStore, Rotation, User
+from tether.auth.tokens import SIGN_IN, AccessTokens
+from tether.db.engine import Database
+from tether.errors import Unauthorized
+from tether.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user: str
+    auth_session_id: str | None = None  # None: the bootstrap secret, sent with the request
+    access_expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    user: User
+    rotation: Rotation
+    access_token: str
+    access_expires_at: float
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        d = settings.data_dir
+        self.bootstrap_secret = load_or_create(d / "bootstrap_secret", settings.bootstrap_secret)
+        key = load_or_create(d / "jwt.key", settings.jwt_secret, nbytes=48)
+        self.tokens = AccessTokens(key, settings.access_ttl_s)
+        self.store = AuthStore(
+            db,
+            idle_timeout_s=settings.idle_timeout_s,
+            lifetime_s=settings.session_lifetime_s,
+            grace_s=settings.refresh_grace_s,
+        )
+        self.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
+        self._valid_until: dict[str, float] = {}
+
+    def check_secret(self, given: str, address: str) -> None:
+        self.limiter.check(address)
+        if not same(given, self.bootstrap_secret):
+            self.limiter.fail(address)
+            raise Unauthorized("wrong bootstrap secret: " + SIGN_IN)
+
+    async def authenticate(
+        self, authorization: str | None, secret: str | None, address: str
+    ) -> Principal:
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("send `Authorization: Bearer <access token>`: " + SIGN_IN)
+            claims = self.tokens.verify(token.strip())
+            await self.store.check(claims.auth_session_id)
+            return Principal(claims.user_id, claims.auth_session_id, claims.expires_at)
+        if secret is not None:
+            self.check_secret(secret, address)
+            return Principal(OWNER_ID)
+        raise Unauthorized(
+            "no credentials: " + SIGN_IN + " (or send the x-web-bootstrap-secret header)"
+        )
+
+    async def sign_in(
+        self,
+        *,
+        secret: str | None,
+        username: str | None,
+        password: str | None,
+        address: str,
+    ) -> SignIn:
+        if secret is not None:
+            self.check_secret(secret, address)
+            user = await self.store.user(OWNER_ID)
+        elif username is not None and password is not None:
+            self.limiter.check(address)
+            found = await self.store.user_by_name(username)
+            if not await verify_password(found.password_hash if found else None, password):
+                self.limiter.fail(address)
+                raise Unauthorized("wrong user name or password")
+            assert found is not None
+            user = found
+        else:
+            raise Unauthorized(
+                'POST /auth takes {"secret"} (or the x-web-bootstrap-secret header), '
+                'or {"username", "password"}'
+            )
+        rotation = await self.store.open(user.id)
+        token, exp = self.tokens.issue(user.id, rotation.auth_session_id)
+        return SignIn(user, rotation, token, exp)
+
+    async def refresh(self, refresh_token: str | None) -> SignIn:
+        if not refresh_token:
+            raise Unauthorized("no refresh token cookie: " + SIGN_IN)
+        rotation = await self.store.rotate(refresh_token)
+        user = await self.store.user(rotation.user_id)
+        token, exp = self.tokens.issue(user.id, rotation.auth_session_id)
+        return SignIn(user, rotation, token, exp)
+
+    async def still_valid(self, principal: Principal) -> str | None:
+        """None while the caller's auth session holds, else why it ended. For open streams:
+        the token that opened a stream may age out; the sign-in behind it may not."""
+        sid = principal.auth_session_id
+        if sid is None:
+            return None
+        now = time.monotonic()
+        if self._valid_until.get(sid, 0.0) > now:
+            return None
+        try:
+            await self.store.check(sid)
+        except Unauthorized as exc:
+            self._valid_until.pop(sid, None)
+            return exc.detail
+        # Many streams share one sign-in: check it at most once a second.
+        self._valid_until[sid] = now + 1.0
+        if len(self._valid_until) > 50_000:
+            self._valid_until = {k: v for k, v in self._valid_until.items() if v > now}
+        return None

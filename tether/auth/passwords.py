@@ -1,0 +1,26 @@
+"""argon2id password hashing, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+# Verified against when a user does not exist, so a miss costs what a hit costs.
+_DUMMY = _hasher.hash("tether-no-such-user")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)

@@ -1,0 +1,232 @@
+"""Users, auth sessions and refresh-token rotation, in the database.
+
+An auth session is one sign-in (one rotation family of refresh tokens). It ends when it is
+revoked (logout, refresh-token reuse), when it reaches its absolute lifetime, or when it has
+been idle for the idle timeout — where "idle" never counts time during which one of its
+user's tasks was running: the clock restarts when the user's last task ends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from tether.auth.tokens import SIGN_IN, hash_refresh_token, new_refresh_token
+from tether.db.engine import Database
+from tether.db.schema import auth_sessions, refresh_tokens, sessions, tasks, users
+from tether.db.store import new_id
+from tether.errors import InvalidInput, Unauthorized
+from tether.model import TERMINAL
+
+OWNER_ID = "owner"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    name: str
+    password_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSession:
+    id: str
+    user_id: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    user_id: str
+    auth_session_id: str
+    refresh_token: str
+    expires_at: float
+
+
+class AuthStore:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        idle_timeout_s: float,
+        lifetime_s: float,
+        grace_s: float,
+    ) -> None:
+        self.db = db
+        self.idle_timeout_s = idle_timeout_s
+        self.lifetime_s = lifetime_s
+        self.grace_s = grace_s
+        # Refresh last_seen at most this often, so a busy client is not a write per request.
+        self.touch_every_s = min(60.0, idle_timeout_s / 4)
+
+    # -- users -----------------------------------------------------------------------------
+
+    async def create_user(self, name: str, password_hash: str) -> User:
+        if not name or len(name) > 128 or not name.replace("-", "").replace("_", "").isalnum():
+            raise InvalidInput("a user name is 1-128 letters, digits, '-' or '_'")
+        user = User(new_id("u"), name, password_hash)
+        async with self.db.writer.begin() as conn:
+            taken = await conn.scalar(sa.select(users.c.id).where(users.c.name == name))
+            if taken is not None:
+                raise InvalidInput(f"user {name!r} already exists")
+            await conn.execute(
+                sa.insert(users).values(
+                    id=user.id, name=name, password_hash=password_hash, created_at=time.time()
+                )
+            )
+        return user
+
+    async def user_by_name(self, name: str) -> User | None:
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.name == name))).first()
+        return None if row is None else User(row.id, row.name, row.password_hash)
+
+    async def user(self, user_id: str) -> User:
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
+        if row is None:
+            raise Unauthorized("this user no longer exists: " + SIGN_IN)
+        return User(row.id, row.name, row.password_hash)
+
+    # -- auth sessions ---------------------------------------------------------------------
+
+    async def open(self, user_id: str) -> Rotation:
+        """A new auth session and its first refresh token."""
+        now = time.time()
+        sid = new_id("a")
+        token, digest = new_refresh_token()
+        expires = now + self.lifetime_s
+        async with self.db.writer.begin() as conn:
+            await conn.execute(
+                sa.insert(auth_sessions).values(
+                    id=sid, user_id=user_id, created_at=now, last_seen_at=now, expires_at=expires
+                )
+            )
+            await conn.execute(
+                sa.insert(refresh_tokens).values(
+                    token_hash=digest, auth_session_id=sid, created_at=now
+                )
+            )
+        return Rotation(user_id, sid, token, expires)
+
+    async def rotate(self, token: str) -> Rotation:
+        """Trade a refresh token for a new one. A token already traded is accepted again for
+        `grace_s` (two tabs refreshing at once); after that, its reuse means it was stolen,
+        and the whole auth session is revoked."""
+        now = time.time()
+        reused = False
+        async with self.db.writer.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(refresh_tokens)
+                    .where(refresh_tokens.c.token_hash == hash_refresh_token(token))
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise Unauthorized("unknown refresh token: " + SIGN_IN)
+            session = await self._session_row(conn, row.auth_session_id)
+            await self._raise_if_ended(session, now)
+            if row.used_at is not None and now - row.used_at > self.grace_s:
+                await self._revoke(conn, session.id, "refresh token reuse detected", now)
+                reused = True
+            else:
+                if row.used_at is None:
+                    await conn.execute(
+                        sa.update(refresh_tokens)
+                        .where(refresh_tokens.c.token_hash == row.token_hash)
+                        .values(used_at=now)
+                    )
+                new_token, digest = new_refresh_token()
+                await conn.execute(
+                    sa.insert(refresh_tokens).values(
+                        token_hash=digest, auth_session_id=session.id, created_at=now
+                    )
+                )
+                await conn.execute(
+                    sa.update(auth_sessions)
+                    .where(auth_sessions.c.id == session.id)
+                    .values(last_seen_at=now)
+                )
+        if reused:
+            # Raised after the commit, so the revocation stands.
+            raise Unauthorized(
+                "this refresh token was already used: the sign-in is revoked for safety; " + SIGN_IN
+            )
+        return Rotation(session.user_id, session.id, new_token, session.expires_at)
+
+    async def revoke(self, auth_session_id: str, reason: str) -> None:
+        async with self.db.writer.begin() as conn:
+            await self._revoke(conn, auth_session_id, reason, time.time())
+
+    async def revoke_by_token(self, token: str, reason: str) -> None:
+        async with self.db.writer.begin() as conn:
+            sid = await conn.scalar(
+                sa.select(refresh_tokens.c.auth_session_id).where(
+                    refresh_tokens.c.token_hash == hash_refresh_token(token)
+                )
+            )
+            if sid is not None:
+                await self._revoke(conn, sid, reason, time.time())
+
+    async def check(self, auth_session_id: str) -> AuthSession:
+        """The auth session if it is still valid, else Unauthorized saying why."""
+        now = time.time()
+        async with self.db.reader.connect() as conn:
+            row = await self._session_row(conn, auth_session_id)
+        await self._raise_if_ended(row, now)
+        if now - row.last_seen_at > self.touch_every_s:
+            async with self.db.writer.begin() as conn:
+                await conn.execute(
+                    sa.update(auth_sessions)
+                    .where(auth_sessions.c.id == auth_session_id)
+                    .values(last_seen_at=now)
+                )
+        return AuthSession(row.id, row.user_id, row.created_at, now, row.expires_at)
+
+    async def _session_row(self, conn: sa.ext.asyncio.AsyncConnection, sid: str) -> sa.Row:
+        row = (
+            await conn.execute(sa.select(auth_sessions).where(auth_sessions.c.id == sid))
+        ).first()
+        if row is None:
+            raise Unauthorized("unknown sign-in: " + SIGN_IN)
+        return row
+
+    async def _raise_if_ended(self, row: sa.Row, now: float) -> None:
+        if row.revoked_at is not None:
+            raise Unauthorized(f"signed out ({row.revoked_reason}): " + SIGN_IN)
+        if now >= row.expires_at:
+            raise Unauthorized("this sign-in reached its maximum lifetime: " + SIGN_IN)
+        if now - row.last_seen_at > self.idle_timeout_s:
+            busy, last_end = await self.activity(row.user_id)
+            if not busy and (last_end is None or now - last_end > self.idle_timeout_s):
+                raise Unauthorized("this sign-in was idle too long: " + SIGN_IN)
+
+    async def activity(self, user_id: str) -> tuple[bool, float | None]:
+        """Whether the user has a task that has not ended, and when their last one ended."""
+        terminal = [s.value for s in TERMINAL]
+        async with self.db.reader.connect() as conn:
+            owned = sa.select(sessions.c.id).where(sessions.c.owner == user_id)
+            busy = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(tasks)
+                .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(terminal))
+            )
+            last_end = await conn.scalar(
+                sa.select(sa.func.max(tasks.c.ended_at)).where(tasks.c.session_id.in_(owned))
+            )
+        return bool(busy), last_end
+
+    @staticmethod
+    async def _revoke(
+        conn: sa.ext.asyncio.AsyncConnection, sid: str, reason: str, now: float
+    ) -> None:
+        await conn.execute(
+            sa.update(auth_sessions)
+            .where(auth_sessions.c.id == sid, auth_sessions.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+        )
