@@ -27,9 +27,10 @@ def parse_cursor(raw: str | None, name: str) -> int | None:
     return int(text)
 
 
-def snapshot(s: Session, tasks: list[Task]) -> dict[str, Any]:
+def snapshot(s: Session, tasks: list[Task], heartbeat_s: float | None = None) -> dict[str, Any]:
     return {
         "session_id": s.id,
+        "heartbeat_s": heartbeat_s,
         "head_seq": s.head_seq,
         "first_seq": s.low_seq + 1,
         "server_time": time.time(),
@@ -110,7 +111,7 @@ async def stream_events(
     body = session_stream(
         sub,
         svc.log,
-        dumps(snapshot(s, tasks)),
+        dumps(snapshot(s, tasks, svc.settings.heartbeat_s)),
         cursor,
         svc.settings.heartbeat_s,
         svc.settings.stream_retry_ms,

@@ -1,0 +1,218 @@
+"""The web app in Chromium against a real server, with time compressed by settings."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, Page
+
+from tests.e2e.conftest import shot
+from tests.helpers.server import SECRET, Api, Server, wait_until
+
+WATCH = """
+window.__seen = { unauthorized: false, kinds: [], texts: [] };
+const record = () => {
+  const c = document.getElementById("conn");
+  if (!c) return;
+  const k = c.dataset.kind, l = window.__seen.kinds;
+  if (l[l.length - 1] !== k) l.push(k);
+  const t = document.getElementById("conn-text").textContent, ts = window.__seen.texts;
+  if (ts[ts.length - 1] !== t) ts.push(t);
+};
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver(record).observe(document.body, { subtree: true, attributes: true, childList: true, characterData: true });
+  record();
+});
+setInterval(() => {
+  if (document.body && /unauthori[sz]ed/i.test(document.body.innerText)) window.__seen.unauthorized = true;
+}, 200);
+"""
+
+
+def open_app(ctx: BrowserContext, server: Server, sid: str, poll_ms: int = 300) -> Page:
+    page = ctx.new_page()
+    page.add_init_script(WATCH)
+    page.goto(f"{server.url}/?session={sid}&poll_ms={poll_ms}#secret={SECRET}")
+    page.wait_for_selector("#conn[data-kind=live]", timeout=20_000)
+    assert "secret" not in page.url  # the secret left the address bar
+    return page
+
+
+def dom_seqs(page: Page) -> list[int]:
+    return list(page.eval_on_selector_all(".ev[data-seq]", "els => els.map(e => +e.dataset.seq)"))
+
+
+def assert_timeline_is_the_log(page: Page, api: Api, sid: str) -> None:
+    log = [e["seq"] for e in api.all_events(sid)]
+    wait_until(lambda: sorted(dom_seqs(page)) == log, timeout=20, what="the timeline to hold the whole log")
+    seqs = dom_seqs(page)
+    assert len(seqs) == len(set(seqs)), "an event is shown twice"
+    groups = page.eval_on_selector_all(
+        ".group", "gs => gs.map(g => [...g.querySelectorAll(':scope > .events > .ev')].map(e => +e.dataset.seq))"
+    )
+    for g in groups:
+        assert g == sorted(g), "events out of order within a task"
+
+
+def seen(page: Page) -> dict[str, Any]:
+    return dict(page.evaluate("window.__seen"))
+
+
+def task_badge(page: Page, task_id: str) -> str:
+    return str(page.get_attribute(f'li.task[data-task="{task_id}"]', "data-status"))
+
+
+def start_long_task(api: Api, sid: str, seconds: int) -> str:
+    return str(api.start(sid, "batch", {"items": list(range(seconds // 2)), "delay_s": 2})["id"])
+
+
+def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any) -> None:
+    server = make_server(TETHER_ACCESS_TTL_S="3", TETHER_HEARTBEAT_S="0.3")
+    api = Api(server.client())
+    sid = api.session("network")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = open_app(ctx, server, sid)
+    root = start_long_task(api, sid, 60)
+    page.wait_for_selector(f'li.task[data-task="{root}"][data-status="running"]')
+    shot(page, "live")
+
+    for cut in range(2):
+        ctx.set_offline(True)
+        page.wait_for_selector("#conn[data-kind=reconnecting], #conn[data-kind=offline]", timeout=10_000)
+        if cut == 0:
+            shot(page, "reconnecting")
+        time.sleep(5)  # the cut itself lasts five seconds
+        ctx.set_offline(False)
+        page.wait_for_selector("#conn[data-kind=live]", timeout=30_000)
+
+    before_reload = seen(page)
+    page.reload()
+    page.wait_for_selector("#conn[data-kind=live]", timeout=20_000)
+    assert page.is_hidden("#signin-view")
+    page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]', timeout=120_000)
+    shot(page, "completed")
+    assert_timeline_is_the_log(page, api, sid)
+    assert not before_reload["unauthorized"] and not seen(page)["unauthorized"]
+    kinds = before_reload["kinds"]
+    # Live, then Reconnecting and Live again, twice (the final Live was awaited above).
+    assert kinds[:4] == ["connecting", "live", "reconnecting", "live"] and kinds[4] == "reconnecting", kinds
+    texts = " ".join(before_reload["texts"])
+    assert re.search(r"Reconnecting — attempt \d+, next try in \d+ s", texts)
+    ctx.close()
+
+
+def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any) -> None:
+    server = make_server(TETHER_ACCESS_TTL_S="3", TETHER_HEARTBEAT_S="0.3")
+    api = Api(server.client())
+    sid = api.session("restart")
+    ctx = browser.new_context()
+    page = open_app(ctx, server, sid)
+    root = start_long_task(api, sid, 60)
+    page.wait_for_selector(f'li.task[data-task="{root}"] .progress-text')
+    wait_until(lambda: len(api.task(root)["children"]) >= 3, timeout=30)
+    server.kill()
+    page.wait_for_selector("#conn[data-kind=reconnecting], #conn[data-kind=offline]", timeout=10_000)
+    shot(page, "server-down")
+    server.start()
+    api = Api(server.client())
+    page.wait_for_selector("#conn[data-kind=live]", timeout=40_000)
+    page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]', timeout=120_000)
+    assert api.task(root)["status"] == "completed"
+    assert_timeline_is_the_log(page, api, sid)
+    assert not seen(page)["unauthorized"]
+    ctx.close()
+
+
+def test_truthful_status_when_the_stream_is_blocked_or_the_server_is_gone(browser: Browser, make_server: Any) -> None:
+    server = make_server(TETHER_HEARTBEAT_S="0.3")
+    api = Api(server.client())
+    sid = api.session("blocked")
+    ctx = browser.new_context()
+    page = open_app(ctx, server, sid)
+    root = str(api.start(sid, "batch", {"items": list(range(40)), "delay_s": 1})["id"])
+    page.wait_for_selector(f'li.task[data-task="{root}"][data-status="running"]')
+
+    # Only the stream is blocked (a proxy that refuses it), from the next page load on:
+    # polling shows the server's status, and it keeps moving.
+    ctx.route(re.compile(r".*/stream(\?.*)?$"), lambda route: route.abort())
+    page.reload()
+    page.wait_for_selector(f'li.task[data-task="{root}"]')
+    wait_until(lambda: "server says: task running" in page.text_content("#conn-text"), timeout=20)
+    first = page.text_content("#conn-text")
+    wait_until(
+        lambda: (t := page.text_content("#conn-text")) != first and "server says: task running" in t,
+        timeout=10, what="the polled status to update",
+    )
+    progress = [int(m.group(1)) for t in seen(page)["texts"] if (m := re.search(r"task running (\d+)/40", t))]
+    wait_until(lambda: max(progress + [0]) < max(
+        [int(m.group(1)) for t in seen(page)["texts"] if (m := re.search(r"task running (\d+)/40", t))] + [0]
+    ), timeout=10, what="progress from polling to advance")
+    shot(page, "stream-blocked-polling")
+    assert page.get_attribute("#conn", "data-kind") in ("reconnecting", "offline")
+
+    # The server is gone for good: Offline, with the last status it gave and when.
+    server.kill()
+    page.wait_for_selector("#conn[data-kind=offline]", timeout=40_000)
+    wait_until(lambda: "server unreachable" in page.text_content("#conn-text"), timeout=10)
+    text = page.text_content("#conn-text")
+    assert re.search(r"Offline — last known: task running \d+/40 \(checked \d\d:\d\d:\d\d", text), text
+    assert task_badge(page, root) == "running"  # not inferred from the socket's state
+    shot(page, "offline")
+    ctx.close()
+
+
+def test_eight_tabs_of_one_session_stay_live(browser: Browser, make_server: Any) -> None:
+    server = make_server(TETHER_HEARTBEAT_S="0.3")
+    api = Api(server.client())
+    sid = api.session("tabs")
+    ctx = browser.new_context()
+    streams: list[str] = []
+    ctx.on("request", lambda r: streams.append(r.url) if "/stream" in r.url else None)
+    pages = [open_app(ctx, server, sid) for _ in range(8)]
+    root = str(api.start(sid, "batch", {"items": list(range(6)), "delay_s": 1})["id"])
+    for p in pages:
+        p.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]', timeout=60_000)
+        assert p.get_attribute("#conn", "data-kind") == "live"
+    for p in pages:
+        assert_timeline_is_the_log(p, api, sid)
+    assert len(streams) == 1  # one stream serves all eight tabs
+    # Closing the tab that holds the stream hands it to another.
+    leader = next(p for p in pages if p.evaluate("1") == 1)
+    leader.close()
+    second = str(api.start(sid, "item", {"item": "after"})["id"])
+    for p in pages[1:]:
+        p.wait_for_selector(f'li.task[data-task="{second}"][data-status="completed"]', timeout=30_000)
+    shot(pages[1], "eight-tabs")
+    ctx.close()
+
+
+def test_phone_width_sign_in_form_and_cancel(browser: Browser, make_server: Any) -> None:
+    server = make_server(TETHER_HEARTBEAT_S="0.3")
+    api = Api(server.client())
+    sid = api.session("phone")
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    page.goto(f"{server.url}/?session={sid}")
+    page.wait_for_selector("#signin-view:not([hidden])")
+    shot(page, "sign-in")
+    page.fill("#secret", "wrong")
+    page.press("#secret", "Enter")
+    page.wait_for_selector("#signin-error:has-text('wrong bootstrap secret')")
+    page.fill("#secret", SECRET)
+    page.press("#secret", "Enter")
+    page.wait_for_selector("#conn[data-kind=live]")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    # Start a task with the keyboard, from the pre-filled batch form.
+    page.focus("#task-input")
+    page.fill("#task-input", '{"items": [1, 2, 3], "delay_s": 20}')
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("li.task[data-status=running] button.danger")
+    shot(page, "phone-running")
+    page.click("li.task[data-status=running] > .head button.danger")
+    page.wait_for_selector("li.task[data-status=cancelled]")
+    roots = api.c.get(f"/api/sessions/{sid}/tasks").json()["tasks"]
+    assert roots[0]["status"] == "cancelled"
+    ctx.close()

@@ -1,0 +1,452 @@
+// Tether's browser client: the connection logic, with no UI in it.
+//
+//   TokenManager  access token in memory, refresh cookie on the server side; refreshes at ~75%
+//                 of the token's life, one refresh in flight, coordinated across tabs.
+//   SessionStream fetch-based SSE reader: Authorization header, Last-Event-ID resume,
+//                 full-jitter backoff (0.5-20 s, unlimited), stall watchdog (~2.5x heartbeat),
+//                 immediate retry on `online` / `visibilitychange`, 401 -> refresh -> retry,
+//                 410 -> rebuild from the snapshot, other 4xx -> stop and say why. Dedupes by seq.
+//   StatusPoller  whenever the stream is not live, asks the server for each task's status.
+//   SharedSession one stream per session for all tabs of a browser (leader election with Web
+//                 Locks, fan-out with BroadcastChannel): browsers allow six HTTP/1.1
+//                 connections per origin, and eight tabs must all stay live.
+//
+// Runs in browsers and in Node (>= 20): every platform object can be passed in.
+
+const SKEW_MS = 1000;
+
+export class AuthError extends Error {}
+
+export class TokenManager extends EventTarget {
+  constructor({ baseUrl = "", fetch = globalThis.fetch.bind(globalThis), locks = globalThis.navigator?.locks, channel = makeChannel("tether-auth"), now = () => Date.now() } = {}) {
+    super();
+    Object.assign(this, { baseUrl, fetch, locks, channel, now });
+    this.token = null;
+    this.expiresAt = 0; // ms
+    this.issuedAt = 0;
+    this.user = null;
+    this.refreshes = 0;
+    this._inflight = null;
+    this._timer = null;
+    this.channel?.addEventListener("message", (e) => {
+      const m = e.data;
+      if (m?.type === "token" && m.expiresAt > this.expiresAt) this._adopt(m, false);
+      if (m?.type === "signedout") this._signedOut(m.reason, false);
+    });
+  }
+
+  get signedIn() { return this.token !== null; }
+
+  async signIn(body) {
+    const r = await this.fetch(this.baseUrl + "/auth", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), credentials: "same-origin" });
+    if (!r.ok) throw new AuthError(await problemDetail(r));
+    this._take(await r.json());
+    return this.user;
+  }
+
+  // Use the refresh cookie (a reload, a new tab): true if we are signed in again.
+  async resume() {
+    try { await this.refresh(); return true; } catch (e) { if (e instanceof AuthError) return false; throw e; }
+  }
+
+  // One refresh in flight per tab, and one across tabs: the Web Lock serialises them, and a
+  // tab that gets the lock after another tab refreshed adopts that token instead.
+  refresh() {
+    this._inflight ??= (async () => {
+      try {
+        const run = async () => {
+          if (this.token && this._fresh()) return;
+          const r = await this.fetch(this.baseUrl + "/auth/refresh", { method: "POST", credentials: "same-origin" });
+          if (r.status === 401 || r.status === 403) {
+            const why = await problemDetail(r);
+            this._signedOut(why, true);
+            throw new AuthError(why);
+          }
+          if (!r.ok) throw new Error(`refresh failed: HTTP ${r.status}`);
+          this._take(await r.json());
+          this.refreshes += 1;
+        };
+        if (this.locks) await this.locks.request("tether-refresh", run); else await run();
+      } finally { this._inflight = null; }
+    })();
+    return this._inflight;
+  }
+
+  async authHeader() {
+    if (!this.token) throw new AuthError("not signed in");
+    if (this.now() > this.expiresAt - SKEW_MS) await this.refresh();
+    return { authorization: `Bearer ${this.token}` };
+  }
+
+  async signOut() {
+    try { await this.fetch(this.baseUrl + "/auth/logout", { method: "POST", headers: this.token ? { authorization: `Bearer ${this.token}` } : {}, credentials: "same-origin" }); } catch { /* offline: the cookie dies with its sign-in */ }
+    this._signedOut("signed out", true);
+  }
+
+  _fresh() {
+    const ttl = this.expiresAt - this.issuedAt;
+    return this.expiresAt - this.now() > ttl * 0.25 + SKEW_MS / 2;
+  }
+
+  _take(body) {
+    const now = this.now();
+    this._adopt({ token: body.access_token, expiresAt: now + body.expires_in * 1000, issuedAt: now, user: body.user }, true);
+  }
+
+  _adopt(m, broadcast) {
+    Object.assign(this, { token: m.token, expiresAt: m.expiresAt, issuedAt: m.issuedAt, user: m.user });
+    if (broadcast) this.channel?.postMessage({ type: "token", ...m });
+    clearTimeout(this._timer);
+    const at = m.issuedAt + (m.expiresAt - m.issuedAt) * 0.75;
+    this._timer = setTimeout(() => this.refresh().catch(() => {}), Math.max(250, at - this.now()));
+    this.dispatchEvent(new CustomEvent("token", { detail: { expiresAt: m.expiresAt } }));
+  }
+
+  _signedOut(reason, broadcast) {
+    if (this.token === null && !broadcast) return;
+    this.token = null;
+    clearTimeout(this._timer);
+    if (broadcast) this.channel?.postMessage({ type: "signedout", reason });
+    this.dispatchEvent(new CustomEvent("signedout", { detail: { reason } }));
+  }
+
+  close() { clearTimeout(this._timer); this.channel?.close?.(); }
+}
+
+export async function problemDetail(r) {
+  try { const b = await r.json(); return b.detail || b.title || `HTTP ${r.status}`; } catch { return `HTTP ${r.status}`; }
+}
+
+function makeChannel(name) {
+  return typeof BroadcastChannel === "function" ? new BroadcastChannel(name) : null;
+}
+
+// Parse an SSE byte stream into {event, data, id} frames.
+export async function* sseFrames(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        let event = "message", data = [], id = null, comment = false;
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) comment = true;
+          else if (line.startsWith("event: ")) event = line.slice(7);
+          else if (line.startsWith("data: ")) data.push(line.slice(6));
+          else if (line.startsWith("id: ")) id = line.slice(4);
+        }
+        if (data.length) yield { event, data: JSON.parse(data.join("\n")), id };
+        else if (comment) yield { event: "comment", data: null, id: null };
+      }
+    }
+  } finally { reader.releaseLock(); }
+}
+
+export function backoffDelay(attempt, { min = 500, max = 20000, random = Math.random } = {}) {
+  // Full jitter: uniform in [0, min(max, min * 2^attempt)], so a thousand clients that dropped
+  // at once do not come back at once.
+  return random() * Math.min(max, min * 2 ** attempt);
+}
+
+// Events (all CustomEvent, detail shown):
+//   event {envelope}           each log event once, in seq order
+//   snapshot {snapshot}        at every (re)connect
+//   reset {snapshot}           the cursor was gone (410): drop what you have, events follow from the start
+//   heartbeat {server_time, head_seq}
+//   state {kind, attempt, nextTryAt, since, reason}   kind: connecting | live | reconnecting | offline | stopped
+export class SessionStream extends EventTarget {
+  constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), win = globalThis.window, random = Math.random, minDelay = 500, maxDelay = 20000, offlineAfter = 3, offlineAfterMs = 10000, now = () => Date.now() }) {
+    super();
+    Object.assign(this, { sessionId, tokens, baseUrl, fetch, win, random, minDelay, maxDelay, offlineAfter, offlineAfterMs, now });
+    this.cursor = 0;
+    this.heartbeatMs = 15000;
+    this.state = { kind: "stopped" };
+    this.reconnects = 0;
+    this._stopped = true;
+    this._wake = null;
+    this._abort = null;
+    this._lastLive = now();
+    this._onWake = () => { if (!this.win?.document || this.win.document.visibilityState !== "hidden") this._wake?.(); };
+    // The system says the network is gone: the socket is dead even if no error arrived yet.
+    this._onOffline = () => this._abort?.abort(new Error("browser offline"));
+  }
+
+  start(cursor = this.cursor) {
+    this.cursor = cursor;
+    this._stopped = false;
+    this.win?.addEventListener?.("online", this._onWake);
+    this.win?.addEventListener?.("offline", this._onOffline);
+    this.win?.document?.addEventListener?.("visibilitychange", this._onWake);
+    this._loop();
+    return this;
+  }
+
+  stop(reason = "stopped") {
+    this._stopped = true;
+    this.win?.removeEventListener?.("online", this._onWake);
+    this.win?.removeEventListener?.("offline", this._onOffline);
+    this.win?.document?.removeEventListener?.("visibilitychange", this._onWake);
+    this._abort?.abort();
+    this._wake?.();
+    this._setState({ kind: "stopped", reason });
+  }
+
+  // Immediately retry (e.g. the page became visible again).
+  poke() { this._wake?.(); }
+
+  _setState(s) {
+    this.state = { since: this.now(), ...s };
+    this.dispatchEvent(new CustomEvent("state", { detail: this.state }));
+  }
+
+  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  async _loop() {
+    let attempt = 0;
+    let first = true;
+    while (!this._stopped) {
+      if (!first) this.reconnects += 1;
+      first = false;
+      const outcome = await this._connect(attempt).catch((e) => ({ retry: true, reason: String(e?.message || e) }));
+      if (this._stopped) return;
+      if (outcome.fatal) { this.stop(outcome.reason); return; }
+      if (outcome.live) attempt = 0;
+      if (outcome.now) continue;
+      attempt += 1;
+      const delay = backoffDelay(attempt, { min: this.minDelay, max: this.maxDelay, random: this.random });
+      const offline = (this.win?.navigator?.onLine === false || attempt >= this.offlineAfter) && this.now() - this._lastLive >= this.offlineAfterMs;
+      this._setState({ kind: offline ? "offline" : "reconnecting", attempt, nextTryAt: this.now() + delay, reason: outcome.reason });
+      await new Promise((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this._wake = () => { clearTimeout(t); resolve(); };
+      });
+      this._wake = null;
+    }
+  }
+
+  async _connect(attempt) {
+    this._setState({ kind: attempt === 0 ? "connecting" : "reconnecting", attempt, nextTryAt: this.now() });
+    let headers;
+    try { headers = await this.tokens.authHeader(); } catch (e) {
+      if (e instanceof AuthError) return { fatal: true, reason: e.message };
+      throw e;
+    }
+    if (this.cursor > 0) headers["last-event-id"] = String(this.cursor);
+    const abort = (this._abort = new AbortController());
+    const r = await this.fetch(`${this.baseUrl}/api/sessions/${this.sessionId}/stream`, { headers, signal: abort.signal, cache: "no-store" });
+    if (r.status === 401) {
+      try { await this.tokens.refresh(); } catch (e) { if (e instanceof AuthError) return { fatal: true, reason: e.message }; throw e; }
+      return { now: attempt < 2, reason: "token refreshed" };
+    }
+    if (r.status === 410) {
+      const problem = await r.json();
+      await this._rebuild(problem.snapshot);
+      return { now: true, reason: "rebuilt from snapshot" };
+    }
+    if (r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429) {
+      return { fatal: true, reason: await problemDetail(r) };
+    }
+    if (!r.ok) return { retry: true, reason: `HTTP ${r.status}` };
+    return this._read(r, abort);
+  }
+
+  async _read(r, abort) {
+    let live = false;
+    let watchdog = null;
+    const arm = () => {
+      clearTimeout(watchdog);
+      // No byte for 2.5 heartbeats: the connection is dead even if no error says so.
+      watchdog = setTimeout(() => abort.abort(new Error("stalled")), this.heartbeatMs * 2.5);
+    };
+    arm();
+    try {
+      for await (const f of sseFrames(r.body)) {
+        arm();
+        if (f.event === "message") {
+          if (f.data.seq > this.cursor) { this.cursor = f.data.seq; this._emit("event", f.data); }
+        } else if (f.event === "snapshot") {
+          if (f.data.heartbeat_s) { this.heartbeatMs = f.data.heartbeat_s * 1000; arm(); }
+          live = true;
+          this._lastLive = this.now();
+          this._emit("snapshot", f.data);
+          this._setState({ kind: "live" });
+        } else if (f.event === "heartbeat") {
+          this._lastLive = this.now();
+          this._emit("heartbeat", f.data);
+        } else if (f.event === "auth") {
+          // The sign-in behind this stream ended: a refresh tells whether we may go on.
+          try { await this.tokens.refresh(); } catch (e) { if (e instanceof AuthError) return { fatal: true, reason: f.data.reason }; }
+          return { live, now: true, reason: f.data.reason };
+        } else if (f.event === "shutdown") {
+          return { live, reason: "server restarting" };
+        }
+      }
+      return { live, reason: "stream ended" };
+    } catch (e) {
+      return { live, reason: abort.signal.aborted ? String(abort.signal.reason?.message || "aborted") : String(e?.message || e) };
+    } finally {
+      clearTimeout(watchdog);
+      this._lastLive = live ? this.now() : this._lastLive;
+    }
+  }
+
+  async _rebuild(snapshot) {
+    this.cursor = snapshot.first_seq - 1;
+    this._emit("reset", snapshot);
+    await catchUp(this, this.fetch);
+  }
+}
+
+// Read the log over REST from stream.cursor to the head, emitting like the stream does.
+export async function catchUp(target, fetchImpl) {
+  for (;;) {
+    const headers = await target.tokens.authHeader();
+    const r = await fetchImpl(`${target.baseUrl}/api/sessions/${target.sessionId}/events?after=${target.cursor}`, { headers, cache: "no-store" });
+    if (!r.ok) throw new Error(await problemDetail(r));
+    const page = await r.json();
+    for (const ev of page.events) {
+      if (ev.seq > target.cursor) { target.cursor = ev.seq; target.dispatchEvent(new CustomEvent("event", { detail: ev })); }
+    }
+    if (!page.more) return;
+  }
+}
+
+// Asks GET /api/sessions/{id}/tasks every `intervalMs` while running. Emits
+//   status {tasks, checkedAt}   and   error {reason, checkedAt}
+export class StatusPoller extends EventTarget {
+  constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), intervalMs = 2000, now = () => Date.now() }) {
+    super();
+    Object.assign(this, { sessionId, tokens, baseUrl, fetch, intervalMs, now });
+    this.running = false;
+    this.last = null; // {tasks, checkedAt}
+    this._timer = null;
+  }
+
+  start() {
+    if (this.running) return;
+    this.running = true;
+    this._tick();
+  }
+
+  stop() {
+    this.running = false;
+    clearTimeout(this._timer);
+  }
+
+  async check() {
+    const checkedAt = this.now();
+    try {
+      const headers = await this.tokens.authHeader();
+      const r = await this.fetch(`${this.baseUrl}/api/sessions/${this.sessionId}/tasks`, { headers, cache: "no-store" });
+      if (!r.ok) throw new Error(await problemDetail(r));
+      const body = await r.json();
+      this.last = { tasks: body.tasks, checkedAt };
+      this.dispatchEvent(new CustomEvent("status", { detail: this.last }));
+    } catch (e) {
+      this.dispatchEvent(new CustomEvent("error", { detail: { reason: String(e?.message || e), checkedAt } }));
+    }
+  }
+
+  async _tick() {
+    if (!this.running) return;
+    await this.check();
+    if (this.running) this._timer = setTimeout(() => this._tick(), this.intervalMs);
+  }
+}
+
+// One live stream per session for every tab: the tab holding the Web Lock runs the stream
+// and rebroadcasts; the others follow over BroadcastChannel, filling any gap over REST.
+// Same events as SessionStream ("event", "snapshot", "reset", "heartbeat", "state").
+export class SharedSession extends EventTarget {
+  constructor(opts) {
+    super();
+    this.opts = opts;
+    const { sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), locks = globalThis.navigator?.locks } = opts;
+    Object.assign(this, { sessionId, tokens, baseUrl, fetch, locks });
+    this.cursor = 0;
+    this.leader = false;
+    this.state = { kind: "connecting" };
+    this.stream = null;
+    this.channel = locks ? makeChannel(`tether-stream:${sessionId}`) : null;
+    this._closed = false;
+    this._filling = null;
+    this._release = null;
+  }
+
+  get reconnects() { return this.stream?.reconnects ?? 0; }
+
+  async start(cursor = 0) {
+    this.cursor = cursor;
+    if (!this.locks || !this.channel) { this._lead(); return this; }
+    this.channel.onmessage = (e) => this._fromLeader(e.data);
+    // Catch up over REST right away, then follow the leader until this tab becomes it.
+    this._fill().catch(() => {});
+    this.channel.postMessage({ type: "hello" });
+    this.locks.request(`tether-stream:${this.sessionId}`, () => {
+      if (this._closed) return;
+      this._lead();
+      return new Promise((resolve) => { this._release = resolve; });
+    });
+    return this;
+  }
+
+  close() {
+    this._closed = true;
+    this.stream?.stop("closed");
+    this._release?.();
+    this.channel?.close();
+  }
+
+  poke() { this.stream?.poke(); }
+
+  _lead() {
+    this.leader = true;
+    const s = (this.stream = new SessionStream({ ...this.opts, sessionId: this.sessionId, tokens: this.tokens }));
+    for (const type of ["event", "snapshot", "reset", "heartbeat", "state"]) {
+      s.addEventListener(type, (e) => {
+        if (type === "event") { if (e.detail.seq <= this.cursor) return; this.cursor = e.detail.seq; }
+        if (type === "reset") this.cursor = e.detail.first_seq - 1;
+        if (type === "state") this.state = e.detail;
+        this._emit(type, e.detail);
+        this.channel?.postMessage({ type, detail: e.detail });
+      });
+    }
+    s.start(this.cursor);
+  }
+
+  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  _fromLeader(m) {
+    if (this.leader) {
+      if (m.type === "hello") this.channel.postMessage({ type: "state", detail: this.state });
+      return;
+    }
+    if (m.type === "event") {
+      if (m.detail.seq <= this.cursor) return;
+      if (m.detail.seq > this.cursor + 1) { this._fill().catch(() => {}); return; }
+      this.cursor = m.detail.seq;
+      this._emit("event", m.detail);
+    } else if (m.type === "state") {
+      this.state = m.detail;
+      this._emit("state", m.detail);
+    } else if (m.type === "snapshot" || m.type === "heartbeat") {
+      this._emit(m.type, m.detail);
+      if (m.type === "heartbeat" && m.detail.head_seq > this.cursor) this._fill().catch(() => {});
+    } else if (m.type === "reset") {
+      this.cursor = m.detail.first_seq - 1;
+      this._emit("reset", m.detail);
+      this._fill().catch(() => {});
+    }
+  }
+
+  _fill() {
+    this._filling ??= catchUp(this, this.fetch).finally(() => { this._filling = null; });
+    return this._filling;
+  }
+}
