@@ -28,7 +28,9 @@ CHROMIUM_ARGS = [
 def browser() -> Iterator[Browser]:
     exe = shutil.which("chromium")
     if exe is None:
-        raise RuntimeError("Debian's chromium is not installed: `apt-get install chromium` (./dev test does it)")
+        raise RuntimeError(
+            "Debian's chromium is not installed: `apt-get install chromium` (./dev test does it)"
+        )
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
         yield b

@@ -46,11 +46,14 @@ def dom_seqs(page: Page) -> list[int]:
 
 def assert_timeline_is_the_log(page: Page, api: Api, sid: str) -> None:
     log = [e["seq"] for e in api.all_events(sid)]
-    wait_until(lambda: sorted(dom_seqs(page)) == log, timeout=20, what="the timeline to hold the whole log")
+    wait_until(
+        lambda: sorted(dom_seqs(page)) == log, timeout=20, what="the timeline to hold the whole log"
+    )
     seqs = dom_seqs(page)
     assert len(seqs) == len(set(seqs)), "an event is shown twice"
     groups = page.eval_on_selector_all(
-        ".group", "gs => gs.map(g => [...g.querySelectorAll(':scope > .events > .ev')].map(e => +e.dataset.seq))"
+        ".group",
+        "gs => gs.map(g => [...g.querySelectorAll(':scope > .events > .ev')].map(e => +e.dataset.seq))",
     )
     for g in groups:
         assert g == sorted(g), "events out of order within a task"
@@ -80,7 +83,9 @@ def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any
 
     for cut in range(2):
         ctx.set_offline(True)
-        page.wait_for_selector("#conn[data-kind=reconnecting], #conn[data-kind=offline]", timeout=10_000)
+        page.wait_for_selector(
+            "#conn[data-kind=reconnecting], #conn[data-kind=offline]", timeout=10_000
+        )
         if cut == 0:
             shot(page, "reconnecting")
         time.sleep(5)  # the cut itself lasts five seconds
@@ -97,7 +102,9 @@ def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any
     assert not before_reload["unauthorized"] and not seen(page)["unauthorized"]
     kinds = before_reload["kinds"]
     # Live, then Reconnecting and Live again, twice (the final Live was awaited above).
-    assert kinds[:4] == ["connecting", "live", "reconnecting", "live"] and kinds[4] == "reconnecting", kinds
+    assert (
+        kinds[:4] == ["connecting", "live", "reconnecting", "live"] and kinds[4] == "reconnecting"
+    ), kinds
     texts = " ".join(before_reload["texts"])
     assert re.search(r"Reconnecting — attempt \d+, next try in \d+ s", texts)
     ctx.close()
@@ -113,7 +120,9 @@ def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any
     page.wait_for_selector(f'li.task[data-task="{root}"] .progress-text')
     wait_until(lambda: len(api.task(root)["children"]) >= 3, timeout=30)
     server.kill()
-    page.wait_for_selector("#conn[data-kind=reconnecting], #conn[data-kind=offline]", timeout=10_000)
+    page.wait_for_selector(
+        "#conn[data-kind=reconnecting], #conn[data-kind=offline]", timeout=10_000
+    )
     shot(page, "server-down")
     server.start()
     api = Api(server.client())
@@ -125,7 +134,9 @@ def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any
     ctx.close()
 
 
-def test_truthful_status_when_the_stream_is_blocked_or_the_server_is_gone(browser: Browser, make_server: Any) -> None:
+def test_truthful_status_when_the_stream_is_blocked_or_the_server_is_gone(
+    browser: Browser, make_server: Any
+) -> None:
     server = make_server(TETHER_HEARTBEAT_S="0.3")
     api = Api(server.client())
     sid = api.session("blocked")
@@ -142,13 +153,32 @@ def test_truthful_status_when_the_stream_is_blocked_or_the_server_is_gone(browse
     wait_until(lambda: "server says: task running" in page.text_content("#conn-text"), timeout=20)
     first = page.text_content("#conn-text")
     wait_until(
-        lambda: (t := page.text_content("#conn-text")) != first and "server says: task running" in t,
-        timeout=10, what="the polled status to update",
+        lambda: (
+            (t := page.text_content("#conn-text")) != first and "server says: task running" in t
+        ),
+        timeout=10,
+        what="the polled status to update",
     )
-    progress = [int(m.group(1)) for t in seen(page)["texts"] if (m := re.search(r"task running (\d+)/40", t))]
-    wait_until(lambda: max(progress + [0]) < max(
-        [int(m.group(1)) for t in seen(page)["texts"] if (m := re.search(r"task running (\d+)/40", t))] + [0]
-    ), timeout=10, what="progress from polling to advance")
+    progress = [
+        int(m.group(1))
+        for t in seen(page)["texts"]
+        if (m := re.search(r"task running (\d+)/40", t))
+    ]
+    wait_until(
+        lambda: (
+            max(progress + [0])
+            < max(
+                [
+                    int(m.group(1))
+                    for t in seen(page)["texts"]
+                    if (m := re.search(r"task running (\d+)/40", t))
+                ]
+                + [0]
+            )
+        ),
+        timeout=10,
+        what="progress from polling to advance",
+    )
     shot(page, "stream-blocked-polling")
     assert page.get_attribute("#conn", "data-kind") in ("reconnecting", "offline")
 
@@ -157,7 +187,9 @@ def test_truthful_status_when_the_stream_is_blocked_or_the_server_is_gone(browse
     page.wait_for_selector("#conn[data-kind=offline]", timeout=40_000)
     wait_until(lambda: "server unreachable" in page.text_content("#conn-text"), timeout=10)
     text = page.text_content("#conn-text")
-    assert re.search(r"Offline — last known: task running \d+/40 \(checked \d\d:\d\d:\d\d", text), text
+    assert re.search(r"Offline — last known: task running \d+/40 \(checked \d\d:\d\d:\d\d", text), (
+        text
+    )
     assert task_badge(page, root) == "running"  # not inferred from the socket's state
     shot(page, "offline")
     ctx.close()
@@ -183,7 +215,9 @@ def test_eight_tabs_of_one_session_stay_live(browser: Browser, make_server: Any)
     leader.close()
     second = str(api.start(sid, "item", {"item": "after"})["id"])
     for p in pages[1:]:
-        p.wait_for_selector(f'li.task[data-task="{second}"][data-status="completed"]', timeout=30_000)
+        p.wait_for_selector(
+            f'li.task[data-task="{second}"][data-status="completed"]', timeout=30_000
+        )
     shot(pages[1], "eight-tabs")
     ctx.close()
 

@@ -122,14 +122,17 @@ function makeChannel(name) {
 }
 
 // Parse an SSE byte stream into {event, data, id} frames.
-export async function* sseFrames(body) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+export async function* sseFrames(body, signal = null) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  // An abort (watchdog, offline) must end a read that is waiting, whatever the body is.
+  signal?.addEventListener("abort", () => reader.cancel(signal.reason).catch(() => {}), { once: true });
   let buf = "";
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
-      buf += value;
+      buf += decoder.decode(value, { stream: true });
       let i;
       while ((i = buf.indexOf("\n\n")) >= 0) {
         const block = buf.slice(0, i);
@@ -266,7 +269,7 @@ export class SessionStream extends EventTarget {
     };
     arm();
     try {
-      for await (const f of sseFrames(r.body)) {
+      for await (const f of sseFrames(r.body, abort.signal)) {
         arm();
         if (f.event === "message") {
           if (f.data.seq > this.cursor) { this.cursor = f.data.seq; this._emit("event", f.data); }
@@ -287,7 +290,7 @@ export class SessionStream extends EventTarget {
           return { live, reason: "server restarting" };
         }
       }
-      return { live, reason: "stream ended" };
+      return { live, reason: abort.signal.aborted ? String(abort.signal.reason?.message || "aborted") : "stream ended" };
     } catch (e) {
       return { live, reason: abort.signal.aborted ? String(abort.signal.reason?.message || "aborted") : String(e?.message || e) };
     } finally {
