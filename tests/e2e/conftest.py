@@ -24,7 +24,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: sync Playwright keeps an event loop running on this thread while it is
+# open, which would break the asyncio tests that run after the browser tests.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     exe = shutil.which("chromium")
     if exe is None:

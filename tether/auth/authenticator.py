@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tether.auth.limiter import FailureLimiter
 from tether.auth.passwords import verify_password
 from tether.auth.secrets import load_or_create, same
-from tether.auth.sessions import OWNER_ID, AuthStore, Rotation, User
+from tether.auth.sessions import OWNER_ID, AuthStore, Rotation, SignInRevoked, User
 from tether.auth.tokens import SIGN_IN, AccessTokens
 from tether.db.engine import Database
 from tether.errors import Unauthorized
@@ -64,7 +64,9 @@ class Authenticator:
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("send `Authorization: Bearer <access token>`: " + SIGN_IN)
             claims = self.tokens.verify(token.strip())
-            await self.store.check(claims.auth_session_id)
+            reason = await self.still_valid_sid(claims.auth_session_id)
+            if reason is not None:
+                raise Unauthorized(reason)
             return Principal(claims.user_id, claims.auth_session_id, claims.expires_at)
         if secret is not None:
             self.check_secret(secret, address)
@@ -104,7 +106,11 @@ class Authenticator:
     async def refresh(self, refresh_token: str | None) -> SignIn:
         if not refresh_token:
             raise Unauthorized("no refresh token cookie: " + SIGN_IN)
-        rotation = await self.store.rotate(refresh_token)
+        try:
+            rotation = await self.store.rotate(refresh_token)
+        except SignInRevoked as exc:
+            self.forget(exc.auth_session_id)
+            raise
         user = await self.store.user(rotation.user_id)
         token, exp = self.tokens.issue(user.id, rotation.auth_session_id)
         return SignIn(user, rotation, token, exp)
@@ -115,6 +121,13 @@ class Authenticator:
         sid = principal.auth_session_id
         if sid is None:
             return None
+        return await self.still_valid_sid(sid)
+
+    def forget(self, auth_session_id: str) -> None:
+        """Drop the cached verdict (this process just revoked the sign-in)."""
+        self._valid_until.pop(auth_session_id, None)
+
+    async def still_valid_sid(self, sid: str) -> str | None:
         now = time.monotonic()
         if self._valid_until.get(sid, 0.0) > now:
             return None
@@ -123,7 +136,8 @@ class Authenticator:
         except Unauthorized as exc:
             self._valid_until.pop(sid, None)
             return exc.detail
-        # Many streams share one sign-in: check it at most once a second.
+        # Many requests and streams share one sign-in: check it at most once a second
+        # (a revocation elsewhere takes effect within that second).
         self._valid_until[sid] = now + 1.0
         if len(self._valid_until) > 50_000:
             self._valid_until = {k: v for k, v in self._valid_until.items() if v > now}

@@ -23,6 +23,14 @@ from tether.model import TERMINAL
 OWNER_ID = "owner"
 
 
+class SignInRevoked(Unauthorized):
+    """The request revoked the sign-in (refresh-token reuse). Its id is kept off the wire."""
+
+    def __init__(self, detail: str, auth_session_id: str) -> None:
+        super().__init__(detail)
+        self.auth_session_id = auth_session_id
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
@@ -81,13 +89,13 @@ class AuthStore:
         return user
 
     async def user_by_name(self, name: str) -> User | None:
-        async with self.db.reader.connect() as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.name == name))).first()
+        q = sa.select(users).where(users.c.name == name)
+        row = await self.db.read(lambda c: c.execute(q).first())
         return None if row is None else User(row.id, row.name, row.password_hash)
 
     async def user(self, user_id: str) -> User:
-        async with self.db.reader.connect() as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
+        q = sa.select(users).where(users.c.id == user_id)
+        row = await self.db.read(lambda c: c.execute(q).first())
         if row is None:
             raise Unauthorized("this user no longer exists: " + SIGN_IN)
         return User(row.id, row.name, row.password_hash)
@@ -154,8 +162,10 @@ class AuthStore:
                 )
         if reused:
             # Raised after the commit, so the revocation stands.
-            raise Unauthorized(
-                "this refresh token was already used: the sign-in is revoked for safety; " + SIGN_IN
+            raise SignInRevoked(
+                "this refresh token was already used: the sign-in is revoked for safety; "
+                + SIGN_IN,
+                session.id,
             )
         return Rotation(session.user_id, session.id, new_token, session.expires_at)
 
@@ -163,7 +173,8 @@ class AuthStore:
         async with self.db.writer.begin() as conn:
             await self._revoke(conn, auth_session_id, reason, time.time())
 
-    async def revoke_by_token(self, token: str, reason: str) -> None:
+    async def revoke_by_token(self, token: str, reason: str) -> str | None:
+        """Revoke the sign-in a refresh token belongs to; returns its id (None if unknown)."""
         async with self.db.writer.begin() as conn:
             sid = await conn.scalar(
                 sa.select(refresh_tokens.c.auth_session_id).where(
@@ -172,12 +183,15 @@ class AuthStore:
             )
             if sid is not None:
                 await self._revoke(conn, sid, reason, time.time())
+        return sid
 
     async def check(self, auth_session_id: str) -> AuthSession:
         """The auth session if it is still valid, else Unauthorized saying why."""
         now = time.time()
-        async with self.db.reader.connect() as conn:
-            row = await self._session_row(conn, auth_session_id)
+        q = sa.select(auth_sessions).where(auth_sessions.c.id == auth_session_id)
+        row = await self.db.read(lambda c: c.execute(q).first())
+        if row is None:
+            raise Unauthorized("unknown sign-in: " + SIGN_IN)
         await self._raise_if_ended(row, now)
         if now - row.last_seen_at > self.touch_every_s:
             async with self.db.writer.begin() as conn:
@@ -209,17 +223,20 @@ class AuthStore:
     async def activity(self, user_id: str) -> tuple[bool, float | None]:
         """Whether the user has a task that has not ended, and when their last one ended."""
         terminal = [s.value for s in TERMINAL]
-        async with self.db.reader.connect() as conn:
-            owned = sa.select(sessions.c.id).where(sessions.c.owner == user_id)
-            busy = await conn.scalar(
+        owned = sa.select(sessions.c.id).where(sessions.c.owner == user_id)
+
+        def read(c: sa.Connection) -> tuple[bool, float | None]:
+            busy = c.scalar(
                 sa.select(sa.func.count())
                 .select_from(tasks)
                 .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(terminal))
             )
-            last_end = await conn.scalar(
+            last_end = c.scalar(
                 sa.select(sa.func.max(tasks.c.ended_at)).where(tasks.c.session_id.in_(owned))
             )
-        return bool(busy), last_end
+            return bool(busy), last_end
+
+        return await self.db.read(read)
 
     @staticmethod
     async def _revoke(

@@ -55,6 +55,20 @@ def _with_children(found: list[Task]) -> list[Task]:
     return found
 
 
+def read_snapshot(c: sa.Connection, session_id: str, owner: str) -> tuple[Session, list[Task]]:
+    row = c.execute(
+        sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)
+    ).first()
+    if row is None:
+        raise NotFound(f"session {session_id} not found")
+    res = c.execute(
+        sa.select(tasks)
+        .where(tasks.c.session_id == session_id)
+        .order_by(tasks.c.created_at, tasks.c.id)
+    )
+    return _session(row), _with_children([_task(r) for r in res])
+
+
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -70,45 +84,23 @@ class Store:
         return s
 
     async def list_sessions(self, owner: str) -> list[Session]:
-        async with self.db.reader.connect() as conn:
-            res = await conn.execute(
-                sa.select(sessions)
-                .where(sessions.c.owner == owner)
-                .order_by(sessions.c.created_at.desc())
-            )
-            return [_session(r) for r in res]
+        q = (
+            sa.select(sessions)
+            .where(sessions.c.owner == owner)
+            .order_by(sessions.c.created_at.desc())
+        )
+        return await self.db.read(lambda c: [_session(r) for r in c.execute(q)])
 
     async def session(self, session_id: str, owner: str) -> Session:
-        async with self.db.reader.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(sessions).where(
-                        sessions.c.id == session_id, sessions.c.owner == owner
-                    )
-                )
-            ).first()
+        q = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)
+        row = await self.db.read(lambda c: c.execute(q).first())
         if row is None:
             raise NotFound(f"session {session_id} not found")
         return _session(row)
 
     async def snapshot(self, session_id: str, owner: str) -> tuple[Session, list[Task]]:
         """The session (with its head seq) and every task, read in one consistent snapshot."""
-        async with self.db.reader.connect() as conn, conn.begin():
-            row = (
-                await conn.execute(
-                    sa.select(sessions).where(
-                        sessions.c.id == session_id, sessions.c.owner == owner
-                    )
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"session {session_id} not found")
-            res = await conn.execute(
-                sa.select(tasks)
-                .where(tasks.c.session_id == session_id)
-                .order_by(tasks.c.created_at, tasks.c.id)
-            )
-            return _session(row), _with_children([_task(r) for r in res])
+        return await self.db.read(lambda c: read_snapshot(c, session_id, owner))
 
     async def task(self, task_id: str, owner: str | None) -> Task:
         """A task and its direct children. owner=None is for the runtime's own reads."""
@@ -117,39 +109,42 @@ class Store:
             query = query.join(sessions, sessions.c.id == tasks.c.session_id).where(
                 sessions.c.owner == owner
             )
-        async with self.db.reader.connect() as conn:
-            row = (await conn.execute(query)).first()
+
+        def read(c: sa.Connection) -> Task:
+            row = c.execute(query).first()
             if row is None:
                 raise NotFound(f"task {task_id} not found")
             t = _task(row)
-            res = await conn.execute(
+            res = c.execute(
                 sa.select(tasks.c.id)
                 .where(tasks.c.parent_id == task_id)
                 .order_by(tasks.c.created_at, tasks.c.id)
             )
             t.children = [r[0] for r in res]
-        return t
+            return t
+
+        return await self.db.read(read)
 
     async def subtree(self, task_id: str) -> list[Task]:
         """The task and all its descendants, parents before children."""
-        out: list[Task] = []
-        frontier = [task_id]
-        async with self.db.reader.connect() as conn:
+
+        def read(c: sa.Connection) -> list[Task]:
+            out: list[Task] = [
+                _task(r) for r in c.execute(sa.select(tasks).where(tasks.c.id == task_id))
+            ]
+            frontier = [t.id for t in out]
             while frontier:
-                res = await conn.execute(
-                    sa.select(tasks).where(tasks.c.id.in_(frontier))
-                    if not out
-                    else sa.select(tasks).where(tasks.c.parent_id.in_(frontier))
-                )
-                found = [_task(r) for r in res]
+                found = [
+                    _task(r)
+                    for r in c.execute(sa.select(tasks).where(tasks.c.parent_id.in_(frontier)))
+                ]
                 out.extend(found)
                 frontier = [t.id for t in found]
-        return out
+            return out
+
+        return await self.db.read(read)
 
     async def unfinished(self) -> list[Task]:
         terminal = [s.value for s in TERMINAL]
-        async with self.db.reader.connect() as conn:
-            res = await conn.execute(
-                sa.select(tasks).where(tasks.c.status.not_in(terminal)).order_by(tasks.c.created_at)
-            )
-            return [_task(r) for r in res]
+        q = sa.select(tasks).where(tasks.c.status.not_in(terminal)).order_by(tasks.c.created_at)
+        return await self.db.read(lambda c: [_task(r) for r in c.execute(q)])

@@ -246,18 +246,21 @@ class EventLog:
     # -- reading -------------------------------------------------------------------------
 
     async def read_after(self, session_id: str, after: int, limit: int) -> list[Event]:
-        async with self.db.reader.connect() as conn:
-            res = await conn.execute(
-                sa.select(
-                    events.c.seq,
-                    events.c.task_id,
-                    events.c.parent_task_id,
-                    events.c.type,
-                    events.c.data,
-                    events.c.ts,
-                )
-                .where(events.c.session_id == session_id, events.c.seq > after)
-                .order_by(events.c.seq)
-                .limit(limit)
-            )
-            return [Event(r[0], session_id, r[1], r[2], r[3], r[4], r[5]) for r in res]
+        return await self.db.read(lambda c: read_after(c, session_id, after, limit))
+
+
+def read_after(c: sa.Connection, session_id: str, after: int, limit: int) -> list[Event]:
+    q = (
+        sa.select(
+            events.c.seq,
+            events.c.task_id,
+            events.c.parent_task_id,
+            events.c.type,
+            events.c.data,
+            events.c.ts,
+        )
+        .where(events.c.session_id == session_id, events.c.seq > after)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    return [Event(r[0], session_id, r[1], r[2], r[3], r[4], r[5]) for r in c.execute(q)]

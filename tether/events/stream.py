@@ -16,7 +16,8 @@ from tether.events.hub import Subscription
 from tether.events.log import EventLog
 from tether.model import Event, dumps
 
-PAGE = 1000
+PAGE = 2000
+FIRST_PAGE = 50
 
 
 def event_frames(events: list[Event]) -> str:
@@ -35,14 +36,18 @@ async def session_stream(
     heartbeat_s: float,
     retry_ms: int,
     auth_ended: Callable[[], Awaitable[str | None]],
+    first: list[Event],
 ) -> AsyncIterator[str]:
-    """`auth_ended` is asked at each heartbeat: a reason ends the stream with an `auth` event
-    (the sign-in was revoked or expired; an access token that merely aged out does not)."""
+    """`first` is the first page after the cursor, read with the snapshot (FIRST_PAGE at
+    most). `auth_ended` is asked at each heartbeat: a reason ends the stream with an `auth`
+    event (the sign-in was revoked or expired; an access token that merely aged out does not)."""
     try:
-        yield f"retry: {retry_ms}\n: tether stream\n\n" + named_frame("snapshot", snapshot)
-        pos = _Position(cursor)
-        async for chunk in _catch_up(log, sub.session_id, pos):
-            yield chunk
+        head = f"retry: {retry_ms}\n: tether stream\n\n" + named_frame("snapshot", snapshot)
+        pos = _Position(first[-1].seq if first else cursor)
+        yield head + event_frames(first)
+        if len(first) == FIRST_PAGE:
+            async for chunk in _catch_up(log, sub.session_id, pos):
+                yield chunk
         next_beat = time.monotonic() + heartbeat_s
         while True:
             if not sub.wake.is_set():

@@ -86,12 +86,15 @@ async def logout(request: Request, auth: Auth) -> Response:
     require_same_origin(request)
     token = request.cookies.get(COOKIE)
     if token:
-        await auth.store.revoke_by_token(token, "signed out")
+        sid = await auth.store.revoke_by_token(token, "signed out")
+        if sid is not None:
+            auth.forget(sid)
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         try:
             claims = auth.tokens.verify(authorization[7:].strip())
             await auth.store.revoke(claims.auth_session_id, "signed out")
+            auth.forget(claims.auth_session_id)
         except Exception:  # noqa: BLE001 - signing out with a stale token still clears the cookie
             pass
     response = Response(status_code=204)

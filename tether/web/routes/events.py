@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Header, Query
 from starlette.responses import Response, StreamingResponse
 
+from tether.db.store import read_snapshot
 from tether.errors import BadRequest, CursorGone
-from tether.events.stream import session_stream
-from tether.model import Session, Task, dumps
+from tether.events.log import read_after
+from tether.events.stream import FIRST_PAGE, session_stream
+from tether.model import Event, Session, Task, dumps
 from tether.web.deps import Auth, Caller, Svc
 
 router = APIRouter(prefix="/api/sessions", tags=["events"])
@@ -102,9 +104,16 @@ async def stream_events(
         cursor = parse_cursor(after, "after") or 0
     # Subscribe before reading, so nothing committed in between is missed.
     sub = svc.hub.subscribe(session_id)
-    try:
-        s, tasks = await svc.store.snapshot(session_id, caller.user)
+
+    def read(c: Any) -> tuple[Session, list[Task], list[Event]]:
+        # The snapshot and the first page of the backlog in one read: one thread hop
+        # before the first missed event is on its way.
+        s, tasks = read_snapshot(c, session_id, caller.user)
         check_cursor(cursor, s, tasks)
+        return s, tasks, read_after(c, session_id, cursor, FIRST_PAGE)
+
+    try:
+        s, tasks, first = await svc.db.read(read)
     except BaseException:
         sub.close()
         raise
@@ -116,6 +125,7 @@ async def stream_events(
         svc.settings.heartbeat_s,
         svc.settings.stream_retry_ms,
         lambda: auth.still_valid(caller),
+        first,
     )
     return StreamingResponse(
         body,

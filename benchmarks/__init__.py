@@ -1,0 +1,1 @@
+"""Measurements with printed tables: `python -m benchmarks` (see docs/benchmarks.md)."""
