@@ -151,7 +151,7 @@ def test_cursor_older_than_retention_is_410(make_server: Any) -> None:
     server: Server = make_server(TETHER_RETENTION_EVENTS="50")
     api = Api(server.client())
     sid = api.session()
-    root = api.start(sid, "firehose", {"count": 400, "steps": 4})["id"]
+    root = api.start(sid, "blast", {"count": 400, "steps": 4})["id"]
     api.wait_status(root, "completed")
     s = api.c.get(f"/api/sessions/{sid}").json()
     assert s["first_seq"] > 300

@@ -6,8 +6,9 @@ import asyncio
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+import benchmarks.agents  # noqa: F401 - registers "blast", which emits events as fast as it can
 from tether import TaskContext, agent
 
 
@@ -52,25 +53,3 @@ async def failing(ctx: TaskContext, inp: FailInput) -> None:
     """Always fails."""
     ctx.emit("about.to.fail", {})
     raise RuntimeError(inp.message)
-
-
-class FirehoseInput(BaseModel):
-    count: int = Field(1000, ge=1, le=1_000_000)
-    steps: int = Field(1, ge=1, le=1000)
-
-
-@agent("firehose", input=FirehoseInput)
-async def firehose(ctx: TaskContext, inp: FirehoseInput) -> int:
-    """Emits `count` small events as fast as it can, spread over `steps` steps."""
-    per = inp.count // inp.steps
-
-    async def burst(k: int) -> int:
-        n = per if k < inp.steps - 1 else inp.count - per * (inp.steps - 1)
-        for i in range(n):
-            ctx.emit("tick", {"k": k, "i": i})
-        return n
-
-    total = 0
-    for k in range(inp.steps):
-        total += await ctx.step(burst, k, name="burst")
-    return total

@@ -170,7 +170,7 @@ test("410 rebuilds from the snapshot; a 404 stops with the reason", async () => 
   const tokens = new TokenManager({ baseUrl: srv.url, fetch: f, locks: null, channel: null });
   await tokens.signIn({ secret: SECRET });
   const sid = (await api(srv.url, "/api/sessions", {})).id;
-  const root = (await api(srv.url, `/api/sessions/${sid}/tasks`, { agent: "firehose", input: { count: 300, steps: 3 } })).id;
+  const root = (await api(srv.url, `/api/sessions/${sid}/tasks`, { agent: "blast", input: { count: 300, steps: 3 } })).id;
   await waitFor(async () => (await api(srv.url, `/api/tasks/${root}`)).status === "completed");
   const s = await api(srv.url, `/api/sessions/${sid}`);
   const stream = new SessionStream({ sessionId: sid, tokens, baseUrl: srv.url, fetch: f });
