@@ -342,7 +342,7 @@ def idle_streams(
 
 def storm(tmp: Path, runs: int, clients: int = 2000, events: int = 300) -> dict[str, Any]:
     b = Bench(tmp, TETHER_HEARTBEAT_S="1")
-    times, lost_all, dup_all = [], [], []
+    times, lost_all, dup_all, cpu = [], [], [], []
     try:
         for _ in range(runs):
             sessions = [b.session() for _ in range(20)]
@@ -371,9 +371,11 @@ def storm(tmp: Path, runs: int, clients: int = 2000, events: int = 300) -> dict[
                 for s in sessions
             ]
             time.sleep(2)  # mid-task
+            cpu0 = cpu_s(b.pid())
             drop.set()
             dropped = collect(q, nproc, "dropped")
             done = collect(q, nproc, "done", timeout=300)
+            cpu.append((cpu_s(b.pid()) - cpu0) * 1000 / clients)
             join(ps)
             for t in tasks:
                 b.wait_done(t)
@@ -395,6 +397,8 @@ def storm(tmp: Path, runs: int, clients: int = 2000, events: int = 300) -> dict[
         "storm_all_live_s": statistics.median(times),
         "storm_lost": max(lost_all),
         "storm_duplicates": max(dup_all),
+        # Server CPU from the drop until the task ended, per client: reconnect plus delivery.
+        "storm_server_cpu_ms_per_client": statistics.median(cpu),
     }
 
 

@@ -113,7 +113,7 @@ async def stream_events(
         return s, tasks, read_after(c, session_id, cursor, FIRST_PAGE)
 
     try:
-        s, tasks, first = await svc.db.read(read)
+        s, tasks, first = await svc.db.read(read, inline=True)
     except BaseException:
         sub.close()
         raise
