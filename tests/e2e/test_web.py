@@ -250,3 +250,23 @@ def test_phone_width_sign_in_form_and_cancel(browser: Browser, make_server: Any)
     roots = api.c.get(f"/api/sessions/{sid}/tasks").json()["tasks"]
     assert roots[0]["status"] == "cancelled"
     ctx.close()
+
+
+def test_a_task_ending_in_a_hidden_tab_badges_the_title(browser: Browser, make_server: Any) -> None:
+    server = make_server(TETHER_HEARTBEAT_S="0.3")
+    api = Api(server.client())
+    sid = api.session("hidden")
+    ctx = browser.new_context()
+    page = open_app(ctx, server, sid)
+    page.evaluate(
+        "Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true})"
+    )
+    root = str(api.start(sid, "item", {"item": "x", "delay_s": 0.5})["id"])
+    page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]')
+    wait_until(lambda: page.title() == "(1) Tether", timeout=5, what="the title badge")
+    page.evaluate(
+        "Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});"
+        "document.dispatchEvent(new Event('visibilitychange'))"
+    )
+    wait_until(lambda: page.title() == "Tether", timeout=5, what="the badge to clear")
+    ctx.close()
