@@ -144,3 +144,36 @@ async def test_retention_prunes_old_events_and_moves_low_seq(tmp_path: Path) -> 
     assert [e.seq for e in kept] == list(range(s.low_seq + 1, 1001))
     await log.stop()
     await db.close()
+
+
+async def test_nothing_is_appended_for_a_task_after_its_terminal_status(log: EventLog) -> None:
+    store = Store(log.db)
+    sid = (await store.create_session("u", "")).id
+    row = {
+        "id": "p",
+        "session_id": sid,
+        "parent_id": None,
+        "agent": "a",
+        "input": "{}",
+        "status": "queued",
+        "created_at": 0.0,
+    }
+    await log.append(Append(sid, "p", None, "task.created", "{}", key="p:c", new_task=row))
+    await log.append(
+        Append(
+            sid,
+            "p",
+            None,
+            "task.status",
+            dumps({"status": "cancelled"}),
+            status=TaskStatus.cancelled,
+        )
+    )
+    child = {**row, "id": "p.0", "parent_id": "p"}
+    got = await log.append(
+        Append(sid, "p", None, "task.progress", dumps({"n": 1, "m": 2})),  # a straggler
+        Append(sid, "p.0", "p", "task.created", "{}", key="p.0:c", new_task=child),  # a late child
+    )
+    assert got == [None, None]
+    assert [e.type for e in await log.read_after(sid, 0, 10)] == ["task.created", "task.status"]
+    assert (await store.task("p", "u")).children == []

@@ -161,16 +161,22 @@ class EventLog:
         head, low = row
         keys = [a.key for a in items if a.key is not None]
         seen = await self._existing_keys(conn, session_id, keys) if keys else set()
-        status_of = await self._statuses(conn, {a.task_id for a in items if a.status})
+        status_of = await self._statuses(
+            conn, {a.task_id for a in items} | {a.parent_task_id for a in items if a.new_task}
+        )
         accepted: list[Append] = []
         for a in items:
+            if a.key is not None and a.key in seen:
+                continue
+            # Nothing is appended for a task after its terminal status, and a task that has
+            # ended starts no children: a straggler of a cancelled task leaves no trace.
+            if status_of.get(a.task_id) in TERMINAL:
+                continue
+            if a.new_task is not None and status_of.get(a.parent_task_id) in TERMINAL:
+                continue
             if a.key is not None:
-                if a.key in seen:
-                    continue
                 seen.add(a.key)
             if a.status is not None:
-                if status_of.get(a.task_id) in TERMINAL:
-                    continue
                 status_of[a.task_id] = a.status
             accepted.append(a)
         if not accepted:

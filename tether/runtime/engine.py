@@ -125,7 +125,7 @@ class Runtime:
         clean = self._validated(agent, input)
         child_id = f"{ctx.task_id}.{k}"
         row = self._new_task_row(child_id, ctx.session_id, ctx.task_id, agent, clean)
-        await self.log.append(
+        created = await self.log.append(
             Append(
                 ctx.session_id,
                 child_id,
@@ -136,6 +136,12 @@ class Runtime:
                 new_task=row,
             )
         )
+        if created[0] is None:
+            # Dropped: either a replay (the child exists) or this task has ended.
+            try:
+                await self.store.task(child_id, None)
+            except NotFound:
+                raise TaskCancelled(f"task {ctx.task_id} has ended; it starts no children") from None
         await self._start_workflow(child_id)
         return child_id
 
@@ -232,6 +238,12 @@ class Runtime:
         await self.store.task(task_id, owner)
         tree = [t for t in await self.store.subtree(task_id) if not t.status.terminal]
         if tree:
+            # The coroutines first, so none of them runs another line once the statuses
+            # say cancelled (a parent woken by its child's cancellation would go on).
+            for t in tree:
+                running = self._running.get(t.id)
+                if running is not None:
+                    running.cancel()
             now = time.time()
             await self.log.append(
                 *(
@@ -246,10 +258,6 @@ class Runtime:
                 await DBOS.cancel_workflows_async(ids)
             except dbos_error.DBOSException as exc:
                 log.warning("DBOS cancel of %s: %r", ids, exc)
-            for t in tree:
-                running = self._running.get(t.id)
-                if running is not None:
-                    running.cancel()
         return await self.store.task(task_id, owner)
 
     # -- start and stop --------------------------------------------------------------------
