@@ -26,6 +26,18 @@ async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
     await db.close()
 
 
+def task_row(sid: str, task_id: str, parent: str | None = None) -> dict[str, object]:
+    return {
+        "id": task_id,
+        "session_id": sid,
+        "parent_id": parent,
+        "agent": "a",
+        "input": "{}",
+        "status": "queued",
+        "created_at": 0.0,
+    }
+
+
 def ev(sid: str, i: int, key: str | None = None, task: str | None = None) -> Append:
     return Append(sid, task, None, "tick", dumps({"i": i}), key=key)
 
@@ -79,15 +91,7 @@ async def test_a_key_is_appended_once_even_when_resubmitted(log: EventLog) -> No
 async def test_status_changes_stop_at_a_terminal_status(log: EventLog) -> None:
     store = Store(log.db)
     sid = (await store.create_session("u", "")).id
-    row = {
-        "id": "t1",
-        "session_id": sid,
-        "parent_id": None,
-        "agent": "a",
-        "input": "{}",
-        "status": "queued",
-        "created_at": 0.0,
-    }
+    row = task_row(sid, "t1")
     await log.append(Append(sid, "t1", None, "task.created", "{}", key="t1:c", new_task=row))
 
     def status(s: TaskStatus) -> Append:
@@ -149,15 +153,7 @@ async def test_retention_prunes_old_events_and_moves_low_seq(tmp_path: Path) -> 
 async def test_nothing_is_appended_for_a_task_after_its_terminal_status(log: EventLog) -> None:
     store = Store(log.db)
     sid = (await store.create_session("u", "")).id
-    row = {
-        "id": "p",
-        "session_id": sid,
-        "parent_id": None,
-        "agent": "a",
-        "input": "{}",
-        "status": "queued",
-        "created_at": 0.0,
-    }
+    row = task_row(sid, "p")
     await log.append(Append(sid, "p", None, "task.created", "{}", key="p:c", new_task=row))
     await log.append(
         Append(
@@ -169,7 +165,7 @@ async def test_nothing_is_appended_for_a_task_after_its_terminal_status(log: Eve
             status=TaskStatus.cancelled,
         )
     )
-    child = {**row, "id": "p.0", "parent_id": "p"}
+    child = task_row(sid, "p.0", parent="p")
     got = await log.append(
         Append(sid, "p", None, "task.progress", dumps({"n": 1, "m": 2})),  # a straggler
         Append(sid, "p.0", "p", "task.created", "{}", key="p.0:c", new_task=child),  # a late child
