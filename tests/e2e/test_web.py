@@ -31,6 +31,13 @@ setInterval(() => {
 """
 
 
+def setup(make_server: Any, title: str, **env: str) -> tuple[Server, Api, str]:
+    """A server with time compressed (heartbeat 0.3 s), a client and a fresh session."""
+    server = make_server(TETHER_HEARTBEAT_S="0.3", **env)
+    api = Api(server.client())
+    return server, api, api.session(title)
+
+
 def open_app(ctx: BrowserContext, server: Server, sid: str, poll_ms: int = 300) -> Page:
     page = ctx.new_page()
     page.add_init_script(WATCH)
@@ -72,9 +79,7 @@ def start_long_task(api: Api, sid: str, seconds: int) -> str:
 
 
 def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any) -> None:
-    server = make_server(TETHER_ACCESS_TTL_S="3", TETHER_HEARTBEAT_S="0.3")
-    api = Api(server.client())
-    sid = api.session("network")
+    server, api, sid = setup(make_server, "network", TETHER_ACCESS_TTL_S="3")
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = open_app(ctx, server, sid)
     root = start_long_task(api, sid, 60)
@@ -111,9 +116,7 @@ def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any
 
 
 def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any) -> None:
-    server = make_server(TETHER_ACCESS_TTL_S="3", TETHER_HEARTBEAT_S="0.3")
-    api = Api(server.client())
-    sid = api.session("restart")
+    server, api, sid = setup(make_server, "restart", TETHER_ACCESS_TTL_S="3")
     ctx = browser.new_context()
     page = open_app(ctx, server, sid)
     root = start_long_task(api, sid, 60)
@@ -137,9 +140,7 @@ def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any
 def test_truthful_status_when_the_stream_is_blocked_or_the_server_is_gone(
     browser: Browser, make_server: Any
 ) -> None:
-    server = make_server(TETHER_HEARTBEAT_S="0.3")
-    api = Api(server.client())
-    sid = api.session("blocked")
+    server, api, sid = setup(make_server, "blocked")
     ctx = browser.new_context()
     page = open_app(ctx, server, sid)
     root = str(api.start(sid, "batch", {"items": list(range(40)), "delay_s": 1})["id"])
@@ -196,9 +197,7 @@ def test_truthful_status_when_the_stream_is_blocked_or_the_server_is_gone(
 
 
 def test_eight_tabs_of_one_session_stay_live(browser: Browser, make_server: Any) -> None:
-    server = make_server(TETHER_HEARTBEAT_S="0.3")
-    api = Api(server.client())
-    sid = api.session("tabs")
+    server, api, sid = setup(make_server, "tabs")
     ctx = browser.new_context()
     streams: list[str] = []
     ctx.on("request", lambda r: streams.append(r.url) if "/stream" in r.url else None)
@@ -224,9 +223,7 @@ def test_eight_tabs_of_one_session_stay_live(browser: Browser, make_server: Any)
 
 
 def test_phone_width_sign_in_form_and_cancel(browser: Browser, make_server: Any) -> None:
-    server = make_server(TETHER_HEARTBEAT_S="0.3")
-    api = Api(server.client())
-    sid = api.session("phone")
+    server, api, sid = setup(make_server, "phone")
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     page = ctx.new_page()
     page.goto(f"{server.url}/?session={sid}")
@@ -254,9 +251,7 @@ def test_phone_width_sign_in_form_and_cancel(browser: Browser, make_server: Any)
 
 
 def test_a_task_ending_in_a_hidden_tab_badges_the_title(browser: Browser, make_server: Any) -> None:
-    server = make_server(TETHER_HEARTBEAT_S="0.3")
-    api = Api(server.client())
-    sid = api.session("hidden")
+    server, api, sid = setup(make_server, "hidden")
     ctx = browser.new_context()
     page = open_app(ctx, server, sid)
     page.evaluate(
