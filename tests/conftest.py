@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers.server import Api, Server
+from tether.db.engine import Database
+from tether.events.log import EventLog
 
 
 @pytest.fixture
@@ -38,3 +41,31 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def api(shared_server: Server) -> Iterator[Api]:
     with shared_server.client() as c:
         yield Api(c)
+
+
+MakeLog = Callable[..., Coroutine[Any, Any, EventLog]]
+
+
+@pytest.fixture
+async def make_log(tmp_path: Path) -> AsyncIterator[MakeLog]:
+    """Factory: a started event log on a fresh SQLite file (in process, no DBOS); each is
+    stopped and its database closed at the end."""
+    made: list[EventLog] = []
+
+    async def make(retention: int = 0) -> EventLog:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / f'log{len(made)}.db'}")
+        db.migrate()
+        log = EventLog(db, retention=retention)
+        log.start()
+        made.append(log)
+        return log
+
+    yield make
+    for log in made:
+        await log.stop()
+        await log.db.close()
+
+
+@pytest.fixture
+async def log(make_log: MakeLog) -> EventLog:
+    return await make_log()

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from tether.db.engine import Database
+from tests.conftest import MakeLog
+from tether.db.schema import events
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
 from tether.events.log import Append, EventLog
 from tether.model import TaskStatus, dumps
-
-
-@pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
-    db.migrate()
-    log = EventLog(db)
-    log.start()
-    yield log
-    await log.stop()
-    await db.close()
 
 
 def task_row(sid: str, task_id: str, parent: str | None = None) -> dict[str, object]:
@@ -130,12 +119,9 @@ async def test_appends_to_a_missing_session_are_dropped_without_costing_others(
     assert await log.read_after("s_missing", 0, 10) == []
 
 
-async def test_retention_prunes_old_events_and_moves_low_seq(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
-    db.migrate()
-    log = EventLog(db, retention=100)
-    log.start()
-    store = Store(db)
+async def test_retention_prunes_old_events_and_moves_low_seq(make_log: MakeLog) -> None:
+    log = await make_log(retention=100)
+    store = Store(log.db)
     sid = (await store.create_session("u", "")).id
     for i in range(1000):
         log.submit(ev(sid, i))
@@ -146,8 +132,6 @@ async def test_retention_prunes_old_events_and_moves_low_seq(tmp_path: Path) -> 
     kept = await log.read_after(sid, s.low_seq, 10_000)
     assert s.head_seq == 1000 and 100 <= len(kept) <= 210
     assert [e.seq for e in kept] == list(range(s.low_seq + 1, 1001))
-    await log.stop()
-    await db.close()
 
 
 async def test_nothing_is_appended_for_a_task_after_its_terminal_status(log: EventLog) -> None:
@@ -173,3 +157,130 @@ async def test_nothing_is_appended_for_a_task_after_its_terminal_status(log: Eve
     assert got == [None, None]
     assert [e.type for e in await log.read_after(sid, 0, 10)] == ["task.created", "task.status"]
     assert (await store.task("p", "u")).children == []
+
+
+# -- one caller's cancel or bad append costs nobody else anything (issue 8, items 1-3) ------
+
+
+async def test_a_cancelled_waiter_cancels_only_its_own_wait(log: EventLog) -> None:
+    sid = (await Store(log.db).create_session("u", "")).id
+
+    async def writer(i: int) -> list[object]:
+        return await log.append(ev(sid, i))
+
+    # Both submit into the same batch before the writer runs; then one is cancelled.
+    doomed = asyncio.create_task(writer(1))
+    survivor = asyncio.create_task(writer(2))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    got = await survivor
+    assert got[0] is not None
+    assert [e.data for e in await log.read_after(sid, 0, 10)] == [dumps({"i": 1}), dumps({"i": 2})]
+    # And stopping the log afterwards commits and returns (it used to re-raise the cancel).
+    log.submit(ev(sid, 3))
+    await log.stop()
+    assert len(await log.read_after(sid, 0, 10)) == 3
+    log.start()
+
+
+async def test_a_bad_append_fails_alone_and_nothing_else_is_lost(log: EventLog) -> None:
+    store = Store(log.db)
+    a = (await store.create_session("alice", "")).id
+    b = (await store.create_session("bob", "")).id
+    await log.append(
+        Append(a, "ta", None, "task.created", "{}", key="ta:c", new_task=task_row(a, "ta"))
+    )
+    futures = []
+    for i in range(50):
+        futures.append(log.submit(ev(b, i)))
+        futures.append(log.submit(ev(a, i)))
+        if i == 25:  # a lone surrogate (unstorable) and a number SQLite cannot hold
+            bad_text = log.submit(Append(a, None, None, "bad", '"\ud800"'))
+            bad_int = log.submit(
+                Append(a, "ta", None, "bad", "1", task_values={"progress_n": 10**30})
+            )
+    results = await asyncio.gather(*futures, bad_text, bad_int, return_exceptions=True)
+    assert all(r is None for r in results[:100])
+    assert not isinstance(results[100], type(None)) and not isinstance(results[101], type(None))
+    for sid in (a, b):
+        evs = await log.read_after(sid, 0, 1000)
+        assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
+        ticks = [e.data for e in evs if e.type == "tick"]
+        assert ticks == [dumps({"i": i}) for i in range(50)]
+        assert not any(e.type == "bad" for e in evs)
+
+
+async def test_an_unknown_task_field_is_refused_at_submit(log: EventLog) -> None:
+    sid = (await Store(log.db).create_session("u", "")).id
+    with pytest.raises(ValueError, match="no_such_column"):
+        log.submit(Append(sid, "t", None, "x", "1", task_values={"no_such_column": 1}))
+
+
+async def test_a_full_disk_fails_each_append_with_a_storage_error(log: EventLog) -> None:
+    from sqlalchemy import event as sa_event
+
+    from tether.errors import StorageUnavailable
+
+    sid = (await Store(log.db).create_session("u", "")).id
+    await log.append(ev(sid, 0))
+
+    def full(conn: object) -> None:  # a real SQLITE_FULL: the file may not grow
+        conn.exec_driver_sql("PRAGMA max_page_count=1")  # type: ignore[attr-defined]
+
+    engine = log.db.writer.sync_engine
+    sa_event.listen(engine, "begin", full)
+    big = [Append(sid, None, None, "big", dumps("x" * 50_000)) for _ in range(20)]
+    with pytest.raises(StorageUnavailable, match="full"):
+        await log.append(*big)
+    sa_event.remove(engine, "begin", full)
+    # Nothing of the refused batch was kept, and the log goes on once there is room.
+    await log.append(Append(sid, None, None, "after", "1"))
+    assert [(e.seq, e.type) for e in await log.read_after(sid, 0, 100)] == [
+        (1, "tick"),
+        (2, "after"),
+    ]
+
+
+async def test_retention_keeps_the_keys_of_tasks_that_may_still_run(make_log: MakeLog) -> None:
+    log = await make_log(retention=10)
+    db = log.db
+    store = Store(db)
+    sid = (await store.create_session("u", "")).id
+    await log.append(
+        Append(sid, "run", None, "task.created", "{}", key="run:c", new_task=task_row(sid, "run"))
+    )
+    keyed = [Append(sid, "run", None, "tick", dumps(i), key=f"run:s1.{i}") for i in range(300)]
+    await log.append(*keyed)
+    head = (await store.session(sid, "u")).head_seq
+    assert (await store.session(sid, "u")).low_seq > 200  # pruned well past the ticks
+    # A replay after a crash re-emits the same keys: all dropped, nothing re-appended.
+    again = await log.append(
+        *(Append(sid, "run", None, "tick", dumps(i), key=f"run:s1.{i}") for i in range(300))
+    )
+    assert again == [None] * 300
+    assert (await store.session(sid, "u")).head_seq == head
+    # Re-creating the task (its `task.created` long pruned) is a no-op, not a constraint error.
+    assert await log.append(
+        Append(sid, "run", None, "task.created", "{}", key="run:c2", new_task=task_row(sid, "run"))
+    ) == [None]
+    # Pruned rows are never served, not even to a cursor inside the retained range.
+    s = await store.session(sid, "u")
+    assert [e.seq for e in await log.read_after(sid, s.low_seq, 1000)] == list(
+        range(s.low_seq + 1, head + 1)
+    )
+    # Once the task has ended, the rows kept for its keys go.
+    await log.append(
+        Append(
+            sid,
+            "run",
+            None,
+            "task.status",
+            dumps({"status": "completed"}),
+            status=TaskStatus.completed,
+        )
+    )
+    with db.reader.connect() as c:
+        left = c.scalar(
+            sa.select(sa.func.count()).select_from(events).where(events.c.session_id == sid)
+        )
+    assert left <= 11

@@ -4,13 +4,16 @@ TetherError
 ├── NotFound                 404: no such session or task (or not yours)
 ├── BadRequest               400: e.g. a malformed cursor
 ├── InvalidInput             422: unknown agent, input that does not validate
+│   └── InvalidJSON          a value JSON cannot carry (NaN, lone surrogate, too deep)
 ├── CursorGone               410: cursor older than what is retained, or beyond the head
 ├── PayloadTooLarge          413
 ├── Unauthorized             401: no, bad or expired credentials; says how to sign in
 ├── Forbidden                403: e.g. a cross-origin request to a cookie route
 ├── TooManyAttempts          429: too many failed sign-ins; carries Retry-After
+├── StorageUnavailable       503: the database refused a write (disk full, I/O error)
 └── TaskError                raised inside agents
     ├── TaskCancelled        the task (or its parent) was cancelled
+    ├── EventNotRecorded     an event the task emitted could not be committed
     └── DelegationFailed     a delegated child task failed
 """
 
@@ -47,6 +50,12 @@ class InvalidInput(TetherError):
     title = "Invalid input"
 
 
+class InvalidJSON(InvalidInput, ValueError):
+    """Also a ValueError: what `json.dumps` raises for the same values."""
+
+    title = "Invalid JSON"
+
+
 class CursorGone(TetherError):
     status = 410
     title = "Cursor gone"
@@ -78,12 +87,24 @@ class TooManyAttempts(TetherError):
         return {"Retry-After": str(self.extra.get("retry_after", 60))}
 
 
+class StorageUnavailable(TetherError):
+    status = 503
+    title = "Storage unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
 class TaskError(TetherError):
     title = "Task error"
 
 
 class TaskCancelled(TaskError):
     title = "Task cancelled"
+
+
+class EventNotRecorded(TaskError):
+    title = "Event not recorded"
 
 
 class DelegationFailed(TaskError):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from tether.errors import InvalidJSON
+
 
 class TaskStatus(StrEnum):
     queued = "queued"
@@ -26,8 +28,66 @@ TERMINAL = frozenset(
 )
 
 
+# Nesting deeper than this is refused wherever JSON enters: request bodies, events, results.
+MAX_JSON_DEPTH = 64
+
+# Line terminators that JSON leaves raw but that line-splitting readers (SSE parsers built on
+# `splitlines()`, JavaScript before ES2019) treat as line ends.
+_LINE_BREAKERS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text that every reader can take back: no NaN or Infinity (JSON has
+    none; a browser's JSON.parse throws on them), no lone surrogates (they cannot be stored
+    as UTF-8), at most MAX_JSON_DEPTH levels, and U+0085/U+2028/U+2029 escaped.
+    Raises InvalidJSON, in the caller, for anything else."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # NaN / Infinity, or a circular reference
+        raise InvalidJSON(f"not representable as JSON: {exc}") from None
+    except TypeError as exc:
+        raise InvalidJSON(f"not representable as JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJSON(
+                "contains a lone surrogate (\\ud800-\\udfff without its pair); "
+                "strings must be valid Unicode"
+            ) from None
+        text = escape_line_breakers(text)
+    # Counting brackets (strings included) is a cheap bound; only a suspect value is walked.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
+        raise InvalidJSON(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return text
+
+
+def escape_line_breakers(text: str) -> str:
+    if "\u0085" in text or "\u2028" in text or "\u2029" in text:
+        for raw, escaped in _LINE_BREAKERS.items():
+            text = text.replace(raw, escaped)
+    return text
+
+
+def json_depth(value: Any, stop: int = MAX_JSON_DEPTH) -> int:
+    """How deeply lists and objects nest in value (a scalar is 0); stops counting past stop."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, list | tuple):
+            continue
+        d += 1
+        if d > deepest:
+            deepest = d
+            if deepest > stop:
+                return deepest
+        stack.extend((item, d) for item in v)
+    return deepest
 
 
 @dataclass(slots=True)

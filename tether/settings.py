@@ -30,7 +30,32 @@ class Settings(BaseSettings):
     retention_events: int = Field(
         0, ge=0, description="Events kept per session (0 keeps all); older cursors get 410."
     )
+    page_bytes: int = Field(
+        4 << 20, ge=1024, description="A page of events stops at about this much event data."
+    )
+    snapshot_tasks: int = Field(
+        1000, ge=1, description="Most tasks a stream snapshot lists (unfinished ones first)."
+    )
     max_body_bytes: int = Field(1 << 20, ge=1, description="Largest request body accepted.")
+    max_event_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest event (and task result) an agent may record."
+    )
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="Largest request head (request line and headers) accepted."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must send a whole request head within this time."
+    )
+    max_connections: int = Field(
+        20000,
+        ge=1,
+        description="Open connections (streams included) beyond which new ones get 503.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For is believed (JSON list); "
+        "none by default, so a client cannot pick its own address.",
+    )
 
     agents: list[str] = Field(
         default_factory=list, description="Extra modules to import; each registers agents."
@@ -72,6 +97,9 @@ class Settings(BaseSettings):
     )
     auth_failure_window_s: float = Field(
         60.0, gt=0, description="Window over which failed sign-ins are counted."
+    )
+    auth_prune_s: float = Field(
+        600.0, gt=0, description="How often ended sign-ins and spent refresh tokens are deleted."
     )
 
     @property

@@ -6,6 +6,15 @@ appends whose idempotency key is already in the log, allocates the next seqs
 (`head_seq + 1 ..`), inserts the events and applies the task-row changes that ride on them.
 Only after the commit are the events handed to listeners (the live hub, child waiters), so
 nothing is delivered that is not durable, and seqs are gapless in commit order.
+
+One caller's mistake costs nobody else anything:
+- each submission has its own future, so a caller that is cancelled while it waits cancels
+  only its own wait, never the batch or the other callers' waits;
+- a batch whose transaction fails is committed again session by session, and a session's
+  appends are then split in halves (keeping their order) until the append that fails is
+  alone: it alone gets the error, everything else commits;
+- a failure of the database itself (disk full, I/O error) is not bisected: every append of
+  the batch fails with StorageUnavailable, and each emitter hears of it.
 """
 
 from __future__ import annotations
@@ -21,12 +30,19 @@ import sqlalchemy as sa
 
 from tether.db.engine import Database
 from tether.db.schema import events, sessions, tasks
+from tether.errors import StorageUnavailable
 from tether.model import TERMINAL, Event, TaskStatus
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
 _IN_CHUNK = 500  # bound on bound parameters in one IN (...)
+_ROW_OVERHEAD = 200  # bytes counted per event besides its data, when pages are bounded
+_TERMINAL = [s.value for s in TERMINAL]
+
+# The task-row columns an append may change. Anything else is a caller's bug, refused at
+# submit, not a failed transaction that other callers' events share.
+TASK_COLUMNS = frozenset({"progress_n", "progress_m", "result", "error", "started_at", "ended_at"})
 
 
 @dataclass(slots=True)
@@ -44,9 +60,32 @@ class Append:
     # A status transition is dropped, with its event, once the task is terminal.
     status: TaskStatus | None = None
     event: Event | None = field(default=None)
+    error: BaseException | None = field(default=None)
+
+
+@dataclass(slots=True)
+class _Submission:
+    appends: list[Append]
+    done: asyncio.Future[None]
 
 
 Listener = Callable[[str, list[Event]], None]
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """The database itself failed (disk full, I/O error, connection lost), as opposed to one
+    append it refused (a constraint, a value it cannot store)."""
+    if isinstance(exc, sa.exc.OperationalError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def storage_error(exc: BaseException) -> StorageUnavailable:
+    reason = getattr(exc, "orig", None) or exc
+    return StorageUnavailable(
+        f"the server could not write to its database ({reason}); nothing was recorded, "
+        "try again later"
+    )
 
 
 class EventLog:
@@ -54,8 +93,7 @@ class EventLog:
         self.db = db
         self.retention = retention
         self.listeners: list[Listener] = []
-        self._pending: list[Append] = []
-        self._batch_done: asyncio.Future[None] | None = None
+        self._pending: list[_Submission] = []
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self.commits = 0
@@ -70,7 +108,8 @@ class EventLog:
         if self._runner is None:
             return
         if self._pending:
-            await self.submit_many([])
+            # Shielded: a stop that is itself cancelled still lets the pending batch land.
+            await asyncio.shield(self.submit_many([]))
         self._runner.cancel()
         try:
             await self._runner
@@ -79,24 +118,30 @@ class EventLog:
         self._runner = None
 
     def submit(self, append: Append) -> asyncio.Future[None]:
-        """Queue an append; the future resolves once its batch has committed."""
-        self._pending.append(append)
-        return self._current_batch()
+        """Queue an append. The returned future is this caller's alone: it resolves once the
+        append is committed (or dropped as a duplicate) and fails with the append's own
+        error. Cancelling it cancels nobody else's wait."""
+        return self.submit_many((append,))
 
     def submit_many(self, appends: Iterable[Append]) -> asyncio.Future[None]:
-        self._pending.extend(appends)
-        return self._current_batch()
+        batch = list(appends)
+        for a in batch:
+            if a.task_values and not TASK_COLUMNS.issuperset(a.task_values):
+                unknown = ", ".join(sorted(set(a.task_values) - TASK_COLUMNS))
+                raise ValueError(f"unknown task fields: {unknown}")
+        done = asyncio.get_running_loop().create_future()
+        if self._runner is None:
+            done.set_exception(StorageUnavailable("the event log is stopped (server stopping)"))
+            return done
+        self._pending.append(_Submission(batch, done))
+        self._wake.set()
+        return done
 
     async def append(self, *appends: Append) -> list[Event | None]:
-        """Append and wait for the commit. Returns each event, or None where it was dropped."""
+        """Append and wait for the commit. Returns each event, or None where it was dropped;
+        raises the first append's error if one failed."""
         await self.submit_many(appends)
         return [a.event for a in appends]
-
-    def _current_batch(self) -> asyncio.Future[None]:
-        if self._batch_done is None:
-            self._batch_done = asyncio.get_running_loop().create_future()
-        self._wake.set()
-        return self._batch_done
 
     async def _run(self) -> None:
         while True:
@@ -104,23 +149,52 @@ class EventLog:
             self._wake.clear()
             if not self._pending:
                 continue
-            batch, self._pending = self._pending, []
-            done, self._batch_done = self._batch_done, None
-            error: BaseException | None = None
-            for i in range(0, len(batch), MAX_BATCH):
-                try:
-                    committed = await self._commit(batch[i : i + MAX_BATCH])
-                except Exception as exc:  # noqa: BLE001 - handed to every waiter
-                    log.exception("event log commit failed")
-                    error = exc
+            subs, self._pending = self._pending, []
+            batch = [a for s in subs for a in s.appends]
+            try:
+                for i in range(0, len(batch), MAX_BATCH):
+                    await self._commit_isolated(batch[i : i + MAX_BATCH])
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure
+                log.exception("event log writer failed")
+                for a in batch:
+                    if a.event is None and a.error is None:
+                        a.error = exc
+            for s in subs:
+                if s.done.done():  # its caller stopped waiting
                     continue
-                self.commits += 1
-                self._publish(committed)
-            if done is not None and not done.done():
+                error = next((a.error for a in s.appends if a.error is not None), None)
                 if error is None:
-                    done.set_result(None)
+                    s.done.set_result(None)
                 else:
-                    done.set_exception(error)
+                    s.done.set_exception(error)
+
+    async def _commit_isolated(self, batch: list[Append]) -> None:
+        """Commit batch; if its transaction fails, find the appends that fail it and commit
+        the rest, in order. Each append ends with `event` set, or dropped, or `error` set."""
+        try:
+            committed = await self._commit(batch)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if is_storage_failure(exc):
+                log.error("event log: the database refused a write: %s", exc)
+                err = storage_error(exc)
+                for a in batch:
+                    a.error = err
+                return
+            if len(batch) == 1:
+                log.warning("event log: refused one %r event: %r", batch[0].type, exc)
+                batch[0].error = exc
+                return
+            sessions_in = list(dict.fromkeys(a.session_id for a in batch))
+            if len(sessions_in) > 1:
+                for sid in sessions_in:
+                    await self._commit_isolated([a for a in batch if a.session_id == sid])
+            else:
+                half = len(batch) // 2
+                await self._commit_isolated(batch[:half])
+                await self._commit_isolated(batch[half:])
+            return
+        self.commits += 1
+        self._publish(committed)
 
     def _publish(self, committed: dict[str, list[Event]]) -> None:
         for session_id, evs in committed.items():
@@ -133,14 +207,20 @@ class EventLog:
     async def _commit(self, batch: list[Append]) -> dict[str, list[Event]]:
         by_session: dict[str, list[Append]] = {}
         for a in batch:
+            a.event = None
             by_session.setdefault(a.session_id, []).append(a)
         out: dict[str, list[Event]] = {}
         now = time.time()
-        async with self.db.writer.begin() as conn:
-            for session_id, items in by_session.items():
-                evs = await self._commit_session(conn, session_id, items, now)
-                if evs:
-                    out[session_id] = evs
+        try:
+            async with self.db.writer.begin() as conn:
+                for session_id, items in by_session.items():
+                    evs = await self._commit_session(conn, session_id, items, now)
+                    if evs:
+                        out[session_id] = evs
+        except BaseException:
+            for a in batch:  # rolled back: nothing of it happened
+                a.event = None
+            raise
         return out
 
     async def _commit_session(
@@ -168,11 +248,18 @@ class EventLog:
         for a in items:
             if a.key is not None and a.key in seen:
                 continue
-            # Nothing is appended for a task after its terminal status, and a task that has
-            # ended starts no children: a straggler of a cancelled task leaves no trace.
-            if status_of.get(a.task_id) in TERMINAL:
-                continue
-            if a.new_task is not None and status_of.get(a.parent_task_id) in TERMINAL:
+            if a.new_task is not None:
+                # Creating a task that exists is a replay (its `task.created` may have been
+                # pruned by retention): a no-op, never a constraint failure.
+                if a.task_id in status_of:
+                    continue
+                # A task that has ended starts no children.
+                if status_of.get(a.parent_task_id) in TERMINAL:
+                    continue
+                status_of[a.task_id] = TaskStatus(a.new_task["status"])
+            # Nothing is appended for a task after its terminal status: a straggler of a
+            # cancelled task leaves no trace.
+            elif status_of.get(a.task_id) in TERMINAL:
                 continue
             if a.key is not None:
                 seen.add(a.key)
@@ -188,6 +275,7 @@ class EventLog:
         rows: list[dict[str, Any]] = []
         evs: list[Event] = []
         task_values: dict[str, dict[str, Any]] = {}
+        ended: list[str] = []
         for i, a in enumerate(accepted, start=head + 1):
             ev = Event(i, session_id, a.task_id, a.parent_task_id, a.type, a.data, now)
             a.event = ev
@@ -210,23 +298,57 @@ class EventLog:
                     values.update(a.task_values)
                 if a.status is not None:
                     values["status"] = a.status.value
+                    if a.status in TERMINAL:
+                        ended.append(a.task_id)
                 values["last_seq"] = i
         await conn.execute(sa.insert(events), rows)
         for task_id, values in task_values.items():
             await conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**values))
         new_head = head + len(accepted)
         new_low = low
-        if self.retention and new_head - low > self.retention + max(100, self.retention // 10):
-            new_low = new_head - self.retention
-            await conn.execute(
-                sa.delete(events).where(events.c.session_id == session_id, events.c.seq <= new_low)
-            )
+        if self.retention:
+            if new_head - low > self.retention + max(100, self.retention // 10):
+                new_low = new_head - self.retention
+                await self._prune(conn, session_id, low, new_low)
+            if ended and new_low:
+                # Rows kept below low_seq for their keys go once their task has ended.
+                for i in range(0, len(ended), _IN_CHUNK):
+                    await conn.execute(
+                        sa.delete(events).where(
+                            events.c.session_id == session_id,
+                            events.c.seq <= new_low,
+                            events.c.task_id.in_(ended[i : i + _IN_CHUNK]),
+                        )
+                    )
         await conn.execute(
             sa.update(sessions)
             .where(sessions.c.id == session_id)
             .values(head_seq=new_head, low_seq=new_low)
         )
         return evs
+
+    @staticmethod
+    async def _prune(conn: Any, session_id: str, low: int, new_low: int) -> None:
+        """Retention: events in (low, new_low] leave the log. An event of a task that may
+        still run keeps its row (not its data): a replay after a crash must find its key,
+        or it would append the event again."""
+        in_range = sa.and_(
+            events.c.session_id == session_id, events.c.seq > low, events.c.seq <= new_low
+        )
+        live = sa.select(tasks.c.id).where(
+            tasks.c.session_id == session_id, tasks.c.status.not_in(_TERMINAL)
+        )
+        await conn.execute(
+            sa.delete(events).where(
+                in_range,
+                sa.or_(
+                    events.c.key.is_(None),
+                    events.c.task_id.is_(None),
+                    events.c.task_id.not_in(live),
+                ),
+            )
+        )
+        await conn.execute(sa.update(events).where(in_range).values(data="null"))
 
     @staticmethod
     async def _existing_keys(conn: Any, session_id: str, keys: list[str]) -> set[str]:
@@ -244,18 +366,27 @@ class EventLog:
     @staticmethod
     async def _statuses(conn: Any, task_ids: set[str | None]) -> dict[str | None, TaskStatus]:
         ids = [t for t in task_ids if t is not None]
-        if not ids:
-            return {}
-        res = await conn.execute(sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(ids)))
-        return {r[0]: TaskStatus(r[1]) for r in res}
+        out: dict[str | None, TaskStatus] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            res = await conn.execute(
+                sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(ids[i : i + _IN_CHUNK]))
+            )
+            out.update((r[0], TaskStatus(r[1])) for r in res)
+        return out
 
     # -- reading -------------------------------------------------------------------------
 
-    async def read_after(self, session_id: str, after: int, limit: int) -> list[Event]:
-        return await self.db.read(lambda c: read_after(c, session_id, after, limit))
+    async def read_after(
+        self, session_id: str, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[Event]:
+        return await self.db.read(lambda c: read_after(c, session_id, after, limit, max_bytes))
 
 
-def read_after(c: sa.Connection, session_id: str, after: int, limit: int) -> list[Event]:
+def read_after(
+    c: sa.Connection, session_id: str, after: int, limit: int, max_bytes: int | None = None
+) -> list[Event]:
+    """Up to `limit` events after `after`, in order, stopping early once their data passes
+    `max_bytes` (always at least one event), so a page of large events stays bounded."""
     q = (
         sa.select(
             events.c.seq,
@@ -265,8 +396,35 @@ def read_after(c: sa.Connection, session_id: str, after: int, limit: int) -> lis
             events.c.data,
             events.c.ts,
         )
-        .where(events.c.session_id == session_id, events.c.seq > after)
+        .where(
+            events.c.session_id == session_id,
+            events.c.seq > after,
+            # Rows below low_seq are retention's: kept only for their keys, never served.
+            events.c.seq > _low_seq(session_id),
+        )
         .order_by(events.c.seq)
         .limit(limit)
     )
-    return [Event(r[0], session_id, r[1], r[2], r[3], r[4], r[5]) for r in c.execute(q)]
+    out: list[Event] = []
+    size = 0
+    for r in c.execute(q):
+        out.append(Event(r[0], session_id, r[1], r[2], r[3], r[4], r[5]))
+        if max_bytes is not None:
+            size += len(r[4]) + _ROW_OVERHEAD
+            if size >= max_bytes:
+                break
+    return out
+
+
+def _low_seq(session_id: str) -> Any:
+    return sa.select(sessions.c.low_seq).where(sessions.c.id == session_id).scalar_subquery()
+
+
+def page_is_full(events: list[Event], limit: int, max_bytes: int | None = None) -> bool:
+    """Whether read_after stopped at its limits (more may follow) rather than at the head."""
+    if len(events) >= limit:
+        return True
+    return (
+        max_bytes is not None
+        and sum(len(e.data) for e in events) + _ROW_OVERHEAD * len(events) >= max_bytes
+    )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbos import DBOS
 
+from tether.errors import EventNotRecorded
 from tether.events.log import Append
 from tether.model import Task, dumps
 
@@ -36,6 +37,8 @@ class _StepScope:
     prefix: str
     n: int = 0
 
+
+_MAX_PROGRESS = 2**31 - 1  # the column is a 32-bit INTEGER on Postgres
 
 _scope: ContextVar[_StepScope | None] = ContextVar("tether_step_scope", default=None)
 
@@ -60,15 +63,38 @@ class TaskContext:
         self._emits = 0
         self._children = 0
         self._last: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
 
     # -- events ----------------------------------------------------------------------------
 
-    def emit(self, type: str, data: Any = None, **task_values: Any) -> None:
+    def emit(self, type: str, data: Any = None) -> None:
         """Append an event to the session log. Returns at once; the event is durable by the
-        end of the current step (or `await ctx.flush()`)."""
-        self._last = self._runtime.log.submit(self._append(type, data, task_values or None))
+        end of the current step (or `await ctx.flush()`), which raises if it could not be
+        recorded. Raises InvalidJSON / ValueError here, in the agent, for data the log
+        cannot carry (NaN, lone surrogates, too deep, too large) or a reserved type."""
+        if not isinstance(type, str) or not 0 < len(type) <= 128:
+            raise ValueError(f"an event type is a string of 1-128 characters, got {type!r}")
+        if type.startswith("task."):
+            raise ValueError(f"event types starting with 'task.' are the runtime's: {type!r}")
+        self._submit(self._append(type, data, None))
+
+    def _submit(self, append: Append) -> None:
+        fut = self._runtime.log.submit(append)
+        fut.add_done_callback(self._note)
+        self._last = fut
+
+    def _note(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None and self._error is None:
+            self._error = fut.exception()
 
     def _append(self, type: str, data: Any, task_values: dict[str, Any] | None) -> Append:
+        text = dumps(data)
+        limit = self._runtime.max_event_bytes
+        if len(text) > limit // 4 and len(text.encode()) > limit:
+            raise ValueError(
+                f"event {type!r} is {len(text.encode())} bytes; the limit is {limit} "
+                "(TETHER_MAX_EVENT_BYTES): store large results elsewhere and emit a reference"
+            )
         scope = _scope.get()
         if scope is not None and scope.ctx is self:
             key = f"{scope.prefix}.{scope.n}"
@@ -81,19 +107,37 @@ class TaskContext:
             self.task_id,
             self.task.parent_id,
             type,
-            dumps(data),
+            text,
             key=key,
             task_values=task_values,
         )
 
     async def flush(self) -> None:
-        """Wait until everything emitted so far is committed."""
+        """Wait until everything emitted so far is committed. Raises EventNotRecorded if
+        any of it could not be, since the previous flush."""
         if self._last is not None:
-            await self._last
+            try:
+                await self._last
+            except Exception:  # noqa: BLE001 - noted by _note, raised below
+                pass
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise EventNotRecorded(
+                f"an event of task {self.task_id} could not be recorded: {error}"
+            ) from error
 
     def progress(self, n: int, m: int, **data: Any) -> None:
         """Report progress n of m (kept on the task row and emitted as `task.progress`)."""
-        self.emit("task.progress", {"n": n, "m": m, **data}, progress_n=n, progress_m=m)
+        for name, v in (("n", n), ("m", m)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_PROGRESS:
+                raise ValueError(
+                    f"progress {name} must be an integer 0..{_MAX_PROGRESS}, got {v!r}"
+                )
+        self._submit(
+            self._append(
+                "task.progress", {**data, "n": n, "m": m}, {"progress_n": n, "progress_m": m}
+            )
+        )
 
     # -- steps -----------------------------------------------------------------------------
 

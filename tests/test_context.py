@@ -1,0 +1,90 @@
+"""What an agent may emit, and what it hears back when the log could not take it."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tether.db.store import Store
+from tether.errors import EventNotRecorded, InvalidJSON
+from tether.events.log import Append, EventLog
+from tether.model import Task, TaskStatus
+from tether.runtime.context import TaskContext
+
+
+@pytest.fixture
+async def ctx(log: EventLog) -> TaskContext:
+    sid = (await Store(log.db).create_session("u", "")).id
+    task = Task(
+        "t1",
+        sid,
+        None,
+        "a",
+        {},
+        TaskStatus.running,
+        None,
+        None,
+        None,
+        None,
+        None,
+        0.0,
+        None,
+        None,
+        0,
+    )
+    # The context needs only the runtime's log and its event size limit.
+    return TaskContext(SimpleNamespace(log=log, max_event_bytes=4096), task)  # type: ignore[arg-type]
+
+
+def deep(n: int) -> Any:
+    v: Any = 0
+    for _ in range(n):
+        v = [v]
+    return v
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        ({"x": math.nan}, InvalidJSON),
+        ([math.inf], InvalidJSON),
+        ({"s": "\ud800"}, InvalidJSON),
+        (deep(65), InvalidJSON),
+        ({1, 2}, InvalidJSON),
+        ("x" * 5000, ValueError),
+    ],
+)
+async def test_data_the_log_cannot_carry_is_refused_in_the_agent(
+    ctx: TaskContext, data: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        ctx.emit("x", data)
+    ctx.emit("ok", deep(64))  # the limit itself is fine
+    await ctx.flush()
+
+
+async def test_reserved_types_unknown_fields_and_bad_progress_are_refused(ctx: TaskContext) -> None:
+    with pytest.raises(ValueError, match="runtime"):
+        ctx.emit("task.status", {"status": "completed"})
+    with pytest.raises(TypeError):
+        ctx.emit("x", {}, progress_n=1)  # type: ignore[call-arg]
+    for n, m in ((10**30, 1), (-1, 2), (1.5, 2), (True, 2)):
+        with pytest.raises(ValueError):
+            ctx.progress(n, m)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ctx.emit("", 1)
+
+
+async def test_flush_raises_what_failed_since_the_previous_flush(ctx: TaskContext) -> None:
+    ctx.emit("a", 1)
+    ctx._submit(Append(ctx.session_id, ctx.task_id, None, "bad", '"\ud800"'))
+    ctx.emit("b", 2)
+    with pytest.raises(EventNotRecorded, match="could not be recorded"):
+        await ctx.flush()
+    ctx.emit("c", 3)
+    await ctx.flush()  # the failure was reported once
+    log = ctx._runtime.log
+    assert [e.type for e in await log.read_after(ctx.session_id, 0, 10)] == ["a", "b", "c"]
