@@ -31,7 +31,9 @@ def read_stream_until(server: Server, sid: str, after: int, stop: Any) -> list[d
 
 
 def test_kill_9_mid_child_step_resumes_without_rerunning_completed_steps(make_server: Any) -> None:
-    server = make_server()
+    # Parents re-check their children often, as they do when a child takes long: whatever a
+    # wait does must not become part of the parent's recorded history, or the replay breaks.
+    server = make_server(TETHER_CHILD_POLL_S="0.1")
     api = Api(server.client())
     sid = api.session()
     root = api.start(

@@ -32,16 +32,23 @@ class Services:
         self.runtime: Runtime | None = None
         self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
+        self._pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         load_agent_modules(self.settings.agents)
         await asyncio.to_thread(self.db.migrate)
         self.auth = Authenticator(self.settings, self.db)
+        self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
         self.log.start()
         version = self.settings.app_version or self.registry.code_version(f"tether-{__version__}")
         self.runtime = Runtime(
-            self.store, self.log, self.registry, version, child_poll_s=self.settings.child_poll_s
+            self.store,
+            self.log,
+            self.registry,
+            version,
+            child_poll_s=self.settings.child_poll_s,
+            max_event_bytes=self.settings.max_event_bytes,
         )
         self.runtime.activate()
         DBOS(
@@ -56,7 +63,20 @@ class Services:
         # Launched from the server's event loop, so DBOS runs recovered workflows on it.
         DBOS.launch()
         await self.runtime.recover()
+        self._pruner = asyncio.create_task(self._prune_forever(), name="tether-auth-pruner")
         log.info("tether started (code version %s)", version)
+
+    async def _prune_forever(self) -> None:
+        """Ended sign-ins and spent refresh tokens leave the database."""
+        assert self.auth is not None
+        while True:
+            try:
+                removed = await self.auth.store.prune()
+                if any(removed):
+                    log.info("pruned %d ended sign-ins and %d refresh tokens", *removed)
+            except Exception:  # noqa: BLE001 - tried again at the next round
+                log.exception("pruning sign-ins failed")
+            await asyncio.sleep(self.settings.auth_prune_s)
 
     def begin_shutdown(self) -> None:
         """Tell open streams to send their retry hint and close (called on SIGTERM)."""
@@ -65,6 +85,8 @@ class Services:
 
     async def stop(self) -> None:
         self.begin_shutdown()
+        if self._pruner is not None:
+            self._pruner.cancel()
         if self.runtime is not None:
             await self.runtime.stop()
         await self.log.stop()

@@ -53,3 +53,135 @@ async def failing(ctx: TaskContext, inp: FailInput) -> None:
     """Always fails."""
     ctx.emit("about.to.fail", {})
     raise RuntimeError(inp.message)
+
+
+class PoisonInput(BaseModel):
+    mode: str
+    delay_s: float = 0.0
+
+
+@agent("poison", input=PoisonInput)
+async def poison(ctx: TaskContext, inp: PoisonInput) -> Any:
+    """A careless (or hostile) agent: emits what the log cannot carry, in one of many ways."""
+    import math
+
+    from tether.events.log import Append
+
+    await asyncio.sleep(inp.delay_s)
+    ctx.emit("poison.begin", {"mode": inp.mode})
+    if inp.mode == "nan":
+        ctx.emit("bad", {"x": math.nan})
+    elif inp.mode == "infinity":
+        ctx.emit("bad", [math.inf])
+    elif inp.mode == "surrogate":
+        ctx.emit("bad", {"text": "\ud800"})
+    elif inp.mode == "kwargs":
+        ctx.emit("bad", {}, no_such_column=1)  # type: ignore[call-arg]
+    elif inp.mode == "deep":
+        deep: Any = 1
+        for _ in range(300):
+            deep = [deep]
+        ctx.emit("bad", deep)
+    elif inp.mode == "huge":
+        ctx.emit("bad", "x" * (ctx._runtime.max_event_bytes + 1))
+    elif inp.mode == "not_json":
+        ctx.emit("bad", {1, 2, 3})
+    elif inp.mode == "reserved":
+        ctx.emit("task.status", {"status": "completed"})
+    elif inp.mode == "progress":
+        ctx.progress(10**30, 1)
+    elif inp.mode == "result_nan":
+        return {"value": math.nan}
+    elif inp.mode == "raw":
+        # Straight into the log, past every check at emit: the writer must isolate it.
+        ctx._submit(
+            Append(ctx.session_id, ctx.task_id, ctx.task.parent_id, "bad", '"\ud800"', key=None)
+        )
+        await ctx.flush()
+    elif inp.mode == "raw_int":
+        ctx._submit(
+            Append(
+                ctx.session_id,
+                ctx.task_id,
+                ctx.task.parent_id,
+                "bad",
+                "1",
+                task_values={"progress_n": 10**30},
+            )
+        )
+        await ctx.flush()
+    ctx.emit("poison.end", {"mode": inp.mode})
+    return {"mode": inp.mode}
+
+
+class TickInput(BaseModel):
+    ticks: int = 150
+    hold_s: float = 30.0
+
+
+@agent("tick_then_hold", input=TickInput)
+async def tick_then_hold(ctx: TaskContext, inp: TickInput) -> int:
+    """One step that emits `ticks` events, then holds (the first time it runs) so that a test
+    can kill the server while the step is in flight; a re-run does not hold."""
+
+    async def work() -> int:
+        first = not any(line == "ticked" for line in _lines())
+        for i in range(inp.ticks):
+            ctx.emit("tick", {"i": i})
+        await ctx.flush()
+        _count("ticked")
+        if first:
+            await asyncio.sleep(inp.hold_s)
+        return inp.ticks
+
+    n = await ctx.step(work, name="ticks")
+    ctx.emit("ticks.done", {"n": n})
+    return n
+
+
+def _lines() -> list[str]:
+    path = os.environ["TETHER_TEST_COUNTER"]
+    return open(path).read().splitlines() if os.path.exists(path) else []
+
+
+class ReplayInput(BaseModel):
+    hold_s: float = 30.0
+
+
+@agent("nondeterministic", input=ReplayInput)
+async def nondeterministic(ctx: TaskContext, inp: ReplayInput) -> str:
+    """Runs different steps after a restart than before it: DBOS refuses the replay."""
+    first = not any(line == "nondeterministic ran" for line in _lines())
+    _count("nondeterministic ran")
+
+    async def quick() -> int:
+        return 1
+
+    async def hold() -> int:
+        _count("holding")
+        await asyncio.sleep(inp.hold_s)
+        return 2
+
+    await ctx.step(quick, name="first-run-step" if first else "other-step")
+    await ctx.step(hold, name="hold")
+    return "done"
+
+
+class BigInput(BaseModel):
+    count: int = 10
+    size: int = 1000
+    pause_s: float = 0.0
+
+
+@agent("big_events", input=BigInput)
+async def big_events(ctx: TaskContext, inp: BigInput) -> int:
+    """Emits `count` events of about `size` bytes each, one step each."""
+    for i in range(inp.count):
+
+        async def one(i: int = i) -> None:
+            ctx.emit("big", {"i": i, "pad": "x" * inp.size})
+
+        await ctx.step(one, name="one")
+        if inp.pause_s:
+            await asyncio.sleep(inp.pause_s)
+    return inp.count

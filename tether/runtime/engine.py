@@ -8,6 +8,7 @@ change is a `task.status` event committed together with the row update.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ from dbos import DBOS, SetWorkflowID
 from dbos import error as dbos_error
 
 from tether.db.store import Store, new_id
-from tether.errors import DelegationFailed, NotFound, TaskCancelled
+from tether.errors import DelegationFailed, InvalidInput, NotFound, TaskCancelled, TaskError
 from tether.events.log import Append, EventLog
 from tether.model import TERMINAL, Event, Task, TaskStatus, dumps
 from tether.runtime.agent import AgentRegistry
@@ -38,6 +39,21 @@ _runtime: Runtime | None = None
 async def run_task(task_id: str) -> dict[str, Any]:
     assert _runtime is not None, "the runtime is not started"
     return await _runtime.execute(task_id)
+
+
+_DBOS_ENDED = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+MAX_DEPTH = 20  # sub-agents nest at most this deep (a runaway recursion ends here)
+_MAX_MESSAGE = 4000
+
+
+def safe_text(text: str, limit: int = _MAX_MESSAGE) -> str:
+    """An agent's error message as storable text: lone surrogates escaped, length bounded."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more)"
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": safe_text(str(exc))}
 
 
 def _status_append(
@@ -63,12 +79,15 @@ class Runtime:
         registry: AgentRegistry,
         app_version: str,
         child_poll_s: float = 1.0,
+        max_event_bytes: int = 1 << 20,
     ) -> None:
         self.store = store
         self.log = log
         self.registry = registry
         self.app_version = app_version
         self.child_poll_s = child_poll_s
+        self.max_event_bytes = max_event_bytes
+        self._stopping = False
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         log.listeners.append(self._on_commit)
@@ -96,10 +115,14 @@ class Runtime:
     def _validated(self, agent: str, input: Any) -> Any:
         return self.registry.get(agent).validate(input).model_dump(mode="json")
 
-    async def create_task(self, session_id: str, agent: str, input: Any) -> Task:
-        """Validate, record (task row + `task.created`), then start the workflow."""
+    async def create_task(
+        self, session_id: str, agent: str, input: Any, task_id: str | None = None
+    ) -> tuple[Task, bool]:
+        """Validate, record (task row + `task.created`), then start the workflow. With a
+        given task_id (from an idempotency key) a task that exists is returned as it is:
+        (task, False). A task whose workflow cannot be started is marked failed."""
         clean = self._validated(agent, input)
-        task_id = new_id("t")
+        task_id = task_id or new_id("t")
         row = self._new_task_row(task_id, session_id, None, agent, clean)
         created = await self.log.append(
             Append(
@@ -113,9 +136,31 @@ class Runtime:
             )
         )
         if created[0] is None:
-            raise NotFound(f"session {session_id} not found")
-        await self._start_workflow(task_id)
-        return await self.store.task(task_id, None)
+            try:
+                existing = await self.store.task(task_id, None)
+            except NotFound:
+                raise NotFound(f"session {session_id} not found") from None
+            if existing.session_id != session_id:
+                raise NotFound(f"session {session_id} not found")
+        try:
+            await self._start_workflow(task_id)
+        except Exception as exc:
+            log.error("task %s could not be started: %r", task_id, exc)
+            task = await self.store.task(task_id, None)
+            try:
+                await self.log.append(
+                    _status_append(
+                        task,
+                        TaskStatus.failed,
+                        {"error": {"type": "NotStarted", "message": safe_text(str(exc))}},
+                        error=dumps({"type": "NotStarted", "message": safe_text(str(exc))}),
+                        ended_at=time.time(),
+                    )
+                )
+            except Exception:  # noqa: BLE001 - left queued: started by recovery at the next start
+                log.exception("task %s: recording that it did not start failed too", task_id)
+            raise
+        return await self.store.task(task_id, None), created[0] is not None
 
     async def _start_workflow(self, task_id: str) -> None:
         with SetWorkflowID(task_id):
@@ -124,14 +169,23 @@ class Runtime:
     async def start_child(self, ctx: TaskContext, k: int, agent: str, input: Any) -> str:
         clean = self._validated(agent, input)
         child_id = f"{ctx.task_id}.{k}"
+        if child_id.count(".") > MAX_DEPTH or len(child_id) > 255:
+            raise TaskError(
+                f"sub-agents nest at most {MAX_DEPTH} levels deep; {child_id} would not"
+            )
         row = self._new_task_row(child_id, ctx.session_id, ctx.task_id, agent, clean)
+        data = dumps({"agent": agent, "input": clean, "parent_id": ctx.task_id})
+        if len(data) > self.max_event_bytes // 4 and len(data.encode()) > self.max_event_bytes:
+            raise InvalidInput(
+                f"the input for sub-agent {agent!r} is larger than {self.max_event_bytes} bytes"
+            )
         created = await self.log.append(
             Append(
                 ctx.session_id,
                 child_id,
                 ctx.task_id,
                 "task.created",
-                dumps({"agent": agent, "input": clean, "parent_id": ctx.task_id}),
+                data,
                 key=f"{child_id}:created",
                 new_task=row,
             )
@@ -141,7 +195,9 @@ class Runtime:
             try:
                 await self.store.task(child_id, None)
             except NotFound:
-                raise TaskCancelled(f"task {ctx.task_id} has ended; it starts no children") from None
+                raise TaskCancelled(
+                    f"task {ctx.task_id} has ended; it starts no children"
+                ) from None
         await self._start_workflow(child_id)
         return child_id
 
@@ -165,19 +221,31 @@ class Runtime:
         assert current is not None
         self._running[task_id] = current
         try:
-            await self.log.append(_status_append(task, TaskStatus.running, started_at=time.time()))
+            started = await self.log.append(
+                _status_append(task, TaskStatus.running, started_at=time.time())
+            )
+            if started[0] is None:  # a replay, or cancelled before it began: which?
+                task = await self.store.task(task_id, None)
+                if task.status.terminal:
+                    return {"status": task.status.value}
             result = await spec.fn(ctx, spec.validate(task.input))
             await ctx.flush()
             await self._finish(task, TaskStatus.completed, result=result)
         except _CANCELLED:
             await self._finish(task, TaskStatus.cancelled)
-        except dbos_error.DBOSException:
+        except dbos_error.DBOSException as exc:
+            # DBOS refuses to go on (e.g. the body did not replay the steps it recorded):
+            # the task has failed, and says why, before DBOS marks the workflow.
+            log.warning("task %s failed in DBOS: %r", task_id, exc)
+            await self._finish(
+                task,
+                TaskStatus.failed,
+                error={"type": "WorkflowError", "message": safe_text(str(exc))},
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - an agent's failure is the task's failure
             log.info("task %s failed: %r", task_id, exc)
-            await self._finish(
-                task, TaskStatus.failed, error={"type": type(exc).__name__, "message": str(exc)}
-            )
+            await self._finish(task, TaskStatus.failed, error=error_of(exc))
         finally:
             self._running.pop(task_id, None)
         return {"status": (await self.store.task(task_id, None)).status.value}
@@ -185,15 +253,45 @@ class Runtime:
     async def _finish(
         self, task: Task, status: TaskStatus, *, result: Any = None, error: Any = None
     ) -> None:
+        """Record a task's outcome. Retried until it is recorded (the disk may be full for a
+        while): a task never stays `running` because its end could not be written."""
         data: dict[str, Any] = {}
         values: dict[str, Any] = {"ended_at": time.time()}
         if status is TaskStatus.completed:
-            data["result"] = result
-            values["result"] = dumps(result)
+            try:
+                text = dumps(result)
+                if (
+                    len(text) > self.max_event_bytes // 4
+                    and len(text.encode()) > self.max_event_bytes
+                ):
+                    raise ValueError(f"it is larger than {self.max_event_bytes} bytes")
+            except ValueError as exc:
+                status = TaskStatus.failed
+                error = {"type": "InvalidResult", "message": f"the result cannot be stored: {exc}"}
+            else:
+                data["result"] = result
+                values["result"] = text
         if error is not None:
             data["error"] = error
             values["error"] = dumps(error)
-        await self.log.append(_status_append(task, status, data, **values))
+        append = _status_append(task, status, data, **values)
+        delay = 0.05
+        while True:
+            try:
+                await self.log.append(append)
+                return
+            except Exception as exc:  # noqa: BLE001 - retried until it lands
+                if self._stopping:
+                    raise
+                log.warning(
+                    "could not record task %s %s (%s); retrying in %.2f s",
+                    task.id,
+                    status.value,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- waiting for children --------------------------------------------------------------
 
@@ -216,7 +314,7 @@ class Runtime:
                 # The database re-check covers a child finished by another process.
                 await asyncio.wait_for(fut, self.child_poll_s)
             except TimeoutError:
-                pass
+                await self._settle_if_dead(task_id)
             finally:
                 waiters = self._waiters.get(task_id)
                 if waiters and fut in waiters:
@@ -233,13 +331,13 @@ class Runtime:
     # -- cancelling ------------------------------------------------------------------------
 
     async def cancel(self, task_id: str, owner: str) -> Task:
-        """Cancel a task and every descendant: statuses first (the truth users read), then
-        DBOS (so nothing resumes them), then the coroutines running here."""
+        """Cancel a task and every descendant: the coroutines running here first (so none
+        runs another line once the statuses say cancelled), then the statuses (the truth
+        users read), then DBOS (so nothing resumes them). Repeated until nothing under the
+        task is unfinished: a child created while this runs is caught by the next round,
+        and once the task is terminal the log refuses it any new child."""
         await self.store.task(task_id, owner)
-        tree = [t for t in await self.store.subtree(task_id) if not t.status.terminal]
-        if tree:
-            # The coroutines first, so none of them runs another line once the statuses
-            # say cancelled (a parent woken by its child's cancellation would go on).
+        while tree := [t for t in await self.store.subtree(task_id) if not t.status.terminal]:
             for t in tree:
                 running = self._running.get(t.id)
                 if running is not None:
@@ -286,16 +384,42 @@ class Runtime:
                         await DBOS.cancel_workflow_async(task.id)
                     except dbos_error.DBOSException:
                         pass
-            elif status.status == "SUCCESS":
-                await self._finish(task, TaskStatus.completed, result=None)
-            elif status.status == "CANCELLED":
-                await self._finish(task, TaskStatus.cancelled)
             else:
-                await self._finish(
-                    task,
-                    TaskStatus.failed,
-                    error={"type": "WorkflowError", "message": str(status.error)},
-                )
+                await self._settle(task, status.status, status.error)
+
+    async def _settle_if_dead(self, task_id: str) -> None:
+        """A task whose workflow has ended without recording its outcome (DBOS failed it
+        outside the agent, or the process that ran it lost the write) is settled here, so
+        the parent waiting on it goes on."""
+        try:
+            # In a fresh context: called from a waiting parent's workflow, DBOS would record
+            # the lookup as one of the parent's steps, and a replay (whose lookups fall at other
+            # times) would no longer match what was recorded.
+            status = await asyncio.create_task(
+                DBOS.get_workflow_status_async(task_id), context=contextvars.Context()
+            )
+        except dbos_error.DBOSException:
+            return
+        if status is None or status.status not in _DBOS_ENDED:
+            return
+        task = await self.store.task(task_id, None)
+        if not task.status.terminal:
+            await self._settle(task, status.status, status.error)
+
+    async def _settle(self, task: Task, dbos_status: str, dbos_error_: Any) -> None:
+        if dbos_status == "SUCCESS":
+            await self._finish(task, TaskStatus.completed, result=None)
+        elif dbos_status == "CANCELLED":
+            await self._finish(task, TaskStatus.cancelled)
+        else:
+            reason = f"its workflow ended as {dbos_status} without recording an outcome"
+            if dbos_error_:
+                reason += f": {dbos_error_}"
+            await self._finish(
+                task,
+                TaskStatus.failed,
+                error={"type": "WorkflowError", "message": safe_text(reason)},
+            )
 
     async def _interrupt(self, task: Task, reason: str) -> None:
         log.warning("task %s interrupted: %s", task.id, reason)
@@ -306,6 +430,7 @@ class Runtime:
     async def stop(self) -> None:
         """Stop running coroutines without recording an outcome: the workflows stay PENDING
         in DBOS and resume at the next start."""
+        self._stopping = True
         running = list(self._running.values())
         for t in running:
             t.cancel()
