@@ -192,6 +192,53 @@ test("410 rebuilds from the snapshot; a 404 stops with the reason", async () => 
   tokens.close();
 });
 
+test("a gone event sends the stream straight back, and it rebuilds from the 410", async () => {
+  const srv = await startServer({ TETHER_RETENTION_EVENTS: "20" });
+  const f = cookieFetch();
+  const tokens = new TokenManager({ baseUrl: srv.url, fetch: f, locks: null, channel: null });
+  await tokens.signIn({ secret: SECRET });
+  const sid = (await api(srv.url, "/api/sessions", {})).id;
+  let streams = 0;
+  let release;
+  const held = new Promise((r) => { release = r; });
+  // The first stream delivers its snapshot, then (once the log has moved far past it) the
+  // server's `gone`, as a stream that fell behind retention gets it.
+  const behind = async (url, init) => {
+    const r = await f(url, init);
+    if (!String(url).includes("/stream") || streams++ > 0) return r;
+    const reader = r.body.getReader();
+    const first = await reader.read();
+    const body = new ReadableStream({
+      async start(c) {
+        c.enqueue(first.value);
+        await held;
+        c.enqueue(new TextEncoder().encode('event: gone\ndata: {"reason":"pruned","after":0}\n\n'));
+        c.close();
+        reader.cancel().catch(() => {});
+      },
+    });
+    return new Response(body, { status: 200, headers: r.headers });
+  };
+  const stream = new SessionStream({ sessionId: sid, tokens, baseUrl: srv.url, fetch: behind, minDelay: 5000, maxDelay: 5000 });
+  let resets = 0;
+  const got = [];
+  stream.addEventListener("reset", () => { resets += 1; got.length = 0; });
+  stream.addEventListener("event", (e) => got.push(e.detail.seq));
+  stream.start();
+  await waitFor(() => stream.state.kind === "live");
+  const root = (await api(srv.url, `/api/sessions/${sid}/tasks`, { agent: "blast", input: { count: 300, steps: 3 } })).id;
+  await waitFor(async () => (await api(srv.url, `/api/tasks/${root}`)).status === "completed");
+  const t0 = Date.now();
+  release();
+  const s = await api(srv.url, `/api/sessions/${sid}`);
+  await waitFor(() => got.length && got[got.length - 1] === s.head_seq);
+  stream.stop();
+  tokens.close();
+  assert.ok(Date.now() - t0 < 4000, "reconnected without waiting out a backoff");
+  assert.equal(resets, 1);
+  assert.deepEqual(got, Array.from({ length: s.head_seq - s.first_seq + 1 }, (_, i) => s.first_seq + i));
+});
+
 test("the poller reports the server's statuses and when it checked", async () => {
   const f = cookieFetch();
   const tokens = new TokenManager({ baseUrl: main.url, fetch: f, locks: null, channel: null });

@@ -55,18 +55,97 @@ def _with_children(found: list[Task]) -> list[Task]:
     return found
 
 
-def read_snapshot(c: sa.Connection, session_id: str, owner: str) -> tuple[Session, list[Task]]:
+def read_session(c: sa.Connection, session_id: str, owner: str) -> Session:
     row = c.execute(
         sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)
     ).first()
     if row is None:
         raise NotFound(f"session {session_id} not found")
+    return _session(row)
+
+
+# What a stream's snapshot says of each task: its status, not its input or result.
+_SUMMARY = (
+    tasks.c.id,
+    tasks.c.parent_id,
+    tasks.c.agent,
+    tasks.c.status,
+    tasks.c.progress_n,
+    tasks.c.progress_m,
+    tasks.c.error,
+    tasks.c.created_at,
+    tasks.c.started_at,
+    tasks.c.ended_at,
+    tasks.c.last_seq,
+)
+_SNAPSHOT_MESSAGE = 300
+
+
+def read_task_summaries(
+    c: sa.Connection, session_id: str, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """At most `limit` task summaries of a session, and how many tasks it has. Every
+    unfinished task comes first (those are what a client must not lose), then the newest
+    finished ones; the result is in creation order."""
+    terminal = [s.value for s in TERMINAL]
+    in_session = tasks.c.session_id == session_id
+    total = c.scalar(sa.select(sa.func.count()).select_from(tasks).where(in_session)) or 0
+    rows = list(
+        c.execute(
+            sa.select(*_SUMMARY)
+            .where(in_session, tasks.c.status.not_in(terminal))
+            .order_by(tasks.c.created_at, tasks.c.id)
+            .limit(limit)
+        )
+    )
+    if len(rows) < limit:
+        rows += c.execute(
+            sa.select(*_SUMMARY)
+            .where(in_session, tasks.c.status.in_(terminal))
+            .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+            .limit(limit - len(rows))
+        )
+    rows.sort(key=lambda r: (r.created_at, r.id))
+    out = [
+        {
+            "id": r.id,
+            "session_id": session_id,
+            "parent_id": r.parent_id,
+            "agent": r.agent,
+            "status": r.status,
+            "progress": None if r.progress_m is None else {"n": r.progress_n, "m": r.progress_m},
+            "error": _short_error(_loads(r.error)),
+            "created_at": r.created_at,
+            "started_at": r.started_at,
+            "ended_at": r.ended_at,
+            "last_seq": r.last_seq,
+            "children": [],
+        }
+        for r in rows
+    ]
+    by_id = {t["id"]: t for t in out}
+    for t in out:
+        if t["parent_id"] in by_id:
+            by_id[t["parent_id"]]["children"].append(t["id"])
+    return out, total
+
+
+def _short_error(error: Any) -> Any:
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = error["message"]
+        if len(message) > _SNAPSHOT_MESSAGE:
+            return {**error, "message": message[:_SNAPSHOT_MESSAGE] + "…"}
+    return error
+
+
+def read_snapshot(c: sa.Connection, session_id: str, owner: str) -> tuple[Session, list[Task]]:
+    session = read_session(c, session_id, owner)
     res = c.execute(
         sa.select(tasks)
         .where(tasks.c.session_id == session_id)
         .order_by(tasks.c.created_at, tasks.c.id)
     )
-    return _session(row), _with_children([_task(r) for r in res])
+    return session, _with_children([_task(r) for r in res])
 
 
 class Store:
@@ -83,12 +162,21 @@ class Store:
             )
         return s
 
-    async def list_sessions(self, owner: str) -> list[Session]:
-        q = (
-            sa.select(sessions)
-            .where(sessions.c.owner == owner)
-            .order_by(sessions.c.created_at.desc())
-        )
+    async def list_sessions(
+        self, owner: str, limit: int, before: tuple[float, str] | None = None
+    ) -> list[Session]:
+        """The owner's sessions, newest first, `limit` at most, older than `before`
+        (created_at, id): keyset pages stay exact while sessions are being created."""
+        q = sa.select(sessions).where(sessions.c.owner == owner)
+        if before is not None:
+            at, sid = before
+            q = q.where(
+                sa.or_(
+                    sessions.c.created_at < at,
+                    sa.and_(sessions.c.created_at == at, sessions.c.id < sid),
+                )
+            )
+        q = q.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(limit)
         return await self.db.read(lambda c: [_session(r) for r in c.execute(q)])
 
     async def session(self, session_id: str, owner: str) -> Session:

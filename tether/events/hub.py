@@ -13,34 +13,69 @@ import asyncio
 
 from tether.model import Event
 
+# What one subscriber may hold in memory before it must read the log itself: a stream whose
+# client does not read costs at most this much, whatever the size of the events.
 MAX_PENDING = 5_000
+MAX_PENDING_BYTES = 1 << 20
+EVENT_OVERHEAD = 160  # bytes of envelope per event, besides its data
+
+
+def events_size(events: list[Event]) -> int:
+    return sum(len(e.data) for e in events) + EVENT_OVERHEAD * len(events)
 
 
 class Subscription:
-    __slots__ = ("session_id", "pending", "overflow", "closing", "wake", "_hub")
+    __slots__ = (
+        "session_id",
+        "auth_session_id",
+        "pending",
+        "pending_bytes",
+        "overflow",
+        "closing",
+        "ended",
+        "head",
+        "wake",
+        "_hub",
+    )
 
-    def __init__(self, hub: MemoryHub, session_id: str) -> None:
+    def __init__(self, hub: MemoryHub, session_id: str, auth_session_id: str | None) -> None:
         self._hub = hub
         self.session_id = session_id
+        self.auth_session_id = auth_session_id
         self.pending: list[Event] = []
+        self.pending_bytes = 0
         self.overflow = False
         self.closing = False
+        self.ended: str | None = None  # why the sign-in behind this stream ended
+        self.head = 0  # the newest seq committed to the session that this process knows of
         self.wake = asyncio.Event()
 
-    def push(self, events: list[Event] | None) -> None:
-        if events is None or self.overflow or len(self.pending) + len(events) > MAX_PENDING:
+    def push(self, events: list[Event] | None, size: int = 0, head: int = 0) -> None:
+        self.head = max(self.head, head, events[-1].seq if events else 0)
+        if (
+            events is None
+            or self.overflow
+            or len(self.pending) + len(events) > MAX_PENDING
+            or self.pending_bytes + size > MAX_PENDING_BYTES
+        ):
             self.overflow = True
             self.pending.clear()
+            self.pending_bytes = 0
         else:
             self.pending.extend(events)
+            self.pending_bytes += size
         self.wake.set()
 
     def take(self) -> tuple[list[Event], bool]:
         """Events pushed since the last take, and whether some were not kept (read the log)."""
         events, overflow = self.pending, self.overflow
-        self.pending, self.overflow = [], False
+        self.pending, self.overflow, self.pending_bytes = [], False, 0
         self.wake.clear()
         return events, overflow
+
+    def end(self, reason: str) -> None:
+        self.ended = reason
+        self.wake.set()
 
     def close(self) -> None:
         self._hub.unsubscribe(self)
@@ -57,22 +92,35 @@ class MemoryHub:
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
+        self._by_auth: dict[str, set[Subscription]] = {}
 
-    def subscribe(self, session_id: str) -> Subscription:
-        sub = Subscription(self, session_id)
+    def subscribe(self, session_id: str, auth_session_id: str | None = None) -> Subscription:
+        sub = Subscription(self, session_id, auth_session_id)
         self._subs.setdefault(session_id, set()).add(sub)
+        if auth_session_id is not None:
+            self._by_auth.setdefault(auth_session_id, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        subs = self._subs.get(sub.session_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subs[sub.session_id]
+        for index, key in ((self._subs, sub.session_id), (self._by_auth, sub.auth_session_id)):
+            subs = index.get(key) if key is not None else None
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del index[key]
 
     def publish(self, session_id: str, events: list[Event] | None) -> None:
-        for sub in self._subs.get(session_id, ()):
-            sub.push(events)
+        subs = self._subs.get(session_id)
+        if subs:
+            size = events_size(events) if events else 0
+            for sub in subs:
+                sub.push(events, size)
+
+    def end_sign_in(self, auth_session_id: str, reason: str) -> None:
+        """The sign-in ended (signed out, revoked): its open streams close now, not at their
+        next heartbeat."""
+        for sub in self._by_auth.get(auth_session_id, ()):
+            sub.end(reason)
 
     def close_all(self) -> None:
         """Ask every open stream to end (the server is stopping)."""

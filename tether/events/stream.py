@@ -13,19 +13,28 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tether.events.hub import Subscription
-from tether.events.log import EventLog
-from tether.model import Event, dumps
+from tether.events.log import EventLog, page_is_full
+from tether.model import Event, dumps, escape_line_breakers
 
 PAGE = 2000
+PAGE_BYTES = 4 << 20  # one catch-up page holds at most about this much event data
 FIRST_PAGE = 50
+FIRST_PAGE_BYTES = 1 << 20
 
 
 def event_frames(events: list[Event]) -> str:
-    return "".join(f"id: {e.seq}\ndata: {e.to_json()}\n\n" for e in events)
+    text = "".join(f"id: {e.seq}\ndata: {e.to_json()}\n\n" for e in events)
+    # Data written before every value went through `dumps` may hold raw line breakers.
+    return text if text.isascii() else escape_line_breakers(text)
 
 
 def named_frame(name: str, payload: str) -> str:
     return f"event: {name}\ndata: {payload}\n\n"
+
+
+class Gap(Exception):
+    """The log no longer holds the events right after the stream's position (retention
+    pruned them while the stream was behind): the client must rebuild from a snapshot."""
 
 
 async def session_stream(
@@ -39,46 +48,54 @@ async def session_stream(
     first: list[Event],
 ) -> AsyncIterator[str]:
     """`first` is the first page after the cursor, read with the snapshot (FIRST_PAGE at
-    most). `auth_ended` is asked at each heartbeat: a reason ends the stream with an `auth`
-    event (the sign-in was revoked or expired; an access token that merely aged out does not)."""
+    most, starting at cursor + 1). `auth_ended` is asked at each heartbeat: a reason ends
+    the stream with an `auth` event (the sign-in was revoked or expired; an access token
+    that merely aged out does not); a sign-out in this process ends it at once."""
     try:
         head = f"retry: {retry_ms}\n: tether stream\n\n" + named_frame("snapshot", snapshot)
         pos = _Position(first[-1].seq if first else cursor)
         yield head + event_frames(first)
-        if len(first) == FIRST_PAGE:
-            async for chunk in _catch_up(log, sub.session_id, pos):
-                yield chunk
-        next_beat = time.monotonic() + heartbeat_s
-        while True:
-            if not sub.wake.is_set():
-                try:
-                    async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
-                        await sub.wake.wait()
-                except TimeoutError:
-                    pass
-            if sub.closing:
-                yield f"retry: {retry_ms}\n" + named_frame(
-                    "shutdown", dumps({"reason": "server restarting", "retry_ms": retry_ms})
-                )
-                return
-            events, overflow = sub.take()
-            if overflow or (events and events[0].seq > pos.last + 1):
+        try:
+            if page_is_full(first, FIRST_PAGE, FIRST_PAGE_BYTES):
                 async for chunk in _catch_up(log, sub.session_id, pos):
                     yield chunk
-            else:
-                fresh = [e for e in events if e.seq > pos.last]
-                if fresh:
-                    pos.last = fresh[-1].seq
-                    yield event_frames(fresh)
-            now = time.monotonic()
-            if now >= next_beat:
-                next_beat = now + heartbeat_s
-                reason = await auth_ended()
-                if reason is not None:
-                    yield named_frame("auth", dumps({"reason": reason}))
+            next_beat = time.monotonic() + heartbeat_s
+            while True:
+                if not sub.wake.is_set():
+                    try:
+                        async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
+                            await sub.wake.wait()
+                    except TimeoutError:
+                        pass
+                if sub.closing:
+                    yield f"retry: {retry_ms}\n" + named_frame(
+                        "shutdown", dumps({"reason": "server restarting", "retry_ms": retry_ms})
+                    )
                     return
-                beat = dumps({"server_time": time.time(), "head_seq": pos.last})
-                yield ": ping\n\n" + named_frame("heartbeat", beat)
+                if sub.ended is not None:
+                    yield named_frame("auth", dumps({"reason": sub.ended}))
+                    return
+                events, overflow = sub.take()
+                if overflow or (events and events[0].seq > pos.last + 1):
+                    async for chunk in _catch_up(log, sub.session_id, pos):
+                        yield chunk
+                else:
+                    fresh = [e for e in events if e.seq > pos.last]
+                    if fresh:
+                        pos.last = fresh[-1].seq
+                        yield event_frames(fresh)
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + heartbeat_s
+                    reason = await auth_ended()
+                    if reason is not None:
+                        yield named_frame("auth", dumps({"reason": reason}))
+                        return
+                    beat = dumps({"server_time": time.time(), "head_seq": max(sub.head, pos.last)})
+                    yield ": ping\n\n" + named_frame("heartbeat", beat)
+        except Gap as gap:
+            yield named_frame("gone", dumps({"reason": str(gap), "after": pos.last}))
+            return
     finally:
         sub.close()
 
@@ -92,9 +109,14 @@ class _Position:
 
 async def _catch_up(log: EventLog, session_id: str, pos: _Position) -> AsyncIterator[str]:
     while True:
-        events = await log.read_after(session_id, pos.last, PAGE)
+        events = await log.read_after(session_id, pos.last, PAGE, PAGE_BYTES)
+        if events and events[0].seq != pos.last + 1:
+            raise Gap(
+                f"events {pos.last + 1}..{events[0].seq - 1} were pruned while this stream "
+                "was behind; reconnect from your last seq to rebuild from a snapshot"
+            )
         if events:
             pos.last = events[-1].seq
             yield event_frames(events)
-        if len(events) < PAGE:
+        if not page_is_full(events, PAGE, PAGE_BYTES):
             return

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from starlette.responses import Response, StreamingResponse
 
-from tether.db.store import read_snapshot
+from tether.db.store import read_session, read_task_summaries
 from tether.errors import BadRequest, CursorGone
-from tether.events.log import read_after
-from tether.events.stream import FIRST_PAGE, session_stream
-from tether.model import Event, Session, Task, dumps
+from tether.events.log import page_is_full, read_after
+from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES, session_stream
+from tether.model import Event, Session, dumps
+from tether.web.bodies import StrictRoute
 from tether.web.deps import Auth, Caller, Svc
+from tether.web.problems import problems
+from tether.web.schemas import EventPage
 
-router = APIRouter(prefix="/api/sessions", tags=["events"])
+router = APIRouter(prefix="/api/sessions", tags=["events"], route_class=StrictRoute)
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+_STREAM_DOC = {
+    "description": "An endless `text/event-stream`: `snapshot`, the events after the cursor "
+    "(each with `id: <seq>`), then live events, `heartbeat`s, and at the end `shutdown`, "
+    "`auth` or `gone`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 
 _MAX_CURSOR = 2**62
+CURSOR_PATTERN = r"^[0-9]{1,18}$"  # a seq: 18 digits stay below _MAX_CURSOR
 
 
 def parse_cursor(raw: str | None, name: str) -> int | None:
@@ -29,106 +45,143 @@ def parse_cursor(raw: str | None, name: str) -> int | None:
     return int(text)
 
 
-def snapshot(s: Session, tasks: list[Task], heartbeat_s: float | None = None) -> dict[str, Any]:
+def snapshot_of(c: Any, s: Session, limit: int, heartbeat_s: float | None = None) -> dict[str, Any]:
+    """A bounded snapshot of the session (task summaries, unfinished tasks first)."""
+    summaries, total = read_task_summaries(c, s.id, limit)
     return {
         "session_id": s.id,
         "heartbeat_s": heartbeat_s,
         "head_seq": s.head_seq,
         "first_seq": s.low_seq + 1,
         "server_time": time.time(),
-        "tasks": [
-            {k: v for k, v in t.to_dict().items() if k not in ("input", "result")} for t in tasks
-        ],
+        "task_count": total,
+        "tasks_truncated": total > len(summaries),
+        "tasks": summaries,
     }
 
 
-def check_cursor(cursor: int, s: Session, tasks: list[Task]) -> None:
-    """A cursor must lie within what the log holds: low_seq <= cursor <= head_seq."""
+def gone_reason(cursor: int, s: Session, first: list[Event]) -> str | None:
+    """Why events after `cursor` cannot be served from this read, or None if they can. The
+    cursor must lie within what the log holds (low_seq <= cursor <= head_seq), and the first
+    event read must be cursor + 1: retention may prune between the session read and the
+    event read (on Postgres they are separate snapshots). A gap is never served."""
     if cursor < s.low_seq:
-        raise CursorGone(
-            f"events after seq {cursor} are no longer retained (first kept: {s.low_seq + 1}); "
-            "rebuild from the snapshot and resume from its head_seq",
-            snapshot=snapshot(s, tasks),
-        )
+        return f"events after seq {cursor} are no longer retained (first kept: {s.low_seq + 1})"
     if cursor > s.head_seq:
-        raise CursorGone(
-            f"seq {cursor} is beyond the head of this session's log ({s.head_seq}); "
-            "rebuild from the snapshot and resume from its head_seq",
-            snapshot=snapshot(s, tasks),
-        )
+        return f"seq {cursor} is beyond the head of this session's log ({s.head_seq})"
+    if first and first[0].seq != cursor + 1:
+        return f"events after seq {cursor} were pruned while this request ran"
+    return None
 
 
-@router.get("/{session_id}/events")
+def raise_gone(c: Any, reason: str, s: Session, limit: int) -> None:
+    raise CursorGone(
+        reason + "; rebuild from the snapshot and resume from its head_seq",
+        snapshot=snapshot_of(c, s, limit),
+    )
+
+
+@router.get(
+    "/{session_id}/events",
+    response_model=None,
+    responses={200: {"model": EventPage}, **problems(400, 401, 404, 410, 429)},
+)
 async def list_events(
     session_id: str,
     caller: Caller,
     svc: Svc,
-    after: str | None = Query(None, description="Return events with seq greater than this."),
-    limit: str | None = Query(
-        None, description="At most this many events (default: the page limit)."
-    ),
+    after: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="Return events with seq greater than this."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, description="At most this many events (default and maximum: page_limit)."),
+    ] = None,
 ) -> Response:
+    """The log as JSON pages: events after `after`, in seq order. `more` says whether to ask
+    again from `next_after`. A page also stops early at about `page_bytes` of event data."""
     cursor = parse_cursor(after, "after") or 0
     max_limit = svc.settings.page_limit
-    n = parse_cursor(limit, "limit")
-    if n is None:
-        n = max_limit
+    n = max_limit if limit is None else limit
     if not 1 <= n <= max_limit:
         raise BadRequest(f"limit must be between 1 and {max_limit}, got {n}")
-    s, tasks = await svc.store.snapshot(session_id, caller.user)
-    check_cursor(cursor, s, tasks)
-    events = await svc.log.read_after(session_id, cursor, n)
-    next_after = events[-1].seq if events else cursor
-    body = (
-        f'{{"session_id":{dumps(session_id)},"head_seq":{max(s.head_seq, next_after)},'
-        f'"first_seq":{s.low_seq + 1},"next_after":{next_after},'
-        f'"more":{"true" if len(events) == n else "false"},'
-        f'"events":[{",".join(e.to_json() for e in events)}]}}'
-    )
-    return Response(body, media_type="application/json")
+    page_bytes = svc.settings.page_bytes
+
+    def read(c: Any) -> str:
+        s = read_session(c, session_id, caller.user)
+        events = read_after(c, session_id, cursor, n, page_bytes)
+        reason = gone_reason(cursor, s, events)
+        if reason is not None:
+            raise_gone(c, reason, s, svc.settings.snapshot_tasks)
+        next_after = events[-1].seq if events else cursor
+        return (
+            f'{{"session_id":{dumps(session_id)},"head_seq":{max(s.head_seq, next_after)},'
+            f'"first_seq":{s.low_seq + 1},"next_after":{next_after},'
+            f'"more":{"true" if page_is_full(events, n, page_bytes) else "false"},'
+            f'"events":[{",".join(e.to_json() for e in events)}]}}'
+        )
+
+    return Response(await svc.db.read(read), media_type="application/json")
 
 
-@router.get("/{session_id}/stream")
+@router.get(
+    "/{session_id}/stream",
+    response_class=EventStreamResponse,
+    responses={200: _STREAM_DOC, **problems(400, 401, 404, 410, 429)},
+)
 async def stream_events(
     session_id: str,
     caller: Caller,
     svc: Svc,
     auth: Auth,
-    after: str | None = Query(None, description="Resume after this seq (Last-Event-ID wins)."),
-    last_event_id: str | None = Header(None, description="The SSE resume cursor."),
+    after: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="Resume after this seq (Last-Event-ID wins)."),
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="The SSE resume cursor: the last seq seen.")
+    ] = None,
 ) -> StreamingResponse:
     """Server-sent events: a `snapshot`, then every event after the cursor, then live ones,
-    with a `heartbeat` every few seconds."""
+    with a `heartbeat` every few seconds. A `gone` event means the events after this
+    stream's position were pruned: reconnect with Last-Event-ID and rebuild from the 410."""
     cursor = parse_cursor(last_event_id, "Last-Event-ID")
     if cursor is None:
         cursor = parse_cursor(after, "after") or 0
     # Subscribe before reading, so nothing committed in between is missed.
-    sub = svc.hub.subscribe(session_id)
+    sub = svc.hub.subscribe(session_id, caller.auth_session_id)
+    heartbeat_s = svc.settings.heartbeat_s
 
-    def read(c: Any) -> tuple[Session, list[Task], list[Event]]:
-        # The snapshot and the first page of the backlog in one read: one thread hop
-        # before the first missed event is on its way.
-        s, tasks = read_snapshot(c, session_id, caller.user)
-        check_cursor(cursor, s, tasks)
-        return s, tasks, read_after(c, session_id, cursor, FIRST_PAGE)
+    def read(c: Any) -> tuple[int, str, list[Event]]:
+        # The snapshot and the first page of the backlog in one read, on a reader thread
+        # (a session of ten thousand tasks must not stall every other stream), with the
+        # snapshot's JSON made there too.
+        s = read_session(c, session_id, caller.user)
+        first = read_after(c, session_id, cursor, FIRST_PAGE, FIRST_PAGE_BYTES)
+        reason = gone_reason(cursor, s, first)
+        if reason is not None:
+            raise_gone(c, reason, s, svc.settings.snapshot_tasks)
+        snap = snapshot_of(c, s, svc.settings.snapshot_tasks, heartbeat_s)
+        return s.head_seq, dumps(snap), first
 
     try:
-        s, tasks, first = await svc.db.read(read, inline=True)
+        head, snap_text, first = await svc.db.read(read)
     except BaseException:
         sub.close()
         raise
+    sub.head = max(sub.head, head)
     body = session_stream(
         sub,
         svc.log,
-        dumps(snapshot(s, tasks, svc.settings.heartbeat_s)),
+        snap_text,
         cursor,
-        svc.settings.heartbeat_s,
+        heartbeat_s,
         svc.settings.stream_retry_ms,
         lambda: auth.still_valid(caller),
         first,
     )
-    return StreamingResponse(
+    return EventStreamResponse(
         body,
-        media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

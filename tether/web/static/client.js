@@ -288,6 +288,10 @@ export class SessionStream extends EventTarget {
           return { live, now: true, reason: f.data.reason };
         } else if (f.event === "shutdown") {
           return { live, reason: "server restarting" };
+        } else if (f.event === "gone") {
+          // The events after our cursor were pruned while we were behind: ask again at once;
+          // the server answers 410 with a snapshot to rebuild from.
+          return { live, now: true, reason: "events pruned while behind: rebuilding" };
         }
       }
       return { live, reason: abort.signal.aborted ? String(abort.signal.reason?.message || "aborted") : "stream ended" };
