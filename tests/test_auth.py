@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.helpers.server import ROOT, SECRET, Api, Server, sse_frames
+from tests.helpers.server import SECRET, Api, Server, add_user, sse_frames
 
 
 class Browser:
@@ -186,27 +184,6 @@ def test_two_tabs_refreshing_with_one_token_both_succeed(make_server: Any) -> No
             server.url + "/api/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
         )
         assert me.status_code == 200
-
-
-def add_user(server: Server, name: str, password: str) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tether.cli",
-            "users",
-            "add",
-            name,
-            "--password-stdin",
-            "--data-dir",
-            str(server.data_dir),
-        ],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stderr + out.stdout
 
 
 def test_authorization_matrix(make_server: Any) -> None:

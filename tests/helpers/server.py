@@ -125,6 +125,37 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
 
+def add_user(server: Server, name: str, password: str) -> None:
+    """`tether users add NAME --password-stdin` on the server's data dir."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tether.cli",
+            "users",
+            "add",
+            name,
+            "--password-stdin",
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+
+
+def user_client(server: Server, name: str, password: str, timeout: float = 10) -> httpx.Client:
+    """A client signed in as a password user (bearer token; default 10-minute TTL)."""
+    c = httpx.Client(base_url=server.url, timeout=timeout)
+    r = c.post("/auth", json={"username": name, "password": password})
+    assert r.status_code == 200, r.text
+    c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    return c
+
+
 @dataclass
 class Frame:
     event: str

@@ -8,6 +8,7 @@ counted failure, so guessing is rate-limited per client address).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tether.auth.limiter import FailureLimiter
@@ -49,17 +50,20 @@ class Authenticator:
         )
         self.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
         self._valid_until: dict[str, float] = {}
+        # Told (auth session id, reason) when a sign-in ends here: open streams close at once.
+        self.on_sign_in_ended: list[Callable[[str, str], None]] = []
 
     def check_secret(self, given: str, address: str) -> None:
-        self.limiter.check(address)
+        attempt = self.limiter.attempt(address)
         if not same(given, self.bootstrap_secret):
-            self.limiter.fail(address)
             raise Unauthorized("wrong bootstrap secret: " + SIGN_IN)
+        attempt.succeeded()
 
     async def authenticate(
         self, authorization: str | None, secret: str | None, address: str
     ) -> Principal:
-        if authorization:
+        # A bearer token, when sent, decides: a bad one is refused even next to a good secret.
+        if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("send `Authorization: Bearer <access token>`: " + SIGN_IN)
@@ -87,12 +91,13 @@ class Authenticator:
             self.check_secret(secret, address)
             user = await self.store.user(OWNER_ID)
         elif username is not None and password is not None:
-            self.limiter.check(address)
+            # Counted before the (slow, awaited) check: concurrent guesses all count.
+            attempt = self.limiter.attempt(address)
             found = await self.store.user_by_name(username)
             if not await verify_password(found.password_hash if found else None, password):
-                self.limiter.fail(address)
                 raise Unauthorized("wrong user name or password")
             assert found is not None
+            attempt.succeeded()
             user = found
         else:
             raise Unauthorized(
@@ -109,7 +114,7 @@ class Authenticator:
         try:
             rotation = await self.store.rotate(refresh_token)
         except SignInRevoked as exc:
-            self.forget(exc.auth_session_id)
+            self.ended(exc.auth_session_id, "refresh token reuse detected")
             raise
         user = await self.store.user(rotation.user_id)
         token, exp = self.tokens.issue(user.id, rotation.auth_session_id)
@@ -123,9 +128,11 @@ class Authenticator:
             return None
         return await self.still_valid_sid(sid)
 
-    def forget(self, auth_session_id: str) -> None:
-        """Drop the cached verdict (this process just revoked the sign-in)."""
+    def ended(self, auth_session_id: str, reason: str) -> None:
+        """This process just ended the sign-in: drop the cached verdict, close its streams."""
         self._valid_until.pop(auth_session_id, None)
+        for listener in self.on_sign_in_ended:
+            listener(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
 
     async def still_valid_sid(self, sid: str) -> str | None:
         now = time.monotonic()

@@ -220,6 +220,53 @@ class AuthStore:
             if not busy and (last_end is None or now - last_end > self.idle_timeout_s):
                 raise Unauthorized("this sign-in was idle too long: " + SIGN_IN)
 
+    async def prune(self, now: float | None = None) -> tuple[int, int]:
+        """Delete sign-ins that have ended (revoked over an hour ago, past their lifetime, or
+        idle past the timeout with no task of their user running) with their refresh tokens,
+        and refresh tokens spent over a day ago. Returns (sign-ins, tokens) removed."""
+        now = time.time() if now is None else now
+        ended = sa.or_(
+            sa.and_(
+                auth_sessions.c.revoked_at.is_not(None), auth_sessions.c.revoked_at < now - 3600
+            ),
+            auth_sessions.c.expires_at <= now,
+        )
+        idle_q = sa.select(auth_sessions.c.id, auth_sessions.c.user_id).where(
+            auth_sessions.c.revoked_at.is_(None),
+            auth_sessions.c.last_seen_at < now - self.idle_timeout_s,
+        )
+        gone = list(
+            await self.db.read(
+                lambda c: [r[0] for r in c.execute(sa.select(auth_sessions.c.id).where(ended))]
+            )
+        )
+        idle = await self.db.read(lambda c: [tuple(r) for r in c.execute(idle_q)])
+        verdicts: dict[str, bool] = {}
+        for sid, user_id in idle:
+            if user_id not in verdicts:
+                busy, last_end = await self.activity(user_id)
+                verdicts[user_id] = not busy and (
+                    last_end is None or now - last_end > self.idle_timeout_s
+                )
+            if verdicts[user_id]:
+                gone.append(sid)
+        tokens = 0
+        async with self.db.writer.begin() as conn:
+            for i in range(0, len(gone), 500):
+                chunk = gone[i : i + 500]
+                res = await conn.execute(
+                    sa.delete(refresh_tokens).where(refresh_tokens.c.auth_session_id.in_(chunk))
+                )
+                tokens += res.rowcount or 0
+                await conn.execute(sa.delete(auth_sessions).where(auth_sessions.c.id.in_(chunk)))
+            res = await conn.execute(
+                sa.delete(refresh_tokens).where(
+                    refresh_tokens.c.used_at.is_not(None), refresh_tokens.c.used_at < now - 86400
+                )
+            )
+            tokens += res.rowcount or 0
+        return len(gone), tokens
+
     async def activity(self, user_id: str) -> tuple[bool, float | None]:
         """Whether the user has a task that has not ended, and when their last one ended."""
         terminal = [s.value for s in TERMINAL]

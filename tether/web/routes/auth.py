@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import APIKeyCookie
 from pydantic import BaseModel, Field
 
 from tether.auth.authenticator import SignIn
-from tether.errors import Forbidden
+from tether.errors import Forbidden, Unauthorized
+from tether.web.bodies import StrictRoute
 from tether.web.deps import Auth, Caller, client_address
+from tether.web.problems import problems
+from tether.web.schemas import Me, SignedIn
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], route_class=StrictRoute)
 
 COOKIE = "tether_refresh"
 COOKIE_PATH = "/auth"
@@ -54,7 +58,7 @@ def _signed_in(request: Request, response: Response, s: SignIn) -> dict[str, Any
     }
 
 
-@router.post("/auth")
+@router.post("/auth", response_model=SignedIn, responses=problems(400, 401, 403, 413, 422, 429))
 async def sign_in(
     request: Request, response: Response, auth: Auth, body: SignInBody | None = None
 ) -> dict[str, Any]:
@@ -73,14 +77,20 @@ async def sign_in(
     return _signed_in(request, response, s)
 
 
-@router.post("/auth/refresh")
-async def refresh(request: Request, response: Response, auth: Auth) -> dict[str, Any]:
+# For the OpenAPI document: the refresh routes authenticate with this cookie.
+RefreshCookie = Annotated[str | None, Depends(APIKeyCookie(name=COOKIE, auto_error=False))]
+
+
+@router.post("/auth/refresh", response_model=SignedIn, responses=problems(401, 403))
+async def refresh(
+    request: Request, response: Response, auth: Auth, _cookie: RefreshCookie = None
+) -> dict[str, Any]:
     """Trade the refresh cookie for a new access token and a new refresh cookie."""
     require_same_origin(request)
     return _signed_in(request, response, await auth.refresh(request.cookies.get(COOKIE)))
 
 
-@router.post("/auth/logout", status_code=204)
+@router.post("/auth/logout", status_code=204, responses=problems(403))
 async def logout(request: Request, auth: Auth) -> Response:
     """End this sign-in: its refresh tokens stop working and its open streams close."""
     require_same_origin(request)
@@ -88,21 +98,22 @@ async def logout(request: Request, auth: Auth) -> Response:
     if token:
         sid = await auth.store.revoke_by_token(token, "signed out")
         if sid is not None:
-            auth.forget(sid)
+            auth.ended(sid, "signed out")
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         try:
             claims = auth.tokens.verify(authorization[7:].strip())
+        except Unauthorized:  # signing out with a stale token still clears the cookie
+            claims = None
+        if claims is not None:
             await auth.store.revoke(claims.auth_session_id, "signed out")
-            auth.forget(claims.auth_session_id)
-        except Exception:  # noqa: BLE001 - signing out with a stale token still clears the cookie
-            pass
+            auth.ended(claims.auth_session_id, "signed out")
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
 
 
-@router.get("/api/me")
+@router.get("/api/me", response_model=Me, responses=problems(401, 429))
 async def me(caller: Caller, auth: Auth) -> dict[str, Any]:
     user = await auth.store.user(caller.user)
     return {

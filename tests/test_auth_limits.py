@@ -1,0 +1,165 @@
+"""The sign-in limiter under concurrent and spoofed guesses, sign-out closing streams at
+once, pruning of ended sign-ins, and paged session lists."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from tests.helpers.server import SECRET, Api, add_user, sse_frames, wait_until
+from tests.test_auth import Browser
+from tether.auth.limiter import FailureLimiter
+from tether.errors import TooManyAttempts
+
+# -- item 12: the limiter -------------------------------------------------------------------
+
+
+def test_concurrent_wrong_passwords_are_limited_like_sequential_ones(make_server: Any) -> None:
+    server = make_server(TETHER_AUTH_MAX_FAILURES="10")
+    add_user(server, "alice", "alice-password")
+
+    def guess(i: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            return c.post("/auth", json={"username": "alice", "password": f"wrong-{i}"}).status_code
+
+    with ThreadPoolExecutor(25) as pool:
+        codes = list(pool.map(guess, range(100)))
+    assert codes.count(401) <= 10 and codes.count(429) >= 90, codes
+
+
+def test_a_spoofed_forwarded_for_does_not_reset_the_count(make_server: Any) -> None:
+    server = make_server(TETHER_AUTH_MAX_FAILURES="5")
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        codes = [
+            c.post(
+                "/auth", json={"secret": "guess"}, headers={"X-Forwarded-For": f"10.0.0.{i}"}
+            ).status_code
+            for i in range(12)
+        ]
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
+
+
+def test_a_configured_proxy_is_believed(make_server: Any) -> None:
+    server = make_server(TETHER_AUTH_MAX_FAILURES="3", TETHER_TRUSTED_PROXIES='["127.0.0.1"]')
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+
+        def attempt(client_ip: str, secret: str = "guess") -> int:
+            return c.post(
+                "/auth", json={"secret": secret}, headers={"X-Forwarded-For": client_ip}
+            ).status_code
+
+        assert [attempt("203.0.113.7") for _ in range(4)] == [401, 401, 401, 429]
+        assert attempt("198.51.100.1") == 401  # another client behind the same proxy
+        assert attempt("198.51.100.1", SECRET) == 200
+
+
+def test_the_limiter_forgets_and_stays_small() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(3, 60, max_keys=1000, clock=lambda: now[0])
+    for i in range(40_000):  # a spray of spoofed addresses
+        limiter.attempt(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+        assert len(limiter) <= 1000
+    now[0] += 61
+    limiter.attempt("192.0.2.1")
+    assert len(limiter) == 1  # everything else left the window
+    for _ in range(3):
+        limiter.attempt("192.0.2.9")
+    try:
+        limiter.attempt("192.0.2.9")
+        raise AssertionError("a fourth attempt in the window must be refused")
+    except TooManyAttempts as exc:
+        assert exc.extra["retry_after"] == 60
+    ok = limiter.attempt("192.0.2.10")
+    ok.succeeded()  # a right answer is forgiven
+    for _ in range(3):
+        limiter.attempt("192.0.2.10")
+
+
+# -- item 14: sign-out, pruning, pages ------------------------------------------------------
+
+
+def test_sign_out_closes_its_streams_at_once(make_server: Any) -> None:
+    server = make_server(TETHER_HEARTBEAT_S="60")  # the next heartbeat is a minute away
+    tab = Browser(server)
+    other = Browser(server)
+    sid = tab.post("/api/sessions", json={}).json()["id"]
+    frames: dict[str, list[Any]] = {"tab": [], "other": []}
+    opened = threading.Barrier(3)
+
+    def follow(name: str, who: Browser) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            with c.stream("GET", f"/api/sessions/{sid}/stream", headers=who.headers) as r:
+                for i, f in enumerate(sse_frames(r)):
+                    frames[name].append(f)
+                    if i == 0:
+                        opened.wait()
+
+    threads = {
+        n: threading.Thread(target=follow, args=(n, b)) for n, b in (("tab", tab), ("other", other))
+    }
+    for t in threads.values():
+        t.start()
+    opened.wait(10)
+    t0 = time.monotonic()
+    assert tab.post("/auth/logout").status_code == 204
+    threads["tab"].join(5)
+    assert not threads["tab"].is_alive(), "the signed-out stream is still open"
+    assert time.monotonic() - t0 < 5
+    assert frames["tab"][-1].event == "auth" and "signed out" in frames["tab"][-1].data["reason"]
+    assert threads["other"].is_alive()  # another sign-in's stream is untouched
+    other.post("/auth/logout")
+    threads["other"].join(5)
+
+
+def test_ended_sign_ins_and_their_tokens_are_pruned(make_server: Any) -> None:
+    server = make_server(TETHER_SESSION_LIFETIME_S="3", TETHER_AUTH_PRUNE_S="0.2")
+    tabs = [Browser(server) for _ in range(3)]
+    for tab in tabs:
+        assert tab.refresh().status_code == 200
+
+    def rows() -> tuple[int, int]:
+        with sqlite3.connect(server.data_dir / "tether.db") as db:
+            return (
+                db.execute("SELECT count(*) FROM tether_auth_sessions").fetchone()[0],
+                db.execute("SELECT count(*) FROM tether_refresh_tokens").fetchone()[0],
+            )
+
+    assert rows()[0] >= 3
+    wait_until(lambda: rows() == (0, 0), timeout=10, what="ended sign-ins to be pruned")
+    assert Browser(server).refresh().status_code == 200  # signing in still works
+
+
+def test_sessions_come_in_pages(api: Api) -> None:
+    c = httpx.Client(base_url=api.c.base_url, headers={"x-web-bootstrap-secret": SECRET})
+    mine = set()
+    for i in range(7):
+        mine.add(api.session(f"page {i}"))
+    seen: list[str] = []
+    before = None
+    while True:
+        params: dict[str, Any] = {"limit": 3}
+        if before:
+            params["before"] = before
+        r = c.get("/api/sessions", params=params)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["sessions"]) <= 3
+        seen += [s["id"] for s in page["sessions"]]
+        before = page["next"]
+        if before is None:
+            break
+    assert mine <= set(seen) and len(seen) == len(set(seen))
+    created = [
+        s["created_at"] for s in c.get("/api/sessions", params={"limit": 200}).json()["sessions"]
+    ]
+    assert created == sorted(created, reverse=True)
+    for bad in ({"before": "yesterday"}, {"before": "nan:s_x"}, {"limit": "0"}, {"limit": "x"}):
+        r = c.get("/api/sessions", params=bad)
+        assert (
+            r.status_code in (400, 422) and r.headers["content-type"] == "application/problem+json"
+        )
