@@ -16,6 +16,7 @@ from tether.errors import TetherError
 from tether.services import Services
 from tether.settings import Settings
 from tether.web.app import create_app
+from tether.web.wire import guarded_protocol
 
 app = typer.Typer(
     add_completion=False, help="Tether: long-running agent tasks that never lose the thread."
@@ -95,6 +96,13 @@ def serve(
         timeout_graceful_shutdown=5,
         # Streams are long-lived; HTTP keep-alive between requests can be short.
         timeout_keep_alive=30,
+        http=guarded_protocol(
+            settings.max_header_bytes, settings.header_timeout_s, settings.max_connections
+        ),
+        # X-Forwarded-For is believed from the configured proxies only: otherwise anyone on
+        # loopback could pick the address the sign-in limiter counts against.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
     )
     console.print(f"Data dir: {settings.data_dir.resolve()}")
     _Server(config, services).run()

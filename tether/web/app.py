@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -16,6 +17,7 @@ from tether.settings import Settings
 from tether.web import problems
 from tether.web.limits import BodyLimit
 from tether.web.routes import auth, events, sessions, tasks
+from tether.web.schemas import Health, Problem
 from tether.web.security import SecurityHeaders
 
 STATIC = Path(__file__).with_name("static")
@@ -36,7 +38,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(
         title="Tether",
         version=__version__,
-        description="Long-running agent tasks with a durable, resumable event stream.",
+        description="Long-running agent tasks with a durable, resumable event stream. "
+        "Every error is `application/problem+json`.",
         lifespan=lifespan,
     )
     app.state.services = svc
@@ -44,7 +47,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module in (auth, sessions, tasks, events):
         app.include_router(module.router)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], response_model=Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -54,5 +57,68 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(problems.CrashGuard)
     app.add_middleware(SecurityHeaders)
+    _truthful_openapi(app, svc)
     return app
+
+
+def _truthful_openapi(app: FastAPI, svc: Services) -> None:
+    """What FastAPI cannot know, written into the OpenAPI document: the Problem schema every
+    error response refers to; no default 422 (a JSON shape Tether never sends); a task's body
+    as one alternative per registered agent, with that agent's input schema; the page limit
+    this server was configured with."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas["TaskIn"] = _task_in(svc, schemas)
+        events_op = schema["paths"]["/api/sessions/{session_id}/events"]["get"]
+        for param in events_op["parameters"]:
+            if param["name"] == "limit":
+                param["schema"] = {**_non_null(param["schema"]), "maximum": svc.settings.page_limit}
+        for item in schema.get("paths", {}).values():
+            for op in item.values():
+                responses = op.get("responses", {})
+                # FastAPI documents a JSON 422 for every route with parameters; routes that
+                # can answer 422 declare their own (problem+json) one.
+                if "application/json" in responses.get("422", {}).get("content", {}):
+                    del responses["422"]
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
+    for option in schema.get("anyOf", ()):
+        if option.get("type") != "null":
+            return {**option, **{k: v for k, v in schema.items() if k != "anyOf"}}
+    return schema
+
+
+def _task_in(svc: Services, schemas: dict[str, Any]) -> dict[str, Any]:
+    """`{agent, input}`: one alternative per agent, each with its own input schema."""
+    options = []
+    for spec in svc.registry.all():
+        model = spec.input_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(model.pop("$defs", {}))
+        options.append(
+            {
+                "type": "object",
+                "title": f"Start {spec.name}",
+                "properties": {
+                    "agent": {"const": spec.name, "type": "string"},
+                    "input": model,
+                },
+                # A missing input means {}: required only where {} would not validate.
+                "required": ["agent", "input"] if model.get("required") else ["agent"],
+            }
+        )
+    return {"title": "TaskIn", "oneOf": options}

@@ -1,15 +1,29 @@
+"""Sessions, their task trees, starting tasks, and the agents there are."""
+
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import math
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
+from tether.errors import BadRequest
 from tether.model import Task
 from tether.runtime.engine import Runtime
+from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
+from tether.web.problems import problems
+from tether.web.responses import json_response
+from tether.web.schemas import AgentList, SessionDetail, SessionOut, SessionPage, TaskOut, TaskTree
 
-router = APIRouter(prefix="/api", tags=["sessions"])
+router = APIRouter(prefix="/api", tags=["sessions"], route_class=StrictRoute)
+
+PAGE_DEFAULT = 50
+PAGE_MAX = 200
+PAGE_CURSOR_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,20})?:[A-Za-z0-9_]{1,64}$"  # created_at:id
 
 
 class SessionIn(BaseModel):
@@ -37,36 +51,110 @@ def tree(tasks: list[Task]) -> list[dict[str, Any]]:
     return roots
 
 
-@router.post("/sessions", status_code=201)
-async def create_session(caller: Caller, svc: Svc, body: SessionIn | None = None) -> dict[str, Any]:
+def _page_cursor(raw: str | None) -> tuple[float, str] | None:
+    if raw is None:
+        return None
+    at, _, sid = raw.partition(":")
+    try:
+        when = float(at)
+    except ValueError:
+        when = math.nan
+    if not math.isfinite(when) or not sid or len(sid) > 64:
+        raise BadRequest(f"`before` must be the `next` of a previous page, got {raw!r}")
+    return when, sid
+
+
+@router.post(
+    "/sessions",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": SessionOut}, **problems(400, 401, 413, 422, 429)},
+)
+async def create_session(caller: Caller, svc: Svc, body: SessionIn | None = None) -> Response:
     s = await svc.store.create_session(caller.user, (body or SessionIn()).title)
-    return s.to_dict()
+    return json_response(s.to_dict(), 201)
 
 
-@router.get("/sessions")
-async def list_sessions(caller: Caller, svc: Svc) -> dict[str, Any]:
-    return {"sessions": [s.to_dict() for s in await svc.store.list_sessions(caller.user)]}
+@router.get(
+    "/sessions",
+    response_model=None,
+    responses={200: {"model": SessionPage}, **problems(400, 401, 429)},
+)
+async def list_sessions(
+    caller: Caller,
+    svc: Svc,
+    limit: Annotated[
+        int, Query(ge=1, le=PAGE_MAX, description="Sessions per page.")
+    ] = PAGE_DEFAULT,
+    before: Annotated[
+        str | None,
+        Query(pattern=PAGE_CURSOR_PATTERN, description="The `next` of the previous page."),
+    ] = None,
+) -> Response:
+    """Your sessions, newest first, a page at a time: follow `next` until it is null."""
+    found = await svc.store.list_sessions(caller.user, limit + 1, _page_cursor(before))
+    page = found[:limit]
+    nxt = f"{page[-1].created_at!r}:{page[-1].id}" if len(found) > limit else None
+    return json_response({"sessions": [s.to_dict() for s in page], "next": nxt})
 
 
-@router.get("/sessions/{session_id}")
-async def get_session(session_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+@router.get(
+    "/sessions/{session_id}",
+    response_model=None,
+    responses={200: {"model": SessionDetail}, **problems(401, 404, 429)},
+)
+async def get_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     s, tasks = await svc.store.snapshot(session_id, caller.user)
-    return {**s.to_dict(), "tasks": tree(tasks)}
+    return json_response({**s.to_dict(), "tasks": tree(tasks)})
 
 
-@router.post("/sessions/{session_id}/tasks", status_code=201)
-async def create_task(session_id: str, body: TaskIn, caller: Caller, svc: Svc) -> dict[str, Any]:
+@router.post(
+    "/sessions/{session_id}/tasks",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": TaskOut, "description": "The task was started."},
+        200: {"model": TaskOut, "description": "A task with this Idempotency-Key exists."},
+        **problems(400, 401, 404, 413, 422, 429),
+    },
+)
+async def create_task(
+    session_id: str,
+    body: TaskIn,
+    caller: Caller,
+    svc: Svc,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=r"^[\x21-\x7e]{1,200}$",
+            description="Retrying with the same key returns the task the first try started.",
+        ),
+    ] = None,
+) -> Response:
     await svc.store.session(session_id, caller.user)
-    task = await _runtime(svc).create_task(session_id, body.agent, body.input)
-    return task.to_dict()
+    task_id = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(f"{caller.user}\0{session_id}\0{idempotency_key}".encode())
+        task_id = "t_" + digest.hexdigest()[:24]
+    task, new = await _runtime(svc).create_task(session_id, body.agent, body.input, task_id)
+    return json_response(task.to_dict(), 201 if new else 200)
 
 
-@router.get("/sessions/{session_id}/tasks")
-async def list_tasks(session_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+@router.get(
+    "/sessions/{session_id}/tasks",
+    response_model=None,
+    responses={200: {"model": TaskTree}, **problems(401, 404, 429)},
+)
+async def list_tasks(session_id: str, caller: Caller, svc: Svc) -> Response:
     s, tasks = await svc.store.snapshot(session_id, caller.user)
-    return {"session_id": s.id, "head_seq": s.head_seq, "tasks": tree(tasks)}
+    return json_response({"session_id": s.id, "head_seq": s.head_seq, "tasks": tree(tasks)})
 
 
-@router.get("/agents", tags=["agents"])
-async def list_agents(_caller: Caller, svc: Svc) -> dict[str, Any]:
-    return {"agents": [a.to_dict() for a in svc.registry.all()]}
+@router.get(
+    "/agents",
+    tags=["agents"],
+    response_model=None,
+    responses={200: {"model": AgentList}, **problems(401, 429)},
+)
+async def list_agents(_caller: Caller, svc: Svc) -> Response:
+    return json_response({"agents": [a.to_dict() for a in svc.registry.all()]})

@@ -1,20 +1,35 @@
+"""One task: its status snapshot, and cancel."""
+
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
+from starlette.responses import Response
 
+from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
+from tether.web.problems import problems
+from tether.web.responses import json_response
+from tether.web.schemas import TaskOut
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
-
-
-@router.get("/{task_id}")
-async def get_task(task_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-    return (await svc.store.task(task_id, caller.user)).to_dict()
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=StrictRoute)
 
 
-@router.post("/{task_id}/cancel")
-async def cancel_task(task_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+@router.get(
+    "/{task_id}",
+    response_model=None,
+    responses={200: {"model": TaskOut}, **problems(401, 404, 429)},
+)
+async def get_task(task_id: str, caller: Caller, svc: Svc) -> Response:
+    """The task's server-side status: readable at any time, whatever the stream is doing."""
+    return json_response((await svc.store.task(task_id, caller.user)).to_dict())
+
+
+@router.post(
+    "/{task_id}/cancel",
+    response_model=None,
+    responses={200: {"model": TaskOut}, **problems(401, 404, 429)},
+)
+async def cancel_task(task_id: str, caller: Caller, svc: Svc) -> Response:
+    """Cancel the task and everything under it. Cancelling an ended task changes nothing."""
     assert svc.runtime is not None
-    return (await svc.runtime.cancel(task_id, caller.user)).to_dict()
+    return json_response((await svc.runtime.cancel(task_id, caller.user)).to_dict())

@@ -1,0 +1,128 @@
+"""What the API answers, as models for the OpenAPI document.
+
+The routes write their JSON themselves (one `json.dumps`, no per-field validation on the way
+out: a session of ten thousand tasks must not cost a model round trip); these models say
+what that JSON is, and the schemathesis run in the test suite holds the routes to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(None, description="The failing fields (422).")
+    snapshot: dict[str, Any] | None = Field(None, description="The current snapshot (410).")
+
+
+class Progress(BaseModel):
+    n: int
+    m: int
+
+
+class SessionOut(BaseModel):
+    id: str
+    title: str
+    created_at: float
+    head_seq: int = Field(description="The newest seq in the session's log.")
+    first_seq: int = Field(description="The oldest seq still retained.")
+
+
+class SessionPage(BaseModel):
+    sessions: list[SessionOut]
+    next: str | None = Field(description="Pass as `before` for the next page; null at the end.")
+
+
+class TaskOut(BaseModel):
+    id: str
+    session_id: str
+    parent_id: str | None
+    agent: str
+    input: Any
+    status: Status
+    progress: Progress | None
+    result: Any
+    error: Any
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    last_seq: int
+    children: list[str] = Field(description="Ids of the direct children.")
+
+
+class TaskNode(TaskOut):
+    children: list[TaskNode] = Field(description="The direct children, nested.")  # type: ignore[assignment]
+
+
+class SessionDetail(SessionOut):
+    tasks: list[TaskNode]
+
+
+class TaskTree(BaseModel):
+    session_id: str
+    head_seq: int
+    tasks: list[TaskNode]
+
+
+class EventOut(BaseModel):
+    seq: int
+    session_id: str
+    task_id: str | None
+    parent_task_id: str | None
+    type: str
+    data: Any
+    ts: float
+
+
+class EventPage(BaseModel):
+    session_id: str
+    head_seq: int
+    first_seq: int
+    next_after: int = Field(description="Ask again with after=next_after.")
+    more: bool = Field(description="Whether more events may follow right away.")
+    events: list[EventOut]
+
+
+class AgentOut(BaseModel):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class AgentList(BaseModel):
+    agents: list[AgentOut]
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+
+
+class SignedIn(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_at: float
+    expires_in: float
+    user: UserOut
+
+
+class Me(BaseModel):
+    user: UserOut
+    auth_session_id: str | None
+    access_expires_at: float | None
+    server_time: float
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

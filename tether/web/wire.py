@@ -1,0 +1,132 @@
+"""Limits on the wire, below the ASGI app: uvicorn's httptools protocol, plus
+
+- a bound on the request head (request line and headers): httptools buffers a header line
+  until it ends, so without one a client can make the server hold 64 MiB for one header;
+- a deadline for the request head: a connection that opens and never finishes its head
+  (slowloris, or a half-open socket) is closed, instead of being held forever;
+- a bound on open connections: past it, a new connection gets a 503 problem and is closed.
+
+Each answer is an `application/problem+json` body, as everywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+def _problem_bytes(status: int, title: str, detail: str) -> bytes:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status].decode()}\r\n"
+        "content-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body.encode()
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """Set `max_header_bytes`, `header_timeout_s` and `max_connections` on a subclass."""
+
+    max_header_bytes = 65536
+    header_timeout_s = 10.0
+    max_connections = 20000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_done = False
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._over_limit = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Over the limit: answered (and closed) once the request arrives, so that the client
+        # reads the answer instead of a reset.
+        self._over_limit = len(self.connections) > self.max_connections
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._over_limit:
+            self._refuse(
+                503,
+                "Service unavailable",
+                "the server has too many open connections; try again shortly",
+            )
+            return
+        super().data_received(data)
+        # The head is still unfinished after this chunk: the chunk was (part of) the head.
+        if not self._head_done and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse(
+                    431,
+                    "Request header fields too large",
+                    f"the request line and headers exceed {self.max_header_bytes} bytes",
+                )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_done = False
+        self._head_bytes = 0
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self._head_done or self.transport.is_closing():
+            return
+        if self._head_bytes:
+            self._refuse(
+                408,
+                "Request timeout",
+                f"the request head took longer than {self.header_timeout_s} s",
+            )
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: int, title: str, detail: str) -> None:
+        self._disarm_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(_problem_bytes(status, title, detail))
+            self.transport.close()
+
+
+def guarded_protocol(max_header_bytes: int, header_timeout_s: float, max_connections: int) -> type:
+    return type(
+        "TetherHttpProtocol",
+        (GuardedHttpTools,),
+        {
+            "max_header_bytes": max_header_bytes,
+            "header_timeout_s": header_timeout_s,
+            "max_connections": max_connections,
+        },
+    )
