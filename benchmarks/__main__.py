@@ -402,6 +402,85 @@ def storm(tmp: Path, runs: int, clients: int = 2000, events: int = 300) -> dict[
     }
 
 
+# ---- 7. a stream opened on a session of ten thousand tasks ---------------------------------
+
+
+def _fill_session(b: Bench, sid: str, n: int) -> None:
+    """n finished tasks (plus three running ones) written straight into the SQLite file, as
+    the log writes them: creating them through agents would take minutes."""
+    import sqlite3
+
+    rows = [(f"t_big{i}", sid, "running" if i < 3 else "failed", float(i)) for i in range(n + 3)]
+    with sqlite3.connect(b.server.data_dir / "tether.db", timeout=30) as db:
+        db.executemany(
+            "INSERT INTO tether_tasks (id, session_id, parent_id, agent, input, status, error, "
+            "created_at, last_seq) VALUES (?, ?, NULL, 'item', '{\"item\": 1}', ?, "
+            '\'{"type":"RuntimeError","message":"boom"}\', ?, 0)',
+            rows,
+        )
+        db.execute("UPDATE tether_sessions SET task_count = ? WHERE id = ?", (len(rows), sid))
+
+
+async def _open_snapshot(port: int, path: str, headers: dict[str, str]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    s = await SSE.open("127.0.0.1", port, path, headers)
+    async for f in s.frames():
+        if f.startswith(b"event: snapshot"):
+            s.close()
+            return time.perf_counter() - t0, len(f)
+    raise RuntimeError("no snapshot")
+
+
+async def _probe_while_opening(
+    port: int, path: str, headers: dict[str, str], opens: int
+) -> tuple[list[float], list[float]]:
+    """Open `opens` streams one after another while a second client asks /healthz every 5 ms:
+    the probe's latency is how long the server's event loop was held."""
+    stop = asyncio.Event()
+    lat: list[float] = []
+
+    async def probe() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                await c.get("/healthz")
+                lat.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(probe())
+    took = []
+    for _ in range(opens):
+        took.append((await _open_snapshot(port, path, headers))[0])
+    stop.set()
+    await task
+    return took, lat
+
+
+def bigsession(tmp: Path, runs: int, n: int = 10_000, opens: int = 20) -> dict[str, Any]:
+    b = Bench(tmp)
+    try:
+        sid = b.session()
+        _fill_session(b, sid, n)
+        path = f"/api/sessions/{sid}/stream"
+        headers = {"Authorization": f"Bearer {b.token}"}
+        _, size = asyncio.run(_open_snapshot(b.port, path, headers))
+        opened, probes = [], []
+        for _ in range(runs):
+            took, lat = asyncio.run(_probe_while_opening(b.port, path, headers, opens))
+            opened += took
+            probes += lat
+    finally:
+        b.stop()
+    return {
+        "bigsession_tasks": n + 3,
+        "bigsession_snapshot_kib": size / 1024,
+        "bigsession_open_ms_p50": percentile([x * 1000 for x in opened], 50),
+        "bigsession_open_ms_p99": percentile([x * 1000 for x in opened], 99),
+        "bigsession_probe_ms_p50": percentile([x * 1000 for x in probes], 50),
+        "bigsession_probe_ms_max": max(probes) * 1000,
+    }
+
+
 # ---- 6. append -----------------------------------------------------------------------------
 
 
@@ -434,6 +513,7 @@ CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "idle": lambda tmp, runs: idle_streams(tmp),
     "storm": storm,
     "append": append,
+    "bigsession": bigsession,
 }
 
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers.server import SECRET, Api, add_user, sse_frames, wait_until
 from tests.test_auth import Browser
@@ -78,6 +79,12 @@ def test_the_limiter_forgets_and_stays_small() -> None:
     ok.succeeded()  # a right answer is forgiven
     for _ in range(3):
         limiter.attempt("192.0.2.10")
+    # An IPv6 host cannot step around the limit by taking a new address from its /64.
+    for i in range(3):
+        limiter.attempt(f"2001:db8:0:1::{i + 1}")
+    with pytest.raises(TooManyAttempts):
+        limiter.attempt("2001:db8:0:1:ffff::9")
+    limiter.attempt("2001:db8:0:2::1")  # another /64 is another client
 
 
 # -- item 14: sign-out, pruning, pages ------------------------------------------------------

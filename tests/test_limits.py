@@ -30,6 +30,7 @@ def insert_tasks(server: Server, sid: str, n: int, status: str, start: float) ->
                 for i in range(n)
             ],
         )
+        db.execute("UPDATE tether_sessions SET task_count = task_count + ? WHERE id = ?", (n, sid))
 
 
 # -- item 9: opening a stream on a session of ten thousand tasks --------------------------

@@ -161,6 +161,7 @@ class Session:
     created_at: float
     head_seq: int
     low_seq: int
+    task_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {

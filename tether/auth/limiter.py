@@ -6,17 +6,33 @@ limit, not a hundred checks that each saw an empty counter while argon2 ran.
 
 Memory is bounded: addresses are kept in least-recently-failed order, those whose failures
 have all left the window are dropped from the front as new failures arrive (constant work
-per request, never a scan of the table), and past `max_keys` the stalest address goes.
+per request, never a scan of the table), and past `max_keys` the stalest address goes. An
+IPv6 client is counted by its /64, the block one subscriber holds: otherwise one host could
+try from a new address each time.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 
 from tether.errors import TooManyAttempts
+
+
+def limiter_key(address: str) -> str:
+    """What failures are counted against: the address, or for IPv6 its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class Attempt:
@@ -38,26 +54,27 @@ class FailureLimiter:
         self,
         max_failures: int,
         window_s: float,
-        max_keys: int = 100_000,
+        max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
         self.max_keys = max_keys
         self._clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        # Per key, the times of its failures in the window, oldest first (at most max_failures).
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._failures)
 
-    def attempt(self, key: str) -> Attempt:
-        """Count an attempt from `key`; raise TooManyAttempts if it is over its limit."""
+    def attempt(self, address: str) -> Attempt:
+        """Count an attempt from `address`; raise TooManyAttempts if it is over its limit."""
+        key = limiter_key(address)
         now = self._clock()
         self._expire(now)
         q = self._failures.get(key)
         if q is not None:
-            while q and q[0] <= now - self.window_s:
-                q.popleft()
+            q[:] = [t for t in q if t > now - self.window_s]
             if len(q) >= self.max_failures:
                 retry = max(1, math.ceil(q[0] + self.window_s - now))
                 raise TooManyAttempts(
@@ -66,7 +83,7 @@ class FailureLimiter:
                 )
             self._failures.move_to_end(key)
         else:
-            q = self._failures[key] = deque()
+            q = self._failures[key] = []
             if len(self._failures) > self.max_keys:
                 self._failures.popitem(last=False)
         q.append(now)

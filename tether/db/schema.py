@@ -17,6 +17,9 @@ sessions = sa.Table(
     sa.Column("head_seq", sa.BigInteger, nullable=False, server_default="0"),
     # Events with seq <= low_seq were pruned by retention; older cursors are 410.
     sa.Column("low_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # How many tasks the session has (kept by the log writer, which creates them).
+    sa.Column("task_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("ix_tether_sessions_owner_created", "owner", "created_at", "id"),
 )
 
 tasks = sa.Table(

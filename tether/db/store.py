@@ -44,7 +44,9 @@ def _task(row: Any) -> Task:
 
 
 def _session(row: Any) -> Session:
-    return Session(row.id, row.owner, row.title, row.created_at, row.head_seq, row.low_seq)
+    return Session(
+        row.id, row.owner, row.title, row.created_at, row.head_seq, row.low_seq, row.task_count
+    )
 
 
 def _with_children(found: list[Task]) -> list[Task]:
@@ -82,34 +84,41 @@ _SNAPSHOT_MESSAGE = 300
 
 
 def read_task_summaries(
-    c: sa.Connection, session_id: str, limit: int
+    c: sa.Connection, session: Session, limit: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """At most `limit` task summaries of a session, and how many tasks it has. Every
-    unfinished task comes first (those are what a client must not lose), then the newest
-    finished ones; the result is in creation order."""
+    """At most `limit` task summaries of a session, in creation order, and how many tasks it
+    has. When it has more, every unfinished task comes first (those are what a client must
+    not lose), then the newest finished ones."""
     terminal = [s.value for s in TERMINAL]
-    in_session = tasks.c.session_id == session_id
-    total = c.scalar(sa.select(sa.func.count()).select_from(tasks).where(in_session)) or 0
-    rows = list(
-        c.execute(
-            sa.select(*_SUMMARY)
-            .where(in_session, tasks.c.status.not_in(terminal))
-            .order_by(tasks.c.created_at, tasks.c.id)
-            .limit(limit)
+    in_session = tasks.c.session_id == session.id
+    total = session.task_count
+    rows = []
+    if total <= limit:  # the common case: one query (and the count is only a hint)
+        rows = list(c.execute(sa.select(*_SUMMARY).where(in_session).limit(limit + 1)))
+        total = len(rows)
+    if total > limit:
+        if len(rows) > limit:
+            total = c.scalar(sa.select(sa.func.count()).select_from(tasks).where(in_session))
+        rows = list(
+            c.execute(
+                sa.select(*_SUMMARY)
+                .where(in_session, tasks.c.status.not_in(terminal))
+                .order_by(tasks.c.created_at, tasks.c.id)
+                .limit(limit)
+            )
         )
-    )
-    if len(rows) < limit:
-        rows += c.execute(
-            sa.select(*_SUMMARY)
-            .where(in_session, tasks.c.status.in_(terminal))
-            .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
-            .limit(limit - len(rows))
-        )
+        if len(rows) < limit:
+            rows += c.execute(
+                sa.select(*_SUMMARY)
+                .where(in_session, tasks.c.status.in_(terminal))
+                .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+                .limit(limit - len(rows))
+            )
     rows.sort(key=lambda r: (r.created_at, r.id))
     out = [
         {
             "id": r.id,
-            "session_id": session_id,
+            "session_id": session.id,
             "parent_id": r.parent_id,
             "agent": r.agent,
             "status": r.status,

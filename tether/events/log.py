@@ -8,8 +8,9 @@ Only after the commit are the events handed to listeners (the live hub, child wa
 nothing is delivered that is not durable, and seqs are gapless in commit order.
 
 One caller's mistake costs nobody else anything:
-- each submission has its own future, so a caller that is cancelled while it waits cancels
-  only its own wait, never the batch or the other callers' waits;
+- each caller waits on a future of its own (or, queueing without waiting, is told its own
+  errors), so a caller that is cancelled while it waits cancels only its own wait, never
+  the batch or the other callers' waits;
 - a batch whose transaction fails is committed again session by session, and a session's
   appends are then split in halves (keeping their order) until the append that fails is
   alone: it alone gets the error, everything else commits;
@@ -61,15 +62,20 @@ class Append:
     status: TaskStatus | None = None
     event: Event | None = field(default=None)
     error: BaseException | None = field(default=None)
-
-
-@dataclass(slots=True)
-class _Submission:
-    appends: list[Append]
-    done: asyncio.Future[None]
+    # Told the append's own error, for a caller that queued it without waiting (`enqueue`).
+    on_error: Callable[[BaseException], None] | None = field(default=None)
 
 
 Listener = Callable[[str, list[Event]], None]
+
+
+_STOPPED = StorageUnavailable("the event log is stopped (server stopping)")
+
+
+def _check_values(a: Append) -> None:
+    if a.task_values and not TASK_COLUMNS.issuperset(a.task_values):
+        unknown = ", ".join(sorted(set(a.task_values) - TASK_COLUMNS))
+        raise ValueError(f"unknown task fields: {unknown}")
 
 
 def is_storage_failure(exc: BaseException) -> bool:
@@ -93,7 +99,8 @@ class EventLog:
         self.db = db
         self.retention = retention
         self.listeners: list[Listener] = []
-        self._pending: list[_Submission] = []
+        self._pending: list[Append] = []
+        self._waiters: list[tuple[asyncio.Future[None], list[Append]]] = []
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self.commits = 0
@@ -107,7 +114,7 @@ class EventLog:
         """Commit what is pending, then stop the writer."""
         if self._runner is None:
             return
-        if self._pending:
+        if self._pending or self._waiters:
             # Shielded: a stop that is itself cancelled still lets the pending batch land.
             await asyncio.shield(self.submit_many([]))
         self._runner.cancel()
@@ -117,6 +124,17 @@ class EventLog:
             pass
         self._runner = None
 
+    def enqueue(self, append: Append) -> None:
+        """Queue an append without waiting for it (the hot path of `ctx.emit`). If it cannot
+        be committed, `append.on_error` is told, before any later waiter is woken."""
+        _check_values(append)
+        if self._runner is None:
+            if append.on_error is not None:
+                append.on_error(_STOPPED)
+            return
+        self._pending.append(append)
+        self._wake.set()
+
     def submit(self, append: Append) -> asyncio.Future[None]:
         """Queue an append. The returned future is this caller's alone: it resolves once the
         append is committed (or dropped as a duplicate) and fails with the append's own
@@ -124,16 +142,17 @@ class EventLog:
         return self.submit_many((append,))
 
     def submit_many(self, appends: Iterable[Append]) -> asyncio.Future[None]:
+        """Like `submit`, for several; with none, a barrier: it resolves once everything
+        queued before it has been committed or refused."""
         batch = list(appends)
         for a in batch:
-            if a.task_values and not TASK_COLUMNS.issuperset(a.task_values):
-                unknown = ", ".join(sorted(set(a.task_values) - TASK_COLUMNS))
-                raise ValueError(f"unknown task fields: {unknown}")
+            _check_values(a)
         done = asyncio.get_running_loop().create_future()
         if self._runner is None:
-            done.set_exception(StorageUnavailable("the event log is stopped (server stopping)"))
+            done.set_exception(_STOPPED)
             return done
-        self._pending.append(_Submission(batch, done))
+        self._pending.extend(batch)
+        self._waiters.append((done, batch))
         self._wake.set()
         return done
 
@@ -147,10 +166,10 @@ class EventLog:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._pending:
+            if not self._pending and not self._waiters:
                 continue
-            subs, self._pending = self._pending, []
-            batch = [a for s in subs for a in s.appends]
+            batch, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
             try:
                 for i in range(0, len(batch), MAX_BATCH):
                     await self._commit_isolated(batch[i : i + MAX_BATCH])
@@ -159,14 +178,17 @@ class EventLog:
                 for a in batch:
                     if a.event is None and a.error is None:
                         a.error = exc
-            for s in subs:
-                if s.done.done():  # its caller stopped waiting
+            for a in batch:
+                if a.error is not None and a.on_error is not None:
+                    a.on_error(a.error)
+            for done, appends in waiters:
+                if done.done():  # its caller stopped waiting
                     continue
-                error = next((a.error for a in s.appends if a.error is not None), None)
+                error = next((a.error for a in appends if a.error is not None), None)
                 if error is None:
-                    s.done.set_result(None)
+                    done.set_result(None)
                 else:
-                    s.done.set_exception(error)
+                    done.set_exception(error)
 
     async def _commit_isolated(self, batch: list[Append]) -> None:
         """Commit batch; if its transaction fails, find the appends that fail it and commit
@@ -323,7 +345,11 @@ class EventLog:
         await conn.execute(
             sa.update(sessions)
             .where(sessions.c.id == session_id)
-            .values(head_seq=new_head, low_seq=new_low)
+            .values(
+                head_seq=new_head,
+                low_seq=new_low,
+                task_count=sessions.c.task_count + len(new_tasks),
+            )
         )
         return evs
 

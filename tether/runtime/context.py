@@ -62,8 +62,9 @@ class TaskContext:
         self.session_id = task.session_id
         self._emits = 0
         self._children = 0
-        self._last: asyncio.Future[None] | None = None
+        self._unflushed = False
         self._error: BaseException | None = None
+        self._on_error = self._note  # one bound method for every append
 
     # -- events ----------------------------------------------------------------------------
 
@@ -79,13 +80,13 @@ class TaskContext:
         self._submit(self._append(type, data, None))
 
     def _submit(self, append: Append) -> None:
-        fut = self._runtime.log.submit(append)
-        fut.add_done_callback(self._note)
-        self._last = fut
+        append.on_error = self._on_error
+        self._runtime.log.enqueue(append)
+        self._unflushed = True
 
-    def _note(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is not None and self._error is None:
-            self._error = fut.exception()
+    def _note(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
 
     def _append(self, type: str, data: Any, task_values: dict[str, Any] | None) -> Append:
         text = dumps(data)
@@ -115,11 +116,11 @@ class TaskContext:
     async def flush(self) -> None:
         """Wait until everything emitted so far is committed. Raises EventNotRecorded if
         any of it could not be, since the previous flush."""
-        if self._last is not None:
-            try:
-                await self._last
-            except Exception:  # noqa: BLE001 - noted by _note, raised below
-                pass
+        if self._unflushed:
+            self._unflushed = False
+            # A barrier: it resolves after everything queued before it, whose errors have
+            # reached _note by then.
+            await self._runtime.log.submit_many(())
         if self._error is not None:
             error, self._error = self._error, None
             raise EventNotRecorded(

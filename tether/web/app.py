@@ -21,6 +21,25 @@ from tether.web.schemas import Health, Problem
 from tether.web.security import SecurityHeaders
 
 STATIC = Path(__file__).with_name("static")
+SECURITY_SCHEMES = {
+    "HTTPBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An access token from POST /auth or POST /auth/refresh.",
+    },
+    "APIKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-web-bootstrap-secret",
+        "description": "The bootstrap secret `tether serve` printed (for scripts).",
+    },
+    "RefreshCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "tether_refresh",
+        "description": "The refresh token, an HttpOnly cookie scoped to /auth.",
+    },
+}
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -65,9 +84,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 def _truthful_openapi(app: FastAPI, svc: Services) -> None:
     """What FastAPI cannot know, written into the OpenAPI document: the Problem schema every
-    error response refers to; no default 422 (a JSON shape Tether never sends); a task's body
-    as one alternative per registered agent, with that agent's input schema; the page limit
-    this server was configured with."""
+    error response refers to; the security schemes (the authenticator reads the headers
+    itself rather than through FastAPI's security dependencies, which cost every request);
+    no default 422 (a JSON shape Tether never sends); a task's body as one alternative per
+    registered agent, with that agent's input schema; the page limit this server was
+    configured with."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -77,6 +98,13 @@ def _truthful_openapi(app: FastAPI, svc: Services) -> None:
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas["TaskIn"] = _task_in(svc, schemas)
+        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+        for path, item in schema["paths"].items():
+            for op in item.values():
+                if path.startswith("/api/"):
+                    op["security"] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+                elif path == "/auth/refresh":
+                    op["security"] = [{"RefreshCookie": []}]
         events_op = schema["paths"]["/api/sessions/{session_id}/events"]["get"]
         for param in events_op["parameters"]:
             if param["name"] == "limit":

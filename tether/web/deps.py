@@ -5,21 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPBearer
 
 from tether.auth.authenticator import Authenticator, Principal
 from tether.services import Services
-
-# Declared for the OpenAPI document (its security schemes); the authenticator reads the
-# headers itself, so that a malformed one gets a 401 that says what to send instead.
-_bearer = HTTPBearer(
-    auto_error=False, description="An access token from POST /auth or POST /auth/refresh."
-)
-_secret = APIKeyHeader(
-    name="x-web-bootstrap-secret",
-    auto_error=False,
-    description="The bootstrap secret `tether serve` printed (for scripts).",
-)
 
 
 def get_services(request: Request) -> Services:
@@ -37,11 +25,9 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def current_principal(
-    request: Request,
-    _token: Annotated[object, Depends(_bearer)] = None,
-    _key: Annotated[object, Depends(_secret)] = None,
-) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    # The security schemes are declared in the OpenAPI document (web/app.py), not as
+    # dependencies: this reads the headers itself, and says what to send when they are wrong.
     return await get_auth(request).authenticate(
         request.headers.get("authorization"),
         request.headers.get("x-web-bootstrap-secret"),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.security import APIKeyCookie
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from tether.auth.authenticator import SignIn
@@ -77,14 +76,8 @@ async def sign_in(
     return _signed_in(request, response, s)
 
 
-# For the OpenAPI document: the refresh routes authenticate with this cookie.
-RefreshCookie = Annotated[str | None, Depends(APIKeyCookie(name=COOKIE, auto_error=False))]
-
-
 @router.post("/auth/refresh", response_model=SignedIn, responses=problems(401, 403))
-async def refresh(
-    request: Request, response: Response, auth: Auth, _cookie: RefreshCookie = None
-) -> dict[str, Any]:
+async def refresh(request: Request, response: Response, auth: Auth) -> dict[str, Any]:
     """Trade the refresh cookie for a new access token and a new refresh cookie."""
     require_same_origin(request)
     return _signed_in(request, response, await auth.refresh(request.cookies.get(COOKIE)))

@@ -34,6 +34,7 @@ _STREAM_DOC = {
 
 _MAX_CURSOR = 2**62
 CURSOR_PATTERN = r"^[0-9]{1,18}$"  # a seq: 18 digits stay below _MAX_CURSOR
+INLINE_TASKS = 50  # a stream on a session with more tasks reads its snapshot on a thread
 
 
 def parse_cursor(raw: str | None, name: str) -> int | None:
@@ -47,7 +48,7 @@ def parse_cursor(raw: str | None, name: str) -> int | None:
 
 def snapshot_of(c: Any, s: Session, limit: int, heartbeat_s: float | None = None) -> dict[str, Any]:
     """A bounded snapshot of the session (task summaries, unfinished tasks first)."""
-    summaries, total = read_task_summaries(c, s.id, limit)
+    summaries, total = read_task_summaries(c, s, limit)
     return {
         "session_id": s.id,
         "heartbeat_s": heartbeat_s,
@@ -152,25 +153,31 @@ async def stream_events(
     # Subscribe before reading, so nothing committed in between is missed.
     sub = svc.hub.subscribe(session_id, caller.auth_session_id)
     heartbeat_s = svc.settings.heartbeat_s
+    limit = svc.settings.snapshot_tasks
 
-    def read(c: Any) -> tuple[int, str, list[Event]]:
-        # The snapshot and the first page of the backlog in one read, on a reader thread
-        # (a session of ten thousand tasks must not stall every other stream), with the
-        # snapshot's JSON made there too.
+    def read(c: Any, whole: bool) -> tuple[Session, list[Event], str | None]:
+        # The snapshot and the first page of the backlog in one read. A session of a few
+        # tasks is read right here on the loop (a hand-off to a thread costs more than the
+        # read); a large one (`whole`) on a reader thread, so that ten thousand tasks do not
+        # stall every other stream; its snapshot's JSON is made there too.
         s = read_session(c, session_id, caller.user)
+        if not whole and s.task_count > INLINE_TASKS:
+            return s, [], None
         first = read_after(c, session_id, cursor, FIRST_PAGE, FIRST_PAGE_BYTES)
         reason = gone_reason(cursor, s, first)
         if reason is not None:
-            raise_gone(c, reason, s, svc.settings.snapshot_tasks)
-        snap = snapshot_of(c, s, svc.settings.snapshot_tasks, heartbeat_s)
-        return s.head_seq, dumps(snap), first
+            raise_gone(c, reason, s, limit)
+        return s, first, dumps(snapshot_of(c, s, limit, heartbeat_s))
 
     try:
-        head, snap_text, first = await svc.db.read(read)
+        s, first, snap_text = await svc.db.read(lambda c: read(c, False), inline=True)
+        if snap_text is None:
+            s, first, snap_text = await svc.db.read(lambda c: read(c, True))
     except BaseException:
         sub.close()
         raise
-    sub.head = max(sub.head, head)
+    assert snap_text is not None
+    sub.head = max(sub.head, s.head_seq)
     body = session_stream(
         sub,
         svc.log,
