@@ -64,6 +64,18 @@ def dumps(value: Any) -> str:
     return text
 
 
+def dumps_within(value: Any, limit: int, what: str) -> str:
+    """`dumps(value)`, refused (InvalidJSON) when its UTF-8 is larger than `limit` bytes."""
+    text = dumps(value)
+    # Four bytes per character at most: only a text that could be too large is encoded.
+    if len(text) > limit // 4 and (size := len(text.encode())) > limit:
+        raise InvalidJSON(
+            f"{what} is {size} bytes; the limit is {limit} (TETHER_MAX_EVENT_BYTES): "
+            "store large data elsewhere and record a reference"
+        )
+    return text
+
+
 def escape_line_breakers(text: str) -> str:
     if "\u0085" in text or "\u2028" in text or "\u2029" in text:
         for raw, escaped in _LINE_BREAKERS.items():
@@ -88,6 +100,16 @@ def json_depth(value: Any, stop: int = MAX_JSON_DEPTH) -> int:
                 return deepest
         stack.extend((item, d) for item in v)
     return deepest
+
+
+# What an event costs besides its data (envelope, bookkeeping), wherever events are counted
+# in bytes: a subscriber's backlog, a page of the log.
+EVENT_OVERHEAD = 200
+
+
+def events_size(events: list[Event]) -> int:
+    """About how many bytes these events take, for bounds (not exact)."""
+    return sum(len(e.data) for e in events) + EVENT_OVERHEAD * len(events)
 
 
 @dataclass(slots=True)

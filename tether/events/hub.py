@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import asyncio
 
-from tether.model import Event
+from tether.model import Event, events_size
 
 # What one subscriber may hold in memory before it must read the log itself: a stream whose
 # client does not read costs at most this much, whatever the size of the events.
 MAX_PENDING = 5_000
 MAX_PENDING_BYTES = 1 << 20
-EVENT_OVERHEAD = 160  # bytes of envelope per event, besides its data
-
-
-def events_size(events: list[Event]) -> int:
-    return sum(len(e.data) for e in events) + EVENT_OVERHEAD * len(events)
 
 
 class Subscription:

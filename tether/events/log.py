@@ -32,13 +32,12 @@ import sqlalchemy as sa
 from tether.db.engine import Database
 from tether.db.schema import events, sessions, tasks
 from tether.errors import StorageUnavailable
-from tether.model import TERMINAL, Event, TaskStatus
+from tether.model import EVENT_OVERHEAD, TERMINAL, Event, TaskStatus, events_size
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
 _IN_CHUNK = 500  # bound on bound parameters in one IN (...)
-_ROW_OVERHEAD = 200  # bytes counted per event besides its data, when pages are bounded
 _TERMINAL = [s.value for s in TERMINAL]
 
 # The task-row columns an append may change. Anything else is a caller's bug, refused at
@@ -69,7 +68,8 @@ class Append:
 Listener = Callable[[str, list[Event]], None]
 
 
-_STOPPED = StorageUnavailable("the event log is stopped (server stopping)")
+def _stopped() -> StorageUnavailable:
+    return StorageUnavailable("the event log is stopped (server stopping)")
 
 
 def _check_values(a: Append) -> None:
@@ -130,7 +130,7 @@ class EventLog:
         _check_values(append)
         if self._runner is None:
             if append.on_error is not None:
-                append.on_error(_STOPPED)
+                append.on_error(_stopped())
             return
         self._pending.append(append)
         self._wake.set()
@@ -149,7 +149,7 @@ class EventLog:
             _check_values(a)
         done = asyncio.get_running_loop().create_future()
         if self._runner is None:
-            done.set_exception(_STOPPED)
+            done.set_exception(_stopped())
             return done
         self._pending.extend(batch)
         self._waiters.append((done, batch))
@@ -229,7 +229,6 @@ class EventLog:
     async def _commit(self, batch: list[Append]) -> dict[str, list[Event]]:
         by_session: dict[str, list[Append]] = {}
         for a in batch:
-            a.event = None
             by_session.setdefault(a.session_id, []).append(a)
         out: dict[str, list[Event]] = {}
         now = time.time()
@@ -436,7 +435,7 @@ def read_after(
     for r in c.execute(q):
         out.append(Event(r[0], session_id, r[1], r[2], r[3], r[4], r[5]))
         if max_bytes is not None:
-            size += len(r[4]) + _ROW_OVERHEAD
+            size += len(r[4]) + EVENT_OVERHEAD
             if size >= max_bytes:
                 break
     return out
@@ -450,7 +449,4 @@ def page_is_full(events: list[Event], limit: int, max_bytes: int | None = None) 
     """Whether read_after stopped at its limits (more may follow) rather than at the head."""
     if len(events) >= limit:
         return True
-    return (
-        max_bytes is not None
-        and sum(len(e.data) for e in events) + _ROW_OVERHEAD * len(events) >= max_bytes
-    )
+    return max_bytes is not None and events_size(events) >= max_bytes

@@ -23,7 +23,7 @@ from dbos import DBOS
 
 from tether.errors import EventNotRecorded
 from tether.events.log import Append
-from tether.model import Task, dumps
+from tether.model import Task, dumps_within
 
 if TYPE_CHECKING:
     from tether.runtime.engine import Runtime
@@ -89,13 +89,7 @@ class TaskContext:
             self._error = error
 
     def _append(self, type: str, data: Any, task_values: dict[str, Any] | None) -> Append:
-        text = dumps(data)
-        limit = self._runtime.max_event_bytes
-        if len(text) > limit // 4 and len(text.encode()) > limit:
-            raise ValueError(
-                f"event {type!r} is {len(text.encode())} bytes; the limit is {limit} "
-                "(TETHER_MAX_EVENT_BYTES): store large results elsewhere and emit a reference"
-            )
+        text = dumps_within(data, self._runtime.max_event_bytes, f"event {type!r}")
         scope = _scope.get()
         if scope is not None and scope.ctx is self:
             key = f"{scope.prefix}.{scope.n}"

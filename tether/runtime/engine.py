@@ -18,9 +18,9 @@ from dbos import DBOS, SetWorkflowID
 from dbos import error as dbos_error
 
 from tether.db.store import Store, new_id
-from tether.errors import DelegationFailed, InvalidInput, NotFound, TaskCancelled, TaskError
+from tether.errors import DelegationFailed, NotFound, TaskCancelled, TaskError
 from tether.events.log import Append, EventLog
-from tether.model import TERMINAL, Event, Task, TaskStatus, dumps
+from tether.model import TERMINAL, Event, Task, TaskStatus, dumps, dumps_within
 from tether.runtime.agent import AgentRegistry
 from tether.runtime.context import TaskContext
 
@@ -147,13 +147,14 @@ class Runtime:
         except Exception as exc:
             log.error("task %s could not be started: %r", task_id, exc)
             task = await self.store.task(task_id, None)
+            error = {"type": "NotStarted", "message": safe_text(str(exc))}
             try:
                 await self.log.append(
                     _status_append(
                         task,
                         TaskStatus.failed,
-                        {"error": {"type": "NotStarted", "message": safe_text(str(exc))}},
-                        error=dumps({"type": "NotStarted", "message": safe_text(str(exc))}),
+                        {"error": error},
+                        error=dumps(error),
                         ended_at=time.time(),
                     )
                 )
@@ -174,11 +175,11 @@ class Runtime:
                 f"sub-agents nest at most {MAX_DEPTH} levels deep; {child_id} would not"
             )
         row = self._new_task_row(child_id, ctx.session_id, ctx.task_id, agent, clean)
-        data = dumps({"agent": agent, "input": clean, "parent_id": ctx.task_id})
-        if len(data) > self.max_event_bytes // 4 and len(data.encode()) > self.max_event_bytes:
-            raise InvalidInput(
-                f"the input for sub-agent {agent!r} is larger than {self.max_event_bytes} bytes"
-            )
+        data = dumps_within(
+            {"agent": agent, "input": clean, "parent_id": ctx.task_id},
+            self.max_event_bytes,
+            f"the input for sub-agent {agent!r}",
+        )
         created = await self.log.append(
             Append(
                 ctx.session_id,
@@ -259,12 +260,7 @@ class Runtime:
         values: dict[str, Any] = {"ended_at": time.time()}
         if status is TaskStatus.completed:
             try:
-                text = dumps(result)
-                if (
-                    len(text) > self.max_event_bytes // 4
-                    and len(text.encode()) > self.max_event_bytes
-                ):
-                    raise ValueError(f"it is larger than {self.max_event_bytes} bytes")
+                text = dumps_within(result, self.max_event_bytes, "the result")
             except ValueError as exc:
                 status = TaskStatus.failed
                 error = {"type": "InvalidResult", "message": f"the result cannot be stored: {exc}"}
