@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -112,11 +111,9 @@ def test_sign_out_closes_its_streams_at_once(make_server: Any) -> None:
     for t in threads.values():
         t.start()
     opened.wait(10)
-    t0 = time.monotonic()
     assert tab.post("/auth/logout").status_code == 204
-    threads["tab"].join(5)
+    threads["tab"].join(5)  # a heartbeat would take 60 s
     assert not threads["tab"].is_alive(), "the signed-out stream is still open"
-    assert time.monotonic() - t0 < 5
     assert frames["tab"][-1].event == "auth" and "signed out" in frames["tab"][-1].data["reason"]
     assert threads["other"].is_alive()  # another sign-in's stream is untouched
     other.post("/auth/logout")

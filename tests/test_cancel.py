@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.helpers.server import Api, wait_until
-from tests.test_restart import counter_lines
+from tests.helpers.server import Api, counter_lines, slow_batch_with_a_running_child, wait_until
 
 
 def test_cancel_stops_task_and_children_within_a_second(make_server: Any) -> None:
@@ -65,12 +64,7 @@ def test_cancel_stops_task_and_children_within_a_second(make_server: Any) -> Non
 def test_cancel_of_one_child_lets_the_batch_continue(make_server: Any) -> None:
     server = make_server()
     api = Api(server.client())
-    sid = api.session()
-    root = api.start(sid, "batch", {"items": [0, 1], "delay_s": 30, "item_agent": "counted_item"})[
-        "id"
-    ]
-    wait_until(lambda: "run 0" in counter_lines(server), what="first child")
-    child = api.task(root)["children"][0]
+    _, root, child = slow_batch_with_a_running_child(server, api)
     assert api.c.post(f"/api/tasks/{child}/cancel").json()["status"] == "cancelled"
     wait_until(lambda: "run 1" in counter_lines(server), timeout=5, what="the next item")
     assert api.task(root)["status"] == "running"

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.server import Api, wait_until
-from tests.test_restart import counter_lines
+from tests.helpers.server import Api, counter_lines, slow_batch_with_a_running_child, wait_until
 
 ENDED = ("completed", "failed", "cancelled", "interrupted")
 
@@ -75,12 +74,7 @@ def test_a_parent_settles_a_child_whose_workflow_ended_without_an_outcome(
 ) -> None:
     server = make_server(TETHER_CHILD_POLL_S="0.2")
     api = Api(server.client())
-    sid = api.session()
-    root = api.start(sid, "batch", {"items": [0, 1], "delay_s": 30, "item_agent": "counted_item"})[
-        "id"
-    ]
-    wait_until(lambda: "run 0" in counter_lines(server), what="the first child")
-    child = api.task(root)["children"][0]
+    _, root, child = slow_batch_with_a_running_child(server, api)
     # DBOS ends the child's workflow (as when it runs out of recovery attempts) while nothing
     # of Tether's recorded an outcome.
     with sqlite3.connect(server.data_dir / "tether.db", timeout=30) as db:

@@ -173,7 +173,7 @@ def _healthz(server: Server) -> int:
         return c.get("/healthz").status_code
 
 
-def test_stream_headers_and_time(make_server: Any) -> None:
+def test_a_stream_outlives_the_request_head_timeout(make_server: Any) -> None:
     """A stream is not a request head: it may stay open far past the head timeout."""
     server = make_server(TETHER_HEADER_TIMEOUT_S="1", TETHER_HEARTBEAT_S="0.2")
     sid = Api(server.client()).session()

@@ -7,12 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.server import Api, Server, sse_frames, wait_until
-
-
-def counter_lines(server: Server) -> list[str]:
-    path = server.data_dir / "counter.txt"
-    return path.read_text().splitlines() if path.exists() else []
+from tests.helpers.server import Api, Server, counter_lines, sse_frames, wait_until
 
 
 def read_stream_until(server: Server, sid: str, after: int, stop: Any) -> list[dict[str, Any]]:

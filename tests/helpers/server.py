@@ -125,6 +125,21 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
 
+def counter_lines(server: Server) -> list[str]:
+    """What the test agents recorded in the server's counter file (one line per side effect)."""
+    path = server.data_dir / "counter.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def slow_batch_with_a_running_child(server: Server, api: Api) -> tuple[str, str, str]:
+    """A session running a two-item batch of 30 s `counted_item`s, once the first child's
+    step is running: (session id, root task id, that child's id)."""
+    sid = api.session()
+    root = api.start(sid, "batch", {"items": [0, 1], "delay_s": 30, "item_agent": "counted_item"})
+    wait_until(lambda: "run 0" in counter_lines(server), what="the first child")
+    return sid, root["id"], api.task(root["id"])["children"][0]
+
+
 def add_user(server: Server, name: str, password: str) -> None:
     """`tether users add NAME --password-stdin` on the server's data dir."""
     out = subprocess.run(
