@@ -2,6 +2,7 @@
 
 TetherError
 ├── NotFound                 404: no such session or task (or not yours)
+├── Conflict                 409: e.g. an approval that was already answered
 ├── BadRequest               400: e.g. a malformed cursor
 ├── InvalidInput             422: unknown agent, input that does not validate
 │   └── InvalidJSON          a value JSON cannot carry (NaN, lone surrogate, too deep)
@@ -14,7 +15,8 @@ TetherError
 └── TaskError                raised inside agents
     ├── TaskCancelled        the task (or its parent) was cancelled
     ├── EventNotRecorded     an event the task emitted could not be committed
-    └── DelegationFailed     a delegated child task failed
+    ├── DelegationFailed     a delegated child task failed
+    └── ModelFailed          a model provider refused a request for good (e.g. HTTP 401)
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class TetherError(Exception):
 class NotFound(TetherError):
     status = 404
     title = "Not found"
+
+
+class Conflict(TetherError):
+    status = 409
+    title = "Conflict"
 
 
 class BadRequest(TetherError):
@@ -116,3 +123,7 @@ class DelegationFailed(TaskError):
         )
         self.child_id = child_id
         self.error = error
+
+
+class ModelFailed(TaskError):
+    title = "Model request failed"

@@ -37,6 +37,10 @@ class Services:
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         load_agent_modules(self.settings.agents)
+        if self.settings.agents_file is not None:
+            from tether.llm import config, install
+
+            install(config.load(self.settings.agents_file), self.registry, self.store, self.settings.data_dir)
         await asyncio.to_thread(self.db.migrate)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
@@ -63,6 +67,10 @@ class Services:
         # Launched from the server's event loop, so DBOS runs recovered workflows on it.
         DBOS.launch()
         await self.runtime.recover()
+        if self.settings.agents_file is not None:
+            from tether.llm import approvals
+
+            await approvals.resend_answered(self.store)
         self._pruner = asyncio.create_task(self._prune_forever(), name="tether-auth-pruner")
         log.info("tether started (code version %s)", version)
 

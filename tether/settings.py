@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     agents: list[str] = Field(
         default_factory=list, description="Extra modules to import; each registers agents."
     )
+    agents_file: Path | None = Field(
+        None,
+        description="A TOML file of model agents (model, system prompt, tools, delegates, "
+        "approvals); API keys come from the environment.",
+    )
     app_version: str | None = Field(
         None,
         description="Code version recorded on each task; default: a hash of Tether and agent code. "

@@ -96,3 +96,20 @@ refresh_tokens = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("used_at", sa.Float, nullable=True),
 )
+
+# Approvals a task asked for (a tool call that needs a person's yes). Answered once.
+approvals = sa.Table(
+    "tether_approvals",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(255), nullable=False, index=True),
+    sa.Column("session_id", sa.String(64), nullable=False, index=True),
+    sa.Column("tool", sa.String(128), nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    # pending, approved, denied
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("answered_at", sa.Float, nullable=True),
+    sa.Column("answered_by", sa.String(64), nullable=True),
+)

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.engine import Database
-from tether.db.schema import sessions, tasks
-from tether.errors import NotFound
+from tether.db.schema import approvals, sessions, tasks
+from tether.errors import Conflict, NotFound
 from tether.model import TERMINAL, Session, Task, TaskStatus
 
 
@@ -245,3 +245,155 @@ class Store:
         terminal = [s.value for s in TERMINAL]
         q = sa.select(tasks).where(tasks.c.status.not_in(terminal)).order_by(tasks.c.created_at)
         return await self.db.read(lambda c: [_task(r) for r in c.execute(q)])
+
+    # -- conversations and approvals ---------------------------------------------------------
+
+    async def turn_history(
+        self, session_id: str, before: float, task_id: str, agents: list[str]
+    ) -> list[Any]:
+        """The messages of the session's completed model turns before this one, in order."""
+        q = (
+            sa.select(tasks.c.result)
+            .where(
+                tasks.c.session_id == session_id,
+                tasks.c.parent_id.is_(None),
+                tasks.c.status == TaskStatus.completed.value,
+                tasks.c.agent.in_(agents),
+                sa.or_(
+                    tasks.c.created_at < before,
+                    sa.and_(tasks.c.created_at == before, tasks.c.id < task_id),
+                ),
+            )
+            .order_by(tasks.c.created_at, tasks.c.id)
+        )
+        rows = await self.db.read(lambda c: [r[0] for r in c.execute(q)])
+        out: list[Any] = []
+        for text in rows:
+            result = _loads(text)
+            if isinstance(result, dict) and isinstance(result.get("messages"), list):
+                out.extend(result["messages"])
+        return out
+
+    async def latest_turn(self, session_id: str, agents: list[str]) -> Task | None:
+        q = (
+            sa.select(tasks)
+            .where(
+                tasks.c.session_id == session_id,
+                tasks.c.parent_id.is_(None),
+                tasks.c.agent.in_(agents),
+            )
+            .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+            .limit(1)
+        )
+        row = await self.db.read(lambda c: c.execute(q).first())
+        return None if row is None else _task(row)
+
+    async def create_approval(
+        self, aid: str, task_id: str, session_id: str, tool: str, args: str
+    ) -> None:
+        """Record a request; one that exists (a re-run of the step) is left as it is."""
+        async with self.db.writer.begin() as conn:
+            found = (
+                await conn.execute(sa.select(approvals.c.id).where(approvals.c.id == aid))
+            ).first()
+            if found is None:
+                await conn.execute(
+                    sa.insert(approvals).values(
+                        id=aid,
+                        task_id=task_id,
+                        session_id=session_id,
+                        tool=tool,
+                        args=args,
+                        status="pending",
+                        requested_at=time.time(),
+                    )
+                )
+
+    async def approvals_of(self, task_id: str, owner: str) -> list[dict[str, Any]]:
+        await self.task(task_id, owner)
+        q = (
+            sa.select(approvals)
+            .where(approvals.c.task_id == task_id)
+            .order_by(approvals.c.requested_at, approvals.c.id)
+        )
+        return await self.db.read(lambda c: [_approval(r) for r in c.execute(q)])
+
+    async def answer_approval(
+        self, task_id: str, aid: str, user: str, decision: str, note: str | None
+    ) -> dict[str, Any]:
+        """Answer once: NotFound for an unknown approval (or task not yours), Conflict for
+        one already answered or whose task has ended."""
+        task = await self.task(task_id, user)
+        status = "approved" if decision == "approve" else "denied"
+        async with self.db.writer.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(approvals).where(approvals.c.id == aid, approvals.c.task_id == task_id)
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"approval {aid} of task {task_id} not found")
+            if row.status != "pending":
+                raise Conflict(
+                    f"approval {aid} was already answered ({row.status})",
+                    approval=_approval(row),
+                )
+            if task.status.terminal:
+                raise Conflict(f"task {task_id} has ended ({task.status.value}); nothing waits")
+            now = time.time()
+            done = await conn.execute(
+                sa.update(approvals)
+                .where(approvals.c.id == aid, approvals.c.status == "pending")
+                .values(status=status, note=note, answered_at=now, answered_by=user)
+            )
+            if done.rowcount != 1:  # answered by a racing request in the meantime
+                raise Conflict(f"approval {aid} was already answered")
+            return _approval(row) | {
+                "status": status,
+                "decision": decision,
+                "note": note,
+                "answered_at": now,
+                "answered_by": user,
+            }
+
+    async def answered_approvals_of_unfinished_tasks(self) -> list[dict[str, Any]]:
+        terminal = [s.value for s in TERMINAL]
+        q = sa.select(approvals).where(
+            approvals.c.status != "pending",
+            approvals.c.task_id.in_(
+                sa.select(tasks.c.id).where(tasks.c.status.not_in(terminal))
+            ),
+        )
+        return await self.db.read(lambda c: [_approval(r) for r in c.execute(q)])
+
+    async def pending_approvals(self, owner: str) -> dict[str, int]:
+        """Per session of the owner: how many approvals wait for an answer."""
+        terminal = [s.value for s in TERMINAL]
+        q = (
+            sa.select(approvals.c.session_id, sa.func.count())
+            .join(sessions, sessions.c.id == approvals.c.session_id)
+            .join(tasks, tasks.c.id == approvals.c.task_id)
+            .where(
+                sessions.c.owner == owner,
+                approvals.c.status == "pending",
+                tasks.c.status.not_in(terminal),
+            )
+            .group_by(approvals.c.session_id)
+        )
+        return await self.db.read(lambda c: {r[0]: int(r[1]) for r in c.execute(q)})
+
+
+def _approval(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "task_id": row.task_id,
+        "session_id": row.session_id,
+        "tool": row.tool,
+        "args": _loads(row.args),
+        "status": row.status,
+        "decision": {"approved": "approve", "denied": "deny"}.get(row.status),
+        "note": row.note,
+        "requested_at": row.requested_at,
+        "answered_at": row.answered_at,
+        "answered_by": row.answered_by,
+    }

@@ -401,6 +401,32 @@ class EventLog:
 
     # -- reading -------------------------------------------------------------------------
 
+    async def read_keyed(self, session_id: str, prefix: str) -> list[tuple[str, Event]]:
+        """The events whose key starts with prefix, in order, with their keys."""
+        # A range on the (session_id, key) index: LIKE would not use it on SQLite.
+        q = (
+            sa.select(
+                events.c.key,
+                events.c.seq,
+                events.c.task_id,
+                events.c.parent_task_id,
+                events.c.type,
+                events.c.data,
+                events.c.ts,
+            )
+            .where(
+                events.c.session_id == session_id,
+                events.c.key >= prefix,
+                events.c.key < prefix + "\U0010ffff",
+            )
+            .order_by(events.c.seq)
+        )
+
+        def read(c: sa.Connection) -> list[tuple[str, Event]]:
+            return [(r[0], Event(r[1], session_id, r[2], r[3], r[4], r[5], r[6])) for r in c.execute(q)]
+
+        return await self.db.read(read)
+
     async def read_after(
         self, session_id: str, after: int, limit: int, max_bytes: int | None = None
     ) -> list[Event]:

@@ -14,7 +14,7 @@ import importlib
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -33,6 +33,8 @@ class AgentSpec:
     fn: AgentFn
     input_model: type[BaseModel]
     description: str
+    # What a client may show of the agent (a model agent says which model, and if it is ready).
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, value: Any) -> BaseModel:
         try:
@@ -48,6 +50,7 @@ class AgentSpec:
             "name": self.name,
             "description": self.description,
             "input_schema": self.input_model.model_json_schema(),
+            **self.meta,
         }
 
 

@@ -5,9 +5,12 @@ Idempotent events. Every emit carries a key that is the same when the code runs 
 crash) and `{task}:s{step}.{n}` inside a step. The log drops a key it already holds, so a
 step that re-runs after `kill -9` re-emits nothing that was already committed, and a client
 never sees an event twice. A step's events are committed before its checkpoint, so a step
-that DBOS considers done never has missing events. Steps whose output is not deterministic
-(model calls) must therefore emit their streamed output under attempt-scoped keys and
-announce a restart; that arrives with the LLM agents.
+that DBOS considers done never has missing events.
+
+A step whose output is not deterministic (a model call) calls `await ctx.new_attempt()`
+first: its events then carry keys of that attempt (`{task}:s{step}.a{k}.{n}`), so a re-run
+after a crash appends its new output instead of having the first n events dropped as
+replays of different ones, and it learns what earlier attempts committed, to supersede.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dbos import DBOS
 
 from tether.errors import EventNotRecorded
 from tether.events.log import Append
-from tether.model import Task, dumps_within
+from tether.model import Event, Task, dumps_within
 
 if TYPE_CHECKING:
     from tether.runtime.engine import Runtime
@@ -36,6 +39,7 @@ class _StepScope:
     ctx: TaskContext
     prefix: str
     n: int = 0
+    attempt: int = 0
 
 
 _MAX_PROGRESS = 2**31 - 1  # the column is a 32-bit INTEGER on Postgres
@@ -121,6 +125,22 @@ class TaskContext:
                 f"an event of task {self.task_id} could not be recorded: {error}"
             ) from error
 
+    async def new_attempt(self) -> tuple[int, list[Event]]:
+        """Inside a step: begin a fresh attempt of it (see the module docstring). Returns
+        the attempt's number (1, 2, ...) and the events earlier attempts committed, in order:
+        those of a run that crashed, and of tries in this run."""
+        scope = _scope.get()
+        if scope is None or scope.ctx is not self:
+            raise RuntimeError("ctx.new_attempt() is for inside one of this task's steps")
+        await self.flush()
+        base = scope.prefix.rsplit(".a", 1)[0] if scope.attempt else scope.prefix
+        prior = await self._runtime.log.read_keyed(self.session_id, f"{base}.a")
+        done = [int(key[len(base) + 2 :].split(".", 1)[0]) for key, _ in prior]
+        scope.attempt = max([scope.attempt, *done]) + 1
+        scope.prefix = f"{base}.a{scope.attempt}"
+        scope.n = 0
+        return scope.attempt, [ev for _, ev in prior]
+
     def progress(self, n: int, m: int, **data: Any) -> None:
         """Report progress n of m (kept on the task row and emitted as `task.progress`)."""
         for name, v in (("n", n), ("m", m)):
@@ -172,6 +192,11 @@ class TaskContext:
         await self.flush()
         child_id = await self._runtime.start_child(self, k, agent, input)
         return Child(self._runtime, child_id)
+
+    async def wait_for(self, task_id: str) -> Task:
+        """Wait until another task has ended (any way); returns it."""
+        await self.flush()
+        return await self._runtime.wait_terminal(task_id)
 
     async def delegate(self, agent: str, input: Any) -> Any:
         """Run a sub-agent as a child task and return its result."""

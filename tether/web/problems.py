@@ -29,6 +29,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    409: "Conflict",
     410: "Cursor gone",
     413: "Payload too large",
     422: "Invalid input",
@@ -42,6 +43,8 @@ _WHEN = {
     401: "No, bad or expired credentials; `detail` says how to sign in.",
     403: "A cross-site request to a cookie route.",
     404: "No such session or task, or not yours.",
+    409: "The thing was already done once (an approval already answered) or can no longer "
+    "be (its task has ended).",
     410: "The cursor is older than what is retained, or beyond the head: rebuild from "
     "`snapshot` and resume from its `head_seq`.",
     413: "The request body is too large.",

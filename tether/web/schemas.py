@@ -39,8 +39,12 @@ class SessionOut(BaseModel):
     first_seq: int = Field(description="The oldest seq still retained.")
 
 
+class SessionListed(SessionOut):
+    needs_you: int = Field(0, description="Approvals in this session waiting for an answer.")
+
+
 class SessionPage(BaseModel):
-    sessions: list[SessionOut]
+    sessions: list[SessionListed]
     next: str | None = Field(description="Pass as `before` for the next page; null at the end.")
 
 
@@ -95,9 +99,32 @@ class EventPage(BaseModel):
 
 
 class AgentOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
     name: str
     description: str
     input_schema: dict[str, Any]
+    kind: Literal["model"] | None = Field(None, description="Model agents say `model`.")
+    model: str | None = None
+    ready: bool | None = Field(None, description="Whether a model agent can call its model.")
+    problem: str | None = Field(None, description="Why it cannot, and what to set.")
+
+
+class Approval(BaseModel):
+    id: str
+    task_id: str
+    session_id: str
+    tool: str
+    args: Any
+    status: Literal["pending", "approved", "denied"]
+    decision: Literal["approve", "deny"] | None
+    note: str | None
+    requested_at: float
+    answered_at: float | None
+    answered_by: str | None
+
+
+class ApprovalList(BaseModel):
+    approvals: list[Approval]
 
 
 class AgentList(BaseModel):

@@ -35,6 +35,23 @@ class TaskIn(BaseModel):
     input: Any = Field(default_factory=dict, description="The agent's input (see GET /api/agents).")
 
 
+IDEMPOTENCY_KEY = Annotated[
+    str | None,
+    Header(
+        pattern=r"^[\x21-\x7e]{1,200}$",
+        description="Retrying with the same key returns the task the first try started.",
+    ),
+]
+
+
+def idempotent_task_id(user: str, session_id: str, key: str | None) -> str | None:
+    """The task id a request with this Idempotency-Key starts (None: a fresh one)."""
+    if key is None:
+        return None
+    digest = hashlib.sha256(f"{user}\0{session_id}\0{key}".encode())
+    return "t_" + digest.hexdigest()[:24]
+
+
 def _runtime(svc: Svc) -> Runtime:
     assert svc.runtime is not None
     return svc.runtime
@@ -95,7 +112,13 @@ async def list_sessions(
     found = await svc.store.list_sessions(caller.user, limit + 1, _page_cursor(before))
     page = found[:limit]
     nxt = f"{page[-1].created_at!r}:{page[-1].id}" if len(found) > limit else None
-    return json_response({"sessions": [s.to_dict() for s in page], "next": nxt})
+    waiting = await svc.store.pending_approvals(caller.user)
+    return json_response(
+        {
+            "sessions": [{**s.to_dict(), "needs_you": waiting.get(s.id, 0)} for s in page],
+            "next": nxt,
+        }
+    )
 
 
 @router.get(
@@ -123,19 +146,10 @@ async def create_task(
     body: TaskIn,
     caller: Caller,
     svc: Svc,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            pattern=r"^[\x21-\x7e]{1,200}$",
-            description="Retrying with the same key returns the task the first try started.",
-        ),
-    ] = None,
+    idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> Response:
     await svc.store.session(session_id, caller.user)
-    task_id = None
-    if idempotency_key is not None:
-        digest = hashlib.sha256(f"{caller.user}\0{session_id}\0{idempotency_key}".encode())
-        task_id = "t_" + digest.hexdigest()[:24]
+    task_id = idempotent_task_id(caller.user, session_id, idempotency_key)
     task, new = await _runtime(svc).create_task(session_id, body.agent, body.input, task_id)
     return json_response(task.to_dict(), 201 if new else 200)
 

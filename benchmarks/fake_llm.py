@@ -1,0 +1,338 @@
+"""A local model server that speaks the providers' real streaming wire formats.
+
+    POST /v1/messages            Anthropic Messages API, `stream: true` (SSE: message_start,
+                                 content_block_start/delta/stop with text_delta and
+                                 input_json_delta, message_delta, message_stop)
+    POST /v1/chat/completions    OpenAI Chat Completions, `stream: true` (SSE chunks with
+                                 delta.content and delta.tool_calls, then `data: [DONE]`)
+
+It is a scripted "model": what it answers depends only on the conversation it is sent, so
+tests can predict it. The last message decides:
+
+- tool results               -> a text reply that quotes them ("Done: <result>; <result>")
+- user text `delegate: a | b` -> "Delegating." and one `delegate` tool call per item, to the
+                                agent named by `to NAME` (default `helper`)
+- user text `write NAME: X`   -> a `write_file` tool call
+- user text `read NAME`       -> a `read_file` tool call
+- user text `fetch URL`       -> a `fetch` tool call
+- anything else               -> a reply of `words N` words (default 12), which counts the
+                                user turns it has seen and says which request it is
+
+Speed: `tokens_per_s` (settable at POST /_control) paces the deltas, one word per delta.
+Faults: POST /_control {"faults": [{"status": 429, "retry_after": 1}, ...]} fails the next
+requests in order; an API key containing `bad` gets 401 every time. GET /_requests lists
+what was asked (for assertions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+_ids = itertools.count(1)
+
+
+class Brain:
+    """Decides the reply: a list of parts, each ("text", str) or ("tool", name, args)."""
+
+    def __init__(self) -> None:
+        self.tokens_per_s: float = 0.0
+        self.faults: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.served = 0
+
+    def reply(self, turns: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+        """turns: [(role, text-or-tool-results)], oldest first, as the provider layer parsed."""
+        self.served += 1
+        role, last = turns[-1] if turns else ("user", "")
+        if role == "tool":
+            return [("text", "Done: " + "; ".join(str(r) for r in last))]
+        text = str(last)
+        users = sum(1 for r, _ in turns if r == "user")
+        if m := re.search(r"delegate:\s*(.+?)(?:\s+to\s+(\w+))?\s*$", text, re.S):
+            agent = m.group(2) or "helper"
+            items = [s.strip() for s in m.group(1).split("|") if s.strip()]
+            return [("text", "Delegating.")] + [
+                ("tool", "delegate", {"agent": agent, "task": item}) for item in items
+            ]
+        if m := re.search(r"write (\S+): (.+)$", text, re.S):
+            return [("tool", "write_file", {"path": m.group(1), "content": m.group(2)})]
+        if m := re.search(r"read (\S+)", text):
+            return [("tool", "read_file", {"path": m.group(1)})]
+        if m := re.search(r"fetch (\S+)", text):
+            return [("tool", "fetch", {"url": m.group(1)})]
+        n = int(m.group(1)) if (m := re.search(r"words (\d+)", text)) else 12
+        head = f"Reply {self.served} to user turn {users}:"
+        return [("text", " ".join([head] + [f"w{i}" for i in range(n)]))]
+
+    def next_fault(self, api_key: str) -> dict[str, Any] | None:
+        if "bad" in api_key:
+            return {"status": 401}
+        return self.faults.pop(0) if self.faults else None
+
+
+def _words(text: str) -> list[str]:
+    """The text cut into deltas of one word each (with its leading space)."""
+    parts = text.split(" ")
+    return [parts[0]] + [" " + p for p in parts[1:]]
+
+
+def _sse(event: str | None, data: Any) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+class FakeLLM:
+    def __init__(self) -> None:
+        self.brain = Brain()
+        self.app = Starlette(
+            routes=[
+                Route("/v1/messages", self.anthropic, methods=["POST"]),
+                Route("/v1/chat/completions", self.openai, methods=["POST"]),
+                Route("/_control", self.control, methods=["POST"]),
+                Route("/_requests", self.list_requests, methods=["GET"]),
+            ]
+        )
+
+    async def control(self, request: Request) -> Response:
+        body = await request.json()
+        if "tokens_per_s" in body:
+            self.brain.tokens_per_s = float(body["tokens_per_s"])
+        if "faults" in body:
+            self.brain.faults = list(body["faults"])
+        if body.get("reset"):
+            self.brain.requests.clear()
+        return JSONResponse({"ok": True})
+
+    async def list_requests(self, _request: Request) -> Response:
+        return JSONResponse(self.brain.requests)
+
+    async def _pace(self) -> None:
+        if self.brain.tokens_per_s > 0:
+            await asyncio.sleep(1 / self.brain.tokens_per_s)
+
+    def _fault(self, fault: dict[str, Any], kind: str) -> Response:
+        status = int(fault["status"])
+        headers = {}
+        if "retry_after" in fault:
+            headers["retry-after"] = str(fault["retry_after"])
+        message = fault.get("message") or {
+            401: "invalid x-api-key",
+            429: "rate limited: slow down",
+            529: "Overloaded",
+        }.get(status, "server error")
+        if kind == "anthropic":
+            etype = {
+                401: "authentication_error",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+            }.get(status, "api_error")
+            body = {"type": "error", "error": {"type": etype, "message": message}}
+        else:
+            body = {"error": {"message": message, "type": "error", "code": str(status)}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    # -- Anthropic ---------------------------------------------------------------------------
+
+    async def anthropic(self, request: Request) -> Response:
+        body = await request.json()
+        key = request.headers.get("x-api-key", "")
+        self.brain.requests.append({"api": "anthropic", "body": body, "at": time.time()})
+        if fault := self.brain.next_fault(key):
+            return self._fault(fault, "anthropic")
+        turns: list[tuple[str, Any]] = []
+        for msg in body.get("messages", []):
+            content = msg["content"]
+            if isinstance(content, str):
+                turns.append((msg["role"], content))
+                continue
+            results = [b.get("content") for b in content if b.get("type") == "tool_result"]
+            if results:
+                turns.append(("tool", [_flat(r) for r in results]))
+            else:
+                text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+                turns.append((msg["role"], text))
+        parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
+        return StreamingResponse(
+            self._anthropic_stream(body.get("model", "fake"), parts),
+            media_type="text/event-stream",
+        )
+
+    async def _anthropic_stream(self, model: str, parts: list[tuple[Any, ...]]) -> AsyncIterator[bytes]:
+        msg_id = f"msg_{next(_ids)}"
+        yield _sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 10, "output_tokens": 1},
+                },
+            },
+        )
+        out_tokens = 0
+        has_tool = False
+        for i, part in enumerate(parts):
+            if part[0] == "text":
+                yield _sse(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                )
+                for w in _words(part[1]):
+                    await self._pace()
+                    out_tokens += 1
+                    yield _sse(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": w}},
+                    )
+            else:
+                has_tool = True
+                _, name, args = part
+                yield _sse(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "tool_use", "id": f"toolu_{next(_ids)}", "name": name, "input": {}},
+                    },
+                )
+                text = json.dumps(args)
+                for k in range(0, len(text), 8):
+                    await self._pace()
+                    yield _sse(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": i,
+                            "delta": {"type": "input_json_delta", "partial_json": text[k : k + 8]},
+                        },
+                    )
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": i})
+        yield _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use" if has_tool else "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": out_tokens},
+            },
+        )
+        yield _sse("message_stop", {"type": "message_stop"})
+
+    # -- OpenAI ------------------------------------------------------------------------------
+
+    async def openai(self, request: Request) -> Response:
+        body = await request.json()
+        key = request.headers.get("authorization", "")
+        self.brain.requests.append({"api": "openai", "body": body, "at": time.time()})
+        if fault := self.brain.next_fault(key):
+            return self._fault(fault, "openai")
+        turns: list[tuple[str, Any]] = []
+        pending_tools: list[Any] = []
+        for msg in body.get("messages", []):
+            if msg["role"] == "tool":
+                pending_tools.append(_flat(msg.get("content")))
+                continue
+            if pending_tools:
+                turns.append(("tool", pending_tools))
+                pending_tools = []
+            content = msg.get("content")
+            if isinstance(content, list):
+                content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+            if msg["role"] in ("user", "assistant"):
+                turns.append((msg["role"], content or ""))
+        if pending_tools:
+            turns.append(("tool", pending_tools))
+        parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
+        return StreamingResponse(
+            self._openai_stream(body.get("model", "fake"), parts), media_type="text/event-stream"
+        )
+
+    async def _openai_stream(self, model: str, parts: list[tuple[Any, ...]]) -> AsyncIterator[bytes]:
+        cid = f"chatcmpl-{next(_ids)}"
+        base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse(None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+        yield chunk({"role": "assistant", "content": ""})
+        tool_index = 0
+        for part in parts:
+            if part[0] == "text":
+                for w in _words(part[1]):
+                    await self._pace()
+                    yield chunk({"content": w})
+            else:
+                _, name, args = part
+                call = {"index": tool_index, "id": f"call_{next(_ids)}", "type": "function"}
+                yield chunk({"tool_calls": [{**call, "function": {"name": name, "arguments": ""}}]})
+                text = json.dumps(args)
+                for k in range(0, len(text), 8):
+                    await self._pace()
+                    yield chunk(
+                        {"tool_calls": [{"index": tool_index, "function": {"arguments": text[k : k + 8]}}]}
+                    )
+                tool_index += 1
+        yield chunk({}, "tool_calls" if tool_index else "stop")
+        yield _sse(
+            None,
+            {**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}},
+        )
+        yield b"data: [DONE]\n\n"
+
+
+def _flat(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
+    return "" if content is None else str(content)
+
+
+class RunningFakeLLM:
+    """The fake server on a free loopback port, in a thread of this process."""
+
+    def __init__(self, port: int) -> None:
+        self.fake = FakeLLM()
+        self.port = port
+        config = uvicorn.Config(self.fake.app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RunningFakeLLM:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake model server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+if __name__ == "__main__":
+    import sys
+
+    RunningFakeLLM(int(sys.argv[1]) if len(sys.argv) > 1 else 8799).start().thread.join()

@@ -1,0 +1,465 @@
+"""A model agent's turn: the agent loop, made durable on Tether's runtime.
+
+One turn is one task. It waits for the turn before it (messages queue), reads the
+conversation so far (a step), then loops: one model call is one checkpointed step that streams
+its reply into the log; the tool calls the reply asks for run (each plain tool a step, each
+`delegate` a child task, all delegations of one reply at once), and their results go back to
+the model, until it answers without tools. A replay after a crash returns every finished
+model call and tool call from its checkpoint, so none runs twice; the call in flight runs
+again as a new attempt and supersedes what the old one had shown (`message.superseded`).
+
+Why this loop is ours and the model layer is pydantic-ai's: pydantic-ai's direct API gives
+one streaming interface over the providers' wire formats (Anthropic Messages, OpenAI Chat
+Completions and every OpenAI-compatible server), with tool-call deltas and typed HTTP errors
+carrying their headers. Its own agent loop, and its DBOS wrapper, run an agent as a workflow
+of their own and run tool calls in concurrent tasks; Tether's tasks are already workflows,
+whose child starts must replay in order and whose events are keyed per step, so the loop
+around the model calls is written here, where those rules live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ag_ui import core as ag
+from dbos import DBOS
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_ai.direct import model_request_stream
+from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    RetryPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.tools import ToolDefinition
+
+from tether.db.store import Store
+from tether.errors import DelegationFailed, ModelFailed
+from tether.llm import approvals
+from tether.llm.config import ModelAgentConfig
+from tether.llm.stream import ReplyStream, emit_ag
+from tether.llm.tools import BUILTIN, DelegateArgs, ToolEnv, ToolRefused
+from tether.runtime.agent import AgentRegistry, AgentSpec
+from tether.runtime.context import Child, TaskContext
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+MAX_RETRY_AFTER = 300.0
+
+
+class TurnInput(BaseModel):
+    text: str = Field(min_length=1, max_length=100_000, description="The user's message.")
+    after: str | None = Field(
+        None, max_length=255, description="A turn to wait for first (POST …/messages sets it)."
+    )
+    tool_call_id: str | None = Field(
+        None, max_length=255, description="For a sub-agent: the delegate call that started it."
+    )
+
+
+@dataclass(slots=True)
+class Installed:
+    configs: dict[str, ModelAgentConfig]
+    store: Store
+    data_dir: Path
+    models: dict[str, Model]
+
+    def model(self, cfg: ModelAgentConfig) -> Model:
+        if cfg.name not in self.models:
+            self.models[cfg.name] = build_model(cfg)
+        return self.models[cfg.name]
+
+    def default_agent(self) -> ModelAgentConfig | None:
+        configs = list(self.configs.values())
+        return next((c for c in configs if c.default), configs[0] if configs else None)
+
+
+_installed: Installed | None = None
+
+
+def installed() -> Installed | None:
+    return _installed
+
+
+def install(
+    configs: list[ModelAgentConfig], registry: AgentRegistry, store: Store, data_dir: Path
+) -> Installed:
+    """Register each configured model agent (its turns run `run_turn`)."""
+    global _installed
+    _installed = Installed({c.name: c for c in configs}, store, data_dir, {})
+    for cfg in configs:
+        registry.add(
+            AgentSpec(
+                cfg.name,
+                _turn_fn(cfg.name),
+                TurnInput,
+                cfg.description or f"A model agent ({cfg.model}).",
+                meta={
+                    "kind": "model",
+                    "model": cfg.model,
+                    "ready": cfg.problem() is None,
+                    "problem": cfg.problem(),
+                    "default": cfg is _installed.default_agent(),
+                    "tools": list(cfg.tools) + (["delegate"] if cfg.delegates else []),
+                    "delegates": cfg.delegates,
+                    "approval": cfg.approval,
+                },
+            )
+        )
+    return _installed
+
+
+def build_model(cfg: ModelAgentConfig) -> Model:
+    key = cfg.api_key()
+    if key is None:
+        raise ModelFailed(f"agent {cfg.name!r} cannot call its model: {cfg.problem()}")
+    if cfg.provider == "anthropic":
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        return AnthropicModel(
+            cfg.model_name, provider=AnthropicProvider(api_key=key, base_url=cfg.base_url)
+        )
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    return OpenAIChatModel(
+        cfg.model_name, provider=OpenAIProvider(api_key=key, base_url=cfg.base_url)
+    )
+
+
+def _turn_fn(name: str) -> Any:
+    async def turn(ctx: TaskContext, inp: TurnInput) -> dict[str, Any]:
+        assert _installed is not None
+        return await run_turn(ctx, _installed, _installed.configs[name], inp)
+
+    turn.__module__ = __name__
+    return turn
+
+
+# -- the turn -------------------------------------------------------------------------------
+
+
+def _dump(messages: list[ModelMessage]) -> list[Any]:
+    return ModelMessagesTypeAdapter.dump_python(messages, mode="json")
+
+
+def _load(data: list[Any]) -> list[ModelMessage]:
+    return ModelMessagesTypeAdapter.validate_python(data)
+
+
+async def run_turn(
+    ctx: TaskContext, inst: Installed, cfg: ModelAgentConfig, inp: TurnInput
+) -> dict[str, Any]:
+    if inp.after:
+        ctx.emit("turn.waiting", {"after": inp.after})
+        await ctx.wait_for(inp.after)
+
+    async def history() -> list[Any]:
+        if ctx.task.parent_id is not None:
+            return []  # a sub-agent sees only its task
+        return await inst.store.turn_history(
+            ctx.session_id, ctx.task.created_at, ctx.task_id, list(inst.configs)
+        )
+
+    past = _load(await ctx.step(history, name="history"))
+    emit_ag(ctx, ag.RunStartedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
+    messages: list[ModelMessage] = [
+        *past,
+        ModelRequest(parts=[UserPromptPart(content=inp.text)], instructions=cfg.system),
+    ]
+    tools = _tool_defs(cfg, inst)
+    response: ModelResponse | None = None
+    try:
+        for _ in range(cfg.max_rounds):
+            raw = await ctx.step(lambda: _call_model(ctx, inst, cfg, messages, tools), name="model")
+            response = ModelMessagesTypeAdapter.validate_python([raw])[0]
+            assert isinstance(response, ModelResponse)
+            messages.append(response)
+            calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
+            if not calls:
+                break
+            parts = await _run_tools(ctx, inst, cfg, calls)
+            messages.append(ModelRequest(parts=parts, instructions=cfg.system))
+    except ModelFailed as exc:
+        emit_ag(ctx, ag.RunErrorEvent(message=str(exc)))
+        raise
+    text = _text_of(response)
+    emit_ag(ctx, ag.RunFinishedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
+    return {"text": text, "messages": _dump(messages[len(past) :])}
+
+
+def _text_of(response: ModelResponse | None) -> str:
+    if response is None:
+        return ""
+    return "".join(p.content for p in response.parts if isinstance(p, TextPart))
+
+
+def _tool_defs(cfg: ModelAgentConfig, inst: Installed) -> list[ToolDefinition]:
+    defs = [
+        ToolDefinition(
+            name=t.name,
+            description=t.description,
+            parameters_json_schema=t.args.model_json_schema(),
+        )
+        for t in (BUILTIN[name] for name in cfg.tools)
+    ]
+    if cfg.delegates:
+        helpers = "; ".join(
+            f"{d}: {inst.configs[d].description or inst.configs[d].system[:200]}"
+            for d in cfg.delegates
+        )
+        schema = DelegateArgs.model_json_schema()
+        schema["properties"]["agent"]["enum"] = list(cfg.delegates)
+        defs.append(
+            ToolDefinition(
+                name="delegate",
+                description="Hand a task to a sub-agent and get its answer. Several calls in "
+                f"one reply run at once. Agents: {helpers}",
+                parameters_json_schema=schema,
+            )
+        )
+    return defs
+
+
+# -- one model call ---------------------------------------------------------------------------
+
+
+async def _call_model(
+    ctx: TaskContext,
+    inst: Installed,
+    cfg: ModelAgentConfig,
+    messages: list[ModelMessage],
+    tools: list[ToolDefinition],
+) -> Any:
+    """One model call, streamed into the log; retried (as new attempts) on rate limits,
+    overload and network errors; a hard error raises ModelFailed with the provider's words."""
+    model = inst.model(cfg)
+    params = ModelRequestParameters(function_tools=tools)
+    settings: Any = {"max_retries": 0, "max_tokens": cfg.max_tokens}
+    retries = 0
+    broke_off = False
+    while True:
+        attempt, prior = await ctx.new_attempt()
+        _supersede(ctx, prior, "the connection to the model broke off mid-reply" if broke_off
+                   else "the server restarted while this reply was being written")
+        reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{DBOS.step_id}.a{attempt}")
+        try:
+            async with model_request_stream(
+                model, messages, model_settings=settings, model_request_parameters=params
+            ) as stream:
+                async for event in stream:
+                    reply.feed(event)
+                response = stream.get()
+            reply.close()
+            return ModelMessagesTypeAdapter.dump_python([response], mode="json")[0]
+        except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
+            reply.close()
+            delay, status = _retry_delay(exc, retries)
+            reason = _describe(exc, cfg)
+            if delay is None or retries >= cfg.max_retries:
+                log.info("task %s: model call failed: %s", ctx.task_id, reason)
+                raise ModelFailed(reason) from None
+            retries += 1
+            broke_off = bool(reply.message_ids or reply.tool_call_ids)
+            ctx.emit(
+                "model.retry",
+                {
+                    "retry": retries,
+                    "of": cfg.max_retries,
+                    "delay_s": round(delay, 3),
+                    "status": status,
+                    "reason": reason,
+                },
+            )
+            await ctx.flush()
+            await asyncio.sleep(delay)
+        finally:
+            reply.abort()
+
+
+def _supersede(ctx: TaskContext, prior: list[Any], reason: str) -> None:
+    """Say that what earlier attempts of this call showed is void (it was never answered)."""
+    messages: list[str] = []
+    calls: list[str] = []
+    gone: set[str] = set()
+    for ev in prior:
+        data = json.loads(ev.data)
+        if ev.type == "TEXT_MESSAGE_START":
+            messages.append(data["messageId"])
+        elif ev.type == "TOOL_CALL_START":
+            calls.append(data["toolCallId"])
+        elif ev.type == "message.superseded":
+            gone.update(data["messageIds"] + data["toolCallIds"])
+    messages = [m for m in messages if m not in gone]
+    calls = [c for c in calls if c not in gone]
+    if messages or calls:
+        ctx.emit(
+            "message.superseded",
+            {"messageIds": messages, "toolCallIds": calls, "reason": reason + "; it is written again"},
+        )
+
+
+def _retry_delay(exc: BaseException, retries: int) -> tuple[float | None, int | None]:
+    backoff = random.uniform(0.5, min(30.0, 2.0 ** (retries + 1)))  # full jitter
+    if isinstance(exc, ModelHTTPError):
+        if exc.status_code not in RETRY_STATUS:
+            return None, exc.status_code
+        after = _retry_after((exc.headers or {}).get("retry-after"))
+        return (backoff if after is None else after), exc.status_code
+    if isinstance(exc, ModelAPIError | OSError | asyncio.TimeoutError):
+        return backoff, None  # the network: refused, reset, timed out
+    return None, None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return min(max(when - time.time(), 0.0), MAX_RETRY_AFTER)
+
+
+def _describe(exc: BaseException, cfg: ModelAgentConfig) -> str:
+    if isinstance(exc, ModelHTTPError):
+        body = exc.body
+        message = None
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            message = inner.get("message") if isinstance(inner, dict) else None
+        return (
+            f"{cfg.provider} answered HTTP {exc.status_code} for {cfg.model_name}: "
+            f"{message or body or exc}"
+        )
+    return f"calling {cfg.model} failed: {exc}"
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Call:
+    index: int
+    part: ToolCallPart
+    args: Any = None
+
+
+async def _run_tools(
+    ctx: TaskContext, inst: Installed, cfg: ModelAgentConfig, calls: list[ToolCallPart]
+) -> list[Any]:
+    """Run the tool calls of one reply. Order of what is durable is fixed, so a replay repeats
+    it: approvals asked (all, so a person sees every one at once), then answered in order;
+    then every delegation started; then plain tools, one step each; then delegations awaited
+    together."""
+    out: dict[int, Any] = {}
+    todo: list[_Call] = []
+    for i, part in enumerate(calls):
+        try:
+            todo.append(_Call(i, part, _validate(cfg, part)))
+        except ToolRefused as exc:
+            out[i] = RetryPromptPart(
+                content=str(exc), tool_name=part.tool_name, tool_call_id=part.tool_call_id
+            )
+
+    asking = [c for c in todo if cfg.needs_approval(c.part.tool_name)]
+    ids = {}
+    for c in asking:
+        ids[c.index] = await ctx.step(
+            lambda c=c: approvals.request(ctx, inst.store, c.part, c.args), name="approval"
+        )
+    for c in asking:
+        answer = await approvals.wait(ids[c.index])
+        ctx.emit(
+            "approval.answered",
+            {"approvalId": ids[c.index], "toolCallId": c.part.tool_call_id, **answer},
+        )
+        if answer["decision"] != "approve":
+            note = f" Their note: {answer['note']}" if answer.get("note") else ""
+            out[c.index] = _result(ctx, c.part, f"The user denied this tool call.{note}")
+    todo = [c for c in todo if c.index not in out]
+
+    children: dict[int, Child] = {}
+    for c in todo:
+        if c.part.tool_name == "delegate":
+            children[c.index] = await ctx.start(
+                c.args.agent, {"text": c.args.task, "tool_call_id": c.part.tool_call_id}
+            )
+    env = ToolEnv(cfg, inst.data_dir / "workspaces" / ctx.session_id)
+    for c in todo:
+        if c.part.tool_name != "delegate":
+            text = await ctx.step(lambda c=c: _run_builtin(env, c), name=f"tool.{c.part.tool_name}")
+            out[c.index] = _result(ctx, c.part, text)
+    results = await asyncio.gather(*(ch.result() for ch in children.values()), return_exceptions=True)
+    for (i, child), res in zip(children.items(), results, strict=True):
+        if isinstance(res, DelegationFailed):
+            text = f"The sub-agent ({child.task_id}) failed: {_error_text(res.error)}"
+        elif isinstance(res, BaseException):
+            raise res
+        else:
+            text = str((res or {}).get("text", ""))
+        out[i] = _result(ctx, calls[i], text)
+    return [out[i] for i in range(len(calls))]
+
+
+def _validate(cfg: ModelAgentConfig, part: ToolCallPart) -> Any:
+    name = part.tool_name
+    if name == "delegate" and cfg.delegates:
+        model: type[BaseModel] = DelegateArgs
+    elif name in cfg.tools:
+        model = BUILTIN[name].args
+    else:
+        raise ToolRefused(f"there is no tool {name!r}")
+    try:
+        args = model.model_validate(part.args_as_dict())
+    except (ValidationError, ValueError) as exc:
+        raise ToolRefused(f"the arguments for {name} are invalid: {exc}") from None
+    if name == "delegate" and args.agent not in cfg.delegates:
+        raise ToolRefused(f"cannot delegate to {args.agent!r}; choose one of {cfg.delegates}")
+    return args
+
+
+async def _run_builtin(env: ToolEnv, c: _Call) -> str:
+    try:
+        return await BUILTIN[c.part.tool_name].run(env, c.args)
+    except ToolRefused as exc:
+        return f"Error: {exc}"
+
+
+def _result(ctx: TaskContext, part: ToolCallPart, text: str) -> ToolReturnPart:
+    msg_id = "tr-" + hashlib.sha256(f"{ctx.task_id}:{part.tool_call_id}".encode()).hexdigest()[:16]
+    emit_ag(
+        ctx,
+        ag.ToolCallResultEvent(
+            message_id=msg_id, tool_call_id=part.tool_call_id, content=text[:20_000], role="tool"
+        ),
+    )
+    return ToolReturnPart(tool_name=part.tool_name, content=text, tool_call_id=part.tool_call_id)
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("status") or error)
+    return str(error)

@@ -1,0 +1,122 @@
+"""The agents file (`TETHER_AGENTS_FILE`, TOML): which model agents there are and what each
+may do.
+
+    [agents.assistant]
+    model = "anthropic:claude-sonnet-4-5"    # or "openai:gpt-4o", or any OpenAI-compatible
+    base_url = "http://127.0.0.1:11434/v1"   # optional: another server (a local model)
+    api_key_env = "ANTHROPIC_API_KEY"        # optional: default by provider
+    system = "You are a careful assistant."
+    tools = ["fetch", "read_file", "write_file", "list_files"]
+    approval = ["write_file"]                # tools that ask a person first ("*": all)
+    delegates = ["researcher"]               # agents it may hand a task to
+    fetch_allow = ["docs.python.org"]        # hosts `fetch` may read
+    default = true                           # the agent a new message goes to
+
+A file that names an unknown tool, provider or delegate is refused at start, with the reason.
+A missing API key is not: the agent is listed as not ready and says which variable to set.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tether.errors import TetherError
+
+TOOLS = ("fetch", "read_file", "write_file", "list_files")
+PROVIDERS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+class AgentsFileError(TetherError):
+    title = "Agents file refused"
+
+
+class ModelAgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    model: str = Field(description="provider:model, e.g. anthropic:claude-sonnet-4-5")
+    base_url: str | None = None
+    api_key_env: str | None = None
+    system: str = "You are a helpful assistant."
+    description: str = ""
+    tools: list[Literal["fetch", "read_file", "write_file", "list_files"]] = Field(
+        default_factory=list
+    )
+    approval: list[str] = Field(default_factory=list)
+    delegates: list[str] = Field(default_factory=list)
+    fetch_allow: list[str] = Field(default_factory=list)
+    default: bool = False
+    max_rounds: int = Field(20, ge=1, le=200, description="Model calls per turn at most.")
+    max_retries: int = Field(6, ge=0, le=50, description="Retries of a failing model call.")
+    max_tokens: int = Field(4096, ge=1, le=200_000)
+
+    @field_validator("model")
+    @classmethod
+    def _provider_known(cls, v: str) -> str:
+        provider, sep, name = v.partition(":")
+        if not sep or not name or provider not in PROVIDERS:
+            known = ", ".join(f"{p}:…" for p in PROVIDERS)
+            raise ValueError(f"model must be one of {known}, got {v!r}")
+        return v
+
+    @property
+    def provider(self) -> str:
+        return self.model.partition(":")[0]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.partition(":")[2]
+
+    @property
+    def key_env(self) -> str:
+        return self.api_key_env or PROVIDERS[self.provider]
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.key_env) or None
+
+    def problem(self) -> str | None:
+        """Why this agent cannot call its model now (None: it can)."""
+        if self.api_key() is None:
+            return f"set {self.key_env} in the server's environment to use {self.model}"
+        return None
+
+    def needs_approval(self, tool: str) -> bool:
+        return "*" in self.approval or tool in self.approval
+
+
+def load(path: Path) -> list[ModelAgentConfig]:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise AgentsFileError(f"cannot read the agents file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AgentsFileError(f"the agents file {path} is not valid TOML: {exc}") from None
+    table = raw.get("agents")
+    if not isinstance(table, dict) or not table:
+        raise AgentsFileError(f"the agents file {path} has no [agents.NAME] table")
+    out: list[ModelAgentConfig] = []
+    for name, body in table.items():
+        if not isinstance(body, dict):
+            raise AgentsFileError(f"{path}: agents.{name} must be a table")
+        try:
+            out.append(ModelAgentConfig(name=name, **body))
+        except ValidationError as exc:
+            raise AgentsFileError(f"{path}: agents.{name}: {exc}") from None
+    names = {c.name for c in out}
+    for c in out:
+        for d in c.delegates:
+            if d not in names:
+                raise AgentsFileError(
+                    f"{path}: agents.{c.name} delegates to {d!r}, which the file does not define"
+                )
+        for t in c.approval:
+            if t != "*" and t not in (*TOOLS, "delegate"):
+                raise AgentsFileError(f"{path}: agents.{c.name}: unknown tool {t!r} in approval")
+    if sum(c.default for c in out) > 1:
+        raise AgentsFileError(f"{path}: more than one agent says default = true")
+    return out
