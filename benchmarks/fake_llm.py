@@ -148,8 +148,9 @@ class FakeLLM:
 
     async def anthropic(self, request: Request) -> Response:
         body = await request.json()
-        key = request.headers.get("x-api-key", "")
-        self.brain.requests.append({"api": "anthropic", "body": body, "at": time.time()})
+        # The SDK sends the key as x-api-key or, in newer versions, as a bearer token.
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
+        self.brain.requests.append({"api": "anthropic", "body": body, "at": time.time(), "key": key})
         if fault := self.brain.next_fault(key):
             return self._fault(fault, "anthropic")
         turns: list[tuple[str, Any]] = []
@@ -241,7 +242,7 @@ class FakeLLM:
     async def openai(self, request: Request) -> Response:
         body = await request.json()
         key = request.headers.get("authorization", "")
-        self.brain.requests.append({"api": "openai", "body": body, "at": time.time()})
+        self.brain.requests.append({"api": "openai", "body": body, "at": time.time(), "key": key})
         if fault := self.brain.next_fault(key):
             return self._fault(fault, "openai")
         turns: list[tuple[str, Any]] = []

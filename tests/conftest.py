@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.server import Api, Server
+from benchmarks.fake_llm import RunningFakeLLM
+from tests.helpers.server import Api, Server, free_port
 from tether.db.engine import Database
 from tether.events.log import EventLog
 
@@ -69,3 +70,20 @@ async def make_log(tmp_path: Path) -> AsyncIterator[MakeLog]:
 @pytest.fixture
 async def log(make_log: MakeLog) -> EventLog:
     return await make_log()
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[RunningFakeLLM]:
+    fake = RunningFakeLLM(free_port()).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: RunningFakeLLM) -> RunningFakeLLM:
+    """The local model server (Anthropic and OpenAI streaming wire formats), reset: fast,
+    no faults, no recorded requests."""
+    brain = fake_llm_server.fake.brain
+    brain.tokens_per_s, brain.faults = 0.0, []
+    brain.requests.clear()
+    return fake_llm_server
