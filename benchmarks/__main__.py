@@ -1,6 +1,6 @@
 """Run every benchmark against a real server on the embedded default, print a table, write JSON.
 
-    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...] [--out FILE]
+    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm] [--out FILE]
 
 The server runs in its own process (uvicorn, one SQLite file); clients run in separate
 load-generating processes on loopback. Everything goes through the authenticated path (a
@@ -514,7 +514,14 @@ CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "storm": storm,
     "append": append,
     "bigsession": bigsession,
+    "llm": lambda tmp, runs: _model_turns(tmp, runs),
 }
+
+
+def _model_turns(tmp: Path, runs: int) -> dict[str, Any]:
+    from benchmarks.llm import model_turns
+
+    return model_turns(tmp, runs)
 
 
 def table(results: dict[str, Any]) -> str:

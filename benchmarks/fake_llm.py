@@ -15,6 +15,9 @@ tests can predict it. The last message decides:
 - user text `write NAME: X`   -> a `write_file` tool call
 - user text `read NAME`       -> a `read_file` tool call
 - user text `fetch URL`       -> a `fetch` tool call
+- user text `echo: X`         -> X, as it is (markdown, HTML and all)
+- user text `stamped N`       -> N words, each the wall-clock time it was sent (benchmarks
+                                measure delta latency with them)
 - anything else               -> a reply of `words N` words (default 12), which counts the
                                 user turns it has seen and says which request it is
 
@@ -61,6 +64,10 @@ class Brain:
             return [("text", "Done: " + "; ".join(str(r) for r in last))]
         text = str(last)
         users = sum(1 for r, _ in turns if r == "user")
+        if m := re.match(r"stamped (\d+)$", text):
+            return [("stamped", int(m.group(1)))]
+        if text.startswith("echo: "):
+            return [("text", text[6:])]
         if m := re.search(r"delegate:\s*(.+?)(?:\s+to\s+(\w+))?\s*$", text, re.S):
             agent = m.group(2) or "helper"
             items = [s.strip() for s in m.group(1).split("|") if s.strip()]
@@ -119,9 +126,20 @@ class FakeLLM:
     async def list_requests(self, _request: Request) -> Response:
         return JSONResponse(self.brain.requests)
 
-    async def _pace(self) -> None:
-        if self.brain.tokens_per_s > 0:
-            await asyncio.sleep(1 / self.brain.tokens_per_s)
+    async def _pace(self, clock: list[float]) -> None:
+        """Sleep until this stream's next token is due (a schedule, so the rate holds
+        however long the work between tokens takes)."""
+        tps = self.brain.tokens_per_s
+        if tps > 0:
+            now = time.monotonic()
+            clock[0] = max(clock[0] + 1 / tps, now) if clock[0] else now + 1 / tps
+            await asyncio.sleep(clock[0] - now)
+
+    @staticmethod
+    def _words_of(part: tuple[Any, ...]) -> Any:
+        if part[0] == "stamped":
+            return (f"{'' if i == 0 else ' '}{time.time():.6f}" for i in range(part[1]))
+        return iter(_words(part[1]))
 
     def _fault(self, fault: dict[str, Any], kind: str) -> Response:
         status = int(fault["status"])
@@ -191,14 +209,15 @@ class FakeLLM:
         )
         out_tokens = 0
         has_tool = False
+        clock = [0.0]
         for i, part in enumerate(parts):
-            if part[0] == "text":
+            if part[0] in ("text", "stamped"):
                 yield _sse(
                     "content_block_start",
                     {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
                 )
-                for w in _words(part[1]):
-                    await self._pace()
+                for w in self._words_of(part):
+                    await self._pace(clock)
                     out_tokens += 1
                     yield _sse(
                         "content_block_delta",
@@ -217,7 +236,7 @@ class FakeLLM:
                 )
                 text = json.dumps(args)
                 for k in range(0, len(text), 8):
-                    await self._pace()
+                    await self._pace(clock)
                     yield _sse(
                         "content_block_delta",
                         {
@@ -275,10 +294,11 @@ class FakeLLM:
 
         yield chunk({"role": "assistant", "content": ""})
         tool_index = 0
+        clock = [0.0]
         for part in parts:
-            if part[0] == "text":
-                for w in _words(part[1]):
-                    await self._pace()
+            if part[0] in ("text", "stamped"):
+                for w in self._words_of(part):
+                    await self._pace(clock)
                     yield chunk({"content": w})
             else:
                 _, name, args = part
@@ -286,7 +306,7 @@ class FakeLLM:
                 yield chunk({"tool_calls": [{**call, "function": {"name": name, "arguments": ""}}]})
                 text = json.dumps(args)
                 for k in range(0, len(text), 8):
-                    await self._pace()
+                    await self._pace(clock)
                     yield chunk(
                         {"tool_calls": [{"index": tool_index, "function": {"arguments": text[k : k + 8]}}]}
                     )
@@ -336,4 +356,5 @@ class RunningFakeLLM:
 if __name__ == "__main__":
     import sys
 
-    RunningFakeLLM(int(sys.argv[1]) if len(sys.argv) > 1 else 8799).start().thread.join()
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8799
+    uvicorn.run(FakeLLM().app, host="127.0.0.1", port=port, log_level="warning")

@@ -52,7 +52,24 @@ def test_openapi_lists_every_route(shared_server: Server) -> None:
         "/api/tasks/{task_id}",
         "/api/tasks/{task_id}/cancel",
         "/api/agents",
+        "/api/sessions/{session_id}/messages",
+        "/api/tasks/{task_id}/approvals",
+        "/api/tasks/{task_id}/approvals/{approval_id}",
     } <= set(paths)
+
+
+def test_the_readme_agents_file_is_one_tether_takes(tmp_path: Path) -> None:
+    from tether.llm import config
+
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## Model agents", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "agents.toml"
+    path.write_text(example)
+    agents = {a.name: a for a in config.load(path)}
+    assert agents["assistant"].delegates == ["researcher"]
+    assert agents["assistant"].needs_approval("write_file")
+    assert not agents["assistant"].needs_approval("fetch")
+    assert agents["researcher"].key_env == "LOCAL_MODEL_KEY"
 
 
 def test_serve_creates_the_data_dir_and_prints_the_url(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.fake_llm import RunningFakeLLM
+from tests.helpers.models import model_server
 from tests.helpers.server import SECRET, Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +50,14 @@ def test_every_route_documents_its_problems_its_media_type_and_its_security(
 
 
 def test_schemathesis_finds_no_server_error_and_no_nonconformance(
-    make_server: Any, tmp_path: Path
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    # Only the built-in agents (a fuzzer should not start test agents that hold or poison),
-    # and a limiter that does not lock the fuzzer out while it tries wrong credentials.
-    server = make_server(TETHER_AGENTS="[]", TETHER_AUTH_MAX_FAILURES="1000000")
+    # Only the built-in agents (a fuzzer should not start test agents that hold or poison)
+    # and model agents on the local model server; a limiter that does not lock the fuzzer
+    # out while it tries wrong credentials.
+    server = model_server(
+        make_server, fake_llm, tmp_path, TETHER_AGENTS="[]", TETHER_AUTH_MAX_FAILURES="1000000"
+    )
     st = Path(sys.executable).with_name("st")
     out = subprocess.run(
         [

@@ -88,7 +88,7 @@ def _truthful_openapi(app: FastAPI, svc: Services) -> None:
     itself rather than through FastAPI's security dependencies, which cost every request);
     no default 422 (a JSON shape Tether never sends); a task's body as one alternative per
     registered agent, with that agent's input schema; the page limit this server was
-    configured with."""
+    configured with; a message's `agent` as one of the model agents there are."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -98,6 +98,10 @@ def _truthful_openapi(app: FastAPI, svc: Services) -> None:
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas["TaskIn"] = _task_in(svc, schemas)
+        models = [a.name for a in svc.registry.all() if a.meta.get("kind") == "model"]
+        if "MessageIn" in schemas:  # only the model agents there are
+            agent = {"type": "string", "enum": models} if models else {"not": {}}
+            schemas["MessageIn"]["properties"]["agent"]["anyOf"] = [agent, {"type": "null"}]
         schema["components"]["securitySchemes"] = SECURITY_SCHEMES
         for path, item in schema["paths"].items():
             for op in item.values():

@@ -1,5 +1,6 @@
 // The Tether page. All connection logic lives in client.js; this file only renders.
 import { AuthError, SharedSession, StatusPoller, TokenManager, problemDetail } from "./client.js";
+import { Conversation } from "./chat.js";
 
 const $ = (id) => document.getElementById(id);
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
@@ -17,6 +18,8 @@ let lastBeat = 0;
 let polled = null;                // {tasks, checkedAt} from the poller
 let pollError = null;
 let unseen = 0;
+let modelAgents = new Map();      // name -> agent (kind "model")
+const conversation = new Conversation({ root: $("conversation"), api: (p, i) => api(p, i), isModelAgent: (n) => modelAgents.has(n) });
 
 // ---- api ----------------------------------------------------------------------------------
 
@@ -78,6 +81,10 @@ async function renderSessions() {
     const a = document.createElement("a");
     a.href = `?session=${s.id}`;
     a.textContent = s.title || s.id;
+    if (s.needs_you) {
+      const b = document.createElement("span"); b.className = "needs"; b.textContent = "needs you";
+      a.append(" ", b);
+    }
     if (s.id === sessionId) a.setAttribute("aria-current", "page");
     a.addEventListener("click", (e) => { e.preventDefault(); openSession(s.id); });
     li.append(a);
@@ -98,6 +105,8 @@ function openSession(id) {
   history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(params), session: id })}`);
   tasks.clear(); polled = null; pollError = null;
   $("timeline").replaceChildren();
+  conversation.reset(); renderChatChrome();
+  $("message").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   renderTree();
   renderSessions().catch(() => {});
   api(`/api/sessions/${id}`).then((s) => { $("session-title").textContent = s.title || s.id; }).catch(() => {});
@@ -109,7 +118,7 @@ function openSession(id) {
   session = new SharedSession({ sessionId: id, tokens });
   session.addEventListener("event", (e) => applyEvent(e.detail));
   session.addEventListener("snapshot", (e) => adoptStatuses(e.detail.tasks));
-  session.addEventListener("reset", (e) => { tasks.clear(); $("timeline").replaceChildren(); adoptStatuses(e.detail.tasks); });
+  session.addEventListener("reset", (e) => { tasks.clear(); $("timeline").replaceChildren(); conversation.reset(); adoptStatuses(e.detail.tasks); renderChatChrome(); });
   session.addEventListener("heartbeat", () => { lastBeat = Date.now(); renderConn(); });
   session.addEventListener("state", (e) => setConn(e.detail));
   session.start(0);
@@ -123,6 +132,15 @@ const EXAMPLES = {
 };
 
 function fillAgents(agents) {
+  modelAgents = new Map(agents.filter((a) => a.kind === "model").map((a) => [a.name, a]));
+  const main = [...modelAgents.values()].find((a) => a.default) ?? [...modelAgents.values()][0];
+  $("composer").hidden = !main;
+  $("no-model").hidden = !!main;
+  $("advanced").open = !main;
+  if (main) {
+    $("chat-agent").textContent = main.ready ? `${main.name} · ${main.model}` : `${main.name} is not ready: ${main.problem}`;
+    $("send").disabled = !main.ready;
+  }
   const sel = $("agent");
   sel.replaceChildren(...agents.map((a) => new Option(`${a.name} — ${a.description}`, a.name)));
   sel.value = agents.some((a) => a.name === "batch") ? "batch" : agents[0]?.name;
@@ -139,6 +157,51 @@ $("newtask").addEventListener("submit", async (e) => {
   try { await api(`/api/sessions/${sessionId}/tasks`, { method: "POST", body: JSON.stringify({ agent: $("agent").value, input }) }); }
   catch (err) { $("newtask-error").textContent = err.message; }
 });
+
+// ---- conversation -------------------------------------------------------------------------
+
+$("composer").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("message").value.trim();
+  if (!text) return;
+  $("composer-error").textContent = "";
+  $("send").disabled = true;
+  try {
+    await api(`/api/sessions/${sessionId}/messages`, { method: "POST", body: JSON.stringify({ text }) });
+    $("message").value = "";
+    localStorage.removeItem(`tether.draft.${sessionId}`);
+  } catch (err) { $("composer-error").textContent = err.message; }
+  finally { $("send").disabled = false; $("message").focus(); }
+});
+$("message").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
+});
+$("message").addEventListener("input", () => { if (sessionId) localStorage.setItem(`tether.draft.${sessionId}`, $("message").value); });
+
+function renderChatChrome() {
+  $("chat-empty").hidden = conversation.turns.size > 0;
+  const n = conversation.pendingApprovals;
+  $("needs-you").hidden = n === 0;
+  $("needs-you").textContent = n === 1 ? "1 approval needs you" : `${n} approvals need you`;
+  renderTitle();
+}
+
+let sessionsQueued = null;
+conversation.addEventListener("approvals", () => {
+  renderChatChrome();
+  clearTimeout(sessionsQueued);
+  sessionsQueued = setTimeout(() => renderSessions().catch(() => {}), 300);
+});
+conversation.addEventListener("needsyou", (e) => {
+  if (document.visibilityState === "hidden" && "Notification" in window && Notification.permission === "granted") {
+    new Notification("Tether: an agent needs you", { body: `It asks to run ${e.detail.tool}.`, tag: `approval-${e.detail.task}` });
+  }
+});
+
+function renderTitle() {
+  const needs = conversation.pendingApprovals > 0 ? "(needs you) " : "";
+  document.title = `${needs}${unseen ? `(${unseen}) ` : ""}Tether`;
+}
 
 // ---- tasks and timeline -------------------------------------------------------------------
 
@@ -166,6 +229,8 @@ function applyEvent(ev) {
     if (TERMINAL.has(d.status)) { f.ended_at = ev.ts; if (d.error) f.error = d.error; }
     upsert(ev.task_id, f);
   } else if (ev.type === "task.progress") upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
+  conversation.apply(ev);
+  if (ev.type === "task.created") renderChatChrome();
   appendToTimeline(ev);
   scheduleTree();
 }
@@ -321,14 +386,14 @@ window.addEventListener("online", () => session?.poke());
 function taskEnded(t) {
   if (t.parent_id || document.visibilityState !== "hidden") return;
   unseen += 1;
-  document.title = `(${unseen}) Tether`;
+  renderTitle();
   if ("Notification" in window && Notification.permission === "granted") {
     new Notification(`Tether: ${t.agent ?? "task"} ${t.status}`, { body: t.id, tag: t.id });
   }
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible") { unseen = 0; document.title = "Tether"; session?.poke(); }
+  if (document.visibilityState === "visible") { unseen = 0; renderTitle(); session?.poke(); }
 });
 
 if ("Notification" in window && Notification.permission === "default") {

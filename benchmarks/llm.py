@@ -1,0 +1,125 @@
+"""Streaming model turns: N concurrent turns, each streaming tokens at a fixed rate from the
+local model server (Anthropic wire format, in its own process), each followed by an SSE
+client on loopback.
+
+Every token the model server sends is the wall-clock time it was sent, so a client can tell,
+for each token, how long it took from the model's socket through Tether (coalesced into a
+delta event, committed to the log, fanned out) to the client: delta→client latency. Also
+measured: events committed per second, and the server's CPU per streaming turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.sse import SSE, frame_seq
+from tests.helpers.server import ROOT, free_port, wait_until
+
+
+def _follow_turns(port: int, token: str, sessions: list[str], out: Any) -> None:
+    """One process: a stream per session, until its turn completes. Reports latencies."""
+
+    async def one(sid: str) -> dict[str, Any]:
+        s = await SSE.open(
+            "127.0.0.1", port, f"/api/sessions/{sid}/stream", {"Authorization": f"Bearer {token}"}
+        )
+        out.put(("ready", sid))
+        lat: list[float] = []
+        deltas = 0
+        async for f in s.frames():
+            if frame_seq(f) is None:
+                continue
+            if b"TEXT_MESSAGE_CONTENT" in f:
+                now = time.time()
+                data = json.loads(f[f.index(b"data: ") + 6 :])["data"]
+                deltas += 1
+                lat.extend(now - float(w) for w in data["delta"].split())
+            elif b'"status":"completed"' in f or b'"status":"failed"' in f:
+                break
+        s.close()
+        return {"lat": lat, "deltas": deltas}
+
+    async def main() -> None:
+        res = await asyncio.gather(*(one(sid) for sid in sessions))
+        out.put(("done", res))
+
+    asyncio.run(main())
+
+
+def model_turns(
+    tmp: Path, runs: int, turns: int = 50, tokens_per_s: float = 100, seconds: float = 10
+) -> dict[str, Any]:
+    from benchmarks.__main__ import CTX, Bench, collect, cpu_s, join, percentile, procs
+
+    fake_port = free_port()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.fake_llm", str(fake_port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    wait_until(lambda: _up(fake_port), timeout=30, what="the model server")
+    httpx.post(f"http://127.0.0.1:{fake_port}/_control", json={"tokens_per_s": tokens_per_s})
+    agents = tmp / "bench-agents.toml"
+    agents.write_text(
+        f'[agents.assistant]\nmodel = "anthropic:bench"\nbase_url = "http://127.0.0.1:{fake_port}"\n'
+        'api_key_env = "TETHER_BENCH_KEY"\n'
+    )
+    b = Bench(tmp, TETHER_AGENTS_FILE=str(agents), TETHER_BENCH_KEY="sk-bench")
+    words = int(tokens_per_s * seconds)
+    eps, p50, p99, cpu, tok_rate = [], [], [], [], []
+    try:
+        for _ in range(runs):
+            sids = [b.session() for _ in range(turns)]
+            q = CTX.Queue()
+            half = turns // 2
+            ps = procs(_follow_turns, [(b.port, b.token, sids[:half], q), (b.port, b.token, sids[half:], q)])
+            collect(q, turns, "ready")
+            cpu0, t0 = cpu_s(b.pid()), time.time()
+            heads0 = sum(b.http.get(f"/api/sessions/{s}").json()["head_seq"] for s in sids)
+            tasks = [
+                b.http.post(f"/api/sessions/{s}/messages", json={"text": f"stamped {words}"}).json()["id"]
+                for s in sids
+            ]
+            results = [r for part in collect(q, 2, "done", timeout=seconds * 10 + 120) for r in part]
+            t1, cpu1 = time.time(), cpu_s(b.pid())
+            join(ps)
+            for t in tasks:
+                assert b.wait_done(t)["status"] == "completed"
+            heads = sum(b.http.get(f"/api/sessions/{s}").json()["head_seq"] for s in sids)
+            lat = [x for r in results for x in r["lat"]]
+            assert len(lat) == words * turns, f"{len(lat)} tokens seen, {words * turns} sent"
+            eps.append((heads - heads0) / (t1 - t0))
+            tok_rate.append(len(lat) / (t1 - t0))
+            p50.append(percentile(lat, 50) * 1000)
+            p99.append(percentile(lat, 99) * 1000)
+            cpu.append((cpu1 - cpu0) / (t1 - t0) * 100 / turns)
+    finally:
+        b.stop()
+        fake.kill()
+        fake.wait(10)
+    return {
+        "llm_turns": turns,
+        "llm_tokens_per_s_per_turn": tokens_per_s,
+        "llm_events_committed_per_s": statistics.median(eps),
+        "llm_tokens_delivered_per_s": statistics.median(tok_rate),
+        "llm_delta_latency_p50_ms": statistics.median(p50),
+        "llm_delta_latency_p99_ms": statistics.median(p99),
+        "llm_server_cpu_pct_per_turn": statistics.median(cpu),
+        "llm_runs": {"eps": eps, "p50_ms": p50, "p99_ms": p99, "cpu_pct_per_turn": cpu},
+    }
+
+
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/_requests", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
