@@ -16,8 +16,8 @@ tests can predict it. The last message decides:
 - user text `read NAME`       -> a `read_file` tool call
 - user text `fetch URL`       -> a `fetch` tool call
 - user text `echo: X`         -> X, as it is (markdown, HTML and all)
-- user text `stamped N`       -> N words, each the wall-clock time it was sent (benchmarks
-                                measure delta latency with them)
+- user text `stamped N [by K]` -> N deltas of K words (default 1), each word the wall-clock
+                                time its delta was sent (benchmarks measure latency with them)
 - anything else               -> a reply of `words N` words (default 12), which counts the
                                 user turns it has seen and says which request it is
 
@@ -64,8 +64,8 @@ class Brain:
             return [("text", "Done: " + "; ".join(str(r) for r in last))]
         text = str(last)
         users = sum(1 for r, _ in turns if r == "user")
-        if m := re.match(r"stamped (\d+)$", text):
-            return [("stamped", int(m.group(1)))]
+        if m := re.match(r"stamped (\d+)(?: by (\d+))?$", text):
+            return [("stamped", int(m.group(1)), int(m.group(2) or 1))]
         if text.startswith("echo: "):
             return [("text", text[6:])]
         if m := re.search(r"delegate:\s*(.+?)(?:\s+to\s+(\w+))?\s*$", text, re.S):
@@ -135,11 +135,18 @@ class FakeLLM:
             clock[0] = max(clock[0] + 1 / tps, now) if clock[0] else now + 1 / tps
             await asyncio.sleep(clock[0] - now)
 
-    @staticmethod
-    def _words_of(part: tuple[Any, ...]) -> Any:
+    async def _deltas(self, part: tuple[Any, ...]) -> AsyncIterator[str]:
+        """The part's text deltas, each when it is due; a stamped delta is stamped as sent."""
+        clock = [0.0]
         if part[0] == "stamped":
-            return (f"{'' if i == 0 else ' '}{time.time():.6f}" for i in range(part[1]))
-        return iter(_words(part[1]))
+            for i in range(part[1]):
+                await self._pace(clock)
+                stamp = f"{time.time():.6f}"
+                yield ("" if i == 0 else " ") + " ".join([stamp] * part[2])
+            return
+        for w in _words(part[1]):
+            await self._pace(clock)
+            yield w
 
     def _fault(self, fault: dict[str, Any], kind: str) -> Response:
         status = int(fault["status"])
@@ -216,8 +223,7 @@ class FakeLLM:
                     "content_block_start",
                     {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
                 )
-                for w in self._words_of(part):
-                    await self._pace(clock)
+                async for w in self._deltas(part):
                     out_tokens += 1
                     yield _sse(
                         "content_block_delta",
@@ -297,8 +303,7 @@ class FakeLLM:
         clock = [0.0]
         for part in parts:
             if part[0] in ("text", "stamped"):
-                for w in self._words_of(part):
-                    await self._pace(clock)
+                async for w in self._deltas(part):
                     yield chunk({"content": w})
             else:
                 _, name, args = part

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ def _follow_turns(port: int, token: str, sessions: list[str], out: Any) -> None:
         out.put(("ready", sid))
         lat: list[float] = []
         deltas = 0
+        first = last = 0.0
         async for f in s.frames():
             if frame_seq(f) is None:
                 continue
@@ -42,11 +44,12 @@ def _follow_turns(port: int, token: str, sessions: list[str], out: Any) -> None:
                 now = time.time()
                 data = json.loads(f[f.index(b"data: ") + 6 :])["data"]
                 deltas += 1
+                first, last = first or now, now
                 lat.extend(now - float(w) for w in data["delta"].split())
             elif b'"status":"completed"' in f or b'"status":"failed"' in f:
                 break
         s.close()
-        return {"lat": lat, "deltas": deltas}
+        return {"lat": lat, "deltas": deltas, "first": first, "last": last}
 
     async def main() -> None:
         res = await asyncio.gather(*(one(sid) for sid in sessions))
@@ -75,7 +78,7 @@ def model_turns(
     )
     b = Bench(tmp, TETHER_AGENTS_FILE=str(agents), TETHER_BENCH_KEY="sk-bench")
     words = int(tokens_per_s * seconds)
-    eps, p50, p99, cpu, tok_rate = [], [], [], [], []
+    eps, p50, p99, cpu, tok_rate, fake_cpu = [], [], [], [], [], []
     try:
         for _ in range(runs):
             sids = [b.session() for _ in range(turns)]
@@ -83,14 +86,13 @@ def model_turns(
             half = turns // 2
             ps = procs(_follow_turns, [(b.port, b.token, sids[:half], q), (b.port, b.token, sids[half:], q)])
             collect(q, turns, "ready")
-            cpu0, t0 = cpu_s(b.pid()), time.time()
+            cpu0, fcpu0, t0 = cpu_s(b.pid()), cpu_s(fake.pid), time.time()
             heads0 = sum(b.http.get(f"/api/sessions/{s}").json()["head_seq"] for s in sids)
-            tasks = [
-                b.http.post(f"/api/sessions/{s}/messages", json={"text": f"stamped {words}"}).json()["id"]
-                for s in sids
-            ]
+            with ThreadPoolExecutor(turns) as pool:  # every turn asked for at once
+                tasks = list(pool.map(lambda s: _say(b, s, f"stamped {words}"), sids))
             results = [r for part in collect(q, 2, "done", timeout=seconds * 10 + 120) for r in part]
-            t1, cpu1 = time.time(), cpu_s(b.pid())
+            t1, cpu1, fcpu1 = time.time(), cpu_s(b.pid()), cpu_s(fake.pid)
+            window = max(r["last"] for r in results) - min(r["first"] for r in results)
             join(ps)
             for t in tasks:
                 assert b.wait_done(t)["status"] == "completed"
@@ -98,10 +100,11 @@ def model_turns(
             lat = [x for r in results for x in r["lat"]]
             assert len(lat) == words * turns, f"{len(lat)} tokens seen, {words * turns} sent"
             eps.append((heads - heads0) / (t1 - t0))
-            tok_rate.append(len(lat) / (t1 - t0))
+            tok_rate.append(len(lat) / window)
             p50.append(percentile(lat, 50) * 1000)
             p99.append(percentile(lat, 99) * 1000)
             cpu.append((cpu1 - cpu0) / (t1 - t0) * 100 / turns)
+            fake_cpu.append((fcpu1 - fcpu0) / (t1 - t0) * 100)
     finally:
         b.stop()
         fake.kill()
@@ -114,8 +117,20 @@ def model_turns(
         "llm_delta_latency_p50_ms": statistics.median(p50),
         "llm_delta_latency_p99_ms": statistics.median(p99),
         "llm_server_cpu_pct_per_turn": statistics.median(cpu),
+        "llm_model_server_cpu_pct": statistics.median(fake_cpu),
         "llm_runs": {"eps": eps, "p50_ms": p50, "p99_ms": p99, "cpu_pct_per_turn": cpu},
     }
+
+
+def _say(b: Any, sid: str, text: str) -> str:
+    r = httpx.post(
+        f"{b.server.url}/api/sessions/{sid}/messages",
+        json={"text": text},
+        headers={"Authorization": f"Bearer {b.token}"},
+        timeout=60,
+    )
+    r.raise_for_status()
+    return str(r.json()["id"])
 
 
 def _up(port: int) -> bool:

@@ -227,6 +227,10 @@ class EventLog:
                     log.exception("event listener failed")
 
     async def _commit(self, batch: list[Append]) -> dict[str, list[Event]]:
+        """One transaction, and a fixed number of statements however many sessions the
+        batch touches (fifty streaming turns are fifty sessions): their rows are locked in
+        one statement, in id order (so two writers cannot deadlock), the keys and task
+        statuses are read in one each, and the inserts and updates go as executemany."""
         by_session: dict[str, list[Append]] = {}
         for a in batch:
             by_session.setdefault(a.session_id, []).append(a)
@@ -234,123 +238,42 @@ class EventLog:
         now = time.time()
         try:
             async with self.db.writer.begin() as conn:
+                heads = await self._lock_sessions(conn, sorted(by_session))
+                keys = [(a.session_id, a.key) for a in batch if a.key is not None]
+                seen = await self._existing_keys(conn, keys) if keys else set()
+                status_of = await self._statuses(
+                    conn,
+                    {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task},
+                )
+                plan = _Plan()
                 for session_id, items in by_session.items():
-                    evs = await self._commit_session(conn, session_id, items, now)
+                    if session_id not in heads:
+                        # Dropped (each append's event stays None) rather than failing the
+                        # batch: one caller's bad session must not cost others their appends.
+                        log.warning("dropped %d appends to missing session %s", len(items), session_id)
+                        continue
+                    evs = plan.add(session_id, items, heads[session_id], seen, status_of, now)
                     if evs:
                         out[session_id] = evs
+                await plan.write(conn, self.retention, self._prune)
         except BaseException:
             for a in batch:  # rolled back: nothing of it happened
                 a.event = None
             raise
         return out
 
-    async def _commit_session(
-        self, conn: Any, session_id: str, items: list[Append], now: float
-    ) -> list[Event]:
-        row = (
-            await conn.execute(
-                sa.select(sessions.c.head_seq, sessions.c.low_seq)
-                .where(sessions.c.id == session_id)
+    @staticmethod
+    async def _lock_sessions(conn: Any, ids: list[str]) -> dict[str, tuple[int, int]]:
+        heads: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            res = await conn.execute(
+                sa.select(sessions.c.id, sessions.c.head_seq, sessions.c.low_seq)
+                .where(sessions.c.id.in_(ids[i : i + _IN_CHUNK]))
+                .order_by(sessions.c.id)
                 .with_for_update()
             )
-        ).first()
-        if row is None:
-            # Dropped (each append's event stays None) rather than failing the whole batch:
-            # one caller's bad session must not cost other sessions their appends.
-            log.warning("dropped %d appends to missing session %s", len(items), session_id)
-            return []
-        head, low = row
-        keys = [a.key for a in items if a.key is not None]
-        seen = await self._existing_keys(conn, session_id, keys) if keys else set()
-        status_of = await self._statuses(
-            conn, {a.task_id for a in items} | {a.parent_task_id for a in items if a.new_task}
-        )
-        accepted: list[Append] = []
-        for a in items:
-            if a.key is not None and a.key in seen:
-                continue
-            if a.new_task is not None:
-                # Creating a task that exists is a replay (its `task.created` may have been
-                # pruned by retention): a no-op, never a constraint failure.
-                if a.task_id in status_of:
-                    continue
-                # A task that has ended starts no children.
-                if status_of.get(a.parent_task_id) in TERMINAL:
-                    continue
-                status_of[a.task_id] = TaskStatus(a.new_task["status"])
-            # Nothing is appended for a task after its terminal status: a straggler of a
-            # cancelled task leaves no trace.
-            elif status_of.get(a.task_id) in TERMINAL:
-                continue
-            if a.key is not None:
-                seen.add(a.key)
-            if a.status is not None:
-                status_of[a.task_id] = a.status
-            accepted.append(a)
-        if not accepted:
-            return []
-
-        new_tasks = [a.new_task for a in accepted if a.new_task is not None]
-        if new_tasks:
-            await conn.execute(sa.insert(tasks), new_tasks)
-        rows: list[dict[str, Any]] = []
-        evs: list[Event] = []
-        task_values: dict[str, dict[str, Any]] = {}
-        ended: list[str] = []
-        for i, a in enumerate(accepted, start=head + 1):
-            ev = Event(i, session_id, a.task_id, a.parent_task_id, a.type, a.data, now)
-            a.event = ev
-            evs.append(ev)
-            rows.append(
-                {
-                    "session_id": session_id,
-                    "seq": i,
-                    "task_id": a.task_id,
-                    "parent_task_id": a.parent_task_id,
-                    "type": a.type,
-                    "data": a.data,
-                    "ts": now,
-                    "key": a.key,
-                }
-            )
-            if a.task_id is not None:
-                values = task_values.setdefault(a.task_id, {})
-                if a.task_values:
-                    values.update(a.task_values)
-                if a.status is not None:
-                    values["status"] = a.status.value
-                    if a.status in TERMINAL:
-                        ended.append(a.task_id)
-                values["last_seq"] = i
-        await conn.execute(sa.insert(events), rows)
-        for task_id, values in task_values.items():
-            await conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**values))
-        new_head = head + len(accepted)
-        new_low = low
-        if self.retention:
-            if new_head - low > self.retention + max(100, self.retention // 10):
-                new_low = new_head - self.retention
-                await self._prune(conn, session_id, low, new_low)
-            if ended and new_low:
-                # Rows kept below low_seq for their keys go once their task has ended.
-                for i in range(0, len(ended), _IN_CHUNK):
-                    await conn.execute(
-                        sa.delete(events).where(
-                            events.c.session_id == session_id,
-                            events.c.seq <= new_low,
-                            events.c.task_id.in_(ended[i : i + _IN_CHUNK]),
-                        )
-                    )
-        await conn.execute(
-            sa.update(sessions)
-            .where(sessions.c.id == session_id)
-            .values(
-                head_seq=new_head,
-                low_seq=new_low,
-                task_count=sessions.c.task_count + len(new_tasks),
-            )
-        )
-        return evs
+            heads.update((r[0], (r[1], r[2])) for r in res)
+        return heads
 
     @staticmethod
     async def _prune(conn: Any, session_id: str, low: int, new_low: int) -> None:
@@ -376,16 +299,34 @@ class EventLog:
         await conn.execute(sa.update(events).where(in_range).values(data="null"))
 
     @staticmethod
-    async def _existing_keys(conn: Any, session_id: str, keys: list[str]) -> set[str]:
-        found: set[str] = set()
-        for i in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[i : i + _IN_CHUNK]
+    async def _existing_keys(conn: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (session, key) pairs are in the log already."""
+        # `(session_id = ? AND key IN (…)) OR …`: an index search per session on SQLite,
+        # where a row-value IN would scan the whole index.
+        by_session: dict[str, list[str]] = {}
+        for sid, key in keys:
+            by_session.setdefault(sid, []).append(key)
+        found: set[tuple[str, str]] = set()
+        terms: list[Any] = []
+        size = 0
+
+        async def run() -> None:
             res = await conn.execute(
-                sa.select(events.c.key).where(
-                    events.c.session_id == session_id, events.c.key.in_(chunk)
-                )
+                sa.select(events.c.session_id, events.c.key).where(sa.or_(*terms))
             )
-            found.update(r[0] for r in res)
+            found.update((r[0], r[1]) for r in res)
+            terms.clear()
+
+        for sid, ks in by_session.items():
+            for i in range(0, len(ks), _IN_CHUNK):
+                chunk = ks[i : i + _IN_CHUNK]
+                terms.append(sa.and_(events.c.session_id == sid, events.c.key.in_(chunk)))
+                size += len(chunk) + 1
+                if size >= _IN_CHUNK:
+                    await run()
+                    size = 0
+        if terms:
+            await run()
         return found
 
     @staticmethod
@@ -431,6 +372,135 @@ class EventLog:
         self, session_id: str, after: int, limit: int, max_bytes: int | None = None
     ) -> list[Event]:
         return await self.db.read(lambda c: read_after(c, session_id, after, limit, max_bytes))
+
+
+class _Plan:
+    """What one batch writes, gathered session by session, written in a few statements."""
+
+    def __init__(self) -> None:
+        self.new_tasks: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.task_values: dict[str, dict[str, Any]] = {}
+        self.sessions: list[dict[str, Any]] = []
+        # session -> (old low, new head, its index in self.sessions, tasks that ended)
+        self.retention_of: dict[str, tuple[int, int, int, list[str]]] = {}
+
+    def add(
+        self,
+        session_id: str,
+        items: list[Append],
+        head_low: tuple[int, int],
+        seen: set[tuple[str, str]],
+        status_of: dict[str | None, TaskStatus],
+        now: float,
+    ) -> list[Event]:
+        head, low = head_low
+        accepted: list[Append] = []
+        for a in items:
+            if a.key is not None and (session_id, a.key) in seen:
+                continue
+            if a.new_task is not None:
+                # Creating a task that exists is a replay (its `task.created` may have been
+                # pruned by retention): a no-op, never a constraint failure.
+                if a.task_id in status_of:
+                    continue
+                # A task that has ended starts no children.
+                if status_of.get(a.parent_task_id) in TERMINAL:
+                    continue
+                status_of[a.task_id] = TaskStatus(a.new_task["status"])
+            # Nothing is appended for a task after its terminal status: a straggler of a
+            # cancelled task leaves no trace.
+            elif status_of.get(a.task_id) in TERMINAL:
+                continue
+            if a.key is not None:
+                seen.add((session_id, a.key))
+            if a.status is not None:
+                status_of[a.task_id] = a.status
+            accepted.append(a)
+        if not accepted:
+            return []
+        new_tasks = [a.new_task for a in accepted if a.new_task is not None]
+        self.new_tasks.extend(new_tasks)
+        evs: list[Event] = []
+        ended: list[str] = []
+        for i, a in enumerate(accepted, start=head + 1):
+            ev = Event(i, session_id, a.task_id, a.parent_task_id, a.type, a.data, now)
+            a.event = ev
+            evs.append(ev)
+            self.rows.append(
+                {
+                    "session_id": session_id,
+                    "seq": i,
+                    "task_id": a.task_id,
+                    "parent_task_id": a.parent_task_id,
+                    "type": a.type,
+                    "data": a.data,
+                    "ts": now,
+                    "key": a.key,
+                }
+            )
+            if a.task_id is not None:
+                values = self.task_values.setdefault(a.task_id, {})
+                if a.task_values:
+                    values.update(a.task_values)
+                if a.status is not None:
+                    values["status"] = a.status.value
+                    if a.status in TERMINAL:
+                        ended.append(a.task_id)
+                values["last_seq"] = i
+        new_head = head + len(accepted)
+        self.sessions.append(
+            {"_id": session_id, "_head": new_head, "_low": low, "_tasks": len(new_tasks)}
+        )
+        self.retention_of[session_id] = (low, new_head, len(self.sessions) - 1, ended)
+        return evs
+
+    async def write(
+        self, conn: Any, retention: int, prune: Callable[[Any, str, int, int], Any]
+    ) -> None:
+        if self.new_tasks:
+            await conn.execute(sa.insert(tasks), self.new_tasks)
+        if self.rows:
+            await conn.execute(sa.insert(events), self.rows)
+        # Task rows: one executemany per shape of change (progress, status, last seq only…).
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for task_id, values in self.task_values.items():
+            shapes.setdefault(tuple(sorted(values)), []).append({"_id": task_id, **values})
+        for cols, params in shapes.items():
+            await conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.id == sa.bindparam("_id"))
+                .values({c: sa.bindparam(c) for c in cols}),
+                params,
+            )
+        if retention:
+            for session_id, (low, new_head, idx, ended) in self.retention_of.items():
+                new_low = low
+                if new_head - low > retention + max(100, retention // 10):
+                    new_low = new_head - retention
+                    await prune(conn, session_id, low, new_low)
+                    self.sessions[idx]["_low"] = new_low
+                if ended and new_low:
+                    # Rows kept below low_seq for their keys go once their task has ended.
+                    for i in range(0, len(ended), _IN_CHUNK):
+                        await conn.execute(
+                            sa.delete(events).where(
+                                events.c.session_id == session_id,
+                                events.c.seq <= new_low,
+                                events.c.task_id.in_(ended[i : i + _IN_CHUNK]),
+                            )
+                        )
+        if self.sessions:
+            await conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.id == sa.bindparam("_id"))
+                .values(
+                    head_seq=sa.bindparam("_head"),
+                    low_seq=sa.bindparam("_low"),
+                    task_count=sessions.c.task_count + sa.bindparam("_tasks"),
+                ),
+                self.sessions,
+            )
 
 
 def read_after(
