@@ -175,7 +175,9 @@ class FakeLLM:
         body = await request.json()
         # The SDK sends the key as x-api-key or, in newer versions, as a bearer token.
         key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
-        self.brain.requests.append({"api": "anthropic", "body": body, "at": time.time(), "key": key})
+        self.brain.requests.append(
+            {"api": "anthropic", "body": body, "at": time.time(), "key": key}
+        )
         if fault := self.brain.next_fault(key):
             return self._fault(fault, "anthropic")
         turns: list[tuple[str, Any]] = []
@@ -196,7 +198,9 @@ class FakeLLM:
             media_type="text/event-stream",
         )
 
-    async def _anthropic_stream(self, model: str, parts: list[tuple[Any, ...]]) -> AsyncIterator[bytes]:
+    async def _anthropic_stream(
+        self, model: str, parts: list[tuple[Any, ...]]
+    ) -> AsyncIterator[bytes]:
         msg_id = f"msg_{next(_ids)}"
         yield _sse(
             "message_start",
@@ -221,13 +225,21 @@ class FakeLLM:
             if part[0] in ("text", "stamped"):
                 yield _sse(
                     "content_block_start",
-                    {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "text", "text": ""},
+                    },
                 )
                 async for w in self._deltas(part):
                     out_tokens += 1
                     yield _sse(
                         "content_block_delta",
-                        {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": w}},
+                        {
+                            "type": "content_block_delta",
+                            "index": i,
+                            "delta": {"type": "text_delta", "text": w},
+                        },
                     )
             else:
                 has_tool = True
@@ -237,7 +249,12 @@ class FakeLLM:
                     {
                         "type": "content_block_start",
                         "index": i,
-                        "content_block": {"type": "tool_use", "id": f"toolu_{next(_ids)}", "name": name, "input": {}},
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": f"toolu_{next(_ids)}",
+                            "name": name,
+                            "input": {},
+                        },
                     },
                 )
                 text = json.dumps(args)
@@ -256,7 +273,10 @@ class FakeLLM:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "tool_use" if has_tool else "end_turn", "stop_sequence": None},
+                "delta": {
+                    "stop_reason": "tool_use" if has_tool else "end_turn",
+                    "stop_sequence": None,
+                },
                 "usage": {"output_tokens": out_tokens},
             },
         )
@@ -291,12 +311,21 @@ class FakeLLM:
             self._openai_stream(body.get("model", "fake"), parts), media_type="text/event-stream"
         )
 
-    async def _openai_stream(self, model: str, parts: list[tuple[Any, ...]]) -> AsyncIterator[bytes]:
+    async def _openai_stream(
+        self, model: str, parts: list[tuple[Any, ...]]
+    ) -> AsyncIterator[bytes]:
         cid = f"chatcmpl-{next(_ids)}"
-        base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return _sse(None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            return _sse(
+                None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            )
 
         yield chunk({"role": "assistant", "content": ""})
         tool_index = 0
@@ -313,13 +342,21 @@ class FakeLLM:
                 for k in range(0, len(text), 8):
                     await self._pace(clock)
                     yield chunk(
-                        {"tool_calls": [{"index": tool_index, "function": {"arguments": text[k : k + 8]}}]}
+                        {
+                            "tool_calls": [
+                                {"index": tool_index, "function": {"arguments": text[k : k + 8]}}
+                            ]
+                        }
                     )
                 tool_index += 1
         yield chunk({}, "tool_calls" if tool_index else "stop")
         yield _sse(
             None,
-            {**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}},
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            },
         )
         yield b"data: [DONE]\n\n"
 

@@ -84,13 +84,18 @@ def model_turns(
             sids = [b.session() for _ in range(turns)]
             q = CTX.Queue()
             half = turns // 2
-            ps = procs(_follow_turns, [(b.port, b.token, sids[:half], q), (b.port, b.token, sids[half:], q)])
+            ps = procs(
+                _follow_turns,
+                [(b.port, b.token, sids[:half], q), (b.port, b.token, sids[half:], q)],
+            )
             collect(q, turns, "ready")
             cpu0, fcpu0, t0 = cpu_s(b.pid()), cpu_s(fake.pid), time.time()
             heads0 = sum(b.http.get(f"/api/sessions/{s}").json()["head_seq"] for s in sids)
             with ThreadPoolExecutor(turns) as pool:  # every turn asked for at once
                 tasks = list(pool.map(lambda s: _say(b, s, f"stamped {words}"), sids))
-            results = [r for part in collect(q, 2, "done", timeout=seconds * 10 + 120) for r in part]
+            results = [
+                r for part in collect(q, 2, "done", timeout=seconds * 10 + 120) for r in part
+            ]
             t1, cpu1, fcpu1 = time.time(), cpu_s(b.pid()), cpu_s(fake.pid)
             window = max(r["last"] for r in results) - min(r["first"] for r in results)
             join(ps)

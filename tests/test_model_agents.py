@@ -18,7 +18,20 @@ from tests.helpers.server import Api, sse_frames, wait_until
 
 
 def _done(api: Api, task_id: str, timeout: float = 60) -> dict[str, Any]:
-    return api.wait_status(task_id, "completed", "failed", "cancelled", "interrupted", timeout=timeout)
+    return api.wait_status(
+        task_id, "completed", "failed", "cancelled", "interrupted", timeout=timeout
+    )
+
+
+def approval_request(api: Api, sid: str) -> dict[str, Any]:
+    return dict(
+        wait_until(
+            lambda: next(
+                (e for e in api.all_events(sid) if e["type"] == "approval.requested"), None
+            ),
+            what="the approval request",
+        )
+    )
 
 
 def _user_texts(request: dict[str, Any]) -> list[str]:
@@ -181,13 +194,16 @@ def test_kill_9_mid_sub_agent_reruns_only_what_was_in_flight(
     control(fake_llm, tokens_per_s=25)
     turn = say(api, sid, "delegate: words 2 | words 60")
     wait_until(
-        lambda: (kids := api.task(turn["id"])["children"]) and len(kids) == 2
-        and api.task(kids[0])["status"] == "completed"
-        and sum(
-            e["type"] == "TEXT_MESSAGE_CONTENT" and e["task_id"] == kids[1]
-            for e in api.all_events(sid)
-        )
-        >= 4,
+        lambda: (
+            (kids := api.task(turn["id"])["children"])
+            and len(kids) == 2
+            and api.task(kids[0])["status"] == "completed"
+            and sum(
+                e["type"] == "TEXT_MESSAGE_CONTENT" and e["task_id"] == kids[1]
+                for e in api.all_events(sid)
+            )
+            >= 4
+        ),
         what="the short sub-agent done and the long one mid-reply",
     )
     server.kill()
@@ -218,10 +234,7 @@ def test_an_approval_waits_across_a_restart_and_is_answered_once(
     api = Api(server.client())
     sid = api.session()
     turn = say(api, sid, "write notes.txt: first draft")
-    req = wait_until(
-        lambda: next((e for e in api.all_events(sid) if e["type"] == "approval.requested"), None),
-        what="the approval request",
-    )
+    req = approval_request(api, sid)
     aid = req["data"]["approvalId"]
     assert req["data"]["tool"] == "write_file"
     assert req["data"]["args"] == {"path": "notes.txt", "content": "first draft"}
@@ -241,15 +254,28 @@ def test_an_approval_waits_across_a_restart_and_is_answered_once(
     assert r.json()["status"] == "approved"
     again = api.c.post(url, json={"decision": "deny"})
     assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
-    assert api.c.post(f"/api/tasks/{turn['id']}/approvals/ap_nope", json={"decision": "deny"}).status_code == 404
+    assert (
+        api.c.post(
+            f"/api/tasks/{turn['id']}/approvals/ap_nope", json={"decision": "deny"}
+        ).status_code
+        == 404
+    )
 
     done = _done(api, turn["id"])
     assert done["status"] == "completed", done
     assert (workspace / "notes.txt").read_text() == "first draft"
     answered = [e for e in api.all_events(sid) if e["type"] == "approval.answered"]
     assert len(answered) == 1 and answered[0]["data"]["decision"] == "approve"
-    assert api.c.get(f"/api/tasks/{turn['id']}/approvals").json()["approvals"][0]["status"] == "approved"
-    assert next(s for s in api.c.get("/api/sessions").json()["sessions"] if s["id"] == sid)["needs_you"] == 0
+    assert (
+        api.c.get(f"/api/tasks/{turn['id']}/approvals").json()["approvals"][0]["status"]
+        == "approved"
+    )
+    assert (
+        next(s for s in api.c.get("/api/sessions").json()["sessions"] if s["id"] == sid)[
+            "needs_you"
+        ]
+        == 0
+    )
     # Ended: nothing waits any more.
     assert api.c.post(url, json={"decision": "deny"}).status_code == 409
 
@@ -261,9 +287,7 @@ def test_a_denied_tool_call_does_not_run_and_the_model_hears_why(
     api = Api(server.client())
     sid = api.session()
     turn = say(api, sid, "write secret.txt: nope")
-    req = wait_until(
-        lambda: next((e for e in api.all_events(sid) if e["type"] == "approval.requested"), None)
-    )
+    req = approval_request(api, sid)
     url = f"/api/tasks/{turn['id']}/approvals/{req['data']['approvalId']}"
     assert api.c.post(url, json={"decision": "deny", "note": "not today"}).status_code == 200
     done = _done(api, turn["id"])
@@ -272,16 +296,16 @@ def test_a_denied_tool_call_does_not_run_and_the_model_hears_why(
     assert "denied" in done["result"]["text"] and "not today" in done["result"]["text"]
 
 
-def test_approvals_are_owner_only(make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path) -> None:
+def test_approvals_are_owner_only(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
     from tests.helpers.server import add_user, user_client
 
     server = model_server(make_server, fake_llm, tmp_path)
     api = Api(server.client())
     sid = api.session()
     turn = say(api, sid, "write a.txt: x")
-    req = wait_until(
-        lambda: next((e for e in api.all_events(sid) if e["type"] == "approval.requested"), None)
-    )
+    req = approval_request(api, sid)
     add_user(server, "mallory", "correct horse battery")
     other = user_client(server, "mallory", "correct horse battery")
     try:
@@ -290,7 +314,10 @@ def test_approvals_are_owner_only(make_server: Any, fake_llm: RunningFakeLLM, tm
         assert other.get(f"/api/tasks/{turn['id']}/approvals").status_code == 404
         other_sid = other.post("/api/sessions", json={}).json()["id"]
         assert other.post(f"/api/sessions/{sid}/messages", json={"text": "hi"}).status_code == 404
-        assert other.post(f"/api/sessions/{other_sid}/messages", json={"text": "hi"}).status_code == 201
+        assert (
+            other.post(f"/api/sessions/{other_sid}/messages", json={"text": "hi"}).status_code
+            == 201
+        )
     finally:
         other.close()
     assert api.task(turn["id"])["status"] == "running"  # still waiting for its owner
@@ -325,9 +352,13 @@ def test_a_provider_401_fails_the_turn_with_its_message(
     done = _done(api, say(api, sid, "hello")["id"])
     assert done["status"] == "failed"
     assert done["error"]["type"] == "ModelFailed"
-    assert "HTTP 401" in done["error"]["message"] and "invalid x-api-key" in done["error"]["message"]
+    assert (
+        "HTTP 401" in done["error"]["message"] and "invalid x-api-key" in done["error"]["message"]
+    )
     events = api.all_events(sid)
-    assert [e["data"]["message"] for e in events if e["type"] == "RUN_ERROR"] == [done["error"]["message"]]
+    assert [e["data"]["message"] for e in events if e["type"] == "RUN_ERROR"] == [
+        done["error"]["message"]
+    ]
     assert not any(e["type"] == "model.retry" for e in events)  # a 401 is not retried
     # The next message is not stuck behind the failed turn.
     assert say(api, sid, "hello again")["input"]["after"] is None
@@ -393,3 +424,14 @@ def test_tools_stay_inside_the_workspace_and_the_allow_list(
     back = _done(api, say(api, sid, "read sub/ok.txt")["id"])
     assert "hello" in back["result"]["text"]
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_a_turn_that_keeps_calling_tools_stops_at_max_rounds_and_says_so(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server = model_server(make_server, fake_llm, tmp_path, approval=[], extra="max_rounds = 1")
+    api = Api(server.client())
+    sid = api.session()
+    done = _done(api, say(api, sid, "read anything.txt")["id"])
+    assert done["status"] == "failed"
+    assert "max_rounds" in done["error"]["message"]

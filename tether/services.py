@@ -40,7 +40,12 @@ class Services:
         if self.settings.agents_file is not None:
             from tether.llm import config, install
 
-            install(config.load(self.settings.agents_file), self.registry, self.store, self.settings.data_dir)
+            install(
+                config.load(self.settings.agents_file),
+                self.registry,
+                self.store,
+                self.settings.data_dir,
+            )
         await asyncio.to_thread(self.db.migrate)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)

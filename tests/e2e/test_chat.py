@@ -55,11 +55,15 @@ def assert_page_shows_the_log(page: Page, api: Api, sid: str) -> None:
     gone = {m for e in events if e["type"] == "message.superseded" for m in e["data"]["messageIds"]}
     want = {k: v for k, v in messages_by_id(events).items() if k not in gone}
     wait_until(lambda: shown_messages(page) == want, timeout=20, what="the page to show the log")
-    ids = page.eval_on_selector_all(".bubble.assistant[data-message]", "els => els.map(e => e.dataset.message)")
+    ids = page.eval_on_selector_all(
+        ".bubble.assistant[data-message]", "els => els.map(e => e.dataset.message)"
+    )
     assert len(ids) == len(set(ids)), "a message is shown twice"
 
 
-def chat_server(make_server: Any, fake: RunningFakeLLM, tmp_path: Path, **env: str) -> tuple[Server, Api, str]:
+def chat_server(
+    make_server: Any, fake: RunningFakeLLM, tmp_path: Path, **env: str
+) -> tuple[Server, Api, str]:
     server = model_server(make_server, fake, tmp_path, TETHER_HEARTBEAT_S="0.3", **env)
     api = Api(server.client())
     return server, api, api.session("chat")
@@ -96,7 +100,10 @@ def test_chat_through_network_cuts_and_token_expiry(
     shot(page, "chat-delegation")
 
     # Markdown is rendered; HTML a model writes is shown as text, never run.
-    send(page, 'echo: **bold** and `code` <img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>')
+    send(
+        page,
+        'echo: **bold** and `code` <img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>',
+    )
     third = wait_until(lambda: len(ids := turn_ids(api, sid)) == 3 and ids[2])
     page.wait_for_selector(f'.turn[data-task="{third}"][data-status="completed"]', timeout=30_000)
     bubble = page.locator(f'.turn[data-task="{third}"] .bubble.assistant')
@@ -162,7 +169,9 @@ def test_an_approval_answered_from_a_second_browser_after_a_restart(
     assert "Approved" in page.inner_text(".approval-done")
     api.wait_status(turn, "completed", timeout=30)
     page.wait_for_selector(f'.turn[data-task="{turn}"][data-status="completed"]')
-    assert (server.data_dir / "workspaces" / sid / "notes.txt").read_text() == "hello from the browser"
+    assert (
+        server.data_dir / "workspaces" / sid / "notes.txt"
+    ).read_text() == "hello from the browser"
     wait_until(lambda: not page.title().startswith("(needs you)"), what="the title to clear")
     assert page.is_hidden("#needs-you")
     shot(page, "chat-approved-phone")

@@ -13,11 +13,17 @@ import httpx
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.helpers.server import Api, Server
 
-KEYS = {"TETHER_TEST_ANTHROPIC_KEY": "sk-test-anthropic", "TETHER_TEST_OPENAI_KEY": "sk-test-openai"}
+KEYS = {
+    "TETHER_TEST_ANTHROPIC_KEY": "sk-test-anthropic",
+    "TETHER_TEST_OPENAI_KEY": "sk-test-openai",
+}
 
 
 def agents_toml(
-    fake: RunningFakeLLM, main: str = "anthropic", approval: list[str] | None = None
+    fake: RunningFakeLLM,
+    main: str = "anthropic",
+    approval: list[str] | None = None,
+    extra: str = "",
 ) -> str:
     """`assistant` (on `main`'s wire format) may write files, with approval, and delegate
     to `helper` (on the other one)."""
@@ -39,6 +45,7 @@ delegates = ["helper"]
 fetch_allow = ["127.0.0.1:{fake.port}"]
 default = true
 max_retries = 3
+{extra}
 
 [agents.helper]
 {model(other, "helper-model")}
@@ -53,10 +60,11 @@ def model_server(
     tmp_path: Path,
     main: str = "anthropic",
     approval: list[str] | None = None,
+    extra: str = "",
     **env: str,
 ) -> Server:
     path = tmp_path / f"agents-{main}-{len(list(tmp_path.glob('agents-*')))}.toml"
-    path.write_text(agents_toml(fake, main, approval))
+    path.write_text(agents_toml(fake, main, approval, extra))
     return make_server(TETHER_AGENTS_FILE=str(path), **{**KEYS, **env})
 
 

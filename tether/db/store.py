@@ -328,7 +328,9 @@ class Store:
         async with self.db.writer.begin() as conn:
             row = (
                 await conn.execute(
-                    sa.select(approvals).where(approvals.c.id == aid, approvals.c.task_id == task_id)
+                    sa.select(approvals).where(
+                        approvals.c.id == aid, approvals.c.task_id == task_id
+                    )
                 )
             ).first()
             if row is None:
@@ -360,9 +362,7 @@ class Store:
         terminal = [s.value for s in TERMINAL]
         q = sa.select(approvals).where(
             approvals.c.status != "pending",
-            approvals.c.task_id.in_(
-                sa.select(tasks.c.id).where(tasks.c.status.not_in(terminal))
-            ),
+            approvals.c.task_id.in_(sa.select(tasks.c.id).where(tasks.c.status.not_in(terminal))),
         )
         return await self.db.read(lambda c: [_approval(r) for r in c.execute(q)])
 

@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 _IN_CHUNK = 500  # bound on bound parameters in one IN (...)
 _TERMINAL = [s.value for s in TERMINAL]
+# An Event's columns, in the order Event takes them after its session id.
+_EVENT_COLUMNS = (
+    events.c.seq,
+    events.c.task_id,
+    events.c.parent_task_id,
+    events.c.type,
+    events.c.data,
+    events.c.ts,
+)
 
 # The task-row columns an append may change. Anything else is a caller's bug, refused at
 # submit, not a failed transaction that other callers' events share.
@@ -250,7 +259,9 @@ class EventLog:
                     if session_id not in heads:
                         # Dropped (each append's event stays None) rather than failing the
                         # batch: one caller's bad session must not cost others their appends.
-                        log.warning("dropped %d appends to missing session %s", len(items), session_id)
+                        log.warning(
+                            "dropped %d appends to missing session %s", len(items), session_id
+                        )
                         continue
                     evs = plan.add(session_id, items, heads[session_id], seen, status_of, now)
                     if evs:
@@ -346,15 +357,7 @@ class EventLog:
         """The events whose key starts with prefix, in order, with their keys."""
         # A range on the (session_id, key) index: LIKE would not use it on SQLite.
         q = (
-            sa.select(
-                events.c.key,
-                events.c.seq,
-                events.c.task_id,
-                events.c.parent_task_id,
-                events.c.type,
-                events.c.data,
-                events.c.ts,
-            )
+            sa.select(events.c.key, *_EVENT_COLUMNS)
             .where(
                 events.c.session_id == session_id,
                 events.c.key >= prefix,
@@ -364,7 +367,9 @@ class EventLog:
         )
 
         def read(c: sa.Connection) -> list[tuple[str, Event]]:
-            return [(r[0], Event(r[1], session_id, r[2], r[3], r[4], r[5], r[6])) for r in c.execute(q)]
+            return [
+                (r[0], Event(r[1], session_id, r[2], r[3], r[4], r[5], r[6])) for r in c.execute(q)
+            ]
 
         return await self.db.read(read)
 
@@ -509,14 +514,7 @@ def read_after(
     """Up to `limit` events after `after`, in order, stopping early once their data passes
     `max_bytes` (always at least one event), so a page of large events stays bounded."""
     q = (
-        sa.select(
-            events.c.seq,
-            events.c.task_id,
-            events.c.parent_task_id,
-            events.c.type,
-            events.c.data,
-            events.c.ts,
-        )
+        sa.select(*_EVENT_COLUMNS)
         .where(
             events.c.session_id == session_id,
             events.c.seq > after,

@@ -198,6 +198,11 @@ async def run_turn(
                 break
             parts = await _run_tools(ctx, inst, cfg, calls)
             messages.append(ModelRequest(parts=parts, instructions=cfg.system))
+        else:
+            raise ModelFailed(
+                f"the agent made {cfg.max_rounds} model calls (max_rounds) and was still "
+                "calling tools; the turn stops here"
+            )
     except ModelFailed as exc:
         emit_ag(ctx, ag.RunErrorEvent(message=str(exc)))
         raise
@@ -258,8 +263,13 @@ async def _call_model(
     broke_off = False
     while True:
         attempt, prior = await ctx.new_attempt()
-        _supersede(ctx, prior, "the connection to the model broke off mid-reply" if broke_off
-                   else "the server restarted while this reply was being written")
+        _supersede(
+            ctx,
+            prior,
+            "the connection to the model broke off mid-reply"
+            if broke_off
+            else "the server restarted while this reply was being written",
+        )
         reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{DBOS.step_id}.a{attempt}")
         try:
             async with model_request_stream(
@@ -313,7 +323,11 @@ def _supersede(ctx: TaskContext, prior: list[Any], reason: str) -> None:
     if messages or calls:
         ctx.emit(
             "message.superseded",
-            {"messageIds": messages, "toolCallIds": calls, "reason": reason + "; it is written again"},
+            {
+                "messageIds": messages,
+                "toolCallIds": calls,
+                "reason": reason + "; it is written again",
+            },
         )
 
 
@@ -412,7 +426,9 @@ async def _run_tools(
         if c.part.tool_name != "delegate":
             text = await ctx.step(lambda c=c: _run_builtin(env, c), name=f"tool.{c.part.tool_name}")
             out[c.index] = _result(ctx, c.part, text)
-    results = await asyncio.gather(*(ch.result() for ch in children.values()), return_exceptions=True)
+    results = await asyncio.gather(
+        *(ch.result() for ch in children.values()), return_exceptions=True
+    )
     for (i, child), res in zip(children.items(), results, strict=True):
         if isinstance(res, DelegationFailed):
             text = f"The sub-agent ({child.task_id}) failed: {_error_text(res.error)}"

@@ -39,7 +39,12 @@ async def request(ctx: TaskContext, store: Store, part: ToolCallPart, args: Base
     await store.create_approval(aid, ctx.task_id, ctx.session_id, part.tool_name, dumps(values))
     ctx.emit(
         "approval.requested",
-        {"approvalId": aid, "toolCallId": part.tool_call_id, "tool": part.tool_name, "args": values},
+        {
+            "approvalId": aid,
+            "toolCallId": part.tool_call_id,
+            "tool": part.tool_name,
+            "args": values,
+        },
     )
     return aid
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -30,7 +30,10 @@ NO_MODEL = (
 class MessageIn(BaseModel):
     text: str = Field(min_length=1, max_length=100_000, description="What you say.")
     agent: str | None = Field(
-        None, min_length=1, max_length=128, description="A model agent; default: the file's default."
+        None,
+        min_length=1,
+        max_length=128,
+        description="A model agent; default: the file's default.",
     )
 
 
