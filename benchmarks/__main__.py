@@ -521,7 +521,7 @@ CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
 def _model_turns(tmp: Path, runs: int) -> dict[str, Any]:
     from benchmarks.llm import model_turns
 
-    return model_turns(tmp, runs)
+    return model_turns(tmp, runs, per_delta=1) | model_turns(tmp, runs, per_delta=4)
 
 
 def table(results: dict[str, Any]) -> str:
