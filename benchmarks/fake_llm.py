@@ -15,6 +15,8 @@ tests can predict it. The last message decides:
 - user text `write NAME: X`   -> a `write_file` tool call
 - user text `read NAME`       -> a `read_file` tool call
 - user text `fetch URL`       -> a `fetch` tool call
+- user text `mcp NAME k=v …` -> a call of tool NAME with those arguments (ints where they
+                                parse), e.g. a tool of an MCP server
 - user text `echo: X`         -> X, as it is (markdown, HTML and all)
 - user text `stamped N [by K]` -> N deltas of K words (default 1), each word the wall-clock
                                 time its delta was sent (benchmarks measure latency with them)
@@ -66,6 +68,11 @@ class Brain:
         users = sum(1 for r, _ in turns if r == "user")
         if m := re.match(r"stamped (\d+)(?: by (\d+))?$", text):
             return [("stamped", int(m.group(1)), int(m.group(2) or 1))]
+        if m := re.match(r"mcp (\w+)((?: \w+=\S+)*)$", text):
+            args = dict(kv.split("=", 1) for kv in m.group(2).split())
+            return [
+                ("tool", m.group(1), {k: int(v) if v.isdigit() else v for k, v in args.items()})
+            ]
         if text.startswith("echo: "):
             return [("text", text[6:])]
         if m := re.search(r"delegate:\s*(.+?)(?:\s+to\s+(\w+))?\s*$", text, re.S):

@@ -435,3 +435,52 @@ def test_a_turn_that_keeps_calling_tools_stops_at_max_rounds_and_says_so(
     done = _done(api, say(api, sid, "read anything.txt")["id"])
     assert done["status"] == "failed"
     assert "max_rounds" in done["error"]["message"]
+
+
+def test_an_mcp_servers_tools_are_the_agents_and_run_once(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    import sys
+
+    from tests.helpers.server import ROOT, counter_lines
+
+    script = ROOT / "tests" / "helpers" / "mcp_calc.py"
+    # A command table, its env taken from the server's own (a stdio child gets no other).
+    entry = (
+        f'{{ command = "{sys.executable}", args = ["{script}"], '
+        'env = { TETHER_TEST_COUNTER = "${TETHER_TEST_COUNTER}" } }'
+    )
+    server = model_server(
+        make_server, fake_llm, tmp_path, approval=["fail"], extra=f"mcp = [{entry}]"
+    )
+    api = Api(server.client())
+    sid = api.session()
+    assert api.c.get("/api/agents").json()["agents"][0]["mcp"] == [sys.executable]
+    done = _done(api, say(api, sid, "mcp add a=2 b=3")["id"])
+    assert done["status"] == "completed", done
+    assert done["result"]["text"] == "Done: 5"
+    assert counter_lines(server) == ["mcp add 2 3"]
+    # The model was offered the server's tools, with their schemas.
+    offered = fake_llm.fake.brain.requests[0]["body"]["tools"]
+    add = next(t for t in offered if t["name"] == "add")
+    assert add["input_schema"]["required"] == ["a", "b"]
+    # A tool's own error is the model's to read (the SDK's server says only that the tool
+    # failed); approval applies to MCP tools too.
+    turn = say(api, sid, "mcp fail reason=broken")
+    req = approval_request(api, sid)
+    assert req["data"]["tool"] == "fail" and req["data"]["args"] == {"reason": "broken"}
+    url = f"/api/tasks/{turn['id']}/approvals/{req['data']['approvalId']}"
+    assert api.c.post(url, json={"decision": "approve"}).status_code == 200
+    failed = _done(api, turn["id"])
+    assert failed["status"] == "completed"  # the tool failed, not the turn
+    assert "the tool fail failed" in failed["result"]["text"]
+
+
+def test_an_agents_file_naming_a_missing_mcp_script_is_refused(tmp_path: Path) -> None:
+    from tether.llm import config
+    from tether.llm.config import AgentsFileError
+
+    path = tmp_path / "agents.toml"
+    path.write_text('[agents.a]\nmodel = "openai:x"\nmcp = ["nowhere.py"]\n')
+    with pytest.raises(AgentsFileError, match="nowhere.py"):
+        config.load(path)

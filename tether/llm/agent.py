@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from pydantic_ai.tools import ToolDefinition
 from tether.db.store import Store
 from tether.errors import DelegationFailed, ModelFailed
 from tether.llm import approvals
-from tether.llm.config import ModelAgentConfig
+from tether.llm.config import McpCommand, ModelAgentConfig
 from tether.llm.stream import ReplyStream, emit_ag
 from tether.llm.tools import BUILTIN, DelegateArgs, ToolEnv, ToolRefused
 from tether.runtime.agent import AgentRegistry, AgentSpec
@@ -80,6 +80,21 @@ class Installed:
     store: Store
     data_dir: Path
     models: dict[str, Model]
+    toolsets: dict[str, Any] = field(default_factory=dict)
+
+    def mcp(self, ref: str | McpCommand) -> Any:
+        """One pydantic-ai MCP toolset per server per process (it connects as needed)."""
+        key = ref if isinstance(ref, str) else ref.model_dump_json()
+        if key not in self.toolsets:
+            from pydantic_ai.mcp import MCPToolset
+
+            client: Any = ref
+            if isinstance(ref, McpCommand):
+                from fastmcp.client.transports import StdioTransport
+
+                client = StdioTransport(ref.command, ref.args, env=ref.resolved_env())
+            self.toolsets[key] = MCPToolset(client, id=f"mcp{len(self.toolsets)}")
+        return self.toolsets[key]
 
     def model(self, cfg: ModelAgentConfig) -> Model:
         if cfg.name not in self.models:
@@ -118,6 +133,7 @@ def install(
                     "problem": cfg.problem(),
                     "default": cfg is _installed.default_agent(),
                     "tools": list(cfg.tools) + (["delegate"] if cfg.delegates else []),
+                    "mcp": [m if isinstance(m, str) else m.command for m in cfg.mcp],
                     "delegates": cfg.delegates,
                     "approval": cfg.approval,
                 },
@@ -180,12 +196,17 @@ async def run_turn(
         )
 
     past = _load(await ctx.step(history, name="history"))
+    # The MCP servers' tools, as this turn first saw them (a replay sees the same list).
+    mcp_tools: list[dict[str, Any]] = (
+        await ctx.step(lambda: _list_mcp(inst, cfg), name="mcp.tools") if cfg.mcp else []
+    )
     emit_ag(ctx, ag.RunStartedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
     messages: list[ModelMessage] = [
         *past,
         ModelRequest(parts=[UserPromptPart(content=inp.text)], instructions=cfg.system),
     ]
-    tools = _tool_defs(cfg, inst)
+    tools = _tool_defs(cfg, inst, mcp_tools)
+    mcp_of = {t["name"]: t for t in mcp_tools}
     response: ModelResponse | None = None
     try:
         for _ in range(cfg.max_rounds):
@@ -196,7 +217,7 @@ async def run_turn(
             calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
             if not calls:
                 break
-            parts = await _run_tools(ctx, inst, cfg, calls)
+            parts = await _run_tools(ctx, inst, cfg, calls, mcp_of)
             messages.append(ModelRequest(parts=parts, instructions=cfg.system))
         else:
             raise ModelFailed(
@@ -217,7 +238,35 @@ def _text_of(response: ModelResponse | None) -> str:
     return "".join(p.content for p in response.parts if isinstance(p, TextPart))
 
 
-def _tool_defs(cfg: ModelAgentConfig, inst: Installed) -> list[ToolDefinition]:
+async def _list_mcp(inst: Installed, cfg: ModelAgentConfig) -> list[dict[str, Any]]:
+    """Every tool of the agent's MCP servers. A name the agent has already (a built-in tool,
+    or another server's) gets its server's number in front."""
+    taken = set(cfg.tools) | {"delegate"}
+    out: list[dict[str, Any]] = []
+    for i, ref in enumerate(cfg.mcp):
+        try:
+            listed = await inst.mcp(ref).list_tools()
+        except Exception as exc:  # noqa: BLE001 - a server that is down fails the turn, saying which
+            where = ref if isinstance(ref, str) else ref.command
+            raise ModelFailed(f"the MCP server {where} did not list its tools: {exc!r}") from None
+        for tool in listed:
+            name = tool.name if tool.name not in taken else f"mcp{i}_{tool.name}"
+            taken.add(name)
+            out.append(
+                {
+                    "name": name,
+                    "server": i,
+                    "tool": tool.name,
+                    "description": tool.description or "",
+                    "schema": tool.input_schema or {"type": "object"},
+                }
+            )
+    return out
+
+
+def _tool_defs(
+    cfg: ModelAgentConfig, inst: Installed, mcp_tools: list[dict[str, Any]]
+) -> list[ToolDefinition]:
     defs = [
         ToolDefinition(
             name=t.name,
@@ -241,6 +290,12 @@ def _tool_defs(cfg: ModelAgentConfig, inst: Installed) -> list[ToolDefinition]:
                 parameters_json_schema=schema,
             )
         )
+    defs.extend(
+        ToolDefinition(
+            name=t["name"], description=t["description"], parameters_json_schema=t["schema"]
+        )
+        for t in mcp_tools
+    )
     return defs
 
 
@@ -382,7 +437,11 @@ class _Call:
 
 
 async def _run_tools(
-    ctx: TaskContext, inst: Installed, cfg: ModelAgentConfig, calls: list[ToolCallPart]
+    ctx: TaskContext,
+    inst: Installed,
+    cfg: ModelAgentConfig,
+    calls: list[ToolCallPart],
+    mcp_of: dict[str, dict[str, Any]],
 ) -> list[Any]:
     """Run the tool calls of one reply. Order of what is durable is fixed, so a replay repeats
     it: approvals asked (all, so a person sees every one at once), then answered in order;
@@ -392,7 +451,7 @@ async def _run_tools(
     todo: list[_Call] = []
     for i, part in enumerate(calls):
         try:
-            todo.append(_Call(i, part, _validate(cfg, part)))
+            todo.append(_Call(i, part, _validate(cfg, part, mcp_of)))
         except ToolRefused as exc:
             out[i] = RetryPromptPart(
                 content=str(exc), tool_name=part.tool_name, tool_call_id=part.tool_call_id
@@ -424,7 +483,9 @@ async def _run_tools(
     env = ToolEnv(cfg, inst.data_dir / "workspaces" / ctx.session_id)
     for c in todo:
         if c.part.tool_name != "delegate":
-            text = await ctx.step(lambda c=c: _run_builtin(env, c), name=f"tool.{c.part.tool_name}")
+            text = await ctx.step(
+                lambda c=c: _run_tool(inst, env, c, mcp_of), name=f"tool.{c.part.tool_name}"
+            )
             out[c.index] = _result(ctx, c.part, text)
     results = await asyncio.gather(
         *(ch.result() for ch in children.values()), return_exceptions=True
@@ -440,8 +501,13 @@ async def _run_tools(
     return [out[i] for i in range(len(calls))]
 
 
-def _validate(cfg: ModelAgentConfig, part: ToolCallPart) -> Any:
+def _validate(cfg: ModelAgentConfig, part: ToolCallPart, mcp_of: dict[str, Any]) -> Any:
     name = part.tool_name
+    if name in mcp_of:  # the server checks its own arguments
+        try:
+            return part.args_as_dict()
+        except ValueError as exc:
+            raise ToolRefused(f"the arguments for {name} are not a JSON object: {exc}") from None
     if name == "delegate" and cfg.delegates:
         model: type[BaseModel] = DelegateArgs
     elif name in cfg.tools:
@@ -457,11 +523,19 @@ def _validate(cfg: ModelAgentConfig, part: ToolCallPart) -> Any:
     return args
 
 
-async def _run_builtin(env: ToolEnv, c: _Call) -> str:
+async def _run_tool(inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, Any]) -> str:
+    """A plain tool's result as text; its failure is the model's to read, not the turn's."""
+    mcp = mcp_of.get(c.part.tool_name)
     try:
-        return await BUILTIN[c.part.tool_name].run(env, c.args)
+        if mcp is None:
+            return await BUILTIN[c.part.tool_name].run(env, c.args)
+        server = env.config.mcp[mcp["server"]]
+        out = await inst.mcp(server).direct_call_tool(mcp["tool"], c.args)
     except ToolRefused as exc:
         return f"Error: {exc}"
+    except Exception as exc:  # noqa: BLE001 - an MCP tool's error (ModelRetry, its own)
+        return f"Error: the tool {c.part.tool_name} failed: {exc}"
+    return out if isinstance(out, str) else json.dumps(out, default=str)
 
 
 def _result(ctx: TaskContext, part: ToolCallPart, text: str) -> ToolReturnPart:

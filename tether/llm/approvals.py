@@ -32,10 +32,12 @@ def _topic(aid: str) -> str:
     return f"approval:{aid}"
 
 
-async def request(ctx: TaskContext, store: Store, part: ToolCallPart, args: BaseModel) -> str:
+async def request(
+    ctx: TaskContext, store: Store, part: ToolCallPart, args: BaseModel | dict[str, Any]
+) -> str:
     """Record that the task asks (idempotent: a re-run finds the row and the event)."""
     aid = approval_id(ctx.task_id, part.tool_call_id)
-    values = args.model_dump(mode="json")
+    values = args.model_dump(mode="json") if isinstance(args, BaseModel) else args
     await store.create_approval(aid, ctx.task_id, ctx.session_id, part.tool_name, dumps(values))
     ctx.emit(
         "approval.requested",

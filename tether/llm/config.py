@@ -10,6 +10,8 @@ may do.
     approval = ["write_file"]                # tools that ask a person first ("*": all)
     delegates = ["researcher"]               # agents it may hand a task to
     fetch_allow = ["docs.python.org"]        # hosts `fetch` may read
+    mcp = ["http://127.0.0.1:9000/mcp", "tools/calc.py",   # MCP servers: URL, stdio script,
+           { command = "npx", args = ["-y", "some-mcp"], env = { TOKEN = "${MY_TOKEN}" } }]
     default = true                           # the agent a new message goes to
 
 A file that names an unknown tool, provider or delegate is refused at start, with the reason.
@@ -35,6 +37,18 @@ class AgentsFileError(TetherError):
     title = "Agents file refused"
 
 
+class McpCommand(BaseModel):
+    """An MCP server run as a command over stdio; `${NAME}` in env is taken from Tether's."""
+
+    model_config = ConfigDict(extra="forbid")
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    def resolved_env(self) -> dict[str, str]:
+        return {k: os.path.expandvars(v) for k, v in self.env.items()}
+
+
 class ModelAgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +64,11 @@ class ModelAgentConfig(BaseModel):
     approval: list[str] = Field(default_factory=list)
     delegates: list[str] = Field(default_factory=list)
     fetch_allow: list[str] = Field(default_factory=list)
+    mcp: list[str | McpCommand] = Field(
+        default_factory=list,
+        description="MCP servers whose tools the agent gets: a streamable-HTTP URL, the path "
+        "of a Python stdio server script (relative to the agents file), or a command table.",
+    )
     default: bool = False
     max_rounds: int = Field(20, ge=1, le=200, description="Model calls per turn at most.")
     max_retries: int = Field(6, ge=0, le=50, description="Retries of a failing model call.")
@@ -104,9 +123,11 @@ def load(path: Path) -> list[ModelAgentConfig]:
         if not isinstance(body, dict):
             raise AgentsFileError(f"{path}: agents.{name} must be a table")
         try:
-            out.append(ModelAgentConfig(name=name, **body))
+            cfg = ModelAgentConfig(name=name, **body)
         except ValidationError as exc:
             raise AgentsFileError(f"{path}: agents.{name}: {exc}") from None
+        cfg.mcp = [_server_ref(path, m) for m in cfg.mcp]
+        out.append(cfg)
     names = {c.name for c in out}
     for c in out:
         for d in c.delegates:
@@ -115,8 +136,18 @@ def load(path: Path) -> list[ModelAgentConfig]:
                     f"{path}: agents.{c.name} delegates to {d!r}, which the file does not define"
                 )
         for t in c.approval:
-            if t != "*" and t not in (*TOOLS, "delegate"):
+            # An MCP server's tools are known only once it answers: any name may be one.
+            if t != "*" and t not in (*TOOLS, "delegate") and not c.mcp:
                 raise AgentsFileError(f"{path}: agents.{c.name}: unknown tool {t!r} in approval")
     if sum(c.default for c in out) > 1:
         raise AgentsFileError(f"{path}: more than one agent says default = true")
     return out
+
+
+def _server_ref(path: Path, ref: str | McpCommand) -> str | McpCommand:
+    if isinstance(ref, McpCommand) or ref.startswith(("http://", "https://")):
+        return ref
+    script = (path.parent / ref).resolve()
+    if not script.is_file():
+        raise AgentsFileError(f"{path}: MCP server script {ref!r} not found (looked at {script})")
+    return str(script)
