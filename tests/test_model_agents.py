@@ -484,3 +484,25 @@ def test_an_agents_file_naming_a_missing_mcp_script_is_refused(tmp_path: Path) -
     path.write_text('[agents.a]\nmodel = "openai:x"\nmcp = ["nowhere.py"]\n')
     with pytest.raises(AgentsFileError, match="nowhere.py"):
         config.load(path)
+
+
+def test_a_turn_with_a_large_tool_result_keeps_a_bounded_history(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server = model_server(make_server, fake_llm, tmp_path, approval=[])
+    api = Api(server.client())
+    sid = api.session()
+    (server.data_dir / "workspaces" / sid).mkdir(parents=True)
+    (server.data_dir / "workspaces" / sid / "big.txt").write_text("y" * 90_000)
+    done = _done(api, say(api, sid, "read big.txt")["id"])
+    assert done["status"] == "completed", done
+    assert len(done["result"]["text"]) > 90_000  # the model saw all of it, this turn
+    kept = [
+        p["content"]
+        for m in done["result"]["messages"]
+        for p in m["parts"]
+        if p.get("part_kind") == "tool-return"
+    ]
+    assert len(kept) == 1 and len(kept[0]) < 17_000 and "characters cut here" in kept[0]
+    nxt = _done(api, say(api, sid, "words 3")["id"])
+    assert nxt["status"] == "completed"

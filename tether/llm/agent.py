@@ -20,6 +20,7 @@ around the model calls is written here, where those rules live.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -229,7 +230,32 @@ async def run_turn(
         raise
     text = _text_of(response)
     emit_ag(ctx, ag.RunFinishedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
-    return {"text": text, "messages": _dump(messages[len(past) :])}
+    budget = ctx.max_event_bytes - len(text.encode()) - 4096
+    return {"text": text, "messages": _history_of(messages[len(past) :], budget)}
+
+
+def _history_of(turn: list[ModelMessage], budget: int) -> list[Any]:
+    """The turn's messages as later turns will see them, within `budget` bytes (they are
+    kept in the turn's result, which the log bounds): long tool results are cut, then cut
+    short, and at worst only the user's message and the final answer are kept."""
+    for keep in (16_384, 1024):
+        cut = [_cut_tool_results(m, keep) for m in turn]
+        data = _dump(cut)
+        if len(json.dumps(data)) <= budget:
+            return data
+    return _dump([turn[0], turn[-1]] if len(turn) > 1 else turn)
+
+
+def _cut_tool_results(message: ModelMessage, keep: int) -> ModelMessage:
+    if not isinstance(message, ModelRequest):
+        return message
+    parts = []
+    for p in message.parts:
+        if isinstance(p, ToolReturnPart) and isinstance(p.content, str) and len(p.content) > keep:
+            more = len(p.content) - keep
+            p = dataclasses.replace(p, content=f"{p.content[:keep]}… ({more} characters cut here)")
+        parts.append(p)
+    return dataclasses.replace(message, parts=parts)
 
 
 def _text_of(response: ModelResponse | None) -> str:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from tether.llm.config import ModelAgentConfig
 
-MAX_READ = 256 * 1024
+MAX_READ = 100 * 1024  # a turn keeps its messages in its result (max_event_bytes): keep tools small
 MAX_WRITE = 1 << 20
 
 

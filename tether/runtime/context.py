@@ -70,6 +70,11 @@ class TaskContext:
         self._error: BaseException | None = None
         self._on_error = self._note  # one bound method for every append
 
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event, sub-agent input or result this task may record."""
+        return self._runtime.max_event_bytes
+
     # -- events ----------------------------------------------------------------------------
 
     def emit(self, type: str, data: Any = None) -> None:
