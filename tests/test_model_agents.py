@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from benchmarks.fake_llm import RunningFakeLLM
-from tests.helpers.models import control, messages_by_id, model_server, say
+from tests.helpers.models import control, messages_by_id, model_server, model_session, say
 from tests.helpers.server import Api, sse_frames, wait_until
 
 
@@ -77,9 +77,7 @@ def _assert_streams_well_formed(events: list[dict[str, Any]]) -> None:
 def test_a_conversation_that_delegates_to_two_sub_agents_at_once(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path, main: str
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path, main=main)
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, main=main)
     # The helpers stream slowly enough that running one after the other would not overlap.
     control(fake_llm, tokens_per_s=40)
     first = say(api, sid, "hello there")
@@ -139,9 +137,7 @@ def test_a_conversation_that_delegates_to_two_sub_agents_at_once(
 def test_kill_9_mid_reply_supersedes_the_partial_and_never_interleaves(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path)
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path)
     control(fake_llm, tokens_per_s=30)
     turn = say(api, sid, "words 80")
     wait_until(
@@ -188,9 +184,7 @@ def api_events_offline(server: Any, sid: str) -> list[dict[str, Any]]:
 def test_kill_9_mid_sub_agent_reruns_only_what_was_in_flight(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path, TETHER_CHILD_POLL_S="0.2")
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, TETHER_CHILD_POLL_S="0.2")
     control(fake_llm, tokens_per_s=25)
     turn = say(api, sid, "delegate: words 2 | words 60")
     wait_until(
@@ -230,9 +224,7 @@ def test_kill_9_mid_sub_agent_reruns_only_what_was_in_flight(
 def test_an_approval_waits_across_a_restart_and_is_answered_once(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path)
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path)
     turn = say(api, sid, "write notes.txt: first draft")
     req = approval_request(api, sid)
     aid = req["data"]["approvalId"]
@@ -283,9 +275,7 @@ def test_an_approval_waits_across_a_restart_and_is_answered_once(
 def test_a_denied_tool_call_does_not_run_and_the_model_hears_why(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path)
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path)
     turn = say(api, sid, "write secret.txt: nope")
     req = approval_request(api, sid)
     url = f"/api/tasks/{turn['id']}/approvals/{req['data']['approvalId']}"
@@ -301,9 +291,7 @@ def test_approvals_are_owner_only(
 ) -> None:
     from tests.helpers.server import add_user, user_client
 
-    server = model_server(make_server, fake_llm, tmp_path)
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path)
     turn = say(api, sid, "write a.txt: x")
     req = approval_request(api, sid)
     add_user(server, "mallory", "correct horse battery")
@@ -327,9 +315,7 @@ def test_approvals_are_owner_only(
 def test_rate_limits_and_overload_are_retried_and_shown(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path)
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path)
     control(fake_llm, faults=[{"status": 429, "retry_after": 1}, {"status": 529, "retry_after": 0}])
     turn = say(api, sid, "words 3")
     done = _done(api, turn["id"])
@@ -346,9 +332,9 @@ def test_rate_limits_and_overload_are_retried_and_shown(
 def test_a_provider_401_fails_the_turn_with_its_message(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path, TETHER_TEST_ANTHROPIC_KEY="sk-bad-key")
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(
+        make_server, fake_llm, tmp_path, TETHER_TEST_ANTHROPIC_KEY="sk-bad-key"
+    )
     done = _done(api, say(api, sid, "hello")["id"])
     assert done["status"] == "failed"
     assert done["error"]["type"] == "ModelFailed"
@@ -407,9 +393,7 @@ def test_a_bad_agents_file_is_refused_at_start_with_the_reason(tmp_path: Path) -
 def test_tools_stay_inside_the_workspace_and_the_allow_list(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path, approval=[])
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=[])
     (server.data_dir / "outside.txt").write_text("private")
     escape = _done(api, say(api, sid, "read ../../outside.txt")["id"])
     assert "outside the workspace" in escape["result"]["text"]
@@ -429,9 +413,9 @@ def test_tools_stay_inside_the_workspace_and_the_allow_list(
 def test_a_turn_that_keeps_calling_tools_stops_at_max_rounds_and_says_so(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path, approval=[], extra="max_rounds = 1")
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(
+        make_server, fake_llm, tmp_path, approval=[], extra="max_rounds = 1"
+    )
     done = _done(api, say(api, sid, "read anything.txt")["id"])
     assert done["status"] == "failed"
     assert "max_rounds" in done["error"]["message"]
@@ -450,11 +434,9 @@ def test_an_mcp_servers_tools_are_the_agents_and_run_once(
         f'{{ command = "{sys.executable}", args = ["{script}"], '
         'env = { TETHER_TEST_COUNTER = "${TETHER_TEST_COUNTER}" } }'
     )
-    server = model_server(
+    server, api, sid = model_session(
         make_server, fake_llm, tmp_path, approval=["fail"], extra=f"mcp = [{entry}]"
     )
-    api = Api(server.client())
-    sid = api.session()
     assert api.c.get("/api/agents").json()["agents"][0]["mcp"] == [sys.executable]
     done = _done(api, say(api, sid, "mcp add a=2 b=3")["id"])
     assert done["status"] == "completed", done
@@ -489,9 +471,7 @@ def test_an_agents_file_naming_a_missing_mcp_script_is_refused(tmp_path: Path) -
 def test_a_turn_with_a_large_tool_result_keeps_a_bounded_history(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
 ) -> None:
-    server = model_server(make_server, fake_llm, tmp_path, approval=[])
-    api = Api(server.client())
-    sid = api.session()
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=[])
     (server.data_dir / "workspaces" / sid).mkdir(parents=True)
     (server.data_dir / "workspaces" / sid / "big.txt").write_text("y" * 90_000)
     done = _done(api, say(api, sid, "read big.txt")["id"])

@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.e2e.conftest import shot
 from tests.e2e.test_web import WATCH, seen
-from tests.helpers.models import control, messages_by_id, model_server
+from tests.helpers.models import control, messages_by_id, model_session
 from tests.helpers.server import SECRET, Api, Server, wait_until
 
 
@@ -64,9 +64,7 @@ def assert_page_shows_the_log(page: Page, api: Api, sid: str) -> None:
 def chat_server(
     make_server: Any, fake: RunningFakeLLM, tmp_path: Path, **env: str
 ) -> tuple[Server, Api, str]:
-    server = model_server(make_server, fake, tmp_path, TETHER_HEARTBEAT_S="0.3", **env)
-    api = Api(server.client())
-    return server, api, api.session("chat")
+    return model_session(make_server, fake, tmp_path, "chat", TETHER_HEARTBEAT_S="0.3", **env)
 
 
 def test_chat_through_network_cuts_and_token_expiry(

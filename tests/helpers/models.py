@@ -68,6 +68,19 @@ def model_server(
     return make_server(TETHER_AGENTS_FILE=str(path), **{**KEYS, **env})
 
 
+def model_session(
+    make_server: Callable[..., Server],
+    fake: RunningFakeLLM,
+    tmp_path: Path,
+    title: str = "test",
+    **kwargs: Any,
+) -> tuple[Server, Api, str]:
+    """A server with the model agents (as `model_server`), a client, and a fresh session."""
+    server = model_server(make_server, fake, tmp_path, **kwargs)
+    api = Api(server.client())
+    return server, api, api.session(title)
+
+
 def control(fake: RunningFakeLLM, **body: Any) -> None:
     httpx.post(fake.url + "/_control", json=body).raise_for_status()
 
