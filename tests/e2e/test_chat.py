@@ -148,7 +148,7 @@ def test_an_approval_answered_from_a_second_browser_after_a_restart(
     page.wait_for_selector(".approval button.approve")
     assert page.title().startswith("(needs you)")
     assert page.is_visible("#needs-you")
-    page.wait_for_selector(".sessions .needs")
+    page.wait_for_selector(".sessions .s-state[data-state=needs]")
     shot(page, "chat-approval")
     first.close()  # the browser is gone; the task waits on the server
 

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.engine import Database
-from tether.db.schema import approvals, sessions, tasks
+from tether.db.schema import approvals, events, sessions, tasks
 from tether.errors import Conflict, NotFound
 from tether.model import TERMINAL, Session, Task, TaskStatus
 
@@ -187,6 +187,43 @@ class Store:
             )
         q = q.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(limit)
         return await self.db.read(lambda c: [_session(r) for r in c.execute(q)])
+
+    async def rename_session(self, session_id: str, owner: str, title: str) -> Session:
+        async with self.db.writer.begin() as conn:
+            done = await conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.id == session_id, sessions.c.owner == owner)
+                .values(title=title)
+            )
+        if done.rowcount == 0:
+            raise NotFound(f"session {session_id} not found")
+        return await self.session(session_id, owner)
+
+    async def delete_session(self, session_id: str, owner: str) -> None:
+        """Delete a session with its tasks, events and approvals. A session with a task that
+        has not ended is refused (409): cancel it first, so no work is cut off unseen."""
+        unfinished = [s.value for s in TaskStatus if s not in TERMINAL]
+        async with self.db.writer.begin() as conn:
+            owned = await conn.execute(
+                sa.select(sessions.c.id).where(
+                    sessions.c.id == session_id, sessions.c.owner == owner
+                )
+            )
+            if owned.first() is None:
+                raise NotFound(f"session {session_id} not found")
+            running = await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(tasks)
+                .where(tasks.c.session_id == session_id, tasks.c.status.in_(unfinished))
+            )
+            n = running.scalar_one()
+            if n:
+                raise Conflict(
+                    f"session {session_id} has {n} unfinished task(s): cancel them first"
+                )
+            for table in (approvals, events, tasks):
+                await conn.execute(sa.delete(table).where(table.c.session_id == session_id))
+            await conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))
 
     async def session(self, session_id: str, owner: str) -> Session:
         q = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)
@@ -365,6 +402,30 @@ class Store:
             approvals.c.task_id.in_(sa.select(tasks.c.id).where(tasks.c.status.not_in(terminal))),
         )
         return await self.db.read(lambda c: [_approval(r) for r in c.execute(q)])
+
+    async def session_states(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Per session (already owner-checked): what its top-level tasks are doing, for a
+        sidebar. `state` is running (any unfinished), else the latest one's outcome, or
+        empty; `tasks` counts them."""
+        if not ids:
+            return {}
+        q = (
+            sa.select(tasks.c.session_id, tasks.c.status)
+            .where(tasks.c.session_id.in_(ids), tasks.c.parent_id.is_(None))
+            .order_by(tasks.c.created_at, tasks.c.id)
+        )
+        rows = await self.db.read(lambda c: c.execute(q).all())
+        out: dict[str, dict[str, Any]] = {i: {"state": "empty", "tasks": 0} for i in ids}
+        running: set[str] = set()
+        for sid, status in rows:
+            st = out[sid]
+            st["tasks"] += 1
+            if TaskStatus(status) in TERMINAL:
+                st["state"] = status if sid not in running else "running"
+            else:
+                running.add(sid)
+                st["state"] = "running"
+        return out
 
     async def pending_approvals(self, owner: str) -> dict[str, int]:
         """Per session of the owner: how many approvals wait for an answer."""

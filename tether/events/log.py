@@ -524,9 +524,34 @@ def read_after(
         .order_by(events.c.seq)
         .limit(limit)
     )
+    return _collect(c.execute(q), session_id, max_bytes)
+
+
+def read_before(
+    c: sa.Connection, session_id: str, before: int, limit: int, max_bytes: int | None = None
+) -> list[Event]:
+    """The (up to) `limit` events just before seq `before`, in order: the tail of the log
+    (before = head + 1) or the page above what a reader already has. Stops early, from the
+    newest side, once their data passes `max_bytes` (always at least one event)."""
+    q = (
+        sa.select(*_EVENT_COLUMNS)
+        .where(
+            events.c.session_id == session_id,
+            events.c.seq < before,
+            events.c.seq > _low_seq(session_id),
+        )
+        .order_by(events.c.seq.desc())
+        .limit(limit)
+    )
+    out = _collect(c.execute(q), session_id, max_bytes)
+    out.reverse()
+    return out
+
+
+def _collect(rows: Any, session_id: str, max_bytes: int | None) -> list[Event]:
     out: list[Event] = []
     size = 0
-    for r in c.execute(q):
+    for r in rows:
         out.append(Event(r[0], session_id, r[1], r[2], r[3], r[4], r[5]))
         if max_bytes is not None:
             size += len(r[4]) + EVENT_OVERHEAD

@@ -41,6 +41,10 @@ class SessionOut(BaseModel):
 
 class SessionListed(SessionOut):
     needs_you: int = Field(0, description="Approvals in this session waiting for an answer.")
+    state: Literal["empty", "running", "completed", "failed", "cancelled", "interrupted"] = Field(
+        "empty", description="running if a top-level task has not ended, else the latest's end."
+    )
+    tasks: int = Field(0, description="How many top-level tasks the session has.")
 
 
 class SessionPage(BaseModel):
@@ -95,6 +99,9 @@ class EventPage(BaseModel):
     first_seq: int
     next_after: int = Field(description="Ask again with after=next_after.")
     more: bool = Field(description="Whether more events may follow right away.")
+    next_before: int | None = Field(
+        None, description="With `before`: ask again with before=next_before for older ones."
+    )
     events: list[EventOut]
 
 

@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tether.db.store import read_session, read_task_summaries
 from tether.errors import BadRequest, CursorGone
-from tether.events.log import page_is_full, read_after
+from tether.events.log import page_is_full, read_after, read_before
 from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES, session_stream
 from tether.model import Event, Session, dumps
 from tether.web.bodies import StrictRoute
@@ -99,9 +99,22 @@ async def list_events(
         int | None,
         Query(ge=1, description="At most this many events (default and maximum: page_limit)."),
     ] = None,
+    before: Annotated[
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="Instead of `after`: the events just before this seq (the tail of "
+            "the log with head_seq + 1), in seq order; `more` says whether older ones remain.",
+        ),
+    ] = None,
 ) -> Response:
     """The log as JSON pages: events after `after`, in seq order. `more` says whether to ask
-    again from `next_after`. A page also stops early at about `page_bytes` of event data."""
+    again from `next_after`. A page also stops early at about `page_bytes` of event data.
+    With `before`, the page ends just below that seq: a reader can show the tail of a long
+    session first and load earlier pages as they are wanted."""
+    if before is not None and after is not None:
+        raise BadRequest("give `after` or `before`, not both")
+    upto = parse_cursor(before, "before")
     cursor = parse_cursor(after, "after") or 0
     max_limit = svc.settings.page_limit
     n = max_limit if limit is None else limit
@@ -111,6 +124,17 @@ async def list_events(
 
     def read(c: Any) -> str:
         s = read_session(c, session_id, caller.user)
+        if upto is not None:
+            events = read_before(c, session_id, upto, n, page_bytes)
+            older = bool(events) and events[0].seq > s.low_seq + 1
+            return (
+                f'{{"session_id":{dumps(session_id)},"head_seq":{s.head_seq},'
+                f'"first_seq":{s.low_seq + 1},'
+                f'"next_after":{events[-1].seq if events else min(upto - 1, s.head_seq)},'
+                f'"next_before":{events[0].seq if events else upto},'
+                f'"more":{"true" if older else "false"},'
+                f'"events":[{",".join(e.to_json() for e in events)}]}}'
+            )
         events = read_after(c, session_id, cursor, n, page_bytes)
         reason = gone_reason(cursor, s, events)
         if reason is not None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from tether.errors import BadRequest
-from tether.model import Task
+from tether.model import Task, dumps
 from tether.runtime.engine import Runtime
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
@@ -113,9 +113,12 @@ async def list_sessions(
     page = found[:limit]
     nxt = f"{page[-1].created_at!r}:{page[-1].id}" if len(found) > limit else None
     waiting = await svc.store.pending_approvals(caller.user)
+    states = await svc.store.session_states([s.id for s in page])
     return json_response(
         {
-            "sessions": [{**s.to_dict(), "needs_you": waiting.get(s.id, 0)} for s in page],
+            "sessions": [
+                {**s.to_dict(), "needs_you": waiting.get(s.id, 0), **states[s.id]} for s in page
+            ],
             "next": nxt,
         }
     )
@@ -129,6 +132,36 @@ async def list_sessions(
 async def get_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     s, tasks = await svc.store.snapshot(session_id, caller.user)
     return json_response({**s.to_dict(), "tasks": tree(tasks)})
+
+
+class SessionPatch(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
+@router.patch(
+    "/sessions/{session_id}",
+    response_model=None,
+    responses={200: {"model": SessionOut}, **problems(400, 401, 404, 413, 422, 429)},
+)
+async def rename_session(session_id: str, body: SessionPatch, caller: Caller, svc: Svc) -> Response:
+    """Rename a session."""
+    title = body.title.strip()
+    if not title:
+        raise BadRequest("a session's title cannot be blank")
+    s = await svc.store.rename_session(session_id, caller.user, title)
+    return json_response(s.to_dict())
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=204,
+    response_model=None,
+    responses=problems(401, 404, 409, 429),
+)
+async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
+    """Delete a session and everything in it. 409 while any of its tasks has not ended."""
+    await svc.store.delete_session(session_id, caller.user)
+    return Response(status_code=204)
 
 
 @router.post(
@@ -159,9 +192,36 @@ async def create_task(
     response_model=None,
     responses={200: {"model": TaskTree}, **problems(401, 404, 429)},
 )
-async def list_tasks(session_id: str, caller: Caller, svc: Svc) -> Response:
+async def list_tasks(
+    session_id: str,
+    caller: Caller,
+    svc: Svc,
+    brief: Annotated[
+        bool,
+        Query(
+            description="Leave out results, and inputs larger than 2 KiB (null): a page that "
+            "polls a session of ten thousand tasks needs their statuses, not their data."
+        ),
+    ] = False,
+) -> Response:
     s, tasks = await svc.store.snapshot(session_id, caller.user)
-    return json_response({"session_id": s.id, "head_seq": s.head_seq, "tasks": tree(tasks)})
+    nodes = tree(tasks)
+    if brief:
+        _abridge(nodes)
+    return json_response({"session_id": s.id, "head_seq": s.head_seq, "tasks": nodes})
+
+
+BRIEF_INPUT_BYTES = 2048
+
+
+def _abridge(nodes: list[dict[str, Any]]) -> None:
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        n["result"] = None
+        if len(dumps(n["input"])) > BRIEF_INPUT_BYTES:
+            n["input"] = None
+        stack.extend(n["children"])
 
 
 @router.get(

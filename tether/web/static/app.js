@@ -1,46 +1,91 @@
-// The Tether page. All connection logic lives in client.js; this file only renders.
-import { AuthError, SharedSession, StatusPoller, TokenManager, problemDetail } from "./client.js";
+// The Tether page. Connection logic lives in client.js, words in describe.js, the task tree
+// in tree.js, the timeline in timeline.js, the task form in form.js; this file wires them.
+import { AuthError, SharedSession, StatusPoller, TokenManager } from "./client.js";
 import { Conversation } from "./chat.js";
+import { TERMINAL, ago, clock, taskName } from "./describe.js";
+import { SchemaForm, firstSentence } from "./form.js";
+import { Timeline } from "./timeline.js";
+import { TaskTree } from "./tree.js";
 
 const $ = (id) => document.getElementById(id);
-const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
 const params = new URLSearchParams(location.search);
 // Test and soak runs shrink the status poll; the default suits people.
 const POLL_MS = Number(params.get("poll_ms")) || 2000;
+const FULL_LOAD = 5000;  // a session with more events opens on its newest TAIL
+const TAIL = 1000;
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || problem?.title || `HTTP ${status}`);
+    Object.assign(this, { status, problem });
+  }
+}
 
 const tokens = new TokenManager();
-let session = null;   // SharedSession
-let poller = null;    // StatusPoller
+let session = null;   // SharedSession of the open session
+let poller = null;    // StatusPoller of the open session
 let sessionId = null;
-const tasks = new Map();          // id -> task (status, progress, agent, parent_id, timestamps)
+let generation = 0;   // bumped by every openSession: late answers for an old one are dropped
 let conn = { kind: "connecting" };
-let lastBeat = 0;
-let polled = null;                // {tasks, checkedAt} from the poller
-let pollError = null;
+let polled = null;    // {checkedAt, head} of the last good status poll
+let pollError = null; // {checkedAt, reason} of the last failed one (cleared by a good one)
+let lastLiveAt = 0;   // ms: when the stream last said it is live
+let lastEventTs = 0;  // s: the newest event's server time
+let loading = false;  // initial load of a session: transitions are not news
 let unseen = 0;
-let modelAgents = new Map();      // name -> agent (kind "model")
-const conversation = new Conversation({ root: $("conversation"), api: (p, i) => api(p, i), isModelAgent: (n) => modelAgents.has(n) });
+let agentsByName = new Map();
+let sessionsById = new Map();
+
+const tree = new TaskTree({ root: $("tree"), empty: $("tree-empty"), api: (p, i) => api(p, i) });
+const timeline = new Timeline({
+  root: $("timeline"),
+  nameOf: (id) => { const t = tree.get(id); return t ? taskName(t) : id; },
+  loadBefore: (seq, n) => api(`/api/sessions/${sessionId}/events?before=${seq}&limit=${n}`),
+});
+const conversation = new Conversation({ root: $("conversation"), api: (p, i) => api(p, i), isModelAgent: (n) => agentsByName.get(n)?.kind === "model" });
+const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}` });
+// Tests and the benchmark read the page's model through this (never needed by the page).
+window.tether = { timeline, tree, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
 
 // ---- api ----------------------------------------------------------------------------------
 
 async function api(path, init = {}) {
   for (let attempt = 0; ; attempt++) {
-    const headers = { "content-type": "application/json", ...(await tokens.authHeader()) };
+    const headers = { "content-type": "application/json", ...(await tokens.authHeader()), ...(init.headers ?? {}) };
     const r = await fetch(path, { ...init, headers, cache: "no-store" });
     if (r.status === 401 && attempt === 0) { await tokens.refresh(); continue; }
-    if (!r.ok) throw new Error(await problemDetail(r));
+    if (!r.ok) { let body = null; try { body = await r.json(); } catch { /* not JSON */ } throw new ApiError(r.status, body); }
     return r.status === 204 ? null : r.json();
   }
 }
 
 // ---- sign-in ------------------------------------------------------------------------------
 
+function closeSession() {
+  generation += 1;
+  poller?.stop(); poller = null;      // first: its answer in flight must not land anywhere
+  session?.close(); session = null;
+  sessionId = null;
+}
+
+function clearPage() {
+  tree.reset(); timeline.reset(); conversation.reset();
+  $("sessions").replaceChildren();
+  $("session-title").textContent = "";
+  $("title-box").hidden = true;
+  document.title = "Tether";
+}
+
 function showSignIn(why = "") {
+  closeSession();
+  clearPage();
   $("app-view").hidden = true;
   $("signout").hidden = true;
+  $("menu").hidden = true;
   $("signin-view").hidden = false;
   $("signin-why").textContent = why;
   setConn({ kind: "stopped", reason: "signed out" });
+  $("secret").value = "";
   $("secret").focus();
 }
 
@@ -54,9 +99,20 @@ $("signin-secret").addEventListener("submit", (e) => { e.preventDefault(); trySi
 $("signin-user").addEventListener("submit", (e) => { e.preventDefault(); trySignIn({ username: $("username").value, password: $("password").value }); });
 $("signout").addEventListener("click", async () => { await tokens.signOut(); });
 tokens.addEventListener("signedout", (e) => {
-  session?.close(); poller?.stop();
-  showSignIn(`Your sign-in ended (${e.detail.reason}). Sign in again to continue; your tasks kept running.`);
+  const why = e.detail.reason === "signed out" ? "You signed out. Your tasks keep running on the server." : `Your sign-in ended (${e.detail.reason}). Sign in again to continue; your tasks kept running.`;
+  showSignIn(why);
 });
+
+// A `#secret=` link pasted into an open tab signs in with it, as it does on a fresh load.
+window.addEventListener("hashchange", () => { signInFromFragment(); });
+
+async function signInFromFragment() {
+  const secret = new URLSearchParams(location.hash.slice(1)).get("secret");
+  if (!secret) return false;
+  history.replaceState(null, "", location.pathname + location.search);  // the secret leaves the address bar
+  try { await tokens.signIn({ secret }); await enter(); } catch (e) { showSignIn(e.message); }
+  return true;
+}
 
 // ---- sessions -----------------------------------------------------------------------------
 
@@ -64,76 +120,176 @@ async function enter() {
   $("signin-view").hidden = true;
   $("app-view").hidden = false;
   $("signout").hidden = false;
+  $("menu").hidden = false;
   const [{ sessions }, { agents }] = await Promise.all([api("/api/sessions"), api("/api/agents")]);
   fillAgents(agents);
   let wanted = params.get("session") || localStorage.getItem("tether.session");
   if (!sessions.some((s) => s.id === wanted)) wanted = sessions[0]?.id;
   if (!wanted) wanted = (await api("/api/sessions", { method: "POST", body: JSON.stringify({ title: "My first session" }) })).id;
-  await renderSessions();
-  openSession(wanted);
+  await openSession(wanted);
 }
 
+const STATE_WORDS = { running: "Running", completed: "Done", failed: "Failed", interrupted: "Interrupted", cancelled: "Cancelled", empty: "No tasks" };
+
 async function renderSessions() {
+  const gen = generation;
   const { sessions } = await api("/api/sessions");
-  const ul = $("sessions");
-  ul.replaceChildren(...sessions.map((s) => {
+  if (gen !== generation && !sessionId) return;
+  sessionsById = new Map(sessions.map((s) => [s.id, s]));
+  $("sessions").replaceChildren(...sessions.map((s) => {
     const li = document.createElement("li");
     const a = document.createElement("a");
     a.href = `?session=${s.id}`;
-    a.textContent = s.title || s.id;
-    if (s.needs_you) {
-      const b = document.createElement("span"); b.className = "needs"; b.textContent = "needs you";
-      a.append(" ", b);
-    }
+    const title = document.createElement("span"); title.className = "s-title"; title.textContent = s.title || "Untitled session";
+    const state = document.createElement("span");
+    const needs = s.needs_you > 0;
+    state.className = "s-state"; state.dataset.state = needs ? "needs" : s.state;
+    state.textContent = needs ? "Needs you" : STATE_WORDS[s.state] ?? s.state;
+    a.append(title, state);
     if (s.id === sessionId) a.setAttribute("aria-current", "page");
-    a.addEventListener("click", (e) => { e.preventDefault(); openSession(s.id); });
+    a.addEventListener("click", (e) => { e.preventDefault(); openSession(s.id); showSidebar(false); });
+    li.dataset.session = s.id;
     li.append(a);
     return li;
   }));
+  const me = sessionsById.get(sessionId);
+  if (me) $("session-title").textContent = me.title || "Untitled session";
+}
+
+let sessionsQueued = null;
+function refreshSessionsSoon() {
+  clearTimeout(sessionsQueued);
+  sessionsQueued = setTimeout(() => renderSessions().catch(() => {}), 400);
 }
 
 $("new-session").addEventListener("click", async () => {
-  const title = `Session ${new Date().toLocaleString()}`;
-  const s = await api("/api/sessions", { method: "POST", body: JSON.stringify({ title }) });
-  openSession(s.id);
+  $("session-error").textContent = "";
+  try {
+    const s = await api("/api/sessions", { method: "POST", body: JSON.stringify({ title: `Session of ${new Date().toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" })}` }) });
+    await openSession(s.id);
+    showSidebar(false);
+  } catch (e) { $("session-error").textContent = e.message; }
 });
 
-function openSession(id) {
-  session?.close(); poller?.stop();
+// Rename and delete the open session.
+$("rename").addEventListener("click", () => {
+  $("rename-input").value = $("session-title").textContent;
+  $("rename-form").hidden = false;
+  $("rename").hidden = $("delete").hidden = $("session-title").hidden = true;
+  $("rename-input").select();
+});
+const endRename = () => { $("rename-form").hidden = true; $("rename").hidden = $("delete").hidden = $("session-title").hidden = false; $("rename").focus(); };
+$("rename-cancel").addEventListener("click", endRename);
+$("rename-form").addEventListener("keydown", (e) => { if (e.key === "Escape") endRename(); });
+$("rename-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    const s = await api(`/api/sessions/${sessionId}`, { method: "PATCH", body: JSON.stringify({ title: $("rename-input").value }) });
+    $("session-title").textContent = s.title;
+    endRename();
+    renderSessions().catch(() => {});
+  } catch (err) { $("session-error").textContent = err.message; }
+});
+$("delete").addEventListener("click", () => {
+  $("delete-q").textContent = "Delete this session and its history?";
+  $("delete-confirm").hidden = false; $("rename").hidden = $("delete").hidden = true;
+  $("delete-no").focus();
+});
+const endDelete = () => { $("delete-confirm").hidden = true; $("rename").hidden = $("delete").hidden = false; };
+$("delete-no").addEventListener("click", () => { endDelete(); $("delete").focus(); });
+$("delete-yes").addEventListener("click", async () => {
+  try {
+    await api(`/api/sessions/${sessionId}`, { method: "DELETE" });
+    localStorage.removeItem(`tether.draft.${sessionId}`);
+    endDelete();
+    closeSession();
+    clearPage();
+    localStorage.removeItem("tether.session");
+    await enter();
+  } catch (e) { $("delete-q").textContent = e.message; $("delete-yes").hidden = true; $("delete-no").textContent = "OK"; $("delete-no").focus(); setTimeout(() => { $("delete-yes").hidden = false; $("delete-no").textContent = "Keep"; }, 0); }
+});
+
+async function openSession(id) {
+  closeSession();
+  const gen = generation;
   sessionId = id;
   localStorage.setItem("tether.session", id);
   history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(params), session: id })}`);
-  tasks.clear(); polled = null; pollError = null;
-  $("timeline").replaceChildren();
-  conversation.reset(); renderChatChrome();
+  polled = null; pollError = null; lastEventTs = 0; loading = true;
+  tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
+  renderChatChrome();
   $("message").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
-  renderTree();
+  if (form.agent) form.build(form.agent);
+  $("title-box").hidden = false;
+  $("session-title").textContent = sessionsById.get(id)?.title ?? "";
   renderSessions().catch(() => {});
-  api(`/api/sessions/${id}`).then((s) => { $("session-title").textContent = s.title || s.id; }).catch(() => {});
+  setConn({ kind: "connecting", attempt: 0 });
 
-  poller = new StatusPoller({ sessionId: id, tokens, intervalMs: POLL_MS });
-  poller.addEventListener("status", (e) => { polled = e.detail; pollError = null; adoptStatuses(e.detail.tasks); renderConn(); });
-  poller.addEventListener("error", (e) => { pollError = e.detail; renderConn(); });
+  // The tree first (statuses of every task), then the log: all of it for a session of
+  // normal size, its newest TAIL for a huge one (older pages load on demand).
+  let cursor = 0;
+  try {
+    const snap = await api(`/api/sessions/${id}/tasks?brief=true`);
+    if (gen !== generation) return;
+    tree.adopt(snap.tasks);
+    const head = snap.head_seq;
+    const evs = [];
+    let older = false;
+    if (head > FULL_LOAD) {
+      const page = await api(`/api/sessions/${id}/events?before=${head + 1}&limit=${TAIL}`);
+      evs.push(...page.events);
+      older = page.more;
+      cursor = page.next_after;
+    } else {
+      for (;;) {
+        const page = await api(`/api/sessions/${id}/events?after=${cursor}`);
+        evs.push(...page.events);
+        cursor = page.next_after;
+        if (!page.more) break;
+      }
+    }
+    if (gen !== generation) return;
+    timeline.reset(older);
+    applyEvents(evs);
+  } catch (e) {
+    if (gen !== generation) return;
+    if (e instanceof ApiError && e.status === 404) { localStorage.removeItem("tether.session"); $("session-error").textContent = "That session is gone."; return; }
+    cursor = 0; // the stream reads it all instead
+  } finally { if (gen === generation) loading = false; }
 
-  session = new SharedSession({ sessionId: id, tokens });
-  session.addEventListener("event", (e) => applyEvent(e.detail));
-  session.addEventListener("snapshot", (e) => adoptStatuses(e.detail.tasks));
-  session.addEventListener("reset", (e) => { tasks.clear(); $("timeline").replaceChildren(); conversation.reset(); adoptStatuses(e.detail.tasks); renderChatChrome(); });
-  session.addEventListener("heartbeat", () => { lastBeat = Date.now(); renderConn(); });
-  session.addEventListener("state", (e) => setConn(e.detail));
-  session.start(0);
+  const p = (poller = new StatusPoller({ sessionId: id, tokens, intervalMs: POLL_MS, path: `/api/sessions/${id}/tasks?brief=true` }));
+  p.addEventListener("status", (e) => { if (p === poller) polledOk(e.detail); });
+  p.addEventListener("error", (e) => { if (p === poller) { pollError = e.detail; renderConn(); } });
+
+  const s = (session = new SharedSession({ sessionId: id, tokens }));
+  s.addEventListener("event", (e) => { if (s === session) applyEvents([e.detail]); });
+  s.addEventListener("snapshot", (e) => { if (s === session) adopt(e.detail.tasks); });
+  s.addEventListener("reset", () => { if (s === session) openSession(id); });
+  s.addEventListener("heartbeat", () => { if (s === session) { lastLiveAt = Date.now(); } });
+  s.addEventListener("state", (e) => { if (s === session) setConn(e.detail); });
+  s.start(cursor);
 }
 
-// ---- new task -----------------------------------------------------------------------------
+// A status poll answered: the tree is fresh; if the log moved, read it over REST (a proxy
+// may block only the stream); if the server just came back, retry the stream now.
+function polledOk(detail) {
+  const wasDown = !polled || pollError;
+  polled = { checkedAt: detail.checkedAt, head: detail.head_seq };
+  pollError = null;
+  adopt(detail.tasks);
+  if (conn.kind !== "live") {
+    if (detail.head_seq > (session?.cursor ?? 0)) session?.catchUp().catch(() => {});
+    if (wasDown) session?.poke();
+  }
+  renderConn();
+}
 
-const EXAMPLES = {
-  batch: { items: ["first item", "second item", "third item", "fourth item"], delay_s: 2, parallel: 1 },
-  item: { item: "hello", delay_s: 1 },
-};
+// ---- start a task -------------------------------------------------------------------------
 
 function fillAgents(agents) {
-  modelAgents = new Map(agents.filter((a) => a.kind === "model").map((a) => [a.name, a]));
-  const main = [...modelAgents.values()].find((a) => a.default) ?? [...modelAgents.values()][0];
+  agentsByName = new Map(agents.map((a) => [a.name, a]));
+  const models = agents.filter((a) => a.kind === "model");
+  const main = models.find((a) => a.default) ?? models[0];
   $("composer").hidden = !main;
   $("no-model").hidden = !!main;
   $("advanced").open = !main;
@@ -141,21 +297,36 @@ function fillAgents(agents) {
     $("chat-agent").textContent = main.ready ? `${main.name} · ${main.model}` : `${main.name} is not ready: ${main.problem}`;
     $("send").disabled = !main.ready;
   }
+  const startable = agents.filter((a) => a.kind !== "model");
   const sel = $("agent");
-  sel.replaceChildren(...agents.map((a) => new Option(`${a.name} — ${a.description}`, a.name)));
-  sel.value = agents.some((a) => a.name === "batch") ? "batch" : agents[0]?.name;
-  const example = () => { $("task-input").value = JSON.stringify(EXAMPLES[sel.value] ?? {}, null, 2); };
-  sel.onchange = example;
-  example();
+  sel.replaceChildren(...startable.map((a) => new Option(a.name[0].toUpperCase() + a.name.slice(1), a.name)));
+  sel.value = localStorage.getItem("tether.agent") ?? (startable.some((a) => a.name === "batch") ? "batch" : startable[0]?.name);
+  if (!sel.value) sel.value = startable[0]?.name ?? "";
+  const pick = () => {
+    const a = agentsByName.get(sel.value);
+    if (!a) return;
+    localStorage.setItem("tether.agent", a.name);
+    $("agent-help").textContent = firstSentence(a.description);
+    form.build(a);
+  };
+  sel.onchange = pick;
+  pick();
 }
 
 $("newtask").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("newtask-error").textContent = "";
-  let input;
-  try { input = JSON.parse($("task-input").value || "{}"); } catch { $("newtask-error").textContent = "The input is not valid JSON."; return; }
-  try { await api(`/api/sessions/${sessionId}/tasks`, { method: "POST", body: JSON.stringify({ agent: $("agent").value, input }) }); }
-  catch (err) { $("newtask-error").textContent = err.message; }
+  const input = form.value();
+  if (!input) { $("newtask-error").textContent = "Some fields need fixing."; return; }
+  $("start").disabled = true;
+  try {
+    await api(`/api/sessions/${sessionId}/tasks`, { method: "POST", body: JSON.stringify({ agent: $("agent").value, input }) });
+    form.forget();
+    refreshSessionsSoon();
+  } catch (err) {
+    const rest = err instanceof ApiError && err.problem?.errors ? form.showErrors(err.problem.errors) : err.message;
+    $("newtask-error").textContent = rest || "Some fields need fixing.";
+  } finally { $("start").disabled = false; }
 });
 
 // ---- conversation -------------------------------------------------------------------------
@@ -170,6 +341,7 @@ $("composer").addEventListener("submit", async (e) => {
     await api(`/api/sessions/${sessionId}/messages`, { method: "POST", body: JSON.stringify({ text }) });
     $("message").value = "";
     localStorage.removeItem(`tether.draft.${sessionId}`);
+    refreshSessionsSoon();
   } catch (err) { $("composer-error").textContent = err.message; }
   finally { $("send").disabled = false; $("message").focus(); }
 });
@@ -186,13 +358,9 @@ function renderChatChrome() {
   renderTitle();
 }
 
-let sessionsQueued = null;
-conversation.addEventListener("approvals", () => {
-  renderChatChrome();
-  clearTimeout(sessionsQueued);
-  sessionsQueued = setTimeout(() => renderSessions().catch(() => {}), 300);
-});
+conversation.addEventListener("approvals", () => { renderChatChrome(); refreshSessionsSoon(); });
 conversation.addEventListener("needsyou", (e) => {
+  if (!loading) announce(`An agent needs you: it asks to run ${e.detail.tool}.`);
   if (document.visibilityState === "hidden" && "Notification" in window && Notification.permission === "granted") {
     new Notification("Tether: an agent needs you", { body: `It asks to run ${e.detail.tool}.`, tag: `approval-${e.detail.task}` });
   }
@@ -205,192 +373,113 @@ function renderTitle() {
 
 // ---- tasks and timeline -------------------------------------------------------------------
 
-function adoptStatuses(list) {
-  const walk = (ts) => { for (const t of ts) { upsert(t.id, t); if (Array.isArray(t.children) && typeof t.children[0] === "object") walk(t.children); } };
-  walk(list);
-  renderTree();
+function adopt(list) {
+  tree.adopt(list, (t, [was, now]) => noticeEnd(t, was, now));
+  $("tab-tasks-n").textContent = tree.roots().length ? `(${tree.roots().length})` : "";
 }
 
-function upsert(id, fields) {
-  const old = tasks.get(id) ?? { id, status: "queued" };
-  const t = { ...old, ...fields };
-  if (fields.children && typeof fields.children[0] === "object") t.children = undefined;
-  if (old.status && !TERMINAL.has(old.status) && TERMINAL.has(t.status)) taskEnded(t);
-  tasks.set(id, t);
-  return t;
-}
-
-function applyEvent(ev) {
-  const d = ev.data ?? {};
-  if (ev.type === "task.created") upsert(ev.task_id, { agent: d.agent, parent_id: d.parent_id, created_at: ev.ts });
-  else if (ev.type === "task.status") {
-    const f = { status: d.status };
-    if (d.status === "running") f.started_at = ev.ts;
-    if (TERMINAL.has(d.status)) { f.ended_at = ev.ts; if (d.error) f.error = d.error; }
-    upsert(ev.task_id, f);
-  } else if (ev.type === "task.progress") upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
-  conversation.apply(ev);
-  if (ev.type === "task.created") renderChatChrome();
-  appendToTimeline(ev);
-  scheduleTree();
-}
-
-function groupFor(taskId, parentId) {
-  let g = document.getElementById(`g-${taskId}`);
-  if (g) return g;
-  g = document.createElement("section");
-  g.className = "group";
-  g.id = `g-${taskId}`;
-  g.dataset.task = taskId;
-  const h = document.createElement("h3");
-  const t = tasks.get(taskId);
-  h.textContent = `${t?.agent ?? "task"} · ${taskId}`;
-  const list = document.createElement("div");
-  list.className = "events";
-  g.append(h, list);
-  const parent = parentId ? groupFor(parentId, tasks.get(parentId)?.parent_id) : null;
-  (parent ? parent : $("timeline")).append(g);
-  return g;
-}
-
-function summary(data) {
-  if (data === null || data === undefined) return "";
-  const text = JSON.stringify(data);
-  return text.length > 240 ? `${text.slice(0, 240)}…` : text;
-}
-
-function appendToTimeline(ev) {
-  const g = groupFor(ev.task_id ?? "session", ev.parent_task_id);
-  const row = document.createElement("div");
-  row.className = "ev";
-  row.dataset.seq = ev.seq;
-  const seq = document.createElement("span"); seq.className = "seq"; seq.textContent = ev.seq;
-  const type = document.createElement("span"); type.className = "type"; type.textContent = ev.type;
-  const data = document.createElement("span"); data.className = "data"; data.textContent = summary(ev.data);
-  row.append(seq, type, data);
-  g.querySelector(":scope > .events").append(row);
-  const tl = $("timeline");
-  if (tl.scrollHeight - tl.scrollTop - tl.clientHeight < 80) tl.scrollTop = tl.scrollHeight;
-}
-
-let treeQueued = false;
-function scheduleTree() {
-  if (treeQueued) return;
-  treeQueued = true;
-  requestAnimationFrame(() => { treeQueued = false; renderTree(); });
-}
-
-function elapsed(t) {
-  if (!t.started_at) return "";
-  const end = t.ended_at ?? Date.now() / 1000;
-  const s = Math.max(0, Math.round(end - t.started_at));
-  return s >= 3600 ? `${Math.floor(s / 3600)}h ${Math.floor(s / 60) % 60}m` : s >= 60 ? `${Math.floor(s / 60)}m ${s % 60}s` : `${s}s`;
-}
-
-function taskNode(t) {
-  const li = document.createElement("li");
-  li.className = "task";
-  li.dataset.task = t.id;
-  li.dataset.status = t.status;
-  const head = document.createElement("div");
-  head.className = "head";
-  const name = document.createElement("span"); name.className = "name"; name.textContent = t.agent ?? "task";
-  const badge = document.createElement("span"); badge.className = "badge"; badge.dataset.status = t.status; badge.textContent = t.status;
-  head.append(name, badge);
-  if (t.progress) {
-    const p = document.createElement("progress");
-    p.max = t.progress.m || 1; p.value = t.progress.n;
-    p.setAttribute("aria-label", `progress ${t.progress.n} of ${t.progress.m}`);
-    const n = document.createElement("span"); n.className = "progress-text"; n.textContent = `${t.progress.n}/${t.progress.m}`;
-    head.append(p, n);
+function applyEvents(evs) {
+  for (const ev of evs) {
+    const d = ev.data ?? {};
+    let change = null;
+    if (ev.type === "task.created") {
+      change = tree.upsert(ev.task_id, { agent: d.agent, parent_id: d.parent_id ?? undefined, input: d.input, created_at: ev.ts });
+      timeline.rename(ev.task_id);
+    } else if (ev.type === "task.status") {
+      const f = { status: d.status };
+      if (d.status === "running") f.started_at = ev.ts;
+      if (TERMINAL.has(d.status)) { f.ended_at = ev.ts; if (d.error) f.error = d.error; }
+      change = tree.upsert(ev.task_id, f);
+    } else if (ev.type === "task.progress") tree.upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
+    if (change) noticeEnd(tree.get(ev.task_id), ...change);
+    conversation.apply(ev);
+    if (ev.type === "task.created") renderChatChrome();
+    if (ev.ts > lastEventTs) lastEventTs = ev.ts;
   }
-  const el = document.createElement("span"); el.className = "elapsed"; el.dataset.elapsed = t.id; el.textContent = elapsed(t);
-  head.append(el);
-  if (!TERMINAL.has(t.status)) {
-    const b = document.createElement("button");
-    b.className = "danger"; b.textContent = "Cancel"; b.setAttribute("aria-label", `Cancel ${t.agent ?? "task"} ${t.id}`);
-    b.addEventListener("click", () => api(`/api/tasks/${t.id}/cancel`, { method: "POST" }).catch((e) => alert(e.message)));
-    head.append(b);
-  }
-  li.append(head);
-  if (t.error) {
-    const err = document.createElement("div"); err.className = "error"; err.textContent = t.error.message ?? JSON.stringify(t.error);
-    li.append(err);
-  }
-  const kids = [...tasks.values()].filter((c) => c.parent_id === t.id);
-  if (kids.length) {
-    const ul = document.createElement("ul");
-    ul.append(...kids.map(taskNode));
-    li.append(ul);
-  }
-  return li;
+  timeline.add(evs);
+  $("tab-tasks-n").textContent = tree.roots().length ? `(${tree.roots().length})` : "";
 }
 
-function renderTree() {
-  const roots = [...tasks.values()].filter((t) => !t.parent_id || !tasks.has(t.parent_id));
-  $("tree").replaceChildren(...roots.map(taskNode));
-  $("tree-empty").hidden = roots.length > 0;
+// A top-level task ended while this page watched: say so once, to screen readers too.
+function noticeEnd(t, was, now) {
+  if (loading || !was || TERMINAL.has(was) || !TERMINAL.has(now) || t.parent_id) return;
+  const words = { completed: "finished", failed: "failed", cancelled: "was cancelled", interrupted: "was interrupted" }[now];
+  announce(`${taskName(t)} ${words}.`);
+  refreshSessionsSoon();
+  if (document.visibilityState === "hidden") {
+    unseen += 1;
+    renderTitle();
+    if ("Notification" in window && Notification.permission === "granted") new Notification(`Tether: ${taskName(t)} ${words}`, { tag: t.id });
+  }
 }
 
-setInterval(() => {
-  for (const el of document.querySelectorAll("[data-elapsed]")) { const t = tasks.get(el.dataset.elapsed); if (t) el.textContent = elapsed(t); }
-  renderConn();
-}, 1000);
+function announce(text) {
+  const el = $("announce");
+  el.textContent = "";
+  requestAnimationFrame(() => { el.textContent = text; });
+}
 
-// ---- connection indicator: never a guess ---------------------------------------------------
+setInterval(() => { tree.tick(); renderConn(); }, 1000);
+
+// ---- connection indicator: what is known, and since when ----------------------------------
 
 function setConn(s) {
   conn = s;
-  if (s.kind === "live") { poller?.stop(); lastBeat = Date.now(); }
+  if (s.kind === "live") { poller?.stop(); lastLiveAt = Date.now(); }
   else if (s.kind !== "connecting" || s.attempt > 0) poller?.start();
   renderConn();
 }
 
-function mainTask() {
-  const roots = [...tasks.values()].filter((t) => !t.parent_id);
-  return roots.find((t) => !TERMINAL.has(t.status)) ?? roots[roots.length - 1];
+// kind: live | connecting | reconnecting (the stream is down, the server answers) |
+// unreachable (the server does not answer) | offline (this device has no network) | stopped
+function connKind() {
+  if (conn.kind === "stopped") return "stopped";
+  if (conn.kind === "live") return "live";
+  if (navigator.onLine === false) return "offline";
+  if (pollError) return "unreachable";
+  if (conn.kind === "connecting" && !conn.attempt) return "connecting";
+  return "reconnecting";
 }
-
-function serverSays() {
-  const t = mainTask();
-  if (!polled) return pollError ? `server unreachable (tried ${clock(pollError.checkedAt)})` : "checking the server…";
-  const when = clock(polled.checkedAt);
-  const status = t ? `task ${t.status}${t.progress ? ` ${t.progress.n}/${t.progress.m}` : ""}` : "no tasks";
-  return pollError ? `last known: ${status} (checked ${when}; server unreachable since ${clock(pollError.checkedAt)})` : `server says: ${status} (checked ${when})`;
-}
-
-function clock(ms) { return new Date(ms).toLocaleTimeString([], { hour12: false }); }
 
 function renderConn() {
+  const kind = connKind();
   const el = $("conn");
-  el.dataset.kind = conn.kind;
-  let text;
-  if (conn.kind === "live") {
-    const ago = Math.round((Date.now() - lastBeat) / 1000);
-    text = ago <= 1 ? "Live" : `Live · updated ${ago} s ago`;
-  } else if (conn.kind === "reconnecting") {
-    const n = Math.max(0, Math.ceil((conn.nextTryAt - Date.now()) / 1000));
-    text = `Reconnecting — attempt ${conn.attempt}, next try in ${n} s · ${serverSays()}`;
-  } else if (conn.kind === "offline") {
-    text = `Offline — ${serverSays()}`;
-  } else if (conn.kind === "stopped") {
-    text = conn.reason === "signed out" ? "Signed out" : `Stopped — ${conn.reason} · ${serverSays()}`;
+  el.dataset.kind = kind;
+  let text, sub = "";
+  const known = Math.max(lastLiveAt, polled?.checkedAt ?? 0);
+  if (kind === "live") {
+    text = "Live";
+    if (lastEventTs) sub = `last update ${ago(Date.now() - lastEventTs * 1000)}`;
+  } else if (kind === "offline") {
+    text = "You're offline";
+    sub = known ? `showing what the server said at ${clock(known, false)}` : "";
+  } else if (kind === "unreachable") {
+    text = "Server unreachable";
+    sub = known ? `as of ${clock(known, false)} · trying again` : "trying again";
+  } else if (kind === "reconnecting") {
+    text = "Reconnecting";
+    const t = tree.mainTask();
+    sub = polled ? `checking every ${Math.round(POLL_MS / 1000) || 1} s meanwhile${t ? ` · ${taskName(t)}: ${t.status}${t.progress ? ` ${t.progress.n}/${t.progress.m}` : ""}` : ""}` : "";
+  } else if (kind === "stopped") {
+    text = conn.reason === "signed out" ? "Signed out" : "Stopped";
+    sub = conn.reason === "signed out" ? "" : conn.reason ?? "";
   } else text = "Connecting…";
   $("conn-text").textContent = text;
+  $("conn-sub").textContent = sub;
+  $("retry").hidden = !["reconnecting", "unreachable", "offline"].includes(kind);
+  // Stale: nothing fresh from the server (the stream is down and polls fail or have not
+  // answered yet): the tree is a picture from `known`, not the present.
+  const stale = ["unreachable", "offline"].includes(kind) && sessionId;
+  const asOf = stale ? known || Date.now() : null;
+  if ((tree.asOf === null) !== (asOf === null)) tree.setStale(asOf);
+  $("panel-tasks").toggleAttribute("data-stale", !!stale);
+  $("stale").hidden = !stale;
+  $("stale").textContent = stale ? `As of ${clock(asOf, false)}` : "";
 }
 
-window.addEventListener("online", () => session?.poke());
-
-// ---- a task ended while you looked elsewhere ---------------------------------------------
-
-function taskEnded(t) {
-  if (t.parent_id || document.visibilityState !== "hidden") return;
-  unseen += 1;
-  renderTitle();
-  if ("Notification" in window && Notification.permission === "granted") {
-    new Notification(`Tether: ${t.agent ?? "task"} ${t.status}`, { body: t.id, tag: t.id });
-  }
-}
+$("retry").addEventListener("click", () => { session?.poke(); poller?.check(); });
+window.addEventListener("online", () => { pollError = null; session?.poke(); poller?.check(); renderConn(); });
+window.addEventListener("offline", renderConn);
 
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") { unseen = 0; renderTitle(); session?.poke(); }
@@ -401,15 +490,39 @@ if ("Notification" in window && Notification.permission === "default") {
   $("notify").addEventListener("click", async () => { await Notification.requestPermission(); $("notify").hidden = true; });
 }
 
+// ---- phone: one panel at a time, sessions in a drawer ---------------------------------------
+
+for (const tab of document.querySelectorAll("[role=tab]")) {
+  tab.addEventListener("click", () => selectTab(tab));
+  tab.addEventListener("keydown", (e) => {
+    const tabs = [...document.querySelectorAll("[role=tab]")];
+    const i = tabs.indexOf(tab);
+    if (e.key === "ArrowRight" || e.key === "ArrowLeft") { const next = tabs[(i + (e.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length]; selectTab(next); next.focus(); }
+  });
+}
+function selectTab(tab) {
+  for (const t of document.querySelectorAll("[role=tab]")) {
+    const on = t === tab;
+    t.setAttribute("aria-selected", String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(t.getAttribute("aria-controls")).classList.toggle("active", on);
+  }
+  if (tab.id === "tab-timeline" && timeline.follow) timeline.render();
+  localStorage.setItem("tether.tab", tab.id);
+}
+selectTab($(localStorage.getItem("tether.tab") ?? "tab-chat") ?? $("tab-chat"));
+
+function showSidebar(on) {
+  document.body.classList.toggle("drawer", on);
+  $("menu").setAttribute("aria-expanded", String(on));
+}
+$("menu").addEventListener("click", () => showSidebar(!document.body.classList.contains("drawer")));
+document.addEventListener("keydown", (e) => { if (e.key === "Escape" && document.body.classList.contains("drawer")) { showSidebar(false); $("menu").focus(); } });
+
 // ---- start ----------------------------------------------------------------------------------
 
 async function main() {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const secret = fragment.get("secret");
-  if (secret) {
-    history.replaceState(null, "", location.pathname + location.search);  // the secret leaves the address bar
-    try { await tokens.signIn({ secret }); return enter(); } catch (e) { return showSignIn(e.message); }
-  }
+  if (await signInFromFragment()) return;
   if (await tokens.resume().catch(() => false)) return enter();
   showSignIn();
 }

@@ -327,11 +327,13 @@ export async function catchUp(target, fetchImpl) {
 // Asks GET /api/sessions/{id}/tasks every `intervalMs` while running. Emits
 //   status {tasks, checkedAt}   and   error {reason, checkedAt}
 export class StatusPoller extends EventTarget {
-  constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), intervalMs = 2000, now = () => Date.now() }) {
+  constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), intervalMs = 2000, now = () => Date.now(), path = null }) {
     super();
     Object.assign(this, { sessionId, tokens, baseUrl, fetch, intervalMs, now });
+    this.path = path ?? `/api/sessions/${sessionId}/tasks`;
     this.running = false;
-    this.last = null; // {tasks, checkedAt}
+    this.last = null; // {tasks, head_seq, checkedAt}
+    this._gen = 0;   // bumped by stop(): an answer to an older ask is dropped
     this._timer = null;
   }
 
@@ -343,20 +345,23 @@ export class StatusPoller extends EventTarget {
 
   stop() {
     this.running = false;
+    this._gen = (this._gen ?? 0) + 1;
     clearTimeout(this._timer);
   }
 
   async check() {
     const checkedAt = this.now();
+    const gen = this._gen;
     try {
       const headers = await this.tokens.authHeader();
-      const r = await this.fetch(`${this.baseUrl}/api/sessions/${this.sessionId}/tasks`, { headers, cache: "no-store" });
+      const r = await this.fetch(`${this.baseUrl}${this.path}`, { headers, cache: "no-store" });
       if (!r.ok) throw new Error(await problemDetail(r));
       const body = await r.json();
-      this.last = { tasks: body.tasks, checkedAt };
-      this.dispatchEvent(new CustomEvent("status", { detail: this.last }));
+      this.last = { tasks: body.tasks, head_seq: body.head_seq, checkedAt };
+      // Stopped while asking (the page moved to another session): the answer is not news.
+      if (gen === this._gen) this.dispatchEvent(new CustomEvent("status", { detail: this.last }));
     } catch (e) {
-      this.dispatchEvent(new CustomEvent("error", { detail: { reason: String(e?.message || e), checkedAt } }));
+      if (gen === this._gen) this.dispatchEvent(new CustomEvent("error", { detail: { reason: String(e?.message || e), checkedAt } }));
     }
   }
 
@@ -394,7 +399,7 @@ export class SharedSession extends EventTarget {
     this.channel.onmessage = (e) => this._fromLeader(e.data);
     // Catch up over REST right away, then follow the leader until this tab becomes it.
     this._fill().catch(() => {});
-    this.channel.postMessage({ type: "hello" });
+    this._post({ type: "hello" });
     this.locks.request(`tether-stream:${this.sessionId}`, () => {
       if (this._closed) return;
       this._lead();
@@ -412,6 +417,18 @@ export class SharedSession extends EventTarget {
 
   poke() { this.stream?.poke(); }
 
+  // Read what the log holds beyond this tab's cursor over REST (the stream may be blocked
+  // while the API answers); the stream, when it comes back, resumes after it.
+  async catchUp() {
+    await this._fill();
+    if (this.stream && this.stream.cursor < this.cursor) this.stream.cursor = this.cursor;
+  }
+
+  _post(m) {
+    if (this._closed || !this.channel) return;
+    try { this.channel.postMessage(m); } catch { /* closed under us: nobody listens */ }
+  }
+
   _lead() {
     this.leader = true;
     const s = (this.stream = new SessionStream({ ...this.opts, sessionId: this.sessionId, tokens: this.tokens }));
@@ -421,7 +438,7 @@ export class SharedSession extends EventTarget {
         if (type === "reset") this.cursor = e.detail.first_seq - 1;
         if (type === "state") this.state = e.detail;
         this._emit(type, e.detail);
-        this.channel?.postMessage({ type, detail: e.detail });
+        this._post({ type, detail: e.detail });
       });
     }
     s.start(this.cursor);
@@ -431,7 +448,7 @@ export class SharedSession extends EventTarget {
 
   _fromLeader(m) {
     if (this.leader) {
-      if (m.type === "hello") this.channel.postMessage({ type: "state", detail: this.state });
+      if (m.type === "hello") this._post({ type: "state", detail: this.state });
       return;
     }
     if (m.type === "event") {

@@ -1,0 +1,103 @@
+// Words for people: what a task is called and what an event says, from the log's data.
+// Pure functions: no DOM, no fetching (the Node tests and the browser share them).
+
+export const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
+
+const STATUS_WORDS = {
+  queued: "Waiting to start", running: "Running", completed: "Done", failed: "Failed",
+  cancelled: "Cancelled", interrupted: "Interrupted",
+};
+export const statusWord = (s) => STATUS_WORDS[s] ?? s;
+
+const NAME_FIELDS = ["title", "name", "item", "text", "task", "query", "prompt", "url", "path"];
+
+export function short(value, max = 60) {
+  let text = typeof value === "string" ? value : JSON.stringify(value);
+  if (text === undefined) return "";
+  text = text.replace(/\s+/g, " ").trim();
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
+
+// "Item 3: the third thing", "Batch of 10,000 items", "researcher: find the …".
+export function taskName(t) {
+  const agent = t.agent ?? "task";
+  const inp = t.input && typeof t.input === "object" && !Array.isArray(t.input) ? t.input : null;
+  if (inp && Array.isArray(inp.items)) return `${cap(agent)} of ${inp.items.length.toLocaleString("en")} ${inp.items.length === 1 ? "item" : "items"}`;
+  const num = Number.isInteger(inp?.index) ? ` ${inp.index + 1}` : "";
+  const field = inp && NAME_FIELDS.find((k) => inp[k] !== undefined && inp[k] !== null && inp[k] !== "");
+  if (field) return `${cap(agent)}${num}: ${short(inp[field], 48)}`;
+  if (num) return `${cap(agent)}${num}`;
+  return cap(agent);
+}
+
+export function clock(ms, seconds = true) {
+  return new Date(ms).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", ...(seconds ? { second: "2-digit" } : {}), hour12: false });
+}
+
+export function duration(s) {
+  s = Math.max(0, Math.round(s));
+  return s >= 3600 ? `${Math.floor(s / 3600)}h ${Math.floor(s / 60) % 60}m` : s >= 60 ? `${Math.floor(s / 60)}m ${s % 60}s` : `${s}s`;
+}
+
+export function ago(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 5) return "just now";
+  if (s < 60) return `${s - (s % 5)} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  return `${Math.floor(s / 3600)} h ago`;
+}
+
+// One line of plain language for a log event (the raw envelope stays one click away).
+export function eventText(ev) {
+  const d = ev.data ?? {};
+  switch (ev.type) {
+    case "task.created": return d.parent_id ? "Handed to a sub-agent" : "Started by you";
+    case "task.status":
+      if (d.status === "running") return "Started working";
+      if (d.status === "completed") return "Finished";
+      if (d.status === "failed") return `Failed: ${d.error?.message ?? "no reason given"}`;
+      if (d.status === "cancelled") return "Cancelled";
+      if (d.status === "interrupted") return "Interrupted";
+      return statusWord(d.status);
+    case "task.progress": return d.m ? `Progress ${d.n} of ${d.m}` : `Progress ${d.n}`;
+    case "task.cancel_requested": return "Cancel requested";
+    case "task.recovered": return "Resumed after a server restart";
+    case "batch.started": return `Working through ${Number(d.count).toLocaleString("en")} items, ${d.parallel} at a time`;
+    case "batch.summary": return `${Number(d.succeeded).toLocaleString("en")} of ${Number(d.count).toLocaleString("en")} items succeeded${d.failed ? `, ${d.failed} failed` : ""}`;
+    case "item.started": return `Working on “${short(d.item, 80)}”`;
+    case "item.result": return `Result: ${d.words ?? "?"} words, ${d.length ?? "?"} characters`;
+    case "turn.waiting": return "Waiting for the previous turn";
+    case "RUN_STARTED": return "Model turn started";
+    case "RUN_FINISHED": return "Model turn finished";
+    case "RUN_ERROR": return `Model turn failed: ${d.message ?? ""}`;
+    case "TEXT_MESSAGE_START": return "Began a reply";
+    case "TEXT_MESSAGE_CONTENT": return `Wrote “${short(d.delta, 80)}”`;
+    case "TEXT_MESSAGE_END": return "Reply complete";
+    case "TOOL_CALL_START": return `Calling ${d.toolCallName ?? "a tool"}`;
+    case "TOOL_CALL_ARGS": return "Sent the tool its arguments";
+    case "TOOL_CALL_END": return "Tool call sent";
+    case "TOOL_CALL_RESULT": return `Tool answered: ${short(d.content, 80)}`;
+    case "model.retry": return `The model was busy; retrying in ${d.delay_s} s`;
+    case "message.superseded": return "A reply cut off by a restart was replaced";
+    case "approval.requested": return `Asked you to approve ${d.tool ?? "a tool call"}`;
+    case "approval.answered": return `${d.decision === "deny" ? "Denied" : "Approved"}${d.note ? `: ${short(d.note, 60)}` : ""}`;
+    case "log.truncated": return "Some events were too large and were cut";
+    default: {
+      const words = ev.type.replace(/[._]/g, " ");
+      const summary = short(d, 80);
+      return summary && summary !== "{}" ? `${cap(words)}: ${summary}` : cap(words);
+    }
+  }
+}
+
+// Event kinds worth a glance: shown with a tone in the timeline.
+export function eventTone(ev) {
+  const d = ev.data ?? {};
+  if (ev.type === "task.status" && (d.status === "failed" || d.status === "interrupted")) return "bad";
+  if (ev.type === "RUN_ERROR") return "bad";
+  if (ev.type === "approval.requested") return "ask";
+  if (ev.type === "task.status" && d.status === "completed") return "good";
+  return "";
+}

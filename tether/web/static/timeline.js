@@ -1,0 +1,176 @@
+// The timeline: every event of the session in seq order, in plain words with its time and
+// task, its raw JSON one click away. The model holds every loaded event; the DOM holds a
+// window of them (the newest WINDOW while following), so a session of 90,000 events keeps a
+// few hundred rows on the page. Follow mode keeps the newest in view until the reader
+// scrolls up; then new events wait behind a "Jump to latest (N new)" pill.
+import { clock, eventText, eventTone } from "./describe.js";
+import { h } from "./dom.js";
+
+const WINDOW = 300;       // rows kept while following
+const EARLIER = 200;      // rows (or events fetched) per "Load earlier"
+
+export class Timeline extends EventTarget {
+  // loadBefore(seq, n) -> Promise<{events, more}>; nameOf(taskId) -> string
+  constructor({ root, loadBefore, nameOf }) {
+    super();
+    Object.assign(this, { root, loadBefore, nameOf });
+    this.list = h("ol", "events");
+    this.list.setAttribute("aria-label", "Events, oldest first");
+    this.earlier = h("button", "ghost small earlier", "Load earlier events");
+    this.earlier.type = "button";
+    this.earlier.addEventListener("click", () => this.loadEarlier());
+    this.pill = h("button", "pill");
+    this.pill.type = "button";
+    this.pill.hidden = true;
+    this.pill.addEventListener("click", () => this.jumpToLatest());
+    this.root.replaceChildren(this.earlier, this.list, this.pill);
+    this.root.addEventListener("scroll", () => this._onScroll(), { passive: true });
+    this.reset();
+  }
+
+  reset(olderOnServer = false) {
+    this.events = [];         // loaded events, ascending seq
+    this.bySeq = new Set();
+    this.lo = 0;              // index in events of the first row in the DOM
+    this.hi = 0;              // one past the last row in the DOM
+    this.follow = true;
+    this.olderOnServer = olderOnServer;
+    this.pending = false;
+    this.stamps = [];         // [seq, ts] of rows put on screen, for the benchmark
+    this.list.replaceChildren();
+    this._chrome();
+  }
+
+  get seqs() { return this.events.map((e) => e.seq); }
+  get rows() { return this.hi - this.lo; }
+
+  // Events in seq order, each once (a repeat is dropped).
+  add(evs) {
+    for (const ev of evs) {
+      if (this.bySeq.has(ev.seq)) continue;
+      const last = this.events[this.events.length - 1];
+      if (last && ev.seq < last.seq) { this._insertOld(ev); continue; }
+      this.bySeq.add(ev.seq);
+      this.events.push(ev);
+    }
+    this._schedule();
+  }
+
+  _insertOld(ev) {
+    // Only a page fetched by "Load earlier" lands below the newest; keep the order.
+    let i = this.events.findIndex((e) => e.seq > ev.seq);
+    this.bySeq.add(ev.seq);
+    this.events.splice(i, 0, ev);
+    if (i < this.lo) { this.lo += 1; this.hi += 1; }
+  }
+
+  _schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.render(); });
+  }
+
+  render() {
+    if (this.follow) {
+      const from = this.hi;
+      const frag = document.createDocumentFragment();
+      for (let i = Math.max(from, this.events.length - WINDOW); i < this.events.length; i++) frag.append(this._row(this.events[i]));
+      if (this.events.length - from > WINDOW) { this.list.replaceChildren(); this.lo = this.events.length - WINDOW; }
+      this.list.append(frag);
+      this.hi = this.events.length;
+      // Trim from the top so that the window stays WINDOW rows.
+      while (this.hi - this.lo > WINDOW) { this.list.firstElementChild?.remove(); this.lo += 1; }
+      this._toBottom();
+    }
+    this._chrome();
+  }
+
+  _row(ev) {
+    const li = h("li", "ev");
+    li.dataset.seq = ev.seq;
+    if (ev.task_id) li.dataset.task = ev.task_id;
+    const tone = eventTone(ev);
+    if (tone) li.dataset.tone = tone;
+    const time = h("time", "when", clock(ev.ts * 1000));
+    time.dateTime = new Date(ev.ts * 1000).toISOString();
+    const who = h("span", "who", ev.task_id ? this.nameOf(ev.task_id) : "Session");
+    const what = h("span", "what", eventText(ev));
+    const raw = h("details", "raw");
+    const sum = h("summary", "", "JSON");
+    sum.setAttribute("aria-label", `Event ${ev.seq} as JSON`);
+    raw.append(sum);
+    raw.addEventListener("toggle", () => {
+      if (raw.open && raw.childElementCount === 1) raw.append(h("pre", "", JSON.stringify(ev, null, 2)));
+    });
+    li.append(time, who, what, raw);
+    this.stamps.push([ev.seq, ev.ts]);
+    return li;
+  }
+
+  _toBottom() {
+    this._programmatic = true;
+    this.root.scrollTop = this.root.scrollHeight;
+    requestAnimationFrame(() => { this._programmatic = false; });
+  }
+
+  _onScroll() {
+    if (this._programmatic) return;
+    const r = this.root;
+    const atEnd = r.scrollHeight - r.scrollTop - r.clientHeight < 40;
+    if (atEnd && !this.follow && this.hi === this.events.length) { this.follow = true; this._chrome(); }
+    else if (!atEnd && this.follow) { this.follow = false; this._chrome(); }
+  }
+
+  jumpToLatest() {
+    this.follow = true;
+    this.list.replaceChildren();
+    this.hi = this.lo = Math.max(0, this.events.length - WINDOW);
+    this.render();
+    this.root.focus({ preventScroll: true });
+  }
+
+  async loadEarlier() {
+    this.follow = false;
+    if (this.lo === 0 && this.olderOnServer && this.events.length) {
+      this.earlier.disabled = true;
+      this.earlier.textContent = "Loading…";
+      try {
+        const page = await this.loadBefore(this.events[0].seq, EARLIER);
+        const older = page.events.filter((e) => !this.bySeq.has(e.seq));
+        for (const e of older) this.bySeq.add(e.seq);
+        this.events.unshift(...older);
+        this.lo += older.length; this.hi += older.length;
+        this.olderOnServer = page.more;
+      } catch (e) {
+        this.earlier.textContent = `Could not load earlier events: ${e.message}. Try again`;
+        this.earlier.disabled = false;
+        return;
+      } finally { this.earlier.disabled = false; }
+    }
+    const from = Math.max(0, this.lo - EARLIER);
+    const frag = document.createDocumentFragment();
+    for (let i = from; i < this.lo; i++) frag.append(this._row(this.events[i]));
+    const before = this.root.scrollHeight;
+    this.list.prepend(frag);
+    this.lo = from;
+    this.root.scrollTop += this.root.scrollHeight - before; // the rows that were in view stay put
+    this._chrome();
+  }
+
+  _chrome() {
+    const hidden = this.lo > 0 || this.olderOnServer;
+    this.earlier.hidden = !hidden;
+    if (hidden && !this.earlier.disabled) this.earlier.textContent = "Load earlier events";
+    const n = this.events.length - this.hi;
+    this.pill.hidden = this.follow || n === 0;
+    this.pill.textContent = `Jump to latest (${n.toLocaleString("en")} new)`;
+    this.root.dataset.follow = this.follow ? "on" : "off";
+  }
+
+  // Rename rows of a task whose name became known after they were drawn.
+  rename(taskId) {
+    const name = this.nameOf(taskId);
+    for (const el of this.list.querySelectorAll(`li.ev[data-task="${CSS.escape(taskId)}"] > .who`)) el.textContent = name;
+  }
+}
+

@@ -1,0 +1,281 @@
+// The task tree: one DOM node per shown task, created once and then only patched, so a
+// focused Cancel button survives every update and ten thousand sub-tasks cost what changed.
+// A parent with many children shows a summary and the ones worth a look (running, failed,
+// the latest), with "Show all" paging through the rest.
+import { TERMINAL, duration, short, statusWord, taskName } from "./describe.js";
+import { h } from "./dom.js";
+
+const MANY = 30;          // more children than this: collapsed to a summary
+const PAGE = 200;         // "Show all" renders this many at a time
+const PICK_ACTIVE = 20, PICK_FAILED = 10, PICK_RECENT = 5;
+
+export class TaskTree extends EventTarget {
+  // api(path, init) -> JSON
+  constructor({ root, empty, api }) {
+    super();
+    Object.assign(this, { root, empty, api });
+    this.reset();
+  }
+
+  reset() {
+    this.tasks = new Map();     // id -> task fields
+    this.kids = new Map();      // parent id ("" for roots) -> [child ids] in creation order
+    this.nodes = new Map();     // id -> {li, ...parts}: only for tasks that were ever shown
+    this.dirty = new Set();     // tasks whose node needs patching
+    this.dirtyLists = new Set();// parents whose shown children may have changed
+    this.expanded = new Map();  // parent id -> how many children "Show all" reveals
+    this.asOf = null;           // ms: the tree is a picture from then (stale), or null
+    this._queued = false;
+    this.root.replaceChildren();
+    this.empty.hidden = false;
+  }
+
+  get size() { return this.tasks.size; }
+  get(id) { return this.tasks.get(id); }
+
+  // Merge fields into a task. Returns [old status, new status].
+  upsert(id, fields) {
+    const old = this.tasks.get(id);
+    const t = old ?? { id, status: "queued" };
+    const was = old?.status;
+    for (const [k, v] of Object.entries(fields)) if (v !== undefined && k !== "children") t[k] = v;
+    if (!old) {
+      this.tasks.set(id, t);
+      const p = t.parent_id ?? "";
+      if (!this.kids.has(p)) this.kids.set(p, []);
+      this.kids.get(p).push(id);
+      this.dirtyLists.add(p);
+    } else if (was !== t.status && t.parent_id) this.dirtyLists.add(t.parent_id);
+    this.dirty.add(id);
+    this._schedule();
+    return [was, t.status];
+  }
+
+  // A tree from the REST API or a snapshot (children nested or as ids).
+  adopt(list, visit = () => {}) {
+    const walk = (ts) => {
+      for (const t of ts) {
+        const change = this.upsert(t.id, { ...t, progress: t.progress ?? undefined });
+        visit(this.tasks.get(t.id), change);
+        if (Array.isArray(t.children) && typeof t.children[0] === "object") walk(t.children);
+      }
+    };
+    walk(list);
+  }
+
+  roots() { return (this.kids.get("") ?? []).map((id) => this.tasks.get(id)); }
+
+  // The newest unfinished top-level task, else the newest one.
+  mainTask() {
+    const roots = this.roots();
+    return [...roots].reverse().find((t) => !TERMINAL.has(t.status)) ?? roots[roots.length - 1];
+  }
+
+  setStale(asOf) {
+    this.asOf = asOf;
+    this.tick();
+  }
+
+  _schedule() {
+    if (this._queued) return;
+    this._queued = true;
+    requestAnimationFrame(() => { this._queued = false; this.flush(); });
+  }
+
+  flush() {
+    const lists = [...this.dirtyLists];
+    this.dirtyLists.clear();
+    for (const p of lists) this._syncList(p);
+    for (const id of this.dirty) { const n = this.nodes.get(id); if (n) this._patch(this.tasks.get(id), n); }
+    this.dirty.clear();
+    this.empty.hidden = (this.kids.get("") ?? []).length > 0;
+  }
+
+  // Which children of `p` are shown, in creation order.
+  _shown(p) {
+    const ids = this.kids.get(p) ?? [];
+    if (p === "" || ids.length <= MANY) return ids;
+    const open = this.expanded.get(p);
+    if (open) return ids.slice(0, open);
+    const active = [], failed = [], done = [];
+    for (let i = ids.length - 1; i >= 0; i--) {
+      const t = this.tasks.get(ids[i]);
+      if (!TERMINAL.has(t.status)) { if (active.length < PICK_ACTIVE) active.push(i); }
+      else if (t.status === "failed" || t.status === "interrupted") { if (failed.length < PICK_FAILED) failed.push(i); }
+      else if (done.length < PICK_RECENT) done.push(i);
+      if (active.length >= PICK_ACTIVE && failed.length >= PICK_FAILED && done.length >= PICK_RECENT) break;
+    }
+    return [...new Set([...failed, ...active, ...done])].sort((a, b) => a - b).map((i) => ids[i]);
+  }
+
+  _container(p) {
+    if (p === "") return this.root;
+    const n = this.nodes.get(p);
+    if (!n) return null;
+    if (!n.kidsUl) { n.kidsUl = h("ul"); n.li.append(n.kidsUl); }
+    return n.kidsUl;
+  }
+
+  _syncList(p) {
+    const ul = this._container(p);
+    if (!ul) return; // the parent is not shown: its list is built when it is
+    const want = this._shown(p).map((id) => this._node(id).li);
+    const keep = new Set(want);
+    for (const el of [...ul.children]) if (!keep.has(el)) el.remove();
+    // Insert in order without moving nodes that stay (a focused button keeps its focus).
+    let cursor = ul.firstElementChild;
+    for (const li of want) {
+      if (li === cursor) { cursor = cursor.nextElementSibling; continue; }
+      ul.insertBefore(li, cursor);
+    }
+    if (p !== "") this._summary(p);
+  }
+
+  // "10,000 sub-tasks: 9,990 done, 8 running, 2 failed · Show all"
+  _summary(p) {
+    const n = this.nodes.get(p);
+    const ids = this.kids.get(p) ?? [];
+    if (ids.length <= MANY) { n.sum?.remove(); n.sum = null; return; }
+    const count = {};
+    for (const id of ids) { const s = this.tasks.get(id).status; count[s] = (count[s] ?? 0) + 1; }
+    if (!n.sum) {
+      n.sum = h("div", "kids-summary");
+      n.sumText = h("span");
+      n.sumMore = h("button", "linkish");
+      n.sumMore.type = "button";
+      n.sumMore.addEventListener("click", () => {
+        const open = this.expanded.get(p) ?? 0;
+        const all = (this.kids.get(p) ?? []).length;
+        if (open >= all) this.expanded.delete(p); else this.expanded.set(p, Math.min(all, open + PAGE));
+        this.dirtyLists.add(p);
+        this.flush();
+      });
+      n.sum.append(n.sumText, " ", n.sumMore);
+      n.li.insertBefore(n.sum, n.kidsUl);
+    }
+    const parts = ["completed", "running", "queued", "failed", "interrupted", "cancelled"]
+      .filter((s) => count[s]).map((s) => `${count[s].toLocaleString("en")} ${statusWord(s).toLowerCase()}`);
+    n.sumText.textContent = `${ids.length.toLocaleString("en")} sub-tasks: ${parts.join(", ")}.`;
+    const open = this.expanded.get(p) ?? 0;
+    n.sumMore.textContent = open >= ids.length ? "Show fewer" : open ? `Show ${Math.min(PAGE, ids.length - open)} more` : "Show all";
+  }
+
+  _node(id) {
+    let n = this.nodes.get(id);
+    if (n) return n;
+    const t = this.tasks.get(id);
+    const li = h("li", "task");
+    li.dataset.task = id;
+    const head = h("div", "head");
+    const name = h("span", "name");
+    const badge = h("span", "badge");
+    const prog = h("progress");
+    const progText = h("span", "progress-text");
+    const elapsed = h("span", "elapsed");
+    const actions = h("span", "actions");
+    head.append(name, badge, prog, progText, elapsed, actions);
+    li.append(head);
+    n = { li, head, name, badge, prog, progText, elapsed, actions, error: null, result: null, kidsUl: null, sum: null, confirming: false };
+    this.nodes.set(id, n);
+    this._patch(t, n);
+    if ((this.kids.get(id) ?? []).length) this._syncList(id);
+    return n;
+  }
+
+  _patch(t, n) {
+    n.li.dataset.status = t.status;
+    const label = taskName(t);
+    if (n.name.textContent !== label) n.name.textContent = label;
+    n.name.title = t.id;
+    n.badge.dataset.status = t.status;
+    n.badge.textContent = statusWord(t.status);
+    if (t.progress && t.progress.m) {
+      n.prog.hidden = n.progText.hidden = false;
+      n.prog.max = t.progress.m; n.prog.value = t.progress.n;
+      n.prog.setAttribute("aria-label", `${t.progress.n} of ${t.progress.m}`);
+      n.progText.textContent = `${t.progress.n.toLocaleString("en")}/${t.progress.m.toLocaleString("en")}`;
+    } else { n.prog.hidden = n.progText.hidden = true; }
+    n.elapsed.textContent = this._elapsed(t);
+    this._actions(t, n);
+    if (t.error && !n.error) { n.error = h("div", "error"); n.li.insertBefore(n.error, n.head.nextSibling); }
+    if (n.error) n.error.textContent = t.error ? (t.error.message ?? short(t.error, 300)) : "";
+    if (t.status === "completed" && !n.result) this._resultView(t, n);
+  }
+
+  _elapsed(t) {
+    if (!t.started_at) return "";
+    const end = t.ended_at ?? (this.asOf ?? Date.now()) / 1000;
+    return duration(end - t.started_at);
+  }
+
+  tick() {
+    for (const [id, n] of this.nodes) {
+      const t = this.tasks.get(id);
+      if (t && t.started_at && !t.ended_at && n.li.isConnected) n.elapsed.textContent = this._elapsed(t);
+    }
+  }
+
+  // Cancel asks first; the buttons are made once per task and never rebuilt under focus.
+  _actions(t, n) {
+    const live = !TERMINAL.has(t.status);
+    if (!live) { if (n.actions.childElementCount) n.actions.replaceChildren(); n.confirming = false; return; }
+    if (n.actions.childElementCount) return;
+    const label = taskName(t);
+    const cancel = h("button", "danger", "Cancel");
+    cancel.type = "button";
+    cancel.setAttribute("aria-label", `Cancel ${label}`);
+    const ask = h("span", "confirm");
+    ask.hidden = true;
+    const q = h("span", "", "Cancel this task?");
+    const yes = h("button", "danger solid", "Yes, cancel");
+    const no = h("button", "ghost small", "Keep running");
+    yes.type = no.type = "button";
+    ask.append(q, " ", yes, " ", no);
+    const showAsk = (on) => { cancel.hidden = on; ask.hidden = !on; n.confirming = on; (on ? no : cancel).focus(); };
+    cancel.addEventListener("click", () => showAsk(true));
+    no.addEventListener("click", () => showAsk(false));
+    ask.addEventListener("keydown", (e) => { if (e.key === "Escape") showAsk(false); });
+    yes.addEventListener("click", async () => {
+      yes.disabled = true; no.disabled = true; q.textContent = "Cancelling…";
+      try { await this.api(`/api/tasks/${t.id}/cancel`, { method: "POST" }); }
+      catch (e) { q.textContent = `Could not cancel: ${e.message}`; yes.disabled = no.disabled = false; }
+    });
+    n.actions.append(cancel, ask);
+  }
+
+  // A finished task's result, fetched when opened, shown as fields with the JSON behind.
+  _resultView(t, n) {
+    const d = h("details", "result");
+    const s = h("summary", "", "Result");
+    const body = h("div", "result-body", "Loading…");
+    d.append(s, body);
+    d.addEventListener("toggle", async () => {
+      if (!d.open || d.dataset.loaded) return;
+      d.dataset.loaded = "1";
+      try {
+        const full = await this.api(`/api/tasks/${t.id}`);
+        body.replaceChildren(resultFields(full.result));
+      } catch (e) { body.textContent = `Could not load the result: ${e.message}`; delete d.dataset.loaded; }
+    });
+    n.result = d;
+    n.li.insertBefore(d, n.sum ?? n.kidsUl);
+  }
+}
+
+export function resultFields(result) {
+  const wrap = h("div");
+  if (result && typeof result === "object" && !Array.isArray(result)) {
+    const dl = h("dl", "fields");
+    for (const [k, v] of Object.entries(result)) {
+      dl.append(h("dt", "", k.replace(/_/g, " ")), h("dd", "", Array.isArray(v) ? `${v.length.toLocaleString("en")} entries` : short(v, 200)));
+    }
+    wrap.append(dl);
+  } else wrap.append(h("p", "", short(result, 2000)));
+  const raw = h("details", "raw");
+  raw.append(h("summary", "", "Show JSON"));
+  raw.addEventListener("toggle", () => {
+    if (raw.open && raw.childElementCount === 1) raw.append(h("pre", "", JSON.stringify(result, null, 2).slice(0, 200_000)));
+  }, { once: false });
+  wrap.append(raw);
+  return wrap;
+}
