@@ -11,7 +11,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // Test and soak runs shrink the status poll; the default suits people.
 const POLL_MS = Number(params.get("poll_ms")) || 2000;
-const FULL_LOAD = 5000;  // a session with more events opens on its newest TAIL
+const FULL_LOAD = Number(params.get("full_load")) || 5000;  // more events: open on the newest TAIL
 const TAIL = 1000;
 
 class ApiError extends Error {
@@ -45,7 +45,7 @@ const timeline = new Timeline({
 const conversation = new Conversation({ root: $("conversation"), api: (p, i) => api(p, i), isModelAgent: (n) => agentsByName.get(n)?.kind === "model" });
 const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}` });
 // Tests and the benchmark read the page's model through this (never needed by the page).
-window.tether = { timeline, tree, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
+window.tether = { timeline, tree, conn: () => conn, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
 
 // ---- api ----------------------------------------------------------------------------------
 
@@ -206,7 +206,7 @@ $("delete-yes").addEventListener("click", async () => {
     clearPage();
     localStorage.removeItem("tether.session");
     await enter();
-  } catch (e) { $("delete-q").textContent = e.message; $("delete-yes").hidden = true; $("delete-no").textContent = "OK"; $("delete-no").focus(); setTimeout(() => { $("delete-yes").hidden = false; $("delete-no").textContent = "Keep"; }, 0); }
+  } catch (e) { $("delete-q").textContent = `Not deleted: ${e.message}.`; $("delete-no").focus(); }
 });
 
 async function openSession(id) {
@@ -251,6 +251,8 @@ async function openSession(id) {
     if (gen !== generation) return;
     timeline.reset(older);
     applyEvents(evs);
+    // The form is open where it is the way to start: no model to talk to, nothing run yet.
+    $("advanced").open = document.body.classList.contains("no-model") && tree.size === 0;
   } catch (e) {
     if (gen !== generation) return;
     if (e instanceof ApiError && e.status === 404) { localStorage.removeItem("tether.session"); $("session-error").textContent = "That session is gone."; return; }
@@ -292,7 +294,7 @@ function fillAgents(agents) {
   const main = models.find((a) => a.default) ?? models[0];
   $("composer").hidden = !main;
   $("no-model").hidden = !!main;
-  $("advanced").open = !main;
+  document.body.classList.toggle("no-model", !main);
   if (main) {
     $("chat-agent").textContent = main.ready ? `${main.name} · ${main.model}` : `${main.name} is not ready: ${main.problem}`;
     $("send").disabled = !main.ready;

@@ -67,7 +67,7 @@ export function eventText(ev) {
     case "batch.started": return `Working through ${Number(d.count).toLocaleString("en")} items, ${d.parallel} at a time`;
     case "batch.summary": return `${Number(d.succeeded).toLocaleString("en")} of ${Number(d.count).toLocaleString("en")} items succeeded${d.failed ? `, ${d.failed} failed` : ""}`;
     case "item.started": return `Working on “${short(d.item, 80)}”`;
-    case "item.result": return `Result: ${d.words ?? "?"} words, ${d.length ?? "?"} characters`;
+    case "item.result": return `Result: ${plural(d.words, "word")}, ${plural(d.length, "character")}`;
     case "turn.waiting": return "Waiting for the previous turn";
     case "RUN_STARTED": return "Model turn started";
     case "RUN_FINISHED": return "Model turn finished";
@@ -100,4 +100,9 @@ export function eventTone(ev) {
   if (ev.type === "approval.requested") return "ask";
   if (ev.type === "task.status" && d.status === "completed") return "good";
   return "";
+}
+
+export function plural(n, word) {
+  if (typeof n !== "number") return `? ${word}s`;
+  return `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
 }
