@@ -1,6 +1,6 @@
 """Run every benchmark against a real server on the embedded default, print a table, write JSON.
 
-    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm] [--out FILE]
+    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm,web] [--out FILE]
 
 The server runs in its own process (uvicorn, one SQLite file); clients run in separate
 load-generating processes on loopback. Everything goes through the authenticated path (a
@@ -40,6 +40,8 @@ TARGETS = {
     "storm_all_live_s": ("≤", 5.0),
     "storm_lost": ("≤", 0),
     "fanout_1000_p99_ms": ("≤", 250.0),
+    "web_commit_to_screen_p99_ms": ("≤", 100.0),
+    "web_reload_to_live_s": ("≤", 1.0),
 }
 
 
@@ -515,7 +517,14 @@ CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "append": append,
     "bigsession": bigsession,
     "llm": lambda tmp, runs: _model_turns(tmp, runs),
+    "web": lambda tmp, runs: _web(tmp, runs),
 }
+
+
+def _web(tmp: Path, runs: int) -> dict[str, Any]:
+    from benchmarks.web import long_session
+
+    return long_session(tmp, runs)
 
 
 def _model_turns(tmp: Path, runs: int) -> dict[str, Any]:

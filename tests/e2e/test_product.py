@@ -88,7 +88,8 @@ def test_3_timeline_follows_and_offers_a_jump_to_the_latest(
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     page = open_app(ctx, server, sid)
     root = str(api.start(sid, "batch", {"items": list(range(60)), "delay_s": 0.2})["id"])
-    at_end = "(() => { const t = document.getElementById('timeline'); return t.scrollHeight - t.scrollTop - t.clientHeight < 40; })()"
+    # The timeline scrolls from its newest end (a column-reverse box): 0 is the bottom.
+    at_end = "Math.abs(document.getElementById('timeline').scrollTop) < 40"
     # Following: the newest event is the last row and in view, batch rows and all.
     wait_until(lambda: len(model_seqs(page)) > 60, what="events to flow")
     wait_until(
@@ -97,7 +98,7 @@ def test_3_timeline_follows_and_offers_a_jump_to_the_latest(
     )
     # Scrolled up: the view stays put and a pill counts what is new.
     page.evaluate(
-        "(() => { const t = document.getElementById('timeline'); t.scrollTop = 0; t.dispatchEvent(new Event('scroll')); })()"
+        "(() => { const t = document.getElementById('timeline'); t.scrollTop = -t.scrollHeight; t.dispatchEvent(new Event('scroll')); })()"
     )
     last = dom_seqs(page)[-1]
     page.wait_for_selector(".pill:visible")
@@ -122,7 +123,9 @@ def test_4_a_long_session_stays_small_on_the_page_and_loads_earlier_on_demand(
 ) -> None:
     server, api, sid = setup(make_server, "long")
     n = 300
-    root = str(api.start(sid, "batch", {"items": list(range(n)), "delay_s": 0, "parallel": 8})["id"])
+    root = str(
+        api.start(sid, "batch", {"items": list(range(n)), "delay_s": 0, "parallel": 8})["id"]
+    )
     ctx = browser.new_context()
     page = open_app(ctx, server, sid)
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]', timeout=120_000)
@@ -270,13 +273,18 @@ def test_11_a_form_from_the_schema_plain_events_names_results_and_sessions(
     # A form built from the schema, and the server's 422 under the field it is about.
     assert page.get_attribute("#advanced", "open") is not None
     assert page.text_content("label[for=f-batch-delay_s]") == "Delay (seconds)"
-    assert page.text_content("#agent-help") == "Process items one by one (or `parallel` at a time), each delegated to a sub-agent."
+    assert (
+        page.text_content("#agent-help")
+        == "Process items one by one (or `parallel` at a time), each delegated to a sub-agent."
+    )
     page.fill("#f-batch-items", "alpha\nbeta\ngamma")
     page.fill("#f-batch-delay_s", "0.3")
     page.fill("#f-batch-parallel", "100")
     page.click("#start")
     page.wait_for_selector("#f-batch-parallel[aria-invalid=true]")
-    assert "less than or equal to 64" in page.text_content(".field[data-field=parallel] .field-error")
+    assert "less than or equal to 64" in page.text_content(
+        ".field[data-field=parallel] .field-error"
+    )
     assert page.evaluate("document.activeElement.id") == "f-batch-parallel"
     assert api.c.get(f"/api/sessions/{sid}/tasks").json()["tasks"] == []
     page.fill("#f-batch-parallel", "1")
@@ -289,7 +297,9 @@ def test_11_a_form_from_the_schema_plain_events_names_results_and_sessions(
     page.click("#delete-yes")
     page.wait_for_selector("#delete-q:has-text('unfinished')")
     page.click("#delete-no")
-    page.wait_for_selector("li.task[data-status=completed] .name:text-is('Batch of 3 items')", timeout=30_000)
+    page.wait_for_selector(
+        "li.task[data-status=completed] .name:text-is('Batch of 3 items')", timeout=30_000
+    )
     page.wait_for_selector(".sessions .s-state[data-state=completed]")
     # Events in plain words with their time; the raw JSON one click away.
     row = page.locator("li.ev", has_text="Progress 1 of 3").first
@@ -301,13 +311,17 @@ def test_11_a_form_from_the_schema_plain_events_names_results_and_sessions(
     page.click("li.task[data-status=completed] > details.result > summary")
     page.wait_for_selector("li.task > details.result dl")
     fields = page.locator("li.task > details.result dl").first.inner_text()
-    assert re.search(r"succeeded\s+3", fields, re.I) and re.search(r"results\s+3 entries", fields, re.I)
+    assert re.search(r"succeeded\s+3", fields, re.I) and re.search(
+        r"results\s+3 entries", fields, re.I
+    )
     shot(page, "desktop-product")
     # Rename, then delete.
     page.click("#rename")
     page.fill("#rename-input", "Quarterly numbers")
     page.press("#rename-input", "Enter")
-    page.wait_for_selector(f'#sessions li[data-session="{sid}"] .s-title:text-is("Quarterly numbers")')
+    page.wait_for_selector(
+        f'#sessions li[data-session="{sid}"] .s-title:text-is("Quarterly numbers")'
+    )
     assert api.c.get(f"/api/sessions/{sid}").json()["title"] == "Quarterly numbers"
     page.click("#delete")
     page.click("#delete-yes")
@@ -359,7 +373,9 @@ def test_12_phone_layout_input_kept_and_accessibility(browser: Browser, make_ser
 def assert_accessible(page: Page) -> None:
     """axe-core (from npm, served to the page by this test: the page's CSP allows only its
     own origin) finds nothing serious or critical, contrast included."""
-    page.route("**/__axe__.js", lambda route: route.fulfill(path=AXE, content_type="text/javascript"))
+    page.route(
+        "**/__axe__.js", lambda route: route.fulfill(path=AXE, content_type="text/javascript")
+    )
     page.add_script_tag(url="/__axe__.js")
     found = page.evaluate(
         "axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations"

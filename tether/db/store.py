@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tether.db.engine import Database
 from tether.db.schema import approvals, events, sessions, tasks
 from tether.errors import Conflict, NotFound
-from tether.model import TERMINAL, Session, Task, TaskStatus
+from tether.model import TERMINAL, Session, Task, TaskStatus, escape_line_breakers
 
 
 def new_id(prefix: str) -> str:
@@ -157,6 +157,63 @@ def read_snapshot(c: sa.Connection, session_id: str, owner: str) -> tuple[Sessio
     return session, _with_children([_task(r) for r in res])
 
 
+BRIEF_INPUT_BYTES = 2048
+_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C, ensure_ascii=False
+
+
+def _num(x: float | None) -> str:
+    return "null" if x is None else repr(x)
+
+
+_BRIEF = (
+    tasks.c.id,
+    tasks.c.parent_id,
+    tasks.c.agent,
+    tasks.c.status,
+    tasks.c.progress_n,
+    tasks.c.progress_m,
+    tasks.c.error,
+    tasks.c.created_at,
+    tasks.c.started_at,
+    tasks.c.ended_at,
+    sa.case((sa.func.length(tasks.c.input) <= BRIEF_INPUT_BYTES, tasks.c.input), else_=None),
+)
+
+
+def read_brief_tree(c: sa.Connection, session_id: str, owner: str) -> tuple[Session, str]:
+    """The session and its task tree as JSON text, without results and without inputs over
+    BRIEF_INPUT_BYTES (null): what a page polling ten thousand tasks needs. The stored JSON
+    of inputs and errors is spliced in as it is, never decoded: this read is on the path of
+    every reload of a big session."""
+    session = read_session(c, session_id, owner)
+    rows = c.execute(
+        sa.select(*_BRIEF)
+        .where(tasks.c.session_id == session_id)
+        .order_by(tasks.c.created_at, tasks.c.id)
+    ).all()
+    q = _json_string
+    sid = q(session_id)
+    heads: dict[str, str] = {}
+    kids: dict[str | None, list[str]] = {}
+    for tid, parent, agent, status, pn, pm, error, created, started, ended, inp in rows:
+        progress = "null" if pm is None else f'{{"n":{pn},"m":{pm}}}'
+        heads[tid] = (
+            f'{{"id":{q(tid)},"session_id":{sid},"parent_id":'
+            f'{"null" if parent is None else q(parent)},"agent":{q(agent)},'
+            f'"input":{inp or "null"},"status":"{status}","progress":{progress},'
+            f'"result":null,"error":{error or "null"},"created_at":{created!r},'
+            f'"started_at":{_num(started)},"ended_at":{_num(ended)},"children":['
+        )
+        kids.setdefault(parent, []).append(tid)
+
+    def text(tid: str) -> str:
+        return heads[tid] + ",".join(text(k) for k in kids.get(tid, ())) + "]}"
+
+    roots = [r[0] for r in rows if r[1] is None or r[1] not in heads]
+    out = "[" + ",".join(text(t) for t in roots) + "]"
+    return session, out if out.isascii() else escape_line_breakers(out)
+
+
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -231,6 +288,9 @@ class Store:
         if row is None:
             raise NotFound(f"session {session_id} not found")
         return _session(row)
+
+    async def brief_tree(self, session_id: str, owner: str) -> tuple[Session, str]:
+        return await self.db.read(lambda c: read_brief_tree(c, session_id, owner))
 
     async def snapshot(self, session_id: str, owner: str) -> tuple[Session, list[Task]]:
         """The session (with its head seq) and every task, read in one consistent snapshot."""

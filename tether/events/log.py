@@ -528,16 +528,23 @@ def read_after(
 
 
 def read_before(
-    c: sa.Connection, session_id: str, before: int, limit: int, max_bytes: int | None = None
+    c: sa.Connection,
+    session_id: str,
+    before: int,
+    limit: int,
+    max_bytes: int | None = None,
+    after: int = 0,
 ) -> list[Event]:
-    """The (up to) `limit` events just before seq `before`, in order: the tail of the log
-    (before = head + 1) or the page above what a reader already has. Stops early, from the
-    newest side, once their data passes `max_bytes` (always at least one event)."""
+    """The (up to) `limit` events just before seq `before` (and after `after`), in order:
+    the tail of the log (before = head + 1) or the page above what a reader already has.
+    Stops early, from the newest side, once their data passes `max_bytes` (always at least
+    one event)."""
     q = (
         sa.select(*_EVENT_COLUMNS)
         .where(
             events.c.session_id == session_id,
             events.c.seq < before,
+            events.c.seq > after,
             events.c.seq > _low_seq(session_id),
         )
         .order_by(events.c.seq.desc())

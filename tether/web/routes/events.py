@@ -103,8 +103,9 @@ async def list_events(
         str | None,
         Query(
             pattern=CURSOR_PATTERN,
-            description="Instead of `after`: the events just before this seq (the tail of "
-            "the log with head_seq + 1), in seq order; `more` says whether older ones remain.",
+            description="The events just before this seq (the tail of the log with "
+            "head_seq + 1), in seq order, above `after` if given; `more` says whether older "
+            "ones remain.",
         ),
     ] = None,
 ) -> Response:
@@ -112,8 +113,6 @@ async def list_events(
     again from `next_after`. A page also stops early at about `page_bytes` of event data.
     With `before`, the page ends just below that seq: a reader can show the tail of a long
     session first and load earlier pages as they are wanted."""
-    if before is not None and after is not None:
-        raise BadRequest("give `after` or `before`, not both")
     upto = parse_cursor(before, "before")
     cursor = parse_cursor(after, "after") or 0
     max_limit = svc.settings.page_limit
@@ -125,8 +124,8 @@ async def list_events(
     def read(c: Any) -> str:
         s = read_session(c, session_id, caller.user)
         if upto is not None:
-            events = read_before(c, session_id, upto, n, page_bytes)
-            older = bool(events) and events[0].seq > s.low_seq + 1
+            events = read_before(c, session_id, upto, n, page_bytes, cursor)
+            older = bool(events) and events[0].seq > max(s.low_seq, cursor) + 1
             return (
                 f'{{"session_id":{dumps(session_id)},"head_seq":{s.head_seq},'
                 f'"first_seq":{s.low_seq + 1},'

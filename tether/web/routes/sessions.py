@@ -190,7 +190,7 @@ async def create_task(
 @router.get(
     "/sessions/{session_id}/tasks",
     response_model=None,
-    responses={200: {"model": TaskTree}, **problems(401, 404, 429)},
+    responses={200: {"model": TaskTree}, **problems(400, 401, 404, 429)},
 )
 async def list_tasks(
     session_id: str,
@@ -204,24 +204,14 @@ async def list_tasks(
         ),
     ] = False,
 ) -> Response:
-    s, tasks = await svc.store.snapshot(session_id, caller.user)
-    nodes = tree(tasks)
     if brief:
-        _abridge(nodes)
-    return json_response({"session_id": s.id, "head_seq": s.head_seq, "tasks": nodes})
-
-
-BRIEF_INPUT_BYTES = 2048
-
-
-def _abridge(nodes: list[dict[str, Any]]) -> None:
-    stack = list(nodes)
-    while stack:
-        n = stack.pop()
-        n["result"] = None
-        if len(dumps(n["input"])) > BRIEF_INPUT_BYTES:
-            n["input"] = None
-        stack.extend(n["children"])
+        s, text = await svc.store.brief_tree(session_id, caller.user)
+        return Response(
+            f'{{"session_id":{dumps(s.id)},"head_seq":{s.head_seq},"tasks":{text}}}',
+            media_type="application/json",
+        )
+    s, tasks = await svc.store.snapshot(session_id, caller.user)
+    return json_response({"session_id": s.id, "head_seq": s.head_seq, "tasks": tree(tasks)})
 
 
 @router.get(

@@ -6,13 +6,16 @@ import { TERMINAL, ago, clock, taskName } from "./describe.js";
 import { SchemaForm, firstSentence } from "./form.js";
 import { Timeline } from "./timeline.js";
 import { TaskTree } from "./tree.js";
+import { setText } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
+const setHidden = (el, on) => { if (el.hidden !== on) el.hidden = on; };
 const params = new URLSearchParams(location.search);
 // Test and soak runs shrink the status poll; the default suits people.
 const POLL_MS = Number(params.get("poll_ms")) || 2000;
 const FULL_LOAD = Number(params.get("full_load")) || 5000;  // more events: open on the newest TAIL
 const TAIL = 1000;
+const TAIL_FROM = "999999999999999999";  // before= this: the newest events, whatever the head
 
 class ApiError extends Error {
   constructor(status, problem) {
@@ -122,6 +125,7 @@ async function enter() {
   $("signout").hidden = false;
   $("menu").hidden = false;
   const [{ sessions }, { agents }] = await Promise.all([api("/api/sessions"), api("/api/agents")]);
+  sessionsById = new Map(sessions.map((s) => [s.id, s]));
   fillAgents(agents);
   let wanted = params.get("session") || localStorage.getItem("tether.session");
   if (!sessions.some((s) => s.id === wanted)) wanted = sessions[0]?.id;
@@ -229,14 +233,17 @@ async function openSession(id) {
   // normal size, its newest TAIL for a huge one (older pages load on demand).
   let cursor = 0;
   try {
-    const snap = await api(`/api/sessions/${id}/tasks?brief=true`);
+    // A session the list says is huge: its tree and its tail are asked for at once.
+    const big = (sessionsById.get(id)?.head_seq ?? 0) > FULL_LOAD;
+    const tail = () => api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`);
+    const [snap, early] = await Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), big ? tail() : null]);
     if (gen !== generation) return;
     tree.adopt(snap.tasks);
     const head = snap.head_seq;
     const evs = [];
     let older = false;
     if (head > FULL_LOAD) {
-      const page = await api(`/api/sessions/${id}/events?before=${head + 1}&limit=${TAIL}`);
+      const page = early ?? (await tail());
       evs.push(...page.events);
       older = page.more;
       cursor = page.next_after;
@@ -353,10 +360,10 @@ $("message").addEventListener("keydown", (e) => {
 $("message").addEventListener("input", () => { if (sessionId) localStorage.setItem(`tether.draft.${sessionId}`, $("message").value); });
 
 function renderChatChrome() {
-  $("chat-empty").hidden = conversation.turns.size > 0;
+  setHidden($("chat-empty"), conversation.turns.size > 0);
   const n = conversation.pendingApprovals;
-  $("needs-you").hidden = n === 0;
-  $("needs-you").textContent = n === 1 ? "1 approval needs you" : `${n} approvals need you`;
+  setHidden($("needs-you"), n === 0);
+  setText($("needs-you"), n === 1 ? "1 approval needs you" : `${n} approvals need you`);
   renderTitle();
 }
 
@@ -370,14 +377,15 @@ conversation.addEventListener("needsyou", (e) => {
 
 function renderTitle() {
   const needs = conversation.pendingApprovals > 0 ? "(needs you) " : "";
-  document.title = `${needs}${unseen ? `(${unseen}) ` : ""}Tether`;
+  const title = `${needs}${unseen ? `(${unseen}) ` : ""}Tether`;
+  if (document.title !== title) document.title = title;
 }
 
 // ---- tasks and timeline -------------------------------------------------------------------
 
 function adopt(list) {
   tree.adopt(list, (t, [was, now]) => noticeEnd(t, was, now));
-  $("tab-tasks-n").textContent = tree.roots().length ? `(${tree.roots().length})` : "";
+  setText($("tab-tasks-n"), tree.roots().length ? `(${tree.roots().length})` : "");
 }
 
 function applyEvents(evs) {
@@ -395,11 +403,11 @@ function applyEvents(evs) {
     } else if (ev.type === "task.progress") tree.upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
     if (change) noticeEnd(tree.get(ev.task_id), ...change);
     conversation.apply(ev);
-    if (ev.type === "task.created") renderChatChrome();
+    if (ev.type === "task.created" && !ev.data?.parent_id) renderChatChrome();
     if (ev.ts > lastEventTs) lastEventTs = ev.ts;
   }
   timeline.add(evs);
-  $("tab-tasks-n").textContent = tree.roots().length ? `(${tree.roots().length})` : "";
+  setText($("tab-tasks-n"), tree.roots().length ? `(${tree.roots().length})` : "");
 }
 
 // A top-level task ended while this page watched: say so once, to screen readers too.
@@ -446,7 +454,7 @@ function connKind() {
 function renderConn() {
   const kind = connKind();
   const el = $("conn");
-  el.dataset.kind = kind;
+  if (el.dataset.kind !== kind) el.dataset.kind = kind;
   let text, sub = "";
   const known = Math.max(lastLiveAt, polled?.checkedAt ?? 0);
   if (kind === "live") {
@@ -466,17 +474,17 @@ function renderConn() {
     text = conn.reason === "signed out" ? "Signed out" : "Stopped";
     sub = conn.reason === "signed out" ? "" : conn.reason ?? "";
   } else text = "Connecting…";
-  $("conn-text").textContent = text;
-  $("conn-sub").textContent = sub;
-  $("retry").hidden = !["reconnecting", "unreachable", "offline"].includes(kind);
+  setText($("conn-text"), text);
+  setText($("conn-sub"), sub);
+  setHidden($("retry"), !["reconnecting", "unreachable", "offline"].includes(kind));
   // Stale: nothing fresh from the server (the stream is down and polls fail or have not
   // answered yet): the tree is a picture from `known`, not the present.
   const stale = ["unreachable", "offline"].includes(kind) && sessionId;
   const asOf = stale ? known || Date.now() : null;
   if ((tree.asOf === null) !== (asOf === null)) tree.setStale(asOf);
-  $("panel-tasks").toggleAttribute("data-stale", !!stale);
-  $("stale").hidden = !stale;
-  $("stale").textContent = stale ? `As of ${clock(asOf, false)}` : "";
+  if ($("panel-tasks").hasAttribute("data-stale") !== !!stale) $("panel-tasks").toggleAttribute("data-stale", !!stale);
+  setHidden($("stale"), !stale);
+  setText($("stale"), stale ? `As of ${clock(asOf, false)}` : "");
 }
 
 $("retry").addEventListener("click", () => { session?.poke(); poller?.check(); });

@@ -32,9 +32,9 @@ export function taskName(t) {
   return cap(agent);
 }
 
-export function clock(ms, seconds = true) {
-  return new Date(ms).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", ...(seconds ? { second: "2-digit" } : {}), hour12: false });
-}
+const HMS = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+const HM = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hour12: false });
+export function clock(ms, seconds = true) { return (seconds ? HMS : HM).format(ms); }
 
 export function duration(s) {
   s = Math.max(0, Math.round(s));

@@ -4,10 +4,11 @@
 // few hundred rows on the page. Follow mode keeps the newest in view until the reader
 // scrolls up; then new events wait behind a "Jump to latest (N new)" pill.
 import { clock, eventText, eventTone } from "./describe.js";
-import { h } from "./dom.js";
+import { h, inFrame, setText } from "./dom.js";
 
-const WINDOW = 300;       // rows kept while following
+const WINDOW = 200;       // rows kept while following
 const EARLIER = 200;      // rows (or events fetched) per "Load earlier"
+const KEEP = 5000;        // events kept in memory above the first row
 
 export class Timeline extends EventTarget {
   // loadBefore(seq, n) -> Promise<{events, more}>; nameOf(taskId) -> string
@@ -23,7 +24,9 @@ export class Timeline extends EventTarget {
     this.pill.type = "button";
     this.pill.hidden = true;
     this.pill.addEventListener("click", () => this.jumpToLatest());
-    this.root.replaceChildren(this.earlier, this.list, this.pill);
+    const inner = h("div", "timeline-inner");
+    inner.append(this.earlier, this.list);
+    this.root.replaceChildren(inner, this.pill);
     this.root.addEventListener("scroll", () => this._onScroll(), { passive: true });
     this.reset();
   }
@@ -36,7 +39,6 @@ export class Timeline extends EventTarget {
     this.follow = true;
     this.olderOnServer = olderOnServer;
     this.pending = false;
-    this.stamps = [];         // [seq, ts] of rows put on screen, for the benchmark
     this.list.replaceChildren();
     this._chrome();
   }
@@ -53,7 +55,18 @@ export class Timeline extends EventTarget {
       this.bySeq.add(ev.seq);
       this.events.push(ev);
     }
+    this._forget();
     this._schedule();
+  }
+
+  // The model keeps at most KEEP events beyond the rows on the page: older ones are read
+  // again from the server by "Load earlier", so a day-long session does not grow the tab.
+  _forget() {
+    const extra = this.lo - KEEP;
+    if (extra < 1000) return;
+    for (const e of this.events.splice(0, extra)) this.bySeq.delete(e.seq);
+    this.lo -= extra; this.hi -= extra;
+    this.olderOnServer = true;
   }
 
   _insertOld(ev) {
@@ -67,7 +80,7 @@ export class Timeline extends EventTarget {
   _schedule() {
     if (this.pending) return;
     this.pending = true;
-    requestAnimationFrame(() => { this.pending = false; this.render(); });
+    inFrame(() => { this.pending = false; this.render(); });
   }
 
   render() {
@@ -80,7 +93,6 @@ export class Timeline extends EventTarget {
       this.hi = this.events.length;
       // Trim from the top so that the window stays WINDOW rows.
       while (this.hi - this.lo > WINDOW) { this.list.firstElementChild?.remove(); this.lo += 1; }
-      this._toBottom();
     }
     this._chrome();
   }
@@ -103,20 +115,21 @@ export class Timeline extends EventTarget {
       if (raw.open && raw.childElementCount === 1) raw.append(h("pre", "", JSON.stringify(ev, null, 2)));
     });
     li.append(time, who, what, raw);
-    this.stamps.push([ev.seq, ev.ts]);
     return li;
   }
 
+  // The scroller is a column-reverse flex box: its scroll origin is the newest end, so while
+  // the reader is there, rows added below stay in view with no scrolling (and no forced
+  // layout) per frame; rows added above (load earlier) do not move what is in view.
   _toBottom() {
     this._programmatic = true;
-    this.root.scrollTop = this.root.scrollHeight;
+    this.root.scrollTop = 0;
     requestAnimationFrame(() => { this._programmatic = false; });
   }
 
   _onScroll() {
     if (this._programmatic) return;
-    const r = this.root;
-    const atEnd = r.scrollHeight - r.scrollTop - r.clientHeight < 40;
+    const atEnd = Math.abs(this.root.scrollTop) < 40;
     if (atEnd && !this.follow && this.hi === this.events.length) { this.follow = true; this._chrome(); }
     else if (!atEnd && this.follow) { this.follow = false; this._chrome(); }
   }
@@ -126,6 +139,7 @@ export class Timeline extends EventTarget {
     this.list.replaceChildren();
     this.hi = this.lo = Math.max(0, this.events.length - WINDOW);
     this.render();
+    this._toBottom();
     this.root.focus({ preventScroll: true });
   }
 
@@ -150,21 +164,21 @@ export class Timeline extends EventTarget {
     const from = Math.max(0, this.lo - EARLIER);
     const frag = document.createDocumentFragment();
     for (let i = from; i < this.lo; i++) frag.append(this._row(this.events[i]));
-    const before = this.root.scrollHeight;
     this.list.prepend(frag);
     this.lo = from;
-    this.root.scrollTop += this.root.scrollHeight - before; // the rows that were in view stay put
     this._chrome();
   }
 
   _chrome() {
     const hidden = this.lo > 0 || this.olderOnServer;
-    this.earlier.hidden = !hidden;
-    if (hidden && !this.earlier.disabled) this.earlier.textContent = "Load earlier events";
+    if (this.earlier.hidden !== !hidden) this.earlier.hidden = !hidden;
+    if (hidden && !this.earlier.disabled) setText(this.earlier, "Load earlier events");
     const n = this.events.length - this.hi;
-    this.pill.hidden = this.follow || n === 0;
-    this.pill.textContent = `Jump to latest (${n.toLocaleString("en")} new)`;
-    this.root.dataset.follow = this.follow ? "on" : "off";
+    const pill = this.follow || n === 0;
+    if (this.pill.hidden !== pill) this.pill.hidden = pill;
+    if (!pill) setText(this.pill, `Jump to latest (${n.toLocaleString("en")} new)`);
+    const follow = this.follow ? "on" : "off";
+    if (this.root.dataset.follow !== follow) this.root.dataset.follow = follow;
   }
 
   // Rename rows of a task whose name became known after they were drawn.

@@ -3,7 +3,7 @@
 // A parent with many children shows a summary and the ones worth a look (running, failed,
 // the latest), with "Show all" paging through the rest.
 import { TERMINAL, duration, short, statusWord, taskName } from "./describe.js";
-import { h } from "./dom.js";
+import { h, inFrame, setText } from "./dom.js";
 
 const MANY = 30;          // more children than this: collapsed to a summary
 const PAGE = 200;         // "Show all" renders this many at a time
@@ -38,7 +38,11 @@ export class TaskTree extends EventTarget {
     const old = this.tasks.get(id);
     const t = old ?? { id, status: "queued" };
     const was = old?.status;
-    for (const [k, v] of Object.entries(fields)) if (v !== undefined && k !== "children") t[k] = v;
+    for (const [k, v] of Object.entries(fields)) {
+      if (v === undefined || k === "children") continue;
+      if (v === null && (k === "input" || k === "result") && t[k] != null) continue; // a brief tree leaves them out
+      t[k] = v;
+    }
     if (!old) {
       this.tasks.set(id, t);
       const p = t.parent_id ?? "";
@@ -79,7 +83,7 @@ export class TaskTree extends EventTarget {
   _schedule() {
     if (this._queued) return;
     this._queued = true;
-    requestAnimationFrame(() => { this._queued = false; this.flush(); });
+    inFrame(() => { this._queued = false; this.flush(); });
   }
 
   flush() {
@@ -121,7 +125,14 @@ export class TaskTree extends EventTarget {
     if (!ul) return; // the parent is not shown: its list is built when it is
     const want = this._shown(p).map((id) => this._node(id).li);
     const keep = new Set(want);
-    for (const el of [...ul.children]) if (!keep.has(el)) el.remove();
+    const many = (this.kids.get(p) ?? []).length > MANY;
+    for (const el of [...ul.children]) {
+      if (keep.has(el)) continue;
+      el.remove();
+      // A sub-task of a big parent that left the view is forgotten (made again if it
+      // returns): ten thousand detached nodes would cost every garbage collection.
+      if (many && !el.contains(document.activeElement)) this._drop(el.dataset.task);
+    }
     // Insert in order without moving nodes that stay (a focused button keeps its focus).
     let cursor = ul.firstElementChild;
     for (const li of want) {
@@ -155,9 +166,14 @@ export class TaskTree extends EventTarget {
     }
     const parts = ["completed", "running", "queued", "failed", "interrupted", "cancelled"]
       .filter((s) => count[s]).map((s) => `${count[s].toLocaleString("en")} ${statusWord(s).toLowerCase()}`);
-    n.sumText.textContent = `${ids.length.toLocaleString("en")} sub-tasks: ${parts.join(", ")}.`;
+    setText(n.sumText, `${ids.length.toLocaleString("en")} sub-tasks: ${parts.join(", ")}.`);
     const open = this.expanded.get(p) ?? 0;
     n.sumMore.textContent = open >= ids.length ? "Show fewer" : open ? `Show ${Math.min(PAGE, ids.length - open)} more` : "Show all";
+  }
+
+  _drop(id) {
+    for (const k of this.kids.get(id) ?? []) this._drop(k);
+    this.nodes.delete(id);
   }
 
   _node(id) {
@@ -183,19 +199,18 @@ export class TaskTree extends EventTarget {
   }
 
   _patch(t, n) {
-    n.li.dataset.status = t.status;
-    const label = taskName(t);
-    if (n.name.textContent !== label) n.name.textContent = label;
+    if (n.li.dataset.status !== t.status) { n.li.dataset.status = t.status; n.badge.dataset.status = t.status; }
+    setText(n.name, taskName(t));
     n.name.title = t.id;
-    n.badge.dataset.status = t.status;
-    n.badge.textContent = statusWord(t.status);
-    if (t.progress && t.progress.m) {
-      n.prog.hidden = n.progText.hidden = false;
-      n.prog.max = t.progress.m; n.prog.value = t.progress.n;
-      n.prog.setAttribute("aria-label", `${t.progress.n} of ${t.progress.m}`);
-      n.progText.textContent = `${t.progress.n.toLocaleString("en")}/${t.progress.m.toLocaleString("en")}`;
-    } else { n.prog.hidden = n.progText.hidden = true; }
-    n.elapsed.textContent = this._elapsed(t);
+    setText(n.badge, statusWord(t.status));
+    const p = t.progress && t.progress.m ? t.progress : null;
+    if (n.prog.hidden !== !p) n.prog.hidden = n.progText.hidden = !p;
+    if (p && (n.prog.value !== p.n || n.prog.max !== p.m)) {
+      n.prog.max = p.m; n.prog.value = p.n;
+      n.prog.setAttribute("aria-label", `${p.n} of ${p.m}`);
+      setText(n.progText, `${p.n.toLocaleString("en")}/${p.m.toLocaleString("en")}`);
+    }
+    setText(n.elapsed, this._elapsed(t));
     this._actions(t, n);
     if (t.error && !n.error) { n.error = h("div", "error"); n.li.insertBefore(n.error, n.head.nextSibling); }
     if (n.error) n.error.textContent = t.error ? (t.error.message ?? short(t.error, 300)) : "";
@@ -211,7 +226,7 @@ export class TaskTree extends EventTarget {
   tick() {
     for (const [id, n] of this.nodes) {
       const t = this.tasks.get(id);
-      if (t && t.started_at && !t.ended_at && n.li.isConnected) n.elapsed.textContent = this._elapsed(t);
+      if (t && t.started_at && !t.ended_at && n.li.isConnected) setText(n.elapsed, this._elapsed(t));
     }
   }
 
