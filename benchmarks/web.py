@@ -76,7 +76,7 @@ def long_session(tmp: Path, runs: int) -> dict[str, Any]:
                 events = b.http.get(f"/api/sessions/{sid}").json()["head_seq"]
                 # (wait_for_function with a string would break the page's CSP: poll.)
                 wait_until(
-                    lambda: page.evaluate("window.tether.timeline.events.length") >= events,  # noqa: B023 (called here)
+                    lambda: page.evaluate("window.tether.timeline.events.at(-1)?.seq") == events,  # noqa: B023 (called here)
                     timeout=120,
                     interval=0.2,
                 )

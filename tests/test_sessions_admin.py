@@ -99,3 +99,13 @@ def test_brief_tree_leaves_out_results_and_large_inputs(shared_server: Server) -
     assert brief[0]["input"] == full[0]["input"]  # small: kept (the page names tasks by it)
     assert brief[1]["input"] is None and brief[1]["status"] == "completed"
     assert [c["input"] for c in brief[0]["children"]] == [c["input"] for c in full[0]["children"]]
+
+    def same(b: dict[str, Any], f: dict[str, Any]) -> None:  # all else as the full tree says
+        assert b.keys() == f.keys()
+        for k in b.keys() - {"result", "input", "children"}:
+            assert b[k] == f[k], k
+        for bc, fc in zip(b["children"], f["children"], strict=True):
+            same(bc, fc)
+
+    for b, f in zip(brief, full, strict=True):
+        same(b, f)

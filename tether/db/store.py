@@ -176,6 +176,7 @@ _BRIEF = (
     tasks.c.created_at,
     tasks.c.started_at,
     tasks.c.ended_at,
+    tasks.c.last_seq,
     sa.case((sa.func.length(tasks.c.input) <= BRIEF_INPUT_BYTES, tasks.c.input), else_=None),
 )
 
@@ -195,14 +196,15 @@ def read_brief_tree(c: sa.Connection, session_id: str, owner: str) -> tuple[Sess
     sid = q(session_id)
     heads: dict[str, str] = {}
     kids: dict[str | None, list[str]] = {}
-    for tid, parent, agent, status, pn, pm, error, created, started, ended, inp in rows:
+    for tid, parent, agent, status, pn, pm, error, created, started, ended, last, inp in rows:
         progress = "null" if pm is None else f'{{"n":{pn},"m":{pm}}}'
         heads[tid] = (
             f'{{"id":{q(tid)},"session_id":{sid},"parent_id":'
             f'{"null" if parent is None else q(parent)},"agent":{q(agent)},'
             f'"input":{inp or "null"},"status":"{status}","progress":{progress},'
             f'"result":null,"error":{error or "null"},"created_at":{created!r},'
-            f'"started_at":{_num(started)},"ended_at":{_num(ended)},"children":['
+            f'"started_at":{_num(started)},"ended_at":{_num(ended)},"last_seq":{last},'
+            f'"children":['
         )
         kids.setdefault(parent, []).append(tid)
 

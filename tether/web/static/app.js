@@ -403,7 +403,7 @@ function applyEvents(evs) {
     } else if (ev.type === "task.progress") tree.upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
     if (change) noticeEnd(tree.get(ev.task_id), ...change);
     conversation.apply(ev);
-    if (ev.type === "task.created" && !ev.data?.parent_id) renderChatChrome();
+    if (ev.type === "task.created" && !ev.data?.parent_id) { renderChatChrome(); if (!loading) refreshSessionsSoon(); }
     if (ev.ts > lastEventTs) lastEventTs = ev.ts;
   }
   timeline.add(evs);
