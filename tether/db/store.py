@@ -165,18 +165,9 @@ def _num(x: float | None) -> str:
     return "null" if x is None else repr(x)
 
 
+# A brief tree row: a snapshot summary's columns and the input if it is small.
 _BRIEF = (
-    tasks.c.id,
-    tasks.c.parent_id,
-    tasks.c.agent,
-    tasks.c.status,
-    tasks.c.progress_n,
-    tasks.c.progress_m,
-    tasks.c.error,
-    tasks.c.created_at,
-    tasks.c.started_at,
-    tasks.c.ended_at,
-    tasks.c.last_seq,
+    *_SUMMARY,
     sa.case((sa.func.length(tasks.c.input) <= BRIEF_INPUT_BYTES, tasks.c.input), else_=None),
 )
 
