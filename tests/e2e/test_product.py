@@ -43,9 +43,7 @@ def test_1_switching_sessions_never_shows_the_other_sessions_tasks(
     server, api, a = setup(make_server, "first")
     busy = str(api.start(a, "batch", {"items": list(range(30)), "delay_s": 1})["id"])
     ctx = browser.new_context()
-    page = ctx.new_page()
-    page.add_init_script(TREE_IDS)
-    page.goto(f"{server.url}/?session={a}&poll_ms=300#secret={SECRET}")
+    page = open_app(ctx, server, a, init=TREE_IDS)
     page.wait_for_selector(f'li.task[data-task="{busy}"][data-status="running"]')
     page.click("#new-session")
     # (page.url does not follow history.replaceState: ask the page.)
@@ -234,10 +232,7 @@ def test_8_the_indicator_counts_from_the_last_event_and_announces_only_outcomes(
 ) -> None:
     server, api, sid = setup(make_server, "indicator")
     ctx = browser.new_context()
-    page = ctx.new_page()
-    page.add_init_script(ANNOUNCED)
-    page.goto(f"{server.url}/?session={sid}&poll_ms=300#secret={SECRET}")
-    page.wait_for_selector("#conn[data-kind=live]")
+    page = open_app(ctx, server, sid, init=ANNOUNCED)
     root = str(api.start(sid, "batch", {"items": ["a", "b"], "delay_s": 0.2})["id"])
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]')
     # Heartbeats arrive every 0.3 s; "last update" still counts from the last event.

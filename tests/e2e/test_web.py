@@ -38,9 +38,12 @@ def setup(make_server: Any, title: str, **env: str) -> tuple[Server, Api, str]:
     return server, api, api.session(title)
 
 
-def open_app(ctx: BrowserContext, server: Server, sid: str, poll_ms: int = 300) -> Page:
+def open_app(
+    ctx: BrowserContext, server: Server, sid: str, poll_ms: int = 300, init: str = ""
+) -> Page:
+    """A signed-in page on the session, live; `init` is more script run before the page's."""
     page = ctx.new_page()
-    page.add_init_script(WATCH)
+    page.add_init_script(WATCH + init)
     page.goto(f"{server.url}/?session={sid}&poll_ms={poll_ms}#secret={SECRET}")
     page.wait_for_selector("#conn[data-kind=live]", timeout=20_000)
     assert "secret" not in page.url  # the secret left the address bar
