@@ -16,16 +16,18 @@ export function setText(el, text) { if (el.textContent !== text) el.textContent 
 // twenty-five styles, layouts and paints a second, not one per event (or per view).
 const FRAME_MS = Number(new URLSearchParams(globalThis.location?.search).get("frame_ms") ?? 40);
 let queued = null;
-let lastFrame = 0;
+let lastFrame = -Infinity;
 export function inFrame(fn) {
   if (queued) { queued.add(fn); return; }
   queued = new Set([fn]);
-  const tick = (now) => {
-    if (now - lastFrame < FRAME_MS - 4) { requestAnimationFrame(tick); return; }
+  // Wait out the pace with a timer, not by asking for frame after frame: every frame asked
+  // for is a full style, layout and paint pass even when nothing changed.
+  const wait = lastFrame + FRAME_MS - performance.now();
+  const run = () => requestAnimationFrame((now) => {
     const fns = queued;
     queued = null;
     lastFrame = now;
     for (const f of fns) f();
-  };
-  requestAnimationFrame(tick);
+  });
+  if (wait > 4) setTimeout(run, wait - 4); else run();
 }

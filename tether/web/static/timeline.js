@@ -1,12 +1,14 @@
 // The timeline: every event of the session in seq order, in plain words with its time and
 // task, its raw JSON one click away. The model holds every loaded event; the DOM holds a
 // window of them (the newest WINDOW while following), so a session of 90,000 events keeps a
-// few hundred rows on the page. Follow mode keeps the newest in view until the reader
+// few dozen rows on the page. Follow mode keeps the newest in view until the reader
 // scrolls up; then new events wait behind a "Jump to latest (N new)" pill.
 import { clock, eventText, eventTone } from "./describe.js";
 import { h, inFrame, setText } from "./dom.js";
 
-const WINDOW = 200;       // rows kept while following
+// Rows kept while following: two screens. Every row on the page costs style, layout and
+// paint work in each frame that adds one; rows further back are added as the reader scrolls.
+const WINDOW = 60;
 const EARLIER = 200;      // rows (or events fetched) per "Load earlier"
 const KEEP = 5000;        // events kept in memory above the first row
 
@@ -107,12 +109,17 @@ export class Timeline extends EventTarget {
     time.dateTime = new Date(ev.ts * 1000).toISOString();
     const who = h("span", "who", ev.task_id ? this.nameOf(ev.task_id) : "Session");
     const what = h("span", "what", eventText(ev));
-    const raw = h("details", "raw");
-    const sum = h("summary", "", "JSON");
-    sum.setAttribute("aria-label", `Event ${ev.seq} as JSON`);
-    raw.append(sum);
-    raw.addEventListener("toggle", () => {
-      if (raw.open && raw.childElementCount === 1) raw.append(h("pre", "", JSON.stringify(ev, null, 2)));
+    // A button, not a <details>: a details element per row is a shadow tree per row, and
+    // costs the page a third of its style and paint work while it follows a busy session.
+    const raw = h("button", "raw", "JSON");
+    raw.type = "button";
+    raw.setAttribute("aria-expanded", "false");
+    raw.setAttribute("aria-label", `Event ${ev.seq} as JSON`);
+    raw.addEventListener("click", () => {
+      const pre = li.querySelector("pre");
+      if (pre) { pre.remove(); raw.setAttribute("aria-expanded", "false"); return; }
+      li.append(h("pre", "", JSON.stringify(ev, null, 2)));
+      raw.setAttribute("aria-expanded", "true");
     });
     li.append(time, who, what, raw);
     return li;
@@ -129,9 +136,13 @@ export class Timeline extends EventTarget {
 
   _onScroll() {
     if (this._programmatic) return;
-    const atEnd = Math.abs(this.root.scrollTop) < 40;
+    const { scrollTop, scrollHeight, clientHeight } = this.root;
+    const atEnd = Math.abs(scrollTop) < 40;
     if (atEnd && !this.follow && this.hi === this.events.length) { this.follow = true; this._chrome(); }
     else if (!atEnd && this.follow) { this.follow = false; this._chrome(); }
+    // Scrolling back through what is in memory needs no click: rows are added above as the
+    // reader nears the first one (rows added above do not move what is in view).
+    if (!this.follow && this.lo > 0 && scrollHeight - clientHeight - Math.abs(scrollTop) < 400) this._prependRows();
   }
 
   jumpToLatest() {
@@ -161,6 +172,11 @@ export class Timeline extends EventTarget {
         return;
       } finally { this.earlier.disabled = false; }
     }
+    this._prependRows();
+  }
+
+  // Rows above the first one, from the events in memory.
+  _prependRows() {
     const from = Math.max(0, this.lo - EARLIER);
     const frag = document.createDocumentFragment();
     for (let i = from; i < this.lo; i++) frag.append(this._row(this.events[i]));
