@@ -227,7 +227,7 @@ async def test_a_full_disk_fails_each_append_with_a_storage_error(log: EventLog)
     def full(conn: object) -> None:  # a real SQLITE_FULL: the file may not grow
         conn.exec_driver_sql("PRAGMA max_page_count=1")  # type: ignore[attr-defined]
 
-    engine = log.db.writer.sync_engine
+    engine = log.db.writer
     sa_event.listen(engine, "begin", full)
     big = [Append(sid, None, None, "big", dumps("x" * 50_000)) for _ in range(20)]
     with pytest.raises(StorageUnavailable, match="full"):

@@ -64,6 +64,7 @@ class Services:
             config={
                 "name": "tether",
                 "system_database_url": sync_url(self.db.url),
+                **({"system_database_engine": self.db.writer} if self.db.sqlite else {}),
                 "application_version": version,
                 "notification_listener_polling_interval_sec": self.settings.dbos_poll_s,
                 "log_level": "WARNING",

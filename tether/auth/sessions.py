@@ -77,15 +77,19 @@ class AuthStore:
         if not name or len(name) > 128 or not name.replace("-", "").replace("_", "").isalnum():
             raise InvalidInput("a user name is 1-128 letters, digits, '-' or '_'")
         user = User(new_id("u"), name, password_hash)
-        async with self.db.writer.begin() as conn:
-            taken = await conn.scalar(sa.select(users.c.id).where(users.c.name == name))
+
+        def tx(conn: sa.Connection) -> None:
+            taken = conn.scalar(sa.select(users.c.id).where(users.c.name == name))
             if taken is not None:
                 raise InvalidInput(f"user {name!r} already exists")
-            await conn.execute(
+            conn.execute(
                 sa.insert(users).values(
                     id=user.id, name=name, password_hash=password_hash, created_at=time.time()
                 )
             )
+
+        await self.db.write(tx)
+
         return user
 
     async def user_by_name(self, name: str) -> User | None:
@@ -108,17 +112,21 @@ class AuthStore:
         sid = new_id("a")
         token, digest = new_refresh_token()
         expires = now + self.lifetime_s
-        async with self.db.writer.begin() as conn:
-            await conn.execute(
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(
                 sa.insert(auth_sessions).values(
                     id=sid, user_id=user_id, created_at=now, last_seen_at=now, expires_at=expires
                 )
             )
-            await conn.execute(
+            conn.execute(
                 sa.insert(refresh_tokens).values(
                     token_hash=digest, auth_session_id=sid, created_at=now
                 )
             )
+
+        await self.db.write(tx)
+
         return Rotation(user_id, sid, token, expires)
 
     async def rotate(self, token: str) -> Rotation:
@@ -126,41 +134,41 @@ class AuthStore:
         `grace_s` (two tabs refreshing at once); after that, its reuse means it was stolen,
         and the whole auth session is revoked."""
         now = time.time()
-        reused = False
-        async with self.db.writer.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(refresh_tokens)
-                    .where(refresh_tokens.c.token_hash == hash_refresh_token(token))
-                    .with_for_update()
-                )
+
+        def tx(conn: sa.Connection) -> tuple[sa.Row, str | None]:
+            row = conn.execute(
+                sa.select(refresh_tokens)
+                .where(refresh_tokens.c.token_hash == hash_refresh_token(token))
+                .with_for_update()
             ).first()
             if row is None:
                 raise Unauthorized("unknown refresh token: " + SIGN_IN)
-            session = await self._session_row(conn, row.auth_session_id)
-            await self._raise_if_ended(session, now)
+            session = self._session_row(conn, row.auth_session_id)
+            self._raise_if_ended(conn, session, now)
             if row.used_at is not None and now - row.used_at > self.grace_s:
-                await self._revoke(conn, session.id, "refresh token reuse detected", now)
-                reused = True
-            else:
-                if row.used_at is None:
-                    await conn.execute(
-                        sa.update(refresh_tokens)
-                        .where(refresh_tokens.c.token_hash == row.token_hash)
-                        .values(used_at=now)
-                    )
-                new_token, digest = new_refresh_token()
-                await conn.execute(
-                    sa.insert(refresh_tokens).values(
-                        token_hash=digest, auth_session_id=session.id, created_at=now
-                    )
+                self._revoke(conn, session.id, "refresh token reuse detected", now)
+                return session, None
+            if row.used_at is None:
+                conn.execute(
+                    sa.update(refresh_tokens)
+                    .where(refresh_tokens.c.token_hash == row.token_hash)
+                    .values(used_at=now)
                 )
-                await conn.execute(
-                    sa.update(auth_sessions)
-                    .where(auth_sessions.c.id == session.id)
-                    .values(last_seen_at=now)
+            new_token, digest = new_refresh_token()
+            conn.execute(
+                sa.insert(refresh_tokens).values(
+                    token_hash=digest, auth_session_id=session.id, created_at=now
                 )
-        if reused:
+            )
+            conn.execute(
+                sa.update(auth_sessions)
+                .where(auth_sessions.c.id == session.id)
+                .values(last_seen_at=now)
+            )
+            return session, new_token
+
+        session, new_token = await self.db.write(tx)
+        if new_token is None:
             # Raised after the commit, so the revocation stands.
             raise SignInRevoked(
                 "this refresh token was already used: the sign-in is revoked for safety; "
@@ -170,20 +178,25 @@ class AuthStore:
         return Rotation(session.user_id, session.id, new_token, session.expires_at)
 
     async def revoke(self, auth_session_id: str, reason: str) -> None:
-        async with self.db.writer.begin() as conn:
-            await self._revoke(conn, auth_session_id, reason, time.time())
+        def tx(conn: sa.Connection) -> None:
+            self._revoke(conn, auth_session_id, reason, time.time())
+
+        await self.db.write(tx)
 
     async def revoke_by_token(self, token: str, reason: str) -> str | None:
         """Revoke the sign-in a refresh token belongs to; returns its id (None if unknown)."""
-        async with self.db.writer.begin() as conn:
-            sid = await conn.scalar(
+
+        def tx(conn: sa.Connection) -> str | None:
+            sid = conn.scalar(
                 sa.select(refresh_tokens.c.auth_session_id).where(
                     refresh_tokens.c.token_hash == hash_refresh_token(token)
                 )
             )
             if sid is not None:
-                await self._revoke(conn, sid, reason, time.time())
-        return sid
+                self._revoke(conn, sid, reason, time.time())
+            return sid
+
+        return await self.db.write(tx)
 
     async def check(self, auth_session_id: str) -> AuthSession:
         """The auth session if it is still valid, else Unauthorized saying why."""
@@ -192,31 +205,39 @@ class AuthStore:
         row = await self.db.read(lambda c: c.execute(q).first())
         if row is None:
             raise Unauthorized("unknown sign-in: " + SIGN_IN)
-        await self._raise_if_ended(row, now)
+        if now - row.last_seen_at > self.idle_timeout_s:  # idle: is a task of theirs running?
+            await self.db.read(lambda c: self._raise_if_ended(c, row, now))
+        else:
+            self._raise_if_ended(None, row, now)
         if now - row.last_seen_at > self.touch_every_s:
-            async with self.db.writer.begin() as conn:
-                await conn.execute(
+
+            def tx(conn: sa.Connection) -> None:
+                conn.execute(
                     sa.update(auth_sessions)
                     .where(auth_sessions.c.id == auth_session_id)
                     .values(last_seen_at=now)
                 )
+
+            await self.db.write(tx)
         return AuthSession(row.id, row.user_id, row.created_at, now, row.expires_at)
 
-    async def _session_row(self, conn: sa.ext.asyncio.AsyncConnection, sid: str) -> sa.Row:
-        row = (
-            await conn.execute(sa.select(auth_sessions).where(auth_sessions.c.id == sid))
-        ).first()
+    @staticmethod
+    def _session_row(conn: sa.Connection, sid: str) -> sa.Row:
+        row = conn.execute(sa.select(auth_sessions).where(auth_sessions.c.id == sid)).first()
         if row is None:
             raise Unauthorized("unknown sign-in: " + SIGN_IN)
         return row
 
-    async def _raise_if_ended(self, row: sa.Row, now: float) -> None:
+    def _raise_if_ended(self, conn: sa.Connection | None, row: sa.Row, now: float) -> None:
+        """Unauthorized saying why, if this sign-in has ended. Needs a connection only for one
+        idle past the timeout (whether a task of its user still runs)."""
         if row.revoked_at is not None:
             raise Unauthorized(f"signed out ({row.revoked_reason}): " + SIGN_IN)
         if now >= row.expires_at:
             raise Unauthorized("this sign-in reached its maximum lifetime: " + SIGN_IN)
         if now - row.last_seen_at > self.idle_timeout_s:
-            busy, last_end = await self.activity(row.user_id)
+            assert conn is not None
+            busy, last_end = self._activity(conn, row.user_id)
             if not busy and (last_end is None or now - last_end > self.idle_timeout_s):
                 raise Unauthorized("this sign-in was idle too long: " + SIGN_IN)
 
@@ -250,46 +271,46 @@ class AuthStore:
                 )
             if verdicts[user_id]:
                 gone.append(sid)
-        tokens = 0
-        async with self.db.writer.begin() as conn:
+
+        def tx(conn: sa.Connection) -> int:
+            tokens = 0
             for i in range(0, len(gone), 500):
                 chunk = gone[i : i + 500]
-                res = await conn.execute(
+                res = conn.execute(
                     sa.delete(refresh_tokens).where(refresh_tokens.c.auth_session_id.in_(chunk))
                 )
                 tokens += res.rowcount or 0
-                await conn.execute(sa.delete(auth_sessions).where(auth_sessions.c.id.in_(chunk)))
-            res = await conn.execute(
+                conn.execute(sa.delete(auth_sessions).where(auth_sessions.c.id.in_(chunk)))
+            res = conn.execute(
                 sa.delete(refresh_tokens).where(
                     refresh_tokens.c.used_at.is_not(None), refresh_tokens.c.used_at < now - 86400
                 )
             )
-            tokens += res.rowcount or 0
-        return len(gone), tokens
+            return tokens
+
+        return len(gone), await self.db.write(tx)
 
     async def activity(self, user_id: str) -> tuple[bool, float | None]:
         """Whether the user has a task that has not ended, and when their last one ended."""
-        terminal = [s.value for s in TERMINAL]
-        owned = sa.select(sessions.c.id).where(sessions.c.owner == user_id)
-
-        def read(c: sa.Connection) -> tuple[bool, float | None]:
-            busy = c.scalar(
-                sa.select(sa.func.count())
-                .select_from(tasks)
-                .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(terminal))
-            )
-            last_end = c.scalar(
-                sa.select(sa.func.max(tasks.c.ended_at)).where(tasks.c.session_id.in_(owned))
-            )
-            return bool(busy), last_end
-
-        return await self.db.read(read)
+        return await self.db.read(lambda c: self._activity(c, user_id))
 
     @staticmethod
-    async def _revoke(
-        conn: sa.ext.asyncio.AsyncConnection, sid: str, reason: str, now: float
-    ) -> None:
-        await conn.execute(
+    def _activity(c: sa.Connection, user_id: str) -> tuple[bool, float | None]:
+        terminal = [s.value for s in TERMINAL]
+        owned = sa.select(sessions.c.id).where(sessions.c.owner == user_id)
+        busy = c.scalar(
+            sa.select(sa.func.count())
+            .select_from(tasks)
+            .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(terminal))
+        )
+        last_end = c.scalar(
+            sa.select(sa.func.max(tasks.c.ended_at)).where(tasks.c.session_id.in_(owned))
+        )
+        return bool(busy), last_end
+
+    @staticmethod
+    def _revoke(conn: sa.Connection, sid: str, reason: str, now: float) -> None:
+        conn.execute(
             sa.update(auth_sessions)
             .where(auth_sessions.c.id == sid, auth_sessions.c.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason=reason)

@@ -213,12 +213,15 @@ class Store:
 
     async def create_session(self, owner: str, title: str) -> Session:
         s = Session(new_id("s"), owner, title, time.time(), 0, 0)
-        async with self.db.writer.begin() as conn:
-            await conn.execute(
+
+        def tx(conn: sa.Connection) -> Any:
+            conn.execute(
                 sa.insert(sessions).values(
                     id=s.id, owner=owner, title=title, created_at=s.created_at
                 )
             )
+
+        await self.db.write(tx)
         return s
 
     async def list_sessions(
@@ -239,13 +242,15 @@ class Store:
         return await self.db.read(lambda c: [_session(r) for r in c.execute(q)])
 
     async def rename_session(self, session_id: str, owner: str, title: str) -> Session:
-        async with self.db.writer.begin() as conn:
-            done = await conn.execute(
+        def tx(conn: sa.Connection) -> Any:
+            done = conn.execute(
                 sa.update(sessions)
                 .where(sessions.c.id == session_id, sessions.c.owner == owner)
                 .values(title=title)
             )
-        if done.rowcount == 0:
+            return done.rowcount
+
+        if await self.db.write(tx) == 0:
             raise NotFound(f"session {session_id} not found")
         return await self.session(session_id, owner)
 
@@ -253,15 +258,16 @@ class Store:
         """Delete a session with its tasks, events and approvals. A session with a task that
         has not ended is refused (409): cancel it first, so no work is cut off unseen."""
         unfinished = [s.value for s in TaskStatus if s not in TERMINAL]
-        async with self.db.writer.begin() as conn:
-            owned = await conn.execute(
+
+        def tx(conn: sa.Connection) -> Any:
+            owned = conn.execute(
                 sa.select(sessions.c.id).where(
                     sessions.c.id == session_id, sessions.c.owner == owner
                 )
             )
             if owned.first() is None:
                 raise NotFound(f"session {session_id} not found")
-            running = await conn.execute(
+            running = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(tasks)
                 .where(tasks.c.session_id == session_id, tasks.c.status.in_(unfinished))
@@ -272,8 +278,10 @@ class Store:
                     f"session {session_id} has {n} unfinished task(s): cancel them first"
                 )
             for table in (approvals, events, tasks):
-                await conn.execute(sa.delete(table).where(table.c.session_id == session_id))
-            await conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))
+                conn.execute(sa.delete(table).where(table.c.session_id == session_id))
+            conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))
+
+        await self.db.write(tx)
 
     async def session(self, session_id: str, owner: str) -> Session:
         q = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)
@@ -288,6 +296,20 @@ class Store:
     async def snapshot(self, session_id: str, owner: str) -> tuple[Session, list[Task]]:
         """The session (with its head seq) and every task, read in one consistent snapshot."""
         return await self.db.read(lambda c: read_snapshot(c, session_id, owner))
+
+    async def task_row(self, task_id: str) -> Task:
+        """The runtime's read of a task: its row, without its children (a batch parent has
+        thousands), read on the event loop on SQLite (a primary-key lookup costs less than
+        the hand-off to a reader thread)."""
+        query = sa.select(tasks).where(tasks.c.id == task_id)
+
+        def read(c: sa.Connection) -> Task:
+            row = c.execute(query).first()
+            if row is None:
+                raise NotFound(f"task {task_id} not found")
+            return _task(row)
+
+        return await self.db.read(read, inline=True)
 
     async def task(self, task_id: str, owner: str | None) -> Task:
         """A task and its direct children. owner=None is for the runtime's own reads."""
@@ -382,12 +404,11 @@ class Store:
         self, aid: str, task_id: str, session_id: str, tool: str, args: str
     ) -> None:
         """Record a request; one that exists (a re-run of the step) is left as it is."""
-        async with self.db.writer.begin() as conn:
-            found = (
-                await conn.execute(sa.select(approvals.c.id).where(approvals.c.id == aid))
-            ).first()
+
+        def tx(conn: sa.Connection) -> Any:
+            found = (conn.execute(sa.select(approvals.c.id).where(approvals.c.id == aid))).first()
             if found is None:
-                await conn.execute(
+                conn.execute(
                     sa.insert(approvals).values(
                         id=aid,
                         task_id=task_id,
@@ -398,6 +419,8 @@ class Store:
                         requested_at=time.time(),
                     )
                 )
+
+        await self.db.write(tx)
 
     async def approvals_of(self, task_id: str, owner: str) -> list[dict[str, Any]]:
         await self.task(task_id, owner)
@@ -415,9 +438,10 @@ class Store:
         one already answered or whose task has ended."""
         task = await self.task(task_id, user)
         status = "approved" if decision == "approve" else "denied"
-        async with self.db.writer.begin() as conn:
+
+        def tx(conn: sa.Connection) -> Any:
             row = (
-                await conn.execute(
+                conn.execute(
                     sa.select(approvals).where(
                         approvals.c.id == aid, approvals.c.task_id == task_id
                     )
@@ -433,7 +457,7 @@ class Store:
             if task.status.terminal:
                 raise Conflict(f"task {task_id} has ended ({task.status.value}); nothing waits")
             now = time.time()
-            done = await conn.execute(
+            done = conn.execute(
                 sa.update(approvals)
                 .where(approvals.c.id == aid, approvals.c.status == "pending")
                 .values(status=status, note=note, answered_at=now, answered_by=user)
@@ -447,6 +471,8 @@ class Store:
                 "answered_at": now,
                 "answered_by": user,
             }
+
+        return await self.db.write(tx)
 
     async def answered_approvals_of_unfinished_tasks(self) -> list[dict[str, Any]]:
         terminal = [s.value for s in TERMINAL]

@@ -243,41 +243,44 @@ class EventLog:
         by_session: dict[str, list[Append]] = {}
         for a in batch:
             by_session.setdefault(a.session_id, []).append(a)
-        out: dict[str, list[Event]] = {}
-        now = time.time()
+        retention = self.retention
+
+        def run(conn: sa.Connection) -> dict[str, list[Event]]:
+            # On the writer thread: one hop for the whole transaction.
+            out: dict[str, list[Event]] = {}
+            now = time.time()
+            heads = self._lock_sessions(conn, sorted(by_session))
+            keys = [(a.session_id, a.key) for a in batch if a.key is not None]
+            seen = self._existing_keys(conn, keys) if keys else set()
+            status_of = self._statuses(
+                conn,
+                {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task},
+            )
+            plan = _Plan()
+            for session_id, items in by_session.items():
+                if session_id not in heads:
+                    # Dropped (each append's event stays None) rather than failing the
+                    # batch: one caller's bad session must not cost others their appends.
+                    log.warning("dropped %d appends to missing session %s", len(items), session_id)
+                    continue
+                evs = plan.add(session_id, items, heads[session_id], seen, status_of, now)
+                if evs:
+                    out[session_id] = evs
+            plan.write(conn, retention, self._prune)
+            return out
+
         try:
-            async with self.db.writer.begin() as conn:
-                heads = await self._lock_sessions(conn, sorted(by_session))
-                keys = [(a.session_id, a.key) for a in batch if a.key is not None]
-                seen = await self._existing_keys(conn, keys) if keys else set()
-                status_of = await self._statuses(
-                    conn,
-                    {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task},
-                )
-                plan = _Plan()
-                for session_id, items in by_session.items():
-                    if session_id not in heads:
-                        # Dropped (each append's event stays None) rather than failing the
-                        # batch: one caller's bad session must not cost others their appends.
-                        log.warning(
-                            "dropped %d appends to missing session %s", len(items), session_id
-                        )
-                        continue
-                    evs = plan.add(session_id, items, heads[session_id], seen, status_of, now)
-                    if evs:
-                        out[session_id] = evs
-                await plan.write(conn, self.retention, self._prune)
+            return await self.db.write(run)
         except BaseException:
             for a in batch:  # rolled back: nothing of it happened
                 a.event = None
             raise
-        return out
 
     @staticmethod
-    async def _lock_sessions(conn: Any, ids: list[str]) -> dict[str, tuple[int, int]]:
+    def _lock_sessions(conn: sa.Connection, ids: list[str]) -> dict[str, tuple[int, int]]:
         heads: dict[str, tuple[int, int]] = {}
         for i in range(0, len(ids), _IN_CHUNK):
-            res = await conn.execute(
+            res = conn.execute(
                 sa.select(sessions.c.id, sessions.c.head_seq, sessions.c.low_seq)
                 .where(sessions.c.id.in_(ids[i : i + _IN_CHUNK]))
                 .order_by(sessions.c.id)
@@ -287,7 +290,7 @@ class EventLog:
         return heads
 
     @staticmethod
-    async def _prune(conn: Any, session_id: str, low: int, new_low: int) -> None:
+    def _prune(conn: sa.Connection, session_id: str, low: int, new_low: int) -> None:
         """Retention: events in (low, new_low] leave the log. An event of a task that may
         still run keeps its row (not its data): a replay after a crash must find its key,
         or it would append the event again."""
@@ -297,7 +300,7 @@ class EventLog:
         live = sa.select(tasks.c.id).where(
             tasks.c.session_id == session_id, tasks.c.status.not_in(_TERMINAL)
         )
-        await conn.execute(
+        conn.execute(
             sa.delete(events).where(
                 in_range,
                 sa.or_(
@@ -307,10 +310,10 @@ class EventLog:
                 ),
             )
         )
-        await conn.execute(sa.update(events).where(in_range).values(data="null"))
+        conn.execute(sa.update(events).where(in_range).values(data="null"))
 
     @staticmethod
-    async def _existing_keys(conn: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    def _existing_keys(conn: sa.Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (session, key) pairs are in the log already."""
         # `(session_id = ? AND key IN (…)) OR …`: an index search per session on SQLite,
         # where a row-value IN would scan the whole index.
@@ -321,10 +324,8 @@ class EventLog:
         terms: list[Any] = []
         size = 0
 
-        async def run() -> None:
-            res = await conn.execute(
-                sa.select(events.c.session_id, events.c.key).where(sa.or_(*terms))
-            )
+        def run() -> None:
+            res = conn.execute(sa.select(events.c.session_id, events.c.key).where(sa.or_(*terms)))
             found.update((r[0], r[1]) for r in res)
             terms.clear()
 
@@ -334,18 +335,18 @@ class EventLog:
                 terms.append(sa.and_(events.c.session_id == sid, events.c.key.in_(chunk)))
                 size += len(chunk) + 1
                 if size >= _IN_CHUNK:
-                    await run()
+                    run()
                     size = 0
         if terms:
-            await run()
+            run()
         return found
 
     @staticmethod
-    async def _statuses(conn: Any, task_ids: set[str | None]) -> dict[str | None, TaskStatus]:
+    def _statuses(conn: sa.Connection, task_ids: set[str | None]) -> dict[str | None, TaskStatus]:
         ids = [t for t in task_ids if t is not None]
         out: dict[str | None, TaskStatus] = {}
         for i in range(0, len(ids), _IN_CHUNK):
-            res = await conn.execute(
+            res = conn.execute(
                 sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(ids[i : i + _IN_CHUNK]))
             )
             out.update((r[0], TaskStatus(r[1])) for r in res)
@@ -460,19 +461,19 @@ class _Plan:
         self.retention_of[session_id] = (low, new_head, len(self.sessions) - 1, ended)
         return evs
 
-    async def write(
-        self, conn: Any, retention: int, prune: Callable[[Any, str, int, int], Any]
+    def write(
+        self, conn: sa.Connection, retention: int, prune: Callable[[Any, str, int, int], Any]
     ) -> None:
         if self.new_tasks:
-            await conn.execute(sa.insert(tasks), self.new_tasks)
+            conn.execute(sa.insert(tasks), self.new_tasks)
         if self.rows:
-            await conn.execute(sa.insert(events), self.rows)
+            conn.execute(sa.insert(events), self.rows)
         # Task rows: one executemany per shape of change (progress, status, last seq only…).
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for task_id, values in self.task_values.items():
             shapes.setdefault(tuple(sorted(values)), []).append({"_id": task_id, **values})
         for cols, params in shapes.items():
-            await conn.execute(
+            conn.execute(
                 sa.update(tasks)
                 .where(tasks.c.id == sa.bindparam("_id"))
                 .values({c: sa.bindparam(c) for c in cols}),
@@ -483,12 +484,12 @@ class _Plan:
                 new_low = low
                 if new_head - low > retention + max(100, retention // 10):
                     new_low = new_head - retention
-                    await prune(conn, session_id, low, new_low)
+                    prune(conn, session_id, low, new_low)
                     self.sessions[idx]["_low"] = new_low
                 if ended and new_low:
                     # Rows kept below low_seq for their keys go once their task has ended.
                     for i in range(0, len(ended), _IN_CHUNK):
-                        await conn.execute(
+                        conn.execute(
                             sa.delete(events).where(
                                 events.c.session_id == session_id,
                                 events.c.seq <= new_low,
@@ -496,7 +497,7 @@ class _Plan:
                             )
                         )
         if self.sessions:
-            await conn.execute(
+            conn.execute(
                 sa.update(sessions)
                 .where(sessions.c.id == sa.bindparam("_id"))
                 .values(

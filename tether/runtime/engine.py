@@ -137,7 +137,7 @@ class Runtime:
         )
         if created[0] is None:
             try:
-                existing = await self.store.task(task_id, None)
+                existing = await self.store.task_row(task_id)
             except NotFound:
                 raise NotFound(f"session {session_id} not found") from None
             if existing.session_id != session_id:
@@ -146,7 +146,7 @@ class Runtime:
             await self._start_workflow(task_id)
         except Exception as exc:
             log.error("task %s could not be started: %r", task_id, exc)
-            task = await self.store.task(task_id, None)
+            task = await self.store.task_row(task_id)
             error = {"type": "NotStarted", "message": safe_text(str(exc))}
             try:
                 await self.log.append(
@@ -194,7 +194,7 @@ class Runtime:
         if created[0] is None:
             # Dropped: either a replay (the child exists) or this task has ended.
             try:
-                await self.store.task(child_id, None)
+                await self.store.task_row(child_id)
             except NotFound:
                 raise TaskCancelled(
                     f"task {ctx.task_id} has ended; it starts no children"
@@ -203,7 +203,7 @@ class Runtime:
         return child_id
 
     async def execute(self, task_id: str) -> dict[str, Any]:
-        task = await self.store.task(task_id, None)
+        task = await self.store.task_row(task_id)
         if task.status.terminal:
             return {"status": task.status.value}
         if task.agent not in self.registry:
@@ -226,7 +226,7 @@ class Runtime:
                 _status_append(task, TaskStatus.running, started_at=time.time())
             )
             if started[0] is None:  # a replay, or cancelled before it began: which?
-                task = await self.store.task(task_id, None)
+                task = await self.store.task_row(task_id)
                 if task.status.terminal:
                     return {"status": task.status.value}
             result = await spec.fn(ctx, spec.validate(task.input))
@@ -249,7 +249,7 @@ class Runtime:
             await self._finish(task, TaskStatus.failed, error=error_of(exc))
         finally:
             self._running.pop(task_id, None)
-        return {"status": (await self.store.task(task_id, None)).status.value}
+        return {"status": (await self.store.task_row(task_id)).status.value}
 
     async def _finish(
         self, task: Task, status: TaskStatus, *, result: Any = None, error: Any = None
@@ -303,7 +303,7 @@ class Runtime:
         while True:
             fut = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(task_id, []).append(fut)
-            task = await self.store.task(task_id, None)
+            task = await self.store.task_row(task_id)
             if task.status.terminal:
                 return task
             try:
@@ -365,7 +365,7 @@ class Runtime:
                 if task.parent_id is None:
                     await self._start_workflow(task.id)  # recorded, never started
                 else:
-                    parent = await self.store.task(task.parent_id, None)
+                    parent = await self.store.task_row(task.parent_id)
                     if parent.status.terminal:
                         await self._interrupt(task, "its parent ended before it started")
                 continue
@@ -398,7 +398,7 @@ class Runtime:
             return
         if status is None or status.status not in _DBOS_ENDED:
             return
-        task = await self.store.task(task_id, None)
+        task = await self.store.task_row(task_id)
         if not task.status.terminal:
             await self._settle(task, status.status, status.error)
 
