@@ -1,6 +1,6 @@
 """Run every benchmark against a real server on the embedded default, print a table, write JSON.
 
-    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm,web] [--out FILE]
+    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm,web,delegation] [--out FILE]
 
 The server runs in its own process (uvicorn, one SQLite file); clients run in separate
 load-generating processes on loopback. Everything goes through the authenticated path (a
@@ -42,6 +42,7 @@ TARGETS = {
     "fanout_1000_p99_ms": ("≤", 250.0),
     "web_commit_to_screen_p99_ms": ("≤", 100.0),
     "web_reload_to_live_s": ("≤", 1.0),
+    "delegation_ms": ("≤", 5.0),
 }
 
 
@@ -507,6 +508,32 @@ def append(tmp: Path, runs: int, n: int = 200_000, tasks: int = 50) -> dict[str,
     }
 
 
+def delegation(tmp: Path, runs: int, n: int = 100) -> dict[str, Any]:
+    """Issue 11's measure: a batch of n items delegated one at a time (each a durable child
+    workflow: created, run, its step checkpointed, its result read by the parent), timed from
+    the parent's start to its end; and 16 at a time."""
+    b = Bench(tmp)
+    seq, par = [], []
+    try:
+        sid = b.session()
+        b.wait_done(b.start(sid, "batch", {"items": [0, 1], "delay_s": 0}))  # warm
+        for _ in range(runs):
+            for parallel, out in ((1, seq), (16, par)):
+                t = b.wait_done(
+                    b.start(
+                        sid, "batch", {"items": list(range(n)), "delay_s": 0, "parallel": parallel}
+                    )
+                )
+                out.append((t["ended_at"] - t["started_at"]) / n * 1000)
+    finally:
+        b.stop()
+    return {
+        f"delegation_{n}_sequential_s": statistics.median(seq) * n / 1000,
+        "delegation_ms": statistics.median(seq),
+        "delegation_16_parallel_ms": statistics.median(par),
+    }
+
+
 CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "throughput": throughput,
     "limit": lambda tmp, runs: limit(runs),
@@ -518,6 +545,7 @@ CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "bigsession": bigsession,
     "llm": lambda tmp, runs: _model_turns(tmp, runs),
     "web": lambda tmp, runs: _web(tmp, runs),
+    "delegation": delegation,
 }
 
 
