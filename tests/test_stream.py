@@ -148,3 +148,31 @@ def test_events_pages_follow_the_cursor(api: Api) -> None:
             break
     assert [e for p in pages for e in p] == log
     assert all(len(p) == 7 for p in pages[:-1])
+
+
+def test_a_resuming_client_can_ask_for_a_snapshot_without_the_task_list(
+    shared_server: Server, api: Api
+) -> None:
+    """A page that has just read the tree resumes with ?tasks=0: the snapshot says the head
+    and the task count, the events after the cursor say every change; nonsense is a 400."""
+    sid = api.session()
+    done = api.start(sid, "item", {"item": "x"})
+    api.wait_status(done["id"], "completed")
+    head = len(api.all_events(sid))
+    with shared_server.client(timeout=10) as c:
+        with c.stream(
+            "GET", f"/api/sessions/{sid}/stream", params={"tasks": 0, "after": head}
+        ) as r:
+            assert r.status_code == 200
+            frames = sse_frames(r)
+            snap = next(frames)
+            assert snap.event == "snapshot"
+            assert snap.data["tasks"] == [] and snap.data["task_count"] == 1
+            assert snap.data["head_seq"] == head
+            second = api.start(sid, "item", {"item": "y"})
+            live = next(f for f in frames if f.event == "message")
+            assert live.data["seq"] == head + 1 and live.data["task_id"] == second["id"]
+        for bad in ("-1", "x", "99999999999"):
+            r = c.get(f"/api/sessions/{sid}/stream", params={"tasks": bad})
+            assert r.status_code == 400, (bad, r.status_code)
+            assert r.headers["content-type"].startswith("application/problem+json")

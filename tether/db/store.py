@@ -92,6 +92,8 @@ def read_task_summaries(
     terminal = [s.value for s in TERMINAL]
     in_session = tasks.c.session_id == session.id
     total = session.task_count
+    if limit == 0:
+        return [], total
     rows = []
     if total <= limit:  # the common case: one query (and the count is only a hint)
         rows = list(c.execute(sa.select(*_SUMMARY).where(in_session).limit(limit + 1)))

@@ -166,6 +166,16 @@ async def stream_events(
     last_event_id: Annotated[
         str | None, Header(description="The SSE resume cursor: the last seq seen.")
     ] = None,
+    tasks: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=1_000_000,
+            description="Most task summaries the snapshot lists (at most the server's "
+            "snapshot_tasks, its default). 0 for a client that resumes from a cursor: the "
+            "events after it say every change since.",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Server-sent events: a `snapshot`, then every event after the cursor, then live ones,
     with a `heartbeat` every few seconds. A `gone` event means the events after this
@@ -176,7 +186,8 @@ async def stream_events(
     # Subscribe before reading, so nothing committed in between is missed.
     sub = svc.hub.subscribe(session_id, caller.auth_session_id)
     heartbeat_s = svc.settings.heartbeat_s
-    limit = svc.settings.snapshot_tasks
+    full = svc.settings.snapshot_tasks
+    limit = full if tasks is None else min(tasks, full)
 
     def read(c: Any, whole: bool) -> tuple[Session, list[Event], str | None]:
         # The snapshot and the first page of the backlog in one read. A session of a few
@@ -184,12 +195,12 @@ async def stream_events(
         # read); a large one (`whole`) on a reader thread, so that ten thousand tasks do not
         # stall every other stream; its snapshot's JSON is made there too.
         s = read_session(c, session_id, caller.user)
-        if not whole and s.task_count > INLINE_TASKS:
+        if not whole and limit and s.task_count > INLINE_TASKS:
             return s, [], None
         first = read_after(c, session_id, cursor, FIRST_PAGE, FIRST_PAGE_BYTES)
         reason = gone_reason(cursor, s, first)
         if reason is not None:
-            raise_gone(c, reason, s, limit)
+            raise_gone(c, reason, s, full)  # a rebuild needs the tasks
         return s, first, dumps(snapshot_of(c, s, limit, heartbeat_s))
 
     try:

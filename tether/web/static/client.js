@@ -242,7 +242,10 @@ export class SessionStream extends EventTarget {
     }
     if (this.cursor > 0) headers["last-event-id"] = String(this.cursor);
     const abort = (this._abort = new AbortController());
-    const r = await this.fetch(`${this.baseUrl}/api/sessions/${this.sessionId}/stream`, { headers, signal: abort.signal, cache: "no-store" });
+    // Resuming from a cursor, the events after it say every change since: the snapshot
+    // need not list the tasks (on a session of 10,000 that is most of the time to live).
+    const q = this.cursor > 0 ? "?tasks=0" : "";
+    const r = await this.fetch(`${this.baseUrl}/api/sessions/${this.sessionId}/stream${q}`, { headers, signal: abort.signal, cache: "no-store" });
     if (r.status === 401) {
       try { await this.tokens.refresh(); } catch (e) { if (e instanceof AuthError) return { fatal: true, reason: e.message }; throw e; }
       return { now: attempt < 2, reason: "token refreshed" };
