@@ -209,6 +209,13 @@ def read_brief_tree(c: sa.Connection, session_id: str, owner: str) -> tuple[Sess
     return session, out if out.isascii() else escape_line_breakers(out)
 
 
+def _one_task(c: sa.Connection, query: Any, task_id: str) -> Task:
+    row = c.execute(query).first()
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
+    return _task(row)
+
+
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -216,7 +223,7 @@ class Store:
     async def create_session(self, owner: str, title: str) -> Session:
         s = Session(new_id("s"), owner, title, time.time(), 0, 0)
 
-        def tx(conn: sa.Connection) -> Any:
+        def tx(conn: sa.Connection) -> None:
             conn.execute(
                 sa.insert(sessions).values(
                     id=s.id, owner=owner, title=title, created_at=s.created_at
@@ -244,7 +251,7 @@ class Store:
         return await self.db.read(lambda c: [_session(r) for r in c.execute(q)])
 
     async def rename_session(self, session_id: str, owner: str, title: str) -> Session:
-        def tx(conn: sa.Connection) -> Any:
+        def tx(conn: sa.Connection) -> int:
             done = conn.execute(
                 sa.update(sessions)
                 .where(sessions.c.id == session_id, sessions.c.owner == owner)
@@ -261,7 +268,7 @@ class Store:
         has not ended is refused (409): cancel it first, so no work is cut off unseen."""
         unfinished = [s.value for s in TaskStatus if s not in TERMINAL]
 
-        def tx(conn: sa.Connection) -> Any:
+        def tx(conn: sa.Connection) -> None:
             owned = conn.execute(
                 sa.select(sessions.c.id).where(
                     sessions.c.id == session_id, sessions.c.owner == owner
@@ -304,14 +311,7 @@ class Store:
         thousands), read on the event loop on SQLite (a primary-key lookup costs less than
         the hand-off to a reader thread)."""
         query = sa.select(tasks).where(tasks.c.id == task_id)
-
-        def read(c: sa.Connection) -> Task:
-            row = c.execute(query).first()
-            if row is None:
-                raise NotFound(f"task {task_id} not found")
-            return _task(row)
-
-        return await self.db.read(read, inline=True)
+        return await self.db.read(lambda c: _one_task(c, query, task_id), inline=True)
 
     async def task(self, task_id: str, owner: str | None) -> Task:
         """A task and its direct children. owner=None is for the runtime's own reads."""
@@ -322,10 +322,7 @@ class Store:
             )
 
         def read(c: sa.Connection) -> Task:
-            row = c.execute(query).first()
-            if row is None:
-                raise NotFound(f"task {task_id} not found")
-            t = _task(row)
+            t = _one_task(c, query, task_id)
             res = c.execute(
                 sa.select(tasks.c.id)
                 .where(tasks.c.parent_id == task_id)
@@ -407,8 +404,8 @@ class Store:
     ) -> None:
         """Record a request; one that exists (a re-run of the step) is left as it is."""
 
-        def tx(conn: sa.Connection) -> Any:
-            found = (conn.execute(sa.select(approvals.c.id).where(approvals.c.id == aid))).first()
+        def tx(conn: sa.Connection) -> None:
+            found = conn.execute(sa.select(approvals.c.id).where(approvals.c.id == aid)).first()
             if found is None:
                 conn.execute(
                     sa.insert(approvals).values(
@@ -441,7 +438,7 @@ class Store:
         task = await self.task(task_id, user)
         status = "approved" if decision == "approve" else "denied"
 
-        def tx(conn: sa.Connection) -> Any:
+        def tx(conn: sa.Connection) -> dict[str, Any]:
             row = (
                 conn.execute(
                     sa.select(approvals).where(
