@@ -158,6 +158,58 @@ def test_4_a_long_session_stays_small_on_the_page_and_loads_earlier_on_demand(
     ctx.close()
 
 
+STATUSES = """
+window.__statuses = {};
+document.addEventListener("DOMContentLoaded", () => {
+  const seen = () => {
+    for (const li of document.querySelectorAll("li.task")) {
+      const l = (window.__statuses[li.dataset.task] ??= []);
+      if (l[l.length - 1] !== li.dataset.status) l.push(li.dataset.status);
+    }
+  };
+  new MutationObserver(seen).observe(document.getElementById("tree"), { subtree: true, childList: true, attributes: true });
+});
+"""
+
+
+def test_4_opening_reads_tree_and_tail_at_once_and_never_shows_a_task_older_than_it_is(
+    browser: Browser, make_server: Any
+) -> None:
+    # The tree and the newest events are asked for at once. Here the tail is read while the
+    # task runs and the tree (held back) after it finished: the page must show it finished
+    # from its first frame, not running until the stream catches up.
+    server, api, sid = setup(make_server, "race")
+    root = str(api.start(sid, "batch", {"items": [1, 2, 3], "delay_s": 0.5})["id"])
+    wait_until(lambda: api.task(root)["status"] == "running")
+    held: list[Any] = []
+    tails: list[str] = []
+    ctx = browser.new_context()
+    ctx.route(re.compile(r".*/tasks\?brief=true$"), lambda route: held.append(route))
+    page = ctx.new_page()
+    page.add_init_script(STATUSES)
+    page.on(
+        "requestfinished",
+        lambda r: "events?before=" in r.url and tails.append(api.task(root)["status"]),
+    )
+    page.goto(f"{server.url}/?session={sid}&poll_ms=300#secret={SECRET}")
+    # (Playwright delivers route and request callbacks while it is called: a call per poll.)
+    wait_until(
+        lambda: page.wait_for_timeout(20) or (held and tails),
+        what="the tree asked for and the tail read",
+    )
+    assert tails[0] == "running", "the tail was not read while the task ran"
+    wait_until(lambda: api.task(root)["status"] == "completed", timeout=30)
+    held[0].continue_()
+    page.wait_for_selector("#conn[data-kind=live]")
+    page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]')
+    assert page.evaluate("window.__statuses")[root] == ["completed"]
+    log = [e["seq"] for e in api.all_events(sid)]
+    wait_until(lambda: model_seqs(page) == log, what="every event, once, in order")
+    for later in held[1:]:
+        later.continue_()
+    ctx.close()
+
+
 def test_5_a_keyboard_user_can_cancel_while_the_task_updates(
     browser: Browser, make_server: Any
 ) -> None:

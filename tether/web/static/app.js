@@ -124,20 +124,27 @@ async function enter() {
   $("app-view").hidden = false;
   $("signout").hidden = false;
   $("menu").hidden = false;
+  let wanted = params.get("session") || localStorage.getItem("tether.session");
+  // The session to open is known before the list comes: its tree and newest events are
+  // asked for alongside it (on a reload of a big session, most of the time to live).
+  let early = wanted ? firstLoad(wanted) : null;
+  early?.catch(() => {});  // a session that is gone: openSession asks again and says so
   const [{ sessions }, { agents }] = await Promise.all([api("/api/sessions"), api("/api/agents")]);
   sessionsById = new Map(sessions.map((s) => [s.id, s]));
   fillAgents(agents);
-  let wanted = params.get("session") || localStorage.getItem("tether.session");
-  if (!sessions.some((s) => s.id === wanted)) wanted = sessions[0]?.id;
+  if (!sessions.some((s) => s.id === wanted)) { wanted = sessions[0]?.id; early = null; }
   if (!wanted) wanted = (await api("/api/sessions", { method: "POST", body: JSON.stringify({ title: "My first session" }) })).id;
-  await openSession(wanted);
+  await openSession(wanted, { early, sessions });
 }
+
+// A session's task tree and its newest TAIL events, asked for at once.
+const firstLoad = (id) => Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`)]);
 
 const STATE_WORDS = { running: "Running", completed: "Done", failed: "Failed", interrupted: "Interrupted", cancelled: "Cancelled", empty: "No tasks" };
 
-async function renderSessions() {
+async function renderSessions(list = null) {
   const gen = generation;
-  const { sessions } = await api("/api/sessions");
+  const { sessions } = list ? { sessions: list } : await api("/api/sessions");
   if (gen !== generation && !sessionId) return;
   sessionsById = new Map(sessions.map((s) => [s.id, s]));
   $("sessions").replaceChildren(...sessions.map((s) => {
@@ -213,7 +220,7 @@ $("delete-yes").addEventListener("click", async () => {
   } catch (e) { $("delete-q").textContent = `Not deleted: ${e.message}.`; $("delete-no").focus(); }
 });
 
-async function openSession(id) {
+async function openSession(id, { early = null, sessions = null } = {}) {
   closeSession();
   const gen = generation;
   sessionId = id;
@@ -226,27 +233,23 @@ async function openSession(id) {
   if (form.agent) form.build(form.agent);
   $("title-box").hidden = false;
   $("session-title").textContent = sessionsById.get(id)?.title ?? "";
-  renderSessions().catch(() => {});
+  renderSessions(sessions).catch(() => {});
   setConn({ kind: "connecting", attempt: 0 });
 
   // The tree first (statuses of every task), then the log: all of it for a session of
-  // normal size, its newest TAIL for a huge one (older pages load on demand).
+  // normal size, its newest TAIL for a huge one (older pages load on demand). The tree and
+  // the tail are asked for at once; a tail that reaches the start is the whole log.
   let cursor = 0;
   try {
-    // A session the list says is huge: its tree and its tail are asked for at once.
-    const big = (sessionsById.get(id)?.head_seq ?? 0) > FULL_LOAD;
-    const tail = () => api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`);
-    const [snap, early] = await Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), big ? tail() : null]);
+    const [snap, tail] = await (early ?? firstLoad(id));
     if (gen !== generation) return;
     tree.adopt(snap.tasks);
-    const head = snap.head_seq;
     const evs = [];
     let older = false;
-    if (head > FULL_LOAD) {
-      const page = early ?? (await tail());
-      evs.push(...page.events);
-      older = page.more;
-      cursor = page.next_after;
+    if (snap.head_seq > FULL_LOAD || !tail.more) {
+      evs.push(...tail.events);
+      older = tail.more;
+      cursor = tail.next_after;
     } else {
       for (;;) {
         const page = await api(`/api/sessions/${id}/events?after=${cursor}`);
@@ -392,9 +395,12 @@ function applyEvents(evs) {
   for (const ev of evs) {
     const d = ev.data ?? {};
     let change = null;
-    if (ev.type === "task.created") {
-      change = tree.upsert(ev.task_id, { agent: d.agent, parent_id: d.parent_id ?? undefined, input: d.input, created_at: ev.ts });
-      timeline.rename(ev.task_id);
+    // An event the tree's snapshot already holds (the tail and the tree are read at once).
+    const t = ev.task_id ? tree.get(ev.task_id) : undefined;
+    const known = t?.last_seq >= ev.seq;
+    if (t && !known) t.last_seq = ev.seq;
+    if (known) { /* the timeline still shows it */ } else if (ev.type === "task.created") {
+      change = tree.upsert(ev.task_id, { agent: d.agent, parent_id: d.parent_id ?? undefined, input: d.input, created_at: ev.ts, last_seq: ev.seq });
     } else if (ev.type === "task.status") {
       const f = { status: d.status };
       if (d.status === "running") f.started_at = ev.ts;
@@ -402,6 +408,7 @@ function applyEvents(evs) {
       change = tree.upsert(ev.task_id, f);
     } else if (ev.type === "task.progress") tree.upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
     if (change) noticeEnd(tree.get(ev.task_id), ...change);
+    if (ev.type === "task.created") timeline.rename(ev.task_id);
     conversation.apply(ev);
     if (ev.type === "task.created" && !ev.data?.parent_id) { renderChatChrome(); if (!loading) refreshSessionsSoon(); }
     if (ev.ts > lastEventTs) lastEventTs = ev.ts;

@@ -59,8 +59,9 @@ export class TaskTree extends EventTarget {
   adopt(list, visit = () => {}) {
     const walk = (ts) => {
       for (const t of ts) {
-        const change = this.upsert(t.id, { ...t, progress: t.progress ?? undefined });
-        visit(this.tasks.get(t.id), change);
+        // A snapshot older than the events already applied to a task says nothing new of it.
+        const have = this.tasks.get(t.id)?.last_seq;
+        if (!(have > t.last_seq)) visit(this.tasks.get(t.id), this.upsert(t.id, { ...t, progress: t.progress ?? undefined }));
         if (Array.isArray(t.children) && typeof t.children[0] === "object") walk(t.children);
       }
     };
