@@ -155,6 +155,26 @@ def test_4_a_long_session_stays_small_on_the_page_and_loads_earlier_on_demand(
     assert model_seqs(page) == log[-1200:]
     assert dom_seqs(page) == log[-1200:][-len(dom_seqs(page)) :]
     assert page.locator(f'li.task[data-task="{root}"][data-status="completed"]').count() == 1
+    # Failed sub-tasks are always in view, however early in the batch they failed.
+    items: list[Any] = list(range(60))
+    for i in (2, 30, 57):
+        items[i] = "fail"
+    other = api.session("picky")
+    picky = str(
+        api.start(other, "batch", {"items": items, "delay_s": 0, "item_agent": "picky_item"})["id"]
+    )
+    page.goto(f"{server.url}/?session={other}&poll_ms=300")
+    page.wait_for_selector(f'li.task[data-task="{picky}"][data-status="completed"]')
+    box = page.locator(f'li.task[data-task="{picky}"]')
+    wait_until(
+        lambda: (
+            "60 sub-tasks: 57 done, 3 failed."
+            in (box.locator(".kids-summary").text_content() or "")
+        ),
+        what="the summary",
+    )
+    assert box.locator('li.task[data-status="failed"]').count() == 3
+    assert box.locator("li.task").count() == 3 + 5  # the failed and the newest done
     ctx.close()
 
 

@@ -55,6 +55,20 @@ async def failing(ctx: TaskContext, inp: FailInput) -> None:
     raise RuntimeError(inp.message)
 
 
+class PickyInput(BaseModel):
+    item: Any
+    index: int = 0
+    delay_s: float = 0.0
+
+
+@agent("picky_item", input=PickyInput)
+async def picky_item(ctx: TaskContext, inp: PickyInput) -> dict[str, Any]:
+    """A batch item that fails when the item is "fail"."""
+    if inp.item == "fail":
+        raise RuntimeError(f"item {inp.index} refused")
+    return {"index": inp.index, "item": inp.item}
+
+
 class PoisonInput(BaseModel):
     mode: str
     delay_s: float = 0.0

@@ -8,6 +8,7 @@ import { h, inFrame, setText } from "./dom.js";
 const MANY = 30;          // more children than this: collapsed to a summary
 const PAGE = 200;         // "Show all" renders this many at a time
 const PICK_ACTIVE = 20, PICK_FAILED = 10, PICK_RECENT = 5;
+const FAILED = new Set(["failed", "interrupted"]);
 
 export class TaskTree extends EventTarget {
   // api(path, init) -> JSON
@@ -20,6 +21,7 @@ export class TaskTree extends EventTarget {
   reset() {
     this.tasks = new Map();     // id -> task fields
     this.kids = new Map();      // parent id ("" for roots) -> [child ids] in creation order
+    this.counts = new Map();    // parent id -> {status: children in it, failedAt: [indices]}
     this.nodes = new Map();     // id -> {li, ...parts}: only for tasks that were ever shown
     this.dirty = new Set();     // tasks whose node needs patching
     this.dirtyLists = new Set();// parents whose shown children may have changed
@@ -46,10 +48,15 @@ export class TaskTree extends EventTarget {
     if (!old) {
       this.tasks.set(id, t);
       const p = t.parent_id ?? "";
-      if (!this.kids.has(p)) this.kids.set(p, []);
+      if (!this.kids.has(p)) { this.kids.set(p, []); this.counts.set(p, { failedAt: [] }); }
+      t._i = this.kids.get(p).length;  // its place among its siblings
       this.kids.get(p).push(id);
+      this._count(p, t, undefined);
       this.dirtyLists.add(p);
-    } else if (was !== t.status && t.parent_id) this.dirtyLists.add(t.parent_id);
+    } else if (was !== t.status) {
+      this._count(t.parent_id ?? "", t, was);
+      if (t.parent_id) this.dirtyLists.add(t.parent_id);
+    }
     this.dirty.add(id);
     this._schedule();
     return [was, t.status];
@@ -96,20 +103,32 @@ export class TaskTree extends EventTarget {
     this.empty.hidden = (this.kids.get("") ?? []).length > 0;
   }
 
-  // Which children of `p` are shown, in creation order.
+  // Children of each status per parent, kept as statuses change: a frame of a parent of ten
+  // thousand sub-tasks costs what changed, not a pass over all of them.
+  _count(p, t, was) {
+    const c = this.counts.get(p);
+    if (was !== undefined) c[was] -= 1;
+    c[t.status] = (c[t.status] ?? 0) + 1;
+    if (FAILED.has(t.status) && !FAILED.has(was)) c.failedAt.push(t._i);
+  }
+
+  // Which children of `p` are shown, in creation order: the newest failed, active and done.
   _shown(p) {
     const ids = this.kids.get(p) ?? [];
     if (p === "" || ids.length <= MANY) return ids;
     const open = this.expanded.get(p);
     if (open) return ids.slice(0, open);
-    const active = [], failed = [], done = [];
-    for (let i = ids.length - 1; i >= 0; i--) {
-      const t = this.tasks.get(ids[i]);
-      if (!TERMINAL.has(t.status)) { if (active.length < PICK_ACTIVE) active.push(i); }
-      else if (t.status === "failed" || t.status === "interrupted") { if (failed.length < PICK_FAILED) failed.push(i); }
-      else if (done.length < PICK_RECENT) done.push(i);
-      if (active.length >= PICK_ACTIVE && failed.length >= PICK_FAILED && done.length >= PICK_RECENT) break;
+    const c = this.counts.get(p);
+    const ended = [...TERMINAL].reduce((n, s) => n + (c[s] ?? 0), 0);
+    const failedN = [...FAILED].reduce((n, s) => n + (c[s] ?? 0), 0);
+    const wantActive = Math.min(PICK_ACTIVE, ids.length - ended), wantDone = Math.min(PICK_RECENT, ended - failedN);
+    const active = [], done = [];
+    for (let i = ids.length - 1; i >= 0 && (active.length < wantActive || done.length < wantDone); i--) {
+      const s = this.tasks.get(ids[i]).status;
+      if (!TERMINAL.has(s)) { if (active.length < PICK_ACTIVE) active.push(i); }
+      else if (!FAILED.has(s) && done.length < PICK_RECENT) done.push(i);
     }
+    const failed = c.failedAt.filter((i) => FAILED.has(this.tasks.get(ids[i]).status)).sort((a, b) => b - a).slice(0, PICK_FAILED);
     return [...new Set([...failed, ...active, ...done])].sort((a, b) => a - b).map((i) => ids[i]);
   }
 
@@ -148,8 +167,7 @@ export class TaskTree extends EventTarget {
     const n = this.nodes.get(p);
     const ids = this.kids.get(p) ?? [];
     if (ids.length <= MANY) { n.sum?.remove(); n.sum = null; return; }
-    const count = {};
-    for (const id of ids) { const s = this.tasks.get(id).status; count[s] = (count[s] ?? 0) + 1; }
+    const count = this.counts.get(p);
     if (!n.sum) {
       n.sum = h("div", "kids-summary");
       n.sumText = h("span");
