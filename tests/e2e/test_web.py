@@ -233,16 +233,31 @@ def test_phone_width_sign_in_form_and_cancel(browser: Browser, make_server: Any)
     ctx.close()
 
 
+NOTES = """
+window.__notes = [];
+const RealNotification = window.Notification;
+window.Notification = class extends RealNotification {
+  constructor(title, opts) { super(title, opts); window.__notes.push([title, opts?.tag]); }
+};
+"""
+
+
 def test_a_task_ending_in_a_hidden_tab_badges_the_title(browser: Browser, make_server: Any) -> None:
     server, api, sid = setup(make_server, "hidden")
-    ctx = browser.new_context()
-    page = open_app(ctx, server, sid)
+    # Notifications allowed: the real constructor runs; the page's calls are recorded.
+    ctx = browser.new_context(permissions=["notifications"])
+    page = open_app(ctx, server, sid, init=NOTES)
+    assert page.evaluate("Notification.permission") == "granted"
+    assert page.locator("#notify").is_hidden()  # nothing to ask for
     page.evaluate(
         "Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true})"
     )
     root = str(api.start(sid, "item", {"item": "x", "delay_s": 0.5})["id"])
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]')
     wait_until(lambda: page.title() == "(1) Tether", timeout=5, what="the title badge")
+    notes = page.evaluate("window.__notes")
+    assert len(notes) == 1 and re.fullmatch(r"Tether: .+ finished", notes[0][0]), notes
+    assert notes[0][1] == root  # one per task: a second tab's notice replaces it
     page.evaluate(
         "Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});"
         "document.dispatchEvent(new Event('visibilitychange'))"
