@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.fake_llm import RunningFakeLLM
+from tests.helpers.pg import fresh_database
 from tests.helpers.server import Api, Server, free_port
 from tether.db.engine import Database
 from tether.events.log import EventLog
@@ -47,24 +49,44 @@ def api(shared_server: Server) -> Iterator[Api]:
 MakeLog = Callable[..., Coroutine[Any, Any, EventLog]]
 
 
-@pytest.fixture
-async def make_log(tmp_path: Path) -> AsyncIterator[MakeLog]:
-    """Factory: a started event log on a fresh SQLite file (in process, no DBOS); each is
-    stopped and its database closed at the end."""
+@pytest.fixture(params=["sqlite", "postgres"])
+async def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeLog]:
+    """Factory: a started event log (in process, no DBOS) on a fresh SQLite file, then on a
+    fresh Postgres database: the log's contract holds on both backends. Each log is stopped
+    and its database closed (and dropped) at the end."""
     made: list[EventLog] = []
+    with ExitStack() as dbs:
 
-    async def make(retention: int = 0) -> EventLog:
-        db = Database(f"sqlite+aiosqlite:///{tmp_path / f'log{len(made)}.db'}")
-        db.migrate()
-        log = EventLog(db, retention=retention)
-        log.start()
-        made.append(log)
-        return log
+        def url(i: int) -> str:
+            if request.param == "sqlite":
+                return f"sqlite+aiosqlite:///{tmp_path / f'log{i}.db'}"
+            return dbs.enter_context(fresh_database())
 
-    yield make
-    for log in made:
-        await log.stop()
-        await log.db.close()
+        async def make(retention: int = 0, same_db_as: EventLog | None = None) -> EventLog:
+            # same_db_as: a second writer on one database, as another process would be
+            db = Database(same_db_as.db.url if same_db_as else url(len(made)))
+            db.migrate()
+            log = EventLog(db, retention=retention)
+            log.start()
+            made.append(log)
+            return log
+
+        yield make
+        for log in made:
+            await log.stop()
+            await log.db.close()
+
+
+@pytest.fixture
+async def sqlite_log(tmp_path: Path) -> AsyncIterator[EventLog]:
+    """A started event log on a SQLite file, for what only SQLite can be made to do."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
+    db.migrate()
+    log = EventLog(db)
+    log.start()
+    yield log
+    await log.stop()
+    await db.close()
 
 
 @pytest.fixture
