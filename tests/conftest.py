@@ -31,6 +31,17 @@ def make_server(tmp_path: Path) -> Iterator[callable]:
         s.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment that puts a server on the embedded SQLite file, then on a fresh
+    Postgres database (with the shared secrets a database other than SQLite requires)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    with fresh_database() as url:
+        yield {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "test-jwt-key-" + "k" * 40}
+
+
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for tests that only read and write their own sessions."""

@@ -25,10 +25,13 @@ def read_stream_until(server: Server, sid: str, after: int, stop: Any) -> list[d
     return out
 
 
-def test_kill_9_mid_child_step_resumes_without_rerunning_completed_steps(make_server: Any) -> None:
+def test_kill_9_mid_child_step_resumes_without_rerunning_completed_steps(
+    make_server: Any, database_env: dict[str, str]
+) -> None:
     # Parents re-check their children often, as they do when a child takes long: whatever a
     # wait does must not become part of the parent's recorded history, or the replay breaks.
-    server = make_server(TETHER_CHILD_POLL_S="0.1")
+    # On the embedded SQLite file and on Postgres (DBOS's system database and our tables).
+    server = make_server(TETHER_CHILD_POLL_S="0.1", **database_env)
     api = Api(server.client())
     sid = api.session()
     root = api.start(
@@ -60,6 +63,8 @@ def test_kill_9_mid_child_step_resumes_without_rerunning_completed_steps(make_se
 
     log = api.all_events(sid)
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    # On Postgres, nothing went to a SQLite file on the side.
+    assert (server.data_dir / "tether.db").exists() == (not database_env)
     # Nothing was appended twice: each item started and finished exactly once in the log.
     assert Counter(e["data"]["index"] for e in log if e["type"] == "item.result") == {
         i: 1 for i in range(6)

@@ -83,6 +83,13 @@ def serve(
         if v is not None
     }
     settings = Settings(**overrides)
+    if missing := settings.missing_shared_secrets():
+        typer.echo(
+            f"tether: on a database other than SQLite, set {' and '.join(missing)} "
+            "(the same values in every process); not starting.",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

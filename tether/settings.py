@@ -107,6 +107,18 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How often ended sign-ins and spent refresh tokens are deleted."
     )
 
+    def missing_shared_secrets(self) -> list[str]:
+        """On a shared database (not SQLite) every process must sign and check tokens with
+        one key and accept one owner secret: generating them into each process's data dir
+        would make a token from one API process worthless at the next. Those not set."""
+        if self.resolved_database_url.startswith("sqlite"):
+            return []
+        return [
+            f"TETHER_{name.upper()}"
+            for name in ("jwt_secret", "bootstrap_secret")
+            if not getattr(self, name)
+        ]
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
