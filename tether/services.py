@@ -13,6 +13,7 @@ from tether.db.engine import Database, sync_url
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
+from tether.events.pg_notify import PgListener, new_origin
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
 from tether.settings import Settings
@@ -28,6 +29,11 @@ class Services:
         self.log = EventLog(self.db, retention=settings.retention_events)
         self.hub = MemoryHub()
         self.log.listeners.append(self.hub.publish)
+        # On a shared database other processes commit too: their commits wake our streams.
+        self.listener: PgListener | None = None
+        if not self.db.sqlite:
+            self.log.notify_origin = new_origin()
+            self.listener = PgListener(self.db.url, self.log.notify_origin, self.hub)
         self.registry = registry
         self.runtime: Runtime | None = None
         self.auth: Authenticator | None = None
@@ -50,6 +56,8 @@ class Services:
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
         self.log.start()
+        if self.listener is not None:
+            self.listener.start()
         version = self.settings.app_version or self.registry.code_version(f"tether-{__version__}")
         self.runtime = Runtime(
             self.store,
@@ -66,6 +74,7 @@ class Services:
                 "system_database_url": sync_url(self.db.url),
                 **({"system_database_engine": self.db.writer} if self.db.sqlite else {}),
                 "application_version": version,
+                "executor_id": self.settings.executor_id,
                 "notification_listener_polling_interval_sec": self.settings.dbos_poll_s,
                 "log_level": "WARNING",
             }
@@ -104,5 +113,7 @@ class Services:
         if self.runtime is not None:
             await self.runtime.stop()
         await self.log.stop()
+        if self.listener is not None:
+            await self.listener.stop()
         DBOS.destroy()
         await self.db.close()

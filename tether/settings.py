@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     dbos_poll_s: float = Field(
         0.02, gt=0, description="DBOS notification polling interval in embedded mode."
     )
+    executor_id: str = Field(
+        "local",
+        min_length=1,
+        max_length=100,
+        description="This process's stable name in DBOS: at start it resumes the work it had "
+        "begun. Every process on one shared database needs its own.",
+    )
     child_poll_s: float = Field(
         1.0, gt=0, description="How often a parent re-checks a delegated child in the database."
     )

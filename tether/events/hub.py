@@ -111,6 +111,18 @@ class MemoryHub:
             for sub in subs:
                 sub.push(events, size)
 
+    def publish_head(self, session_id: str, head: int) -> None:
+        """Another process committed to the session up to `head`: its subscribers here read
+        the log after their position."""
+        for sub in self._subs.get(session_id, ()):
+            sub.push(None, head=head)
+
+    def wake_all(self) -> None:
+        """Every subscriber reads the log after its position (commits may have gone unseen)."""
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.push(None)
+
     def end_sign_in(self, auth_session_id: str, reason: str) -> None:
         """The sign-in ended (signed out, revoked): its open streams close now, not at their
         next heartbeat."""

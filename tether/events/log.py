@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from tether.db.engine import Database
 from tether.db.schema import events, sessions, tasks
 from tether.errors import StorageUnavailable
+from tether.events.pg_notify import notify
 from tether.model import EVENT_OVERHEAD, TERMINAL, Event, TaskStatus, events_size
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ class EventLog:
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self.commits = 0
+        # Set on a shared Postgres database: each commit notifies the other processes.
+        self.notify_origin: str | None = None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -298,6 +301,8 @@ class EventLog:
                 if evs:
                     out[session_id] = evs
             plan.write(conn, retention, self._prune)
+            if self.notify_origin is not None and out:
+                notify(conn, self.notify_origin, {sid: evs[-1].seq for sid, evs in out.items()})
             return out
 
         try:

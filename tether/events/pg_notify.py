@@ -1,0 +1,92 @@
+"""Commits made by other processes on one Postgres database, woken by LISTEN/NOTIFY.
+
+Each commit of the log sends, inside its own transaction (so it is delivered if and only if
+the events are committed), one notification per session it touched: "<origin> <session id>
+<head seq>". Every process keeps one listening connection; a notification from another
+origin wakes that session's subscribers in this process as "read the log after your
+position" (the hub's overflow), so the log stays the only source of events and a stream
+sends each seq once, in order. After the listening connection is lost, every subscriber is
+woken the same way: notifications sent meanwhile are gone, the table is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.events.hub import MemoryHub
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "tether_events"
+
+
+def new_origin() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def notify(conn: sa.Connection, origin: str, heads: dict[str, int]) -> None:
+    """In the committing transaction: one notification per session, one statement."""
+    conn.exec_driver_sql(
+        f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(%s::text[]) AS p",
+        ([f"{origin} {sid} {seq}" for sid, seq in heads.items()],),
+    )
+
+
+class PgListener:
+    def __init__(self, url: str, origin: str, hub: MemoryHub) -> None:
+        self.url = (
+            sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        self.origin, self.hub = origin, hub
+        self.received = 0
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tether-pg-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        import psycopg
+
+        attempt = 0
+        while True:
+            try:
+                conn: Any = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    if attempt:
+                        self.hub.wake_all()  # what was sent while we were away is in the table
+                    attempt = 0
+                    self.ready.set()
+                    async for n in conn.notifies():
+                        self._on(n.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the database went away: listen again
+                self.ready.clear()
+                attempt += 1
+                log.warning("listening for other processes' commits failed (%s); retrying", e)
+                await asyncio.sleep(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
+
+    def _on(self, payload: str) -> None:
+        try:
+            origin, session_id, seq = payload.split(" ")
+            head = int(seq)
+        except ValueError:
+            log.warning("ignored a malformed notification %r", payload[:200])
+            return
+        if origin == self.origin:
+            return  # this process's own commit: its hub already has the events
+        self.received += 1
+        self.hub.publish_head(session_id, head)
