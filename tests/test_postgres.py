@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.helpers.pg import fresh_database
-from tests.helpers.server import ROOT, SECRET, Api, free_port, sse_frames
+from tests.helpers.server import ROOT, SECRET, Api, counter_lines, free_port, sse_frames, wait_until
 
 
 def test_a_server_on_postgres_refuses_to_start_without_shared_secrets(tmp_path: Path) -> None:
@@ -85,3 +85,29 @@ def test_two_processes_on_one_database_serve_each_others_tasks_live(
         assert [e for _, e in got] == log  # every event once, in order, from the other process
         assert max(at - e["ts"] for at, e in got) < 0.5  # heartbeats are 5 s apart: woken
         assert api_a.task(root)["status"] == "completed"
+
+
+def test_a_cancel_sent_to_one_process_stops_the_coroutine_on_another(make_server: Any) -> None:
+    # The task runs on a; the person's page talks to b. Cancelling through b stops the
+    # coroutine on a at once (not when it next touches the database), and says so in the log.
+    with fresh_database() as url:
+        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48}
+        a = make_server(TETHER_EXECUTOR_ID="a", **env)
+        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+        api_a, api_b = Api(a.client()), Api(b.client())
+        sid = api_a.session("cancel")
+        task = str(api_a.start(sid, "hold", {"hold_s": 60})["id"])
+        wait_until(lambda: f"holding {task}" in counter_lines(a), what="the step to hold")
+        r = api_b.c.post(f"/api/tasks/{task}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+        wait_until(
+            lambda: f"cancelled {task}" in counter_lines(a),
+            timeout=10,
+            what="the coroutine on the other process to be cancelled",
+        )
+        assert api_a.task(task)["status"] == "cancelled"
+        statuses = [
+            e["data"]["status"] for e in api_a.all_events(sid) if e["type"] == "task.status"
+        ]
+        assert statuses[-1] == "cancelled" and statuses.count("cancelled") == 1
+        assert "completed" not in statuses

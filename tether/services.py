@@ -13,7 +13,7 @@ from tether.db.engine import Database, sync_url
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
-from tether.events.pg_notify import PgListener, new_origin
+from tether.events.pg_notify import PgListener, new_origin, notify_cancel
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
 from tether.settings import Settings
@@ -68,6 +68,14 @@ class Services:
             max_event_bytes=self.settings.max_event_bytes,
         )
         self.runtime.activate()
+        if self.listener is not None:
+            origin, db = self.listener.origin, self.db
+            self.listener.on_cancel.append(self.runtime.stop_running)
+
+            async def broadcast(ids: list[str]) -> None:
+                await db.write(lambda conn: notify_cancel(conn, origin, ids))
+
+            self.runtime.broadcast_cancel = broadcast
         DBOS(
             config={
                 "name": "tether",

@@ -69,6 +69,26 @@ async def picky_item(ctx: TaskContext, inp: PickyInput) -> dict[str, Any]:
     return {"index": inp.index, "item": inp.item}
 
 
+class HoldInput(BaseModel):
+    hold_s: float = 60.0
+
+
+@agent("hold", input=HoldInput)
+async def hold(ctx: TaskContext, inp: HoldInput) -> str:
+    """Holds in a step; records in the counter file when its coroutine is cancelled."""
+
+    async def work() -> str:
+        _count(f"holding {ctx.task_id}")
+        try:
+            await asyncio.sleep(inp.hold_s)
+        except asyncio.CancelledError:
+            _count(f"cancelled {ctx.task_id}")
+            raise
+        return "held"
+
+    return await ctx.step(work, name="hold")
+
+
 class PoisonInput(BaseModel):
     mode: str
     delay_s: float = 0.0

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,8 @@ from tether.events.hub import MemoryHub
 log = logging.getLogger(__name__)
 
 CHANNEL = "tether_events"
+CANCEL_CHANNEL = "tether_cancel"  # payload: "<origin> <task id> <task id> ..."
+PAYLOAD_MAX = 7000  # Postgres refuses notification payloads of 8,000 bytes or more
 
 
 def new_origin() -> str:
@@ -38,6 +41,21 @@ def notify(conn: sa.Connection, origin: str, heads: dict[str, int]) -> None:
     )
 
 
+def notify_cancel(conn: sa.Connection, origin: str, task_ids: list[str]) -> None:
+    """Ask every process to stop the coroutines of these tasks (chunked to fit a payload)."""
+    chunks: list[str] = []
+    line = origin
+    for tid in task_ids:
+        if len(line) + 1 + len(tid) > PAYLOAD_MAX:
+            chunks.append(line)
+            line = origin
+        line += " " + tid
+    chunks.append(line)
+    conn.exec_driver_sql(
+        f"SELECT pg_notify('{CANCEL_CHANNEL}', p) FROM unnest(%s::text[]) AS p", (chunks,)
+    )
+
+
 class PgListener:
     def __init__(self, url: str, origin: str, hub: MemoryHub) -> None:
         self.url = (
@@ -45,6 +63,7 @@ class PgListener:
         )
         self.origin, self.hub = origin, hub
         self.received = 0
+        self.on_cancel: list[Callable[[list[str]], None]] = []
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -65,12 +84,16 @@ class PgListener:
                 conn: Any = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                     if attempt:
                         self.hub.wake_all()  # what was sent while we were away is in the table
                     attempt = 0
                     self.ready.set()
                     async for n in conn.notifies():
-                        self._on(n.payload)
+                        if n.channel == CANCEL_CHANNEL:
+                            self._on_cancel(n.payload)
+                        else:
+                            self._on(n.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the database went away: listen again
@@ -90,3 +113,13 @@ class PgListener:
             return  # this process's own commit: its hub already has the events
         self.received += 1
         self.hub.publish_head(session_id, head)
+
+    def _on_cancel(self, payload: str) -> None:
+        origin, *task_ids = payload.split(" ")
+        if origin == self.origin:
+            return  # cancelled here: the runtime stopped its own coroutines already
+        for callback in self.on_cancel:
+            try:
+                callback(task_ids)
+            except Exception:  # noqa: BLE001 - one callback must not stop the listener
+                log.exception("cancel callback failed")

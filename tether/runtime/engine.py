@@ -12,6 +12,7 @@ import contextvars
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
@@ -90,6 +91,8 @@ class Runtime:
         self._stopping = False
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # On a shared database: tells the other processes to stop these tasks' coroutines.
+        self.broadcast_cancel: Callable[[list[str]], Awaitable[None]] | None = None
         log.listeners.append(self._on_commit)
 
     def activate(self) -> None:
@@ -334,10 +337,7 @@ class Runtime:
         and once the task is terminal the log refuses it any new child."""
         await self.store.task(task_id, owner)
         while tree := [t for t in await self.store.subtree(task_id) if not t.status.terminal]:
-            for t in tree:
-                running = self._running.get(t.id)
-                if running is not None:
-                    running.cancel()
+            self.stop_running([t.id for t in tree])
             now = time.time()
             await self.log.append(
                 *(
@@ -348,11 +348,20 @@ class Runtime:
                 )
             )
             ids = [t.id for t in tree]
+            if self.broadcast_cancel is not None:
+                await self.broadcast_cancel(ids)  # coroutines of these tasks on other processes
             try:
                 await DBOS.cancel_workflows_async(ids)
             except dbos_error.DBOSException as exc:
                 log.warning("DBOS cancel of %s: %r", ids, exc)
         return await self.store.task(task_id, owner)
+
+    def stop_running(self, task_ids: list[str]) -> None:
+        """Cancel the coroutines of these tasks that run in this process."""
+        for tid in task_ids:
+            running = self._running.get(tid)
+            if running is not None:
+                running.cancel()
 
     # -- start and stop --------------------------------------------------------------------
 
