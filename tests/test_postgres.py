@@ -111,3 +111,26 @@ def test_a_cancel_sent_to_one_process_stops_the_coroutine_on_another(make_server
         ]
         assert statuses[-1] == "cancelled" and statuses.count("cancelled") == 1
         assert "completed" not in statuses
+
+
+def test_failed_sign_ins_count_across_processes(make_server: Any) -> None:
+    # Guessing the secret at two processes in turn gets no more tries than at one.
+    with fresh_database() as url:
+        env = {
+            "TETHER_DATABASE_URL": url,
+            "TETHER_JWT_SECRET": "j" * 48,
+            "TETHER_AUTH_MAX_FAILURES": "3",
+            "TETHER_AUTH_FAILURE_WINDOW_S": "60",
+        }
+        a = make_server(TETHER_EXECUTOR_ID="a", **env)
+        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+
+        def guess(server: Any, secret: str = "wrong-guess-0123456789") -> httpx.Response:
+            return httpx.post(f"{server.url}/auth", json={"secret": secret})
+
+        assert [guess(a).status_code, guess(a).status_code, guess(b).status_code] == [401] * 3
+        r = guess(b)
+        assert r.status_code == 429, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert int(r.headers["retry-after"]) >= 1
+        assert guess(a, SECRET).status_code == 429  # the address is held back everywhere

@@ -103,6 +103,8 @@ class Services:
         while True:
             try:
                 removed = await self.auth.store.prune()
+                if self.auth.shared is not None:
+                    await self.auth.shared.prune()
                 if any(removed):
                     log.info("pruned %d ended sign-ins and %d refresh tokens", *removed)
             except Exception:  # noqa: BLE001 - tried again at the next round

@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tether.auth.limiter import FailureLimiter
+from tether.auth.limiter import Attempt, FailureLimiter, SharedFailures
 from tether.auth.passwords import verify_password
 from tether.auth.secrets import load_or_create, same
 from tether.auth.sessions import OWNER_ID, AuthStore, Rotation, SignInRevoked, User
 from tether.auth.tokens import SIGN_IN, AccessTokens
 from tether.db.engine import Database
-from tether.errors import Unauthorized
+from tether.errors import TooManyAttempts, Unauthorized
 from tether.settings import Settings
 
 
@@ -49,13 +49,34 @@ class Authenticator:
             grace_s=settings.refresh_grace_s,
         )
         self.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
+        # On a shared database the other processes' failures count too.
+        self.shared = (
+            None
+            if db.sqlite
+            else SharedFailures(db, settings.auth_max_failures, settings.auth_failure_window_s)
+        )
         self._valid_until: dict[str, float] = {}
         # Told (auth session id, reason) when a sign-in ends here: open streams close at once.
         self.on_sign_in_ended: list[Callable[[str, str], None]] = []
 
-    def check_secret(self, given: str, address: str) -> None:
+    async def _attempt(self, address: str) -> Attempt:
         attempt = self.limiter.attempt(address)
+        if self.shared is not None:
+            try:
+                await self.shared.check(address)
+            except TooManyAttempts:
+                attempt.succeeded()  # refused before any check: not a failure of its own
+                raise
+        return attempt
+
+    async def _failed(self, address: str) -> None:
+        if self.shared is not None:
+            await self.shared.failed(address)
+
+    async def check_secret(self, given: str, address: str) -> None:
+        attempt = await self._attempt(address)
         if not same(given, self.bootstrap_secret):
+            await self._failed(address)
             raise Unauthorized("wrong bootstrap secret: " + SIGN_IN)
         attempt.succeeded()
 
@@ -73,7 +94,7 @@ class Authenticator:
                 raise Unauthorized(reason)
             return Principal(claims.user_id, claims.auth_session_id, claims.expires_at)
         if secret is not None:
-            self.check_secret(secret, address)
+            await self.check_secret(secret, address)
             return Principal(OWNER_ID)
         raise Unauthorized(
             "no credentials: " + SIGN_IN + " (or send the x-web-bootstrap-secret header)"
@@ -88,13 +109,14 @@ class Authenticator:
         address: str,
     ) -> SignIn:
         if secret is not None:
-            self.check_secret(secret, address)
+            await self.check_secret(secret, address)
             user = await self.store.user(OWNER_ID)
         elif username is not None and password is not None:
             # Counted before the (slow, awaited) check: concurrent guesses all count.
-            attempt = self.limiter.attempt(address)
+            attempt = await self._attempt(address)
             found = await self.store.user_by_name(username)
             if not await verify_password(found.password_hash if found else None, password):
+                await self._failed(address)
                 raise Unauthorized("wrong user name or password")
             assert found is not None
             attempt.succeeded()

@@ -19,6 +19,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+import sqlalchemy as sa
+
+from tether.db.engine import Database
+from tether.db.schema import auth_failures
 from tether.errors import TooManyAttempts
 
 
@@ -105,3 +109,36 @@ class FailureLimiter:
             if q and q[-1] > now - self.window_s:
                 return
             del self._failures[key]
+
+
+class SharedFailures:
+    """Failed sign-ins recorded in the database, so every process on it counts what the
+    others saw (Postgres; on SQLite there is one process and the memory limiter is all).
+    Each process still counts attempts in memory before their check, so a burst of
+    concurrent guesses is limited per process at once and across processes as the failures
+    are written: at most `max_failures` per process can be in flight over the shared limit."""
+
+    def __init__(self, db: Database, max_failures: int, window_s: float) -> None:
+        self.db, self.max_failures, self.window_s = db, max_failures, window_s
+
+    async def check(self, address: str) -> None:
+        key, now = limiter_key(address), time.time()
+        q = sa.select(sa.func.count(), sa.func.min(auth_failures.c.at)).where(
+            auth_failures.c.key == key, auth_failures.c.at > now - self.window_s
+        )
+        n, oldest = await self.db.read(lambda c: c.execute(q).one())
+        if n >= self.max_failures:
+            retry = max(1, math.ceil(oldest + self.window_s - now))
+            raise TooManyAttempts(
+                f"too many failed sign-ins from this address; try again in {retry} s",
+                retry_after=retry,
+            )
+
+    async def failed(self, address: str) -> None:
+        row = {"key": limiter_key(address), "at": time.time()}
+        await self.db.write(lambda c: c.execute(sa.insert(auth_failures), row))
+
+    async def prune(self) -> int:
+        cut = time.time() - self.window_s
+        q = sa.delete(auth_failures).where(auth_failures.c.at <= cut)
+        return int(await self.db.write(lambda c: c.execute(q).rowcount))

@@ -113,3 +113,13 @@ approvals = sa.Table(
     sa.Column("answered_at", sa.Float, nullable=True),
     sa.Column("answered_by", sa.String(64), nullable=True),
 )
+
+# Failed sign-ins, shared by every process on one database (each row one failure).
+auth_failures = sa.Table(
+    "tether_auth_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_tether_auth_failures_key_at", "key", "at"),
+)
