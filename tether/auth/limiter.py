@@ -39,6 +39,12 @@ def limiter_key(address: str) -> str:
     return str(ip)
 
 
+def too_many(retry: int) -> TooManyAttempts:
+    return TooManyAttempts(
+        f"too many failed sign-ins from this address; try again in {retry} s", retry_after=retry
+    )
+
+
 class Attempt:
     """One sign-in attempt, counted as failed until `succeeded()` says otherwise."""
 
@@ -81,10 +87,7 @@ class FailureLimiter:
             q[:] = [t for t in q if t > now - self.window_s]
             if len(q) >= self.max_failures:
                 retry = max(1, math.ceil(q[0] + self.window_s - now))
-                raise TooManyAttempts(
-                    f"too many failed sign-ins from this address; try again in {retry} s",
-                    retry_after=retry,
-                )
+                raise too_many(retry)
             self._failures.move_to_end(key)
         else:
             q = self._failures[key] = []
@@ -129,10 +132,7 @@ class SharedFailures:
         n, oldest = await self.db.read(lambda c: c.execute(q).one())
         if n >= self.max_failures:
             retry = max(1, math.ceil(oldest + self.window_s - now))
-            raise TooManyAttempts(
-                f"too many failed sign-ins from this address; try again in {retry} s",
-                retry_after=retry,
-            )
+            raise too_many(retry)
 
     async def failed(self, address: str) -> None:
         row = {"key": limiter_key(address), "at": time.time()}
