@@ -134,3 +134,27 @@ def test_failed_sign_ins_count_across_processes(make_server: Any) -> None:
         assert r.headers["content-type"].startswith("application/problem+json")
         assert int(r.headers["retry-after"]) >= 1
         assert guess(a, SECRET).status_code == 429  # the address is held back everywhere
+
+
+def test_a_process_starting_leaves_the_work_of_another_live_process_alone(
+    make_server: Any,
+) -> None:
+    # b starts (here with other code) while a runs a task: b's recovery neither runs it a
+    # second time nor marks it interrupted; a's cancel still reaches it.
+    with fresh_database() as url:
+        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48}
+        a = make_server(TETHER_EXECUTOR_ID="a", TETHER_APP_VERSION="v1", **env)
+        api_a = Api(a.client())
+        sid = api_a.session("live")
+        task = str(api_a.start(sid, "hold", {"hold_s": 60})["id"])
+        wait_until(lambda: f"holding {task}" in counter_lines(a), what="the step to hold")
+        b = make_server(TETHER_EXECUTOR_ID="b", TETHER_APP_VERSION="v2", **env)
+        api_b = Api(b.client())
+        assert api_b.task(task)["status"] == "running"  # b is up: its recovery has run
+        assert f"holding {task}" not in counter_lines(b)
+        api_a.c.post(f"/api/tasks/{task}/cancel").raise_for_status()
+        wait_until(lambda: f"cancelled {task}" in counter_lines(a), what="a's coroutine to stop")
+        statuses = [
+            e["data"]["status"] for e in api_b.all_events(sid) if e["type"] == "task.status"
+        ]
+        assert statuses == ["running", "cancelled"], statuses

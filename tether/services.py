@@ -76,6 +76,7 @@ class Services:
                 await db.write(lambda conn: notify_cancel(conn, origin, ids))
 
             self.runtime.broadcast_cancel = broadcast
+            self.runtime.executor_id = self.settings.executor_id
         DBOS(
             config={
                 "name": "tether",

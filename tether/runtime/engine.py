@@ -72,6 +72,11 @@ def _status_append(
     )
 
 
+# On a shared database, a task recorded this recently and not yet started is being started
+# by the process that recorded it.
+_STARTING_S = 30.0
+
+
 class Runtime:
     def __init__(
         self,
@@ -91,7 +96,9 @@ class Runtime:
         self._stopping = False
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        # On a shared database: tells the other processes to stop these tasks' coroutines.
+        # On a shared database: this process's DBOS executor id (it recovers only its own
+        # work), and how to tell the other processes to stop these tasks' coroutines.
+        self.executor_id: str | None = None
         self.broadcast_cancel: Callable[[list[str]], Awaitable[None]] | None = None
         log.listeners.append(self._on_commit)
 
@@ -370,6 +377,14 @@ class Runtime:
         this code version; everything else is started, settled or marked interrupted."""
         for task in await self.store.unfinished():
             status = await DBOS.get_workflow_status_async(task.id)
+            if self.executor_id is not None and (
+                status is None
+                and time.time() - task.created_at < _STARTING_S
+                or status is not None
+                and status.executor_id not in (None, self.executor_id)
+            ):
+                # A shared database: another live process runs it, or is starting it now.
+                continue
             if status is None:
                 if task.parent_id is None:
                     await self._start_workflow(task.id)  # recorded, never started
