@@ -9,12 +9,14 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.helpers.pg import fresh_database
 from tests.helpers.server import ROOT, SECRET, Api, Server, free_port, sse_frames, wait_until
 
 
@@ -33,11 +35,11 @@ def guide_config() -> str:
     return re.search(r"```nginx\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
 
 
-@pytest.fixture
-def proxied(make_server: Any, tmp_path: Path) -> Iterator[tuple[Server, str]]:
-    server = make_server(TETHER_HEARTBEAT_S="0.3", TETHER_TRUSTED_PROXIES='["127.0.0.1"]')
+@contextmanager
+def nginx_in_front(tmp_path: Path, upstreams: str) -> Iterator[str]:
+    """Debian's nginx running the guide's config with `upstreams` as its server lines."""
     port = free_port()
-    site = guide_config().replace("127.0.0.1:8765", f"127.0.0.1:{server.port}")
+    site = guide_config().replace("server 127.0.0.1:8765;", upstreams)
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
     (tmp_path / "logs").mkdir()
     conf = tmp_path / "nginx.conf"
@@ -64,10 +66,17 @@ def proxied(make_server: Any, tmp_path: Path) -> Iterator[tuple[Server, str]]:
 
     try:
         wait_until(up, timeout=20, what="nginx to proxy /healthz")
-        yield server, url
+        yield url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def proxied(make_server: Any, tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    server = make_server(TETHER_HEARTBEAT_S="0.3", TETHER_TRUSTED_PROXIES='["127.0.0.1"]')
+    with nginx_in_front(tmp_path, f"server 127.0.0.1:{server.port};") as url:
+        yield server, url
 
 
 def test_the_guides_nginx_passes_the_stream_live_and_resumes_exactly(
@@ -108,3 +117,57 @@ def test_the_guides_nginx_passes_the_stream_live_and_resumes_exactly(
                 break
     assert rest == log[mid:]
     c.close()
+
+
+def test_kill_9_of_the_process_serving_a_stream_resumes_it_exactly_through_nginx(
+    make_server: Any, tmp_path: Path
+) -> None:
+    # Two processes on one Postgres behind nginx (b as the backup, so the stream is on a).
+    # a is killed mid-task; the client reconnects through nginx, lands on b and resumes
+    # from its last seq: every event once, in order, and the task (run by b) completes.
+    with fresh_database() as db:
+        env = {
+            "TETHER_DATABASE_URL": db,
+            "TETHER_JWT_SECRET": "j" * 48,
+            "TETHER_HEARTBEAT_S": "0.3",
+        }
+        a = make_server(TETHER_EXECUTOR_ID="a", **env)
+        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+        ups = f"server 127.0.0.1:{a.port} max_fails=1 fail_timeout=30s;\n    server 127.0.0.1:{b.port} backup;"
+        with nginx_in_front(tmp_path, ups) as url:
+            c = httpx.Client(base_url=url, timeout=10, headers={"x-web-bootstrap-secret": SECRET})
+            api = Api(c)
+            sid = api.session("failover")
+            root = str(
+                Api(b.client()).start(sid, "batch", {"items": list(range(8)), "delay_s": 0.4})["id"]
+            )
+            got: list[dict[str, Any]] = []
+            connects, killed = 0, False
+            deadline = time.monotonic() + 60
+            while not (
+                got and got[-1]["task_id"] == root and got[-1]["data"].get("status") == "completed"
+            ):
+                assert time.monotonic() < deadline, f"{len(got)} events, {connects} connects"
+                headers = {"Last-Event-ID": str(got[-1]["seq"])} if got else {}
+                try:
+                    with c.stream("GET", f"/api/sessions/{sid}/stream", headers=headers) as r:
+                        assert r.status_code == 200, r.read()
+                        connects += 1
+                        for f in sse_frames(r):
+                            if f.event != "message":
+                                continue
+                            got.append(f.data)
+                            if len(got) == 12 and not killed:
+                                a.kill()  # the process serving this stream
+                                killed = True
+                            if (
+                                f.data["task_id"] == root
+                                and f.data["data"].get("status") == "completed"
+                            ):
+                                break
+                except httpx.HTTPError:
+                    pass  # the stream broke: reconnect with the last seq
+            log = api.all_events(sid)
+            c.close()
+    assert killed and connects >= 2
+    assert got == log  # nothing lost, nothing twice, in order
