@@ -158,3 +158,26 @@ def test_a_process_starting_leaves_the_work_of_another_live_process_alone(
             e["data"]["status"] for e in api_b.all_events(sid) if e["type"] == "task.status"
         ]
         assert statuses == ["running", "cancelled"], statuses
+
+
+def test_signing_out_at_one_process_closes_the_streams_at_another_now(make_server: Any) -> None:
+    # Heartbeats are 5 s apart: a stream that closes within 2 s was told, not polled.
+    with fresh_database() as url:
+        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48, "TETHER_HEARTBEAT_S": "5"}
+        a = make_server(TETHER_EXECUTOR_ID="a", **env)
+        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+        with httpx.Client(base_url=a.url, timeout=10) as tab:  # a browser tab signed in at a
+            r = tab.post("/auth", json={"secret": SECRET})
+            auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            sid = tab.post("/api/sessions", json={}, headers=auth).json()["id"]
+            with httpx.Client(base_url=b.url, timeout=30) as c:
+                with c.stream("GET", f"/api/sessions/{sid}/stream", headers=auth) as s:
+                    frames = sse_frames(s)
+                    assert next(frames).event == "snapshot"
+                    assert tab.post("/auth/logout", headers=auth).status_code == 204
+                    t0 = time.monotonic()
+                    last = [f for f in frames if f.event != "heartbeat"][-1]
+                    took = time.monotonic() - t0
+                assert last.event == "auth" and "signed out" in last.data["reason"]
+                assert took < 2.0, took
+                assert c.get("/api/sessions", headers=auth).status_code == 401

@@ -13,7 +13,7 @@ from tether.db.engine import Database, sync_url
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
-from tether.events.pg_notify import PgListener, new_origin, notify_cancel
+from tether.events.pg_notify import PgListener, new_origin, notify_cancel, notify_signout
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
 from tether.settings import Settings
@@ -39,6 +39,7 @@ class Services:
         self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
         self._pruner: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +56,9 @@ class Services:
         await asyncio.to_thread(self.db.migrate)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
+        if self.listener is not None:
+            self.listener.on_signout.append(self.auth.ended_elsewhere)
+            self.auth.on_sign_in_ended_here.append(self._tell_signout)
         self.log.start()
         if self.listener is not None:
             self.listener.start()
@@ -97,6 +101,16 @@ class Services:
             await approvals.resend_answered(self.store)
         self._pruner = asyncio.create_task(self._prune_forever(), name="tether-auth-pruner")
         log.info("tether started (code version %s)", version)
+
+    def _tell_signout(self, auth_session_id: str, message: str) -> None:
+        """The other processes close this sign-in's streams now, not at their heartbeat."""
+        assert self.listener is not None
+        origin, db = self.listener.origin, self.db
+        task = asyncio.create_task(
+            db.write(lambda c: notify_signout(c, origin, auth_session_id, message))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _prune_forever(self) -> None:
         """Ended sign-ins and spent refresh tokens leave the database."""

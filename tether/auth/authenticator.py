@@ -58,6 +58,8 @@ class Authenticator:
         self._valid_until: dict[str, float] = {}
         # Told (auth session id, reason) when a sign-in ends here: open streams close at once.
         self.on_sign_in_ended: list[Callable[[str, str], None]] = []
+        # Told only of sign-ins ended by this process (to tell the other processes).
+        self.on_sign_in_ended_here: list[Callable[[str, str], None]] = []
 
     async def _attempt(self, address: str) -> Attempt:
         attempt = self.limiter.attempt(address)
@@ -152,9 +154,15 @@ class Authenticator:
 
     def ended(self, auth_session_id: str, reason: str) -> None:
         """This process just ended the sign-in: drop the cached verdict, close its streams."""
+        self.ended_elsewhere(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
+        for listener in self.on_sign_in_ended_here:
+            listener(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
+
+    def ended_elsewhere(self, auth_session_id: str, message: str) -> None:
+        """A sign-in ended (here, or in another process on the shared database)."""
         self._valid_until.pop(auth_session_id, None)
         for listener in self.on_sign_in_ended:
-            listener(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
+            listener(auth_session_id, message)
 
     async def still_valid_sid(self, sid: str) -> str | None:
         now = time.monotonic()

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "tether_events"
 CANCEL_CHANNEL = "tether_cancel"  # payload: "<origin> <task id> <task id> ..."
+SIGNOUT_CHANNEL = "tether_signout"  # payload: "<origin> <auth session id> <reason>"
 PAYLOAD_MAX = 7000  # Postgres refuses notification payloads of 8,000 bytes or more
 
 
@@ -56,6 +57,12 @@ def notify_cancel(conn: sa.Connection, origin: str, task_ids: list[str]) -> None
     )
 
 
+def notify_signout(conn: sa.Connection, origin: str, auth_session_id: str, reason: str) -> None:
+    """Ask every process to close the streams of this ended sign-in now."""
+    payload = f"{origin} {auth_session_id} {reason}"[:PAYLOAD_MAX]
+    conn.exec_driver_sql("SELECT pg_notify(%s, %s)", (SIGNOUT_CHANNEL, payload))
+
+
 class PgListener:
     def __init__(self, url: str, origin: str, hub: MemoryHub) -> None:
         self.url = (
@@ -64,6 +71,7 @@ class PgListener:
         self.origin, self.hub = origin, hub
         self.received = 0
         self.on_cancel: list[Callable[[list[str]], None]] = []
+        self.on_signout: list[Callable[[str, str], None]] = []
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -85,6 +93,7 @@ class PgListener:
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                    await conn.execute(f"LISTEN {SIGNOUT_CHANNEL}")
                     if attempt:
                         self.hub.wake_all()  # what was sent while we were away is in the table
                     attempt = 0
@@ -92,6 +101,8 @@ class PgListener:
                     async for n in conn.notifies():
                         if n.channel == CANCEL_CHANNEL:
                             self._on_cancel(n.payload)
+                        elif n.channel == SIGNOUT_CHANNEL:
+                            self._on_signout(n.payload)
                         else:
                             self._on(n.payload)
             except asyncio.CancelledError:
@@ -116,10 +127,18 @@ class PgListener:
 
     def _on_cancel(self, payload: str) -> None:
         origin, *task_ids = payload.split(" ")
-        if origin == self.origin:
-            return  # cancelled here: the runtime stopped its own coroutines already
-        for callback in self.on_cancel:
-            try:
-                callback(task_ids)
-            except Exception:  # noqa: BLE001 - one callback must not stop the listener
-                log.exception("cancel callback failed")
+        if origin != self.origin:  # cancelled here: its own coroutines are stopped already
+            _call(self.on_cancel, task_ids)
+
+    def _on_signout(self, payload: str) -> None:
+        origin, sid, reason = (payload.split(" ", 2) + ["", ""])[:3]
+        if origin != self.origin and sid:
+            _call(self.on_signout, sid, reason)
+
+
+def _call(callbacks: list[Callable[..., None]], *args: Any) -> None:
+    for callback in callbacks:
+        try:
+            callback(*args)
+        except Exception:  # noqa: BLE001 - one callback must not stop the listener
+            log.exception("notification callback failed")
