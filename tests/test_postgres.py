@@ -181,3 +181,42 @@ def test_signing_out_at_one_process_closes_the_streams_at_another_now(make_serve
                 assert last.event == "auth" and "signed out" in last.data["reason"]
                 assert took < 2.0, took
                 assert c.get("/api/sessions", headers=auth).status_code == 401
+
+
+def test_a_lost_listening_connection_is_made_again_and_nothing_is_missed(
+    make_server: Any,
+) -> None:
+    # The database drops every process's listening connection (a failover, an admin) while
+    # a stream on b waits for a task a runs: b listens again and its stream still gets every
+    # event, once, in order, including those committed while nobody listened.
+    import psycopg
+
+    with fresh_database() as url:
+        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48, "TETHER_HEARTBEAT_S": "5"}
+        a = make_server(TETHER_EXECUTOR_ID="a", **env)
+        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+        api_a = Api(a.client())
+        sid = api_a.session("dropped")
+        with psycopg.connect(url, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN tether%'"
+            ).fetchone()
+        assert dropped is not None and dropped[0] == 2  # one per process
+        got: list[dict[str, Any]] = []
+        with b.client(timeout=30) as cb:
+            with cb.stream("GET", f"/api/sessions/{sid}/stream") as r:
+                root = str(
+                    api_a.start(sid, "batch", {"items": list(range(4)), "delay_s": 0.2})["id"]
+                )
+                deadline = time.monotonic() + 30
+                for f in sse_frames(r):
+                    assert time.monotonic() < deadline, f"stream on b got {len(got)} events"
+                    if f.event == "message":
+                        got.append(f.data)
+                        if (
+                            f.data["task_id"] == root
+                            and f.data["data"].get("status") == "completed"
+                        ):
+                            break
+            assert got == Api(cb).all_events(sid)
