@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from benchmarks.fake_llm import RunningFakeLLM
-from tests.helpers.pg import fresh_database
+from tests.helpers.pg import fresh_database, shared_env
 from tests.helpers.server import Api, Server, free_port
 from tether.db.engine import Database
 from tether.events.log import EventLog
@@ -39,7 +39,7 @@ def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         yield {}
         return
     with fresh_database() as url:
-        yield {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "test-jwt-key-" + "k" * 40}
+        yield shared_env(url)
 
 
 @pytest.fixture(scope="module")

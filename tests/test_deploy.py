@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.pg import fresh_database
+from tests.helpers.pg import fresh_database, shared_env
 from tests.helpers.server import ROOT, SECRET, Api, Server, free_port, sse_frames, wait_until
 
 
@@ -126,11 +126,7 @@ def test_kill_9_of_the_process_serving_a_stream_resumes_it_exactly_through_nginx
     # a is killed mid-task; the client reconnects through nginx, lands on b and resumes
     # from its last seq: every event once, in order, and the task (run by b) completes.
     with fresh_database() as db:
-        env = {
-            "TETHER_DATABASE_URL": db,
-            "TETHER_JWT_SECRET": "j" * 48,
-            "TETHER_HEARTBEAT_S": "0.3",
-        }
+        env = shared_env(db, TETHER_HEARTBEAT_S="0.3")
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
         b = make_server(TETHER_EXECUTOR_ID="b", **env)
         ups = f"server 127.0.0.1:{a.port} max_fails=1 fail_timeout=30s;\n    server 127.0.0.1:{b.port} backup;"

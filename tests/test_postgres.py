@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.pg import fresh_database
+from tests.helpers.pg import fresh_database, shared_env
 from tests.helpers.server import ROOT, SECRET, Api, counter_lines, free_port, sse_frames, wait_until
 
 
@@ -49,6 +49,19 @@ def test_a_server_on_postgres_refuses_to_start_without_shared_secrets(tmp_path: 
     assert not (tmp_path / "jwt.key").exists()  # nothing was generated on the way out
 
 
+def follow_until_done(r: httpx.Response, root: str) -> list[tuple[float, dict[str, Any]]]:
+    """Read a stream until `root` completes: each event with the time it was received."""
+    got: list[tuple[float, dict[str, Any]]] = []
+    deadline = time.monotonic() + 30
+    for f in sse_frames(r):
+        assert time.monotonic() < deadline, f"the stream got {len(got)} events in 30 s"
+        if f.event == "message":
+            got.append((time.time(), f.data))
+            if f.data["task_id"] == root and f.data["data"].get("status") == "completed":
+                return got
+    raise AssertionError(f"the stream ended after {len(got)} events")
+
+
 def test_two_processes_on_one_database_serve_each_others_tasks_live(
     make_server: Any,
 ) -> None:
@@ -56,7 +69,7 @@ def test_two_processes_on_one_database_serve_each_others_tasks_live(
     # the shared secrets): a token from one works at the other, and a stream held by the
     # second follows a task the first runs, live (woken by NOTIFY, not by polling) and exact.
     with fresh_database() as url:
-        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48, "TETHER_HEARTBEAT_S": "5"}
+        env = shared_env(url, TETHER_HEARTBEAT_S="5")
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
         b = make_server(TETHER_EXECUTOR_ID="b", **env)
         token = httpx.post(f"{a.url}/auth", json={"secret": SECRET}).json()["access_token"]
@@ -64,23 +77,13 @@ def test_two_processes_on_one_database_serve_each_others_tasks_live(
         assert httpx.get(f"{b.url}/api/sessions", headers=auth).status_code == 200
         api_a = Api(a.client())
         sid = api_a.session("shared")
-        got: list[tuple[float, dict[str, Any]]] = []
         with httpx.Client(base_url=b.url, timeout=30, headers=auth) as cb:
             with cb.stream("GET", f"/api/sessions/{sid}/stream") as r:
                 assert r.status_code == 200
                 root = str(
                     api_a.start(sid, "batch", {"items": list(range(5)), "delay_s": 0.3})["id"]
                 )
-                deadline = time.monotonic() + 30
-                for f in sse_frames(r):
-                    assert time.monotonic() < deadline, f"stream on b got {len(got)} events"
-                    if f.event == "message":
-                        got.append((time.time(), f.data))
-                        if (
-                            f.data["task_id"] == root
-                            and f.data["data"].get("status") == "completed"
-                        ):
-                            break
+                got = follow_until_done(r, root)
             log = Api(cb).all_events(sid)
         assert [e for _, e in got] == log  # every event once, in order, from the other process
         assert max(at - e["ts"] for at, e in got) < 0.5  # heartbeats are 5 s apart: woken
@@ -91,7 +94,7 @@ def test_a_cancel_sent_to_one_process_stops_the_coroutine_on_another(make_server
     # The task runs on a; the person's page talks to b. Cancelling through b stops the
     # coroutine on a at once (not when it next touches the database), and says so in the log.
     with fresh_database() as url:
-        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48}
+        env = shared_env(url)
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
         b = make_server(TETHER_EXECUTOR_ID="b", **env)
         api_a, api_b = Api(a.client()), Api(b.client())
@@ -116,12 +119,7 @@ def test_a_cancel_sent_to_one_process_stops_the_coroutine_on_another(make_server
 def test_failed_sign_ins_count_across_processes(make_server: Any) -> None:
     # Guessing the secret at two processes in turn gets no more tries than at one.
     with fresh_database() as url:
-        env = {
-            "TETHER_DATABASE_URL": url,
-            "TETHER_JWT_SECRET": "j" * 48,
-            "TETHER_AUTH_MAX_FAILURES": "3",
-            "TETHER_AUTH_FAILURE_WINDOW_S": "60",
-        }
+        env = shared_env(url, TETHER_AUTH_MAX_FAILURES="3", TETHER_AUTH_FAILURE_WINDOW_S="60")
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
         b = make_server(TETHER_EXECUTOR_ID="b", **env)
 
@@ -142,7 +140,7 @@ def test_a_process_starting_leaves_the_work_of_another_live_process_alone(
     # b starts (here with other code) while a runs a task: b's recovery neither runs it a
     # second time nor marks it interrupted; a's cancel still reaches it.
     with fresh_database() as url:
-        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48}
+        env = shared_env(url)
         a = make_server(TETHER_EXECUTOR_ID="a", TETHER_APP_VERSION="v1", **env)
         api_a = Api(a.client())
         sid = api_a.session("live")
@@ -163,7 +161,7 @@ def test_a_process_starting_leaves_the_work_of_another_live_process_alone(
 def test_signing_out_at_one_process_closes_the_streams_at_another_now(make_server: Any) -> None:
     # Heartbeats are 5 s apart: a stream that closes within 2 s was told, not polled.
     with fresh_database() as url:
-        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48, "TETHER_HEARTBEAT_S": "5"}
+        env = shared_env(url, TETHER_HEARTBEAT_S="5")
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
         b = make_server(TETHER_EXECUTOR_ID="b", **env)
         with httpx.Client(base_url=a.url, timeout=10) as tab:  # a browser tab signed in at a
@@ -192,7 +190,7 @@ def test_a_lost_listening_connection_is_made_again_and_nothing_is_missed(
     import psycopg
 
     with fresh_database() as url:
-        env = {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48, "TETHER_HEARTBEAT_S": "5"}
+        env = shared_env(url, TETHER_HEARTBEAT_S="5")
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
         b = make_server(TETHER_EXECUTOR_ID="b", **env)
         api_a = Api(a.client())
@@ -203,20 +201,10 @@ def test_a_lost_listening_connection_is_made_again_and_nothing_is_missed(
                 " WHERE datname = current_database() AND query LIKE 'LISTEN tether%'"
             ).fetchone()
         assert dropped is not None and dropped[0] == 2  # one per process
-        got: list[dict[str, Any]] = []
         with b.client(timeout=30) as cb:
             with cb.stream("GET", f"/api/sessions/{sid}/stream") as r:
                 root = str(
                     api_a.start(sid, "batch", {"items": list(range(4)), "delay_s": 0.2})["id"]
                 )
-                deadline = time.monotonic() + 30
-                for f in sse_frames(r):
-                    assert time.monotonic() < deadline, f"stream on b got {len(got)} events"
-                    if f.event == "message":
-                        got.append(f.data)
-                        if (
-                            f.data["task_id"] == root
-                            and f.data["data"].get("status") == "completed"
-                        ):
-                            break
-            assert got == Api(cb).all_events(sid)
+                got = follow_until_done(r, root)
+            assert [e for _, e in got] == Api(cb).all_events(sid)

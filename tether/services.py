@@ -57,7 +57,7 @@ class Services:
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
         if self.listener is not None:
-            self.listener.on_signout.append(self.auth.ended_elsewhere)
+            self.listener.on_signout.append(self.auth.close_sign_in)
             self.auth.on_sign_in_ended_here.append(self._tell_signout)
         self.log.start()
         if self.listener is not None:

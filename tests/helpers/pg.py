@@ -43,3 +43,8 @@ def fresh_database() -> Iterator[str]:
         admin = _admin()
         with admin:  # type: ignore[attr-defined]
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[attr-defined]
+
+
+def shared_env(url: str, **more: str) -> dict[str, str]:
+    """What every Tether process on one shared database starts with (the secrets it needs)."""
+    return {"TETHER_DATABASE_URL": url, "TETHER_JWT_SECRET": "j" * 48, **more}

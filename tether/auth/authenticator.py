@@ -154,12 +154,13 @@ class Authenticator:
 
     def ended(self, auth_session_id: str, reason: str) -> None:
         """This process just ended the sign-in: drop the cached verdict, close its streams."""
-        self.ended_elsewhere(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
+        self.close_sign_in(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
         for listener in self.on_sign_in_ended_here:
             listener(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
 
-    def ended_elsewhere(self, auth_session_id: str, message: str) -> None:
-        """A sign-in ended (here, or in another process on the shared database)."""
+    def close_sign_in(self, auth_session_id: str, message: str) -> None:
+        """A sign-in ended, here or in another process on the shared database: drop its
+        cached verdict and close its streams in this process."""
         self._valid_until.pop(auth_session_id, None)
         for listener in self.on_sign_in_ended:
             listener(auth_session_id, message)
