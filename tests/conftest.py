@@ -19,10 +19,16 @@ def make_server(tmp_path: Path) -> Iterator[callable]:
     """Factory: start real servers on fresh data dirs; all are killed at the end."""
     servers: list[Server] = []
 
-    def make(data_dir: Path | None = None, **env: str) -> Server:
+    def make(
+        data_dir: Path | None = None,
+        *,
+        command: str = "serve",
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> Server:
         d = data_dir or tmp_path / f"data{len(servers)}"
         d.mkdir(parents=True, exist_ok=True)
-        s = Server(d, env=dict(env))
+        s = Server(d, env=dict(env), command=command, args=args)
         servers.append(s)
         return s.start()
 

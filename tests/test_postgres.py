@@ -67,11 +67,12 @@ def test_two_processes_on_one_database_serve_each_others_tasks_live(
 ) -> None:
     # Two Tether processes on one Postgres database (their own data dirs and executor ids,
     # the shared secrets): a token from one works at the other, and a stream held by the
-    # second follows a task the first runs, live (woken by NOTIFY, not by polling) and exact.
+    # second (API only) follows a task the first runs, live (woken by NOTIFY, not by
+    # polling) and exact.
     with fresh_database() as url:
         env = shared_env(url, TETHER_HEARTBEAT_S="5")
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
-        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+        b = make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="b", **env)
         token = httpx.post(f"{a.url}/auth", json={"secret": SECRET}).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{b.url}/api/sessions", headers=auth).status_code == 200
@@ -91,12 +92,13 @@ def test_two_processes_on_one_database_serve_each_others_tasks_live(
 
 
 def test_a_cancel_sent_to_one_process_stops_the_coroutine_on_another(make_server: Any) -> None:
-    # The task runs on a; the person's page talks to b. Cancelling through b stops the
-    # coroutine on a at once (not when it next touches the database), and says so in the log.
+    # The task runs on a; the person's page talks to b (API only). Cancelling through b
+    # stops the coroutine on a at once (not when it next touches the database), and says
+    # so in the log.
     with fresh_database() as url:
         env = shared_env(url)
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
-        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+        b = make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="b", **env)
         api_a, api_b = Api(a.client()), Api(b.client())
         sid = api_a.session("cancel")
         task = str(api_a.start(sid, "hold", {"hold_s": 60})["id"])
@@ -185,14 +187,14 @@ def test_a_lost_listening_connection_is_made_again_and_nothing_is_missed(
     make_server: Any,
 ) -> None:
     # The database drops every process's listening connection (a failover, an admin) while
-    # a stream on b waits for a task a runs: b listens again and its stream still gets every
+    # a stream on b (API only) waits for a task a runs: b listens again and its stream still gets every
     # event, once, in order, including those committed while nobody listened.
     import psycopg
 
     with fresh_database() as url:
         env = shared_env(url, TETHER_HEARTBEAT_S="5")
         a = make_server(TETHER_EXECUTOR_ID="a", **env)
-        b = make_server(TETHER_EXECUTOR_ID="b", **env)
+        b = make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="b", **env)
         api_a = Api(a.client())
         sid = api_a.session("dropped")
         with psycopg.connect(url, autocommit=True) as admin:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,31 +70,29 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help=_help("data_dir"))] = None,
     heartbeat_s: Annotated[float | None, typer.Option(help=_help("heartbeat_s"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
+    worker: Annotated[
+        bool | None, typer.Option("--worker/--no-worker", help=_help("worker"))
+    ] = None,
 ) -> None:
-    """Run the server: one process, one SQLite file in the data dir."""
-    overrides = {
-        k: v
-        for k, v in {
-            "host": host,
-            "port": port,
-            "data_dir": data_dir,
-            "heartbeat_s": heartbeat_s,
-            "log_level": log_level,
-        }.items()
-        if v is not None
-    }
-    settings = Settings(**overrides)
-    if missing := settings.missing_shared_secrets():
-        typer.echo(
-            f"tether: on a database other than SQLite, set {' and '.join(missing)} "
-            "(the same values in every process); not starting.",
-            err=True,
-        )
-        raise typer.Exit(2)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    """Run the server: by default one process, one SQLite file in the data dir."""
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        heartbeat_s=heartbeat_s,
+        log_level=log_level,
+        worker=worker,
     )
+    if missing := settings.missing_shared_secrets():
+        _refuse(
+            f"on a database other than SQLite, set {' and '.join(missing)} "
+            "(the same values in every process)"
+        )
+    if not settings.worker and settings.resolved_database_url.startswith("sqlite"):
+        _refuse(
+            "--no-worker needs a shared database (TETHER_DATABASE_URL); on SQLite the server runs its tasks"
+        )
+    _start_logging(settings)
     services = Services(settings)
     config = uvicorn.Config(
         create_app(settings, services),
@@ -113,6 +112,53 @@ def serve(
     )
     console.print(f"Data dir: {settings.data_dir.resolve()}")
     _Server(config, services).run()
+
+
+@app.command("worker")
+def worker_command(
+    data_dir: Annotated[Path | None, typer.Option(help=_help("data_dir"))] = None,
+    log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
+) -> None:
+    """Run tasks only (no HTTP): a worker on the shared database in TETHER_DATABASE_URL,
+    beside API processes started with `tether serve --no-worker`."""
+    settings = _settings(data_dir=data_dir, log_level=log_level, worker=True)
+    if settings.resolved_database_url.startswith("sqlite"):
+        _refuse(
+            "a worker needs a shared database (TETHER_DATABASE_URL); on SQLite `tether serve` runs the tasks"
+        )
+    _start_logging(settings)
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    services = Services(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await services.start()
+    console.print(f"Tether worker {settings.executor_id} is running.")
+    print(f"TETHER_WORKER={settings.executor_id}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await services.stop()
+
+
+def _settings(**given: Any) -> Settings:
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+def _refuse(why: str) -> None:
+    typer.echo(f"tether: {why}; not starting.", err=True)
+    raise typer.Exit(2)
+
+
+def _start_logging(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 users = typer.Typer(help="Manage users (the owner signs in with the bootstrap secret).")

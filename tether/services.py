@@ -14,6 +14,7 @@ from tether.db.store import Store
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
 from tether.events.pg_notify import PgListener, new_origin, notify_cancel, notify_signout
+from tether.runtime import workers
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
 from tether.settings import Settings
@@ -36,6 +37,7 @@ class Services:
             self.listener = PgListener(self.db.url, self.log.notify_origin, self.hub)
         self.registry = registry
         self.runtime: Runtime | None = None
+        self.workers: workers.Workers | None = None
         self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
         self._pruner: asyncio.Task[None] | None = None
@@ -75,12 +77,27 @@ class Services:
         if self.listener is not None:
             origin, db = self.listener.origin, self.db
             self.listener.on_cancel.append(self.runtime.stop_running)
+            self.listener.on_head.append(self.runtime.on_remote_commit)
+            self.listener.on_relisten.append(self.runtime.wake_waiters)
 
             async def broadcast(ids: list[str]) -> None:
                 await db.write(lambda conn: notify_cancel(conn, origin, ids))
 
             self.runtime.broadcast_cancel = broadcast
             self.runtime.executor_id = self.settings.executor_id
+            self.runtime.task_queue = workers.TASK_QUEUE
+            if self.settings.worker:
+                self.workers = workers.Workers(
+                    self.db,
+                    self.runtime,
+                    self.settings.executor_id,
+                    self.settings.worker_heartbeat_s,
+                    self.settings.worker_stale_s,
+                )
+                # Seen alive before it runs anything: a crash from here on is noticed.
+                await self.workers.beat()
+                executor_id = self.settings.executor_id
+                await self.db.write(lambda c: workers.pin_own_children(c, executor_id))
         DBOS(
             config={
                 "name": "tether",
@@ -92,9 +109,17 @@ class Services:
                 "log_level": "WARNING",
             }
         )
+        if self.runtime.task_queue is not None:
+            workers.listen(self.settings.worker)
         # Launched from the server's event loop, so DBOS runs recovered workflows on it.
         DBOS.launch()
+        if self.workers is not None:
+            await workers.register_queues(
+                self.settings.worker_concurrency, self.settings.queue_poll_s
+            )
         await self.runtime.recover()
+        if self.workers is not None:
+            self.workers.start()
         if self.settings.agents_file is not None:
             from tether.llm import approvals
 
@@ -135,8 +160,12 @@ class Services:
         self.begin_shutdown()
         if self._pruner is not None:
             self._pruner.cancel()
+        if self.workers is not None:
+            await self.workers.stop()
         if self.runtime is not None:
             await self.runtime.stop()
+        if self.workers is not None:
+            await self.workers.hand_over_own()
         await self.log.stop()
         if self.listener is not None:
             await self.listener.stop()

@@ -80,8 +80,34 @@ class Settings(BaseSettings):
         description="This process's stable name in DBOS: at start it resumes the work it had "
         "begun. Every process on one shared database needs its own.",
     )
+    worker: bool = Field(
+        True,
+        description="Run tasks in this process. False (`serve --no-worker`): API only, on a shared "
+        "database whose `tether worker` processes run the tasks.",
+    )
+    worker_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="On a shared database: most top-level tasks one worker runs at once (their "
+        "sub-agents run beside them); unset: no limit.",
+    )
+    queue_poll_s: float = Field(
+        0.05, gt=0, description="On a shared database: how often a worker looks for queued tasks."
+    )
+    worker_heartbeat_s: float = Field(
+        2.0, gt=0, description="On a shared database: seconds between a worker's heartbeats."
+    )
+    worker_stale_s: float = Field(
+        10.0,
+        gt=0,
+        description="On a shared database: a worker silent this long is dead, and a live one "
+        "takes over its unfinished tasks.",
+    )
     child_poll_s: float = Field(
-        1.0, gt=0, description="How often a parent re-checks a delegated child in the database."
+        5.0,
+        gt=0,
+        description="How often a parent re-checks a delegated child in the database (a backstop: "
+        "it is woken when the child ends, here or in another process).",
     )
     log_level: str = Field("info", description="Log level of the server.")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,19 +31,42 @@ def _count(line: str) -> None:
         os.close(fd)
 
 
-@agent("counted_item", input=CountedInput)
-async def counted_item(ctx: TaskContext, inp: CountedInput) -> dict[str, Any]:
-    """Like `item`, and records every run of its step in the counter file."""
+def _stepped_item(name: str, line: Callable[[str, TaskContext, CountedInput], str]) -> None:
+    """An item agent whose one step records each run (and its end) in the counter file."""
 
-    async def work() -> dict[str, Any]:
-        _count(f"run {inp.index}")
-        ctx.emit("item.started", {"index": inp.index})
-        await asyncio.sleep(inp.delay_s)
-        ctx.emit("item.result", {"index": inp.index, "item": inp.item})
-        _count(f"done {inp.index}")
-        return {"index": inp.index, "item": inp.item}
+    @agent(name, input=CountedInput)
+    async def run(ctx: TaskContext, inp: CountedInput) -> dict[str, Any]:
+        async def work() -> dict[str, Any]:
+            _count(line("run", ctx, inp))
+            ctx.emit("item.started", {"index": inp.index})
+            await asyncio.sleep(inp.delay_s)
+            ctx.emit("item.result", {"index": inp.index, "item": inp.item})
+            _count(line("done", ctx, inp))
+            return {"index": inp.index, "item": inp.item}
 
-    return await ctx.step(work, name="work")
+        return await ctx.step(work, name="work")
+
+
+# Like `item`: "run 3" / "done 3" per run of its step.
+_stepped_item("counted_item", lambda what, ctx, inp: f"{what} {inp.index}")
+# The same, saying which task's step ran, when, and where: "run <task> <time> <executor>".
+_stepped_item(
+    "traced_item",
+    lambda what, ctx, inp: (
+        f"{what} {ctx.task_id} {time.time()!r} {os.environ.get('TETHER_EXECUTOR_ID', 'local')}"
+    ),
+)
+
+
+class AwaitInput(BaseModel):
+    task_id: str
+
+
+@agent("await_task", input=AwaitInput)
+async def await_task(ctx: TaskContext, inp: AwaitInput) -> dict[str, Any]:
+    """Waits until another task has ended; returns how it ended."""
+    other = await ctx.wait_for(inp.task_id)
+    return {"status": other.status.value}
 
 
 class FailInput(BaseModel):

@@ -49,6 +49,9 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # "serve" (with extra `args`, e.g. --no-worker), or "worker": no HTTP, ready when it says so.
+    command: str = "serve"
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -66,14 +69,15 @@ class Server:
             **self.env,
         }
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{time.time_ns()}.log"
+        port = ["--port", str(self.port)] if self.command == "serve" else []
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "tether.cli",
-                "serve",
-                "--port",
-                str(self.port),
+                self.command,
+                *port,
+                *self.args,
                 "--data-dir",
                 str(self.data_dir),
                 "--log-level",
@@ -91,6 +95,8 @@ class Server:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        if self.command == "worker":
+            return "TETHER_WORKER=" in self.log()
         try:
             return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
@@ -238,3 +244,40 @@ class Api:
             after = page["next_after"]
             if not page["more"]:
                 return out
+
+
+def ended(event: dict[str, Any], task_id: str, status: str = "completed") -> bool:
+    return event["task_id"] == task_id and event["data"].get("status") == status
+
+
+def follow_resuming(
+    c: httpx.Client,
+    session_id: str,
+    root: str,
+    timeout: float = 60,
+    on_event: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Follow a session's stream until `root` completes, as a browser does: when the
+    connection breaks, connect again with the last seq seen. (events received, connects)."""
+    got: list[dict[str, Any]] = []
+    connects = 0
+    deadline = time.monotonic() + timeout
+    while not (got and ended(got[-1], root)):
+        assert time.monotonic() < deadline, f"{len(got)} events, {connects} connects"
+        headers = {"Last-Event-ID": str(got[-1]["seq"])} if got else {}
+        try:
+            with c.stream("GET", f"/api/sessions/{session_id}/stream", headers=headers) as r:
+                if r.status_code != 200:  # e.g. 502 while the proxy finds the live upstream
+                    time.sleep(0.05)
+                    continue
+                connects += 1
+                for f in sse_frames(r):
+                    if f.event == "message":
+                        got.append(f.data)
+                        if on_event is not None:
+                            on_event(got)
+                        if ended(f.data, root):
+                            break
+        except httpx.HTTPError:
+            pass  # the stream broke: connect again from the last seq
+    return got, connects

@@ -123,3 +123,13 @@ auth_failures = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Index("ix_tether_auth_failures_key_at", "key", "at"),
 )
+
+# Workers on one shared database: each writes its heartbeat; the work of one whose heartbeat
+# is stale is handed to the others.
+executors = sa.Table(
+    "tether_executors",
+    metadata,
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+)

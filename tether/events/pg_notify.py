@@ -70,6 +70,8 @@ class PgListener:
         )
         self.origin, self.hub = origin, hub
         self.received = 0
+        self.on_head: list[Callable[[str, int], None]] = []  # (session id, head seq)
+        self.on_relisten: list[Callable[[], None]] = []  # notifications may have been missed
         self.on_cancel: list[Callable[[list[str]], None]] = []
         self.on_signout: list[Callable[[str, str], None]] = []
         self.ready = asyncio.Event()
@@ -96,6 +98,7 @@ class PgListener:
                     await conn.execute(f"LISTEN {SIGNOUT_CHANNEL}")
                     if attempt:
                         self.hub.wake_all()  # what was sent while we were away is in the table
+                        _call(self.on_relisten)
                     attempt = 0
                     self.ready.set()
                     async for n in conn.notifies():
@@ -124,6 +127,7 @@ class PgListener:
             return  # this process's own commit: its hub already has the events
         self.received += 1
         self.hub.publish_head(session_id, head)
+        _call(self.on_head, session_id, head)
 
     def _on_cancel(self, payload: str) -> None:
         origin, *task_ids = payload.split(" ")

@@ -100,6 +100,10 @@ class Runtime:
         # work), and how to tell the other processes to stop these tasks' coroutines.
         self.executor_id: str | None = None
         self.broadcast_cancel: Callable[[list[str]], Awaitable[None]] | None = None
+        # On a shared database top-level tasks start through this DBOS queue (any worker
+        # dequeues them); otherwise, and for sub-agents, in this process.
+        self.task_queue: str | None = None
+        self._waiting_in: dict[str, set[str]] = {}  # session id -> task ids waited on here
         log.listeners.append(self._on_commit)
 
     def activate(self) -> None:
@@ -173,9 +177,12 @@ class Runtime:
             raise
         return await self.store.task(task_id, None), created[0] is not None
 
-    async def _start_workflow(self, task_id: str) -> None:
+    async def _start_workflow(self, task_id: str, *, top: bool = True) -> None:
         with SetWorkflowID(task_id):
-            await DBOS.start_workflow_async(run_task, task_id)
+            if top and self.task_queue is not None:
+                await DBOS.enqueue_workflow_async(self.task_queue, run_task, task_id)
+            else:
+                await DBOS.start_workflow_async(run_task, task_id)
 
     async def start_child(self, ctx: TaskContext, k: int, agent: str, input: Any) -> str:
         clean = self._validated(agent, input)
@@ -209,7 +216,7 @@ class Runtime:
                 raise TaskCancelled(
                     f"task {ctx.task_id} has ended; it starts no children"
                 ) from None
-        await self._start_workflow(child_id)
+        await self._start_workflow(child_id, top=False)
         return child_id
 
     async def execute(self, task_id: str) -> dict[str, Any]:
@@ -309,24 +316,52 @@ class Runtime:
                         if not fut.done():
                             fut.set_result(None)
 
+    def on_remote_commit(self, session_id: str, _head: int) -> None:
+        """Another process committed to this session: the tasks waited on in it are read
+        again (one of them may have ended there)."""
+        for task_id in self._waiting_in.get(session_id, ()):
+            for fut in self._waiters.get(task_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def wake_waiters(self) -> None:
+        """Every task waited on here is read again (notifications may have been missed)."""
+        for futs in self._waiters.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(None)
+
     async def wait_terminal(self, task_id: str) -> Task:
-        while True:
-            fut = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(task_id, []).append(fut)
-            task = await self.store.task_row(task_id)
-            if task.status.terminal:
-                return task
-            try:
-                # The database re-check covers a child finished by another process.
-                await asyncio.wait_for(fut, self.child_poll_s)
-            except TimeoutError:
-                await self._settle_if_dead(task_id)
-            finally:
-                waiters = self._waiters.get(task_id)
-                if waiters and fut in waiters:
-                    waiters.remove(fut)
-                    if not waiters:
-                        del self._waiters[task_id]
+        session_id: str | None = None
+        try:
+            while True:
+                fut = asyncio.get_running_loop().create_future()
+                self._waiters.setdefault(task_id, []).append(fut)
+                task = await self.store.task_row(task_id)
+                if task.status.terminal:
+                    return task
+                if session_id is None:
+                    session_id = task.session_id
+                    self._waiting_in.setdefault(session_id, set()).add(task_id)
+                try:
+                    # Woken by a commit here or (on a shared database) a notification from
+                    # another process; the timeout is the backstop.
+                    await asyncio.wait_for(fut, self.child_poll_s)
+                except TimeoutError:
+                    await self._settle_if_dead(task_id)
+                finally:
+                    waiters = self._waiters.get(task_id)
+                    if waiters and fut in waiters:
+                        waiters.remove(fut)
+                        if not waiters:
+                            del self._waiters[task_id]
+        finally:
+            if session_id is not None and task_id not in self._waiters:
+                ids = self._waiting_in.get(session_id)
+                if ids is not None:
+                    ids.discard(task_id)
+                    if not ids:
+                        del self._waiting_in[session_id]
 
     async def child_result(self, task_id: str) -> Any:
         task = await self.wait_terminal(task_id)
@@ -395,15 +430,11 @@ class Runtime:
                 continue
             if status.status in ("PENDING", "ENQUEUED"):
                 if status.app_version != self.app_version:
-                    await self._interrupt(
+                    await self.interrupt_elsewhere(
                         task,
                         f"the server's code changed (version {status.app_version} -> "
                         f"{self.app_version}) while it ran; it cannot resume on new code",
                     )
-                    try:
-                        await DBOS.cancel_workflow_async(task.id)
-                    except dbos_error.DBOSException:
-                        pass
             else:
                 await self._settle(task, status.status, status.error)
 
@@ -446,6 +477,15 @@ class Runtime:
         await self._finish(
             task, TaskStatus.interrupted, error={"type": "Interrupted", "message": reason}
         )
+
+    async def interrupt_elsewhere(self, task: Task, reason: str) -> None:
+        """A task whose workflow no process here can resume: interrupted, and its workflow
+        cancelled so nothing resumes it later."""
+        await self._interrupt(task, reason)
+        try:
+            await DBOS.cancel_workflow_async(task.id)
+        except dbos_error.DBOSException:
+            pass
 
     async def stop(self) -> None:
         """Stop running coroutines without recording an outcome: the workflows stay PENDING

@@ -64,6 +64,7 @@ export function eventText(ev) {
     case "task.progress": return d.m ? `Progress ${d.n} of ${d.m}` : `Progress ${d.n}`;
     case "task.cancel_requested": return "Cancel requested";
     case "task.recovered": return "Resumed after a server restart";
+    case "task.moved": return `Moved to a live worker: ${d.reason ?? "its worker stopped"}`;
     case "batch.started": return `Working through ${Number(d.count).toLocaleString("en")} items, ${d.parallel} at a time`;
     case "batch.summary": return `${Number(d.succeeded).toLocaleString("en")} of ${Number(d.count).toLocaleString("en")} items succeeded${d.failed ? `, ${d.failed} failed` : ""}`;
     case "item.started": return `Working on “${short(d.item, 80)}”`;

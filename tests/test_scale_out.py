@@ -1,0 +1,181 @@
+"""Scale-out on Postgres: API processes behind Debian's nginx, workers beside them, and
+`kill -9` of one of each in the middle of twenty batch tasks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers.pg import fresh_database, shared_env
+from tests.helpers.proxy import nginx_in_front
+from tests.helpers.server import (
+    ROOT,
+    SECRET,
+    Api,
+    ended,
+    follow_resuming,
+    free_port,
+    wait_until,
+)
+
+TASKS, ITEMS = 20, 6
+
+
+def step_runs(counter: Path) -> dict[str, list[tuple[str, float, str]]]:
+    """task id -> [("run" | "done", when, executor id), ...] from the traced_item lines."""
+    runs: dict[str, list[tuple[str, float, str]]] = {}
+    for line in counter.read_text().splitlines() if counter.exists() else []:
+        what, task_id, at, where = line.split(" ")
+        runs.setdefault(task_id, []).append((what, float(at), where))
+    return runs
+
+
+def test_two_apis_behind_nginx_and_two_workers_survive_kill_9_of_one_of_each(
+    make_server: Any, tmp_path: Path
+) -> None:
+    counter = tmp_path / "steps.txt"
+    with fresh_database() as db:
+        env = shared_env(
+            db,
+            TETHER_HEARTBEAT_S="0.3",
+            TETHER_WORKER_HEARTBEAT_S="0.2",
+            TETHER_WORKER_STALE_S="1.5",
+            # Ten tasks at most per worker: the twenty are spread over both.
+            TETHER_WORKER_CONCURRENCY="10",
+            TETHER_TEST_COUNTER=str(counter),
+        )
+        api_a, api_b = (
+            make_server(args=("--no-worker",), TETHER_EXECUTOR_ID=name, **env)
+            for name in ("api-a", "api-b")
+        )
+        w1, _w2 = (
+            make_server(command="worker", TETHER_EXECUTOR_ID=name, **env) for name in ("w1", "w2")
+        )
+        ups = "\n    ".join(
+            f"server 127.0.0.1:{s.port} max_fails=1 fail_timeout=30s;" for s in (api_a, api_b)
+        )
+        with nginx_in_front(tmp_path, ups) as url:
+            clients = [
+                httpx.Client(base_url=url, timeout=10, headers={"x-web-bootstrap-secret": SECRET})
+                for _ in range(TASKS)
+            ]
+            sessions, roots = [], []
+            for i, c in enumerate(clients):
+                api = Api(c)
+                sid = api.session(f"batch {i}")
+                inp = {"items": list(range(ITEMS)), "delay_s": 0.4, "item_agent": "traced_item"}
+                sessions.append(sid)
+                roots.append(str(api.start(sid, "batch", inp)["id"]))
+
+            results: list[tuple[list[dict[str, Any]], int] | BaseException] = [None] * TASKS  # type: ignore[list-item]
+
+            streaming = [threading.Event() for _ in range(TASKS)]
+
+            def follow(i: int) -> None:
+                try:
+                    results[i] = follow_resuming(
+                        clients[i],
+                        sessions[i],
+                        roots[i],
+                        timeout=120,
+                        on_event=lambda _got: streaming[i].set(),
+                    )
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    results[i] = e
+
+            threads = [threading.Thread(target=follow, args=(i,)) for i in range(TASKS)]
+            for t in threads:
+                t.start()
+            # Mid-run: every client is streaming, both workers are in their tasks' steps.
+            for e in streaming:
+                assert e.wait(60)
+            wait_until(
+                lambda: (
+                    sum(w == "done" for r in step_runs(counter).values() for w, *_ in r) >= TASKS
+                ),
+                timeout=60,
+                what="a step done per task on average",
+            )
+            killed_at = time.time()
+            api_a.kill()
+            w1.kill()
+            for t in threads:
+                t.join(150)
+            log = [Api(clients[0]).all_events(sid) for sid in sessions]
+            for c in clients:
+                c.close()
+
+    # Every client saw every event of its session once, in order, though half of them
+    # were streaming from the API process that died; every task completed.
+    reconnects = 0
+    for i, res in enumerate(results):
+        assert not isinstance(res, BaseException), f"client {i}: {res!r}"
+        got, connects = res
+        assert got == log[i], f"client {i}"
+        assert ended(got[-1], roots[i])
+        reconnects += connects - 1
+    assert reconnects >= 1  # some streams were on api-a
+    # w1's unfinished tasks were taken over by w2, and their events say so.
+    moved = [e for events in log for e in events if e["type"] == "task.moved"]
+    assert moved and all(e["data"]["from"] == "w1" and e["data"]["by"] == "w2" for e in moved)
+    assert set(roots) & {e["task_id"] for e in moved}  # a top-level task among them
+    # No completed step ran again: a step whose work was done before the kill (with time to
+    # record its checkpoint) ran once. Only a step in flight at the kill may run twice.
+    runs = step_runs(counter)
+    assert len(runs) == TASKS * ITEMS
+    for task_id, lines in runs.items():
+        assert lines[-1][0] == "done", task_id
+        done_before = [at for w, at, _ in lines if w == "done" and at < killed_at - 1.0]
+        if done_before:
+            assert [w for w, *_ in lines] == ["run", "done"], (task_id, lines)
+    # Steps ran on the workers only (the API processes were started --no-worker), and on
+    # both: w1 before the kill, w2 throughout.
+    assert {where for lines in runs.values() for *_, where in lines} == {"w1", "w2"}
+    rerun = [t for t, lines in runs.items() if len(lines) > 2]
+    assert len(rerun) <= 10  # at most one in-flight step per task of w1
+
+
+def test_a_parent_hears_at_once_that_a_task_on_another_worker_ended(make_server: Any) -> None:
+    # The parent's re-check of the database is 30 s apart: it is woken by the other
+    # worker's commit (NOTIFY), not by polling.
+    with fresh_database() as db:
+        env = shared_env(db, TETHER_WORKER_CONCURRENCY="1", TETHER_CHILD_POLL_S="30")
+        api = Api(make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="api", **env).client())
+        make_server(command="worker", TETHER_EXECUTOR_ID="w1", **env)
+        sid = api.session("across workers")
+        other = str(api.start(sid, "item", {"item": "x", "delay_s": 6})["id"])
+        wait_until(lambda: api.task(other)["status"] == "running", what="w1 to run it")
+        # w1 runs one task at a time: the waiting one goes to w2.
+        make_server(command="worker", TETHER_EXECUTOR_ID="w2", **env)
+        waiter = str(api.start(sid, "await_task", {"task_id": other})["id"])
+        wait_until(lambda: api.task(waiter)["status"] == "running", what="w2 to run the waiter")
+        wait_until(lambda: api.task(waiter)["status"] == "completed", timeout=20, what="the waiter")
+        ended_at = {
+            e["task_id"]: e["ts"]
+            for e in api.all_events(sid)
+            if e["type"] == "task.status" and e["data"]["status"] == "completed"
+        }
+        assert api.task(waiter)["result"] == {"status": "completed"}
+        assert ended_at[waiter] - ended_at[other] < 2.0
+
+
+def test_api_only_and_worker_processes_need_a_shared_database(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    for command in (["serve", "--no-worker", "--port", str(free_port())], ["worker"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "tether.cli", *command, "--data-dir", str(tmp_path)],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2, r.stderr
+        assert "needs a shared database (TETHER_DATABASE_URL)" in r.stderr
+        assert "not starting" in r.stderr

@@ -1,0 +1,199 @@
+"""Workers on one shared database: queues, heartbeats, and taking over a dead worker's work.
+
+On Postgres a task is started by putting it on the `tether-tasks` DBOS queue; any worker
+(`tether worker`, or `tether serve` without `--no-worker`) dequeues it, at most
+`worker_concurrency` at a time. Its sub-agents start in the worker that runs it (no queue
+between parent and child, so delegation costs no polling).
+
+Every worker writes a heartbeat row. Each beat, one worker (whoever holds a Postgres
+advisory lock for that moment: the leader) looks for workers whose heartbeat is stale and
+hands their PENDING workflows back to the queues: top-level tasks to `tether-tasks`,
+sub-agents to `tether-children`. A live worker dequeues each and DBOS replays it from its
+last completed step. Each task moved gets a `task.moved` event saying from where and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from dbos import DBOS
+
+from tether.db.engine import Database
+from tether.db.schema import executors
+from tether.errors import NotFound
+from tether.events.log import Append
+from tether.model import dumps
+
+if TYPE_CHECKING:
+    from tether.runtime.engine import Runtime
+
+log = logging.getLogger(__name__)
+
+TASK_QUEUE = "tether-tasks"  # top-level tasks, per-worker concurrency
+CHILD_QUEUE = "tether-children"  # sub-agents handed over from a dead worker
+_LEADER_LOCK = 0x7E7E_0001  # the advisory lock whose holder looks for dead workers
+
+
+def listen(worker: bool) -> None:
+    """Before DBOS launches: a worker dequeues Tether's queues, an API-only process none."""
+    DBOS.listen_queues([TASK_QUEUE, CHILD_QUEUE] if worker else [])
+
+
+async def register_queues(worker_concurrency: int | None, poll_s: float) -> None:
+    await DBOS.register_queue_async(
+        TASK_QUEUE,
+        worker_concurrency=worker_concurrency,
+        polling_interval_sec=poll_s,
+        on_conflict="always_update",
+    )
+    await DBOS.register_queue_async(
+        CHILD_QUEUE, polling_interval_sec=poll_s, on_conflict="always_update"
+    )
+
+
+def _sys_db() -> Any:
+    from dbos._dbos import _get_dbos_instance
+
+    return _get_dbos_instance()._sys_db
+
+
+def pin_own_children(conn: sa.Connection, executor_id: str) -> None:
+    """Before DBOS launches: this worker's unfinished sub-agents are recovered onto the
+    children's queue (DBOS would put a workflow that came from no queue on its internal
+    queue, which API-only processes dequeue too)."""
+    if conn.exec_driver_sql("SELECT to_regclass('dbos.workflow_status')").scalar() is None:
+        return  # DBOS has not created its tables yet: nothing ran here
+    conn.exec_driver_sql(
+        "UPDATE dbos.workflow_status SET queue_name = %s "
+        "WHERE status = 'PENDING' AND executor_id = %s AND queue_name IS NULL",
+        (CHILD_QUEUE, executor_id),
+    )
+
+
+class Workers:
+    """This worker's heartbeat, and (when it leads) the takeover of dead workers' work."""
+
+    def __init__(
+        self,
+        db: Database,
+        runtime: Runtime,
+        executor_id: str,
+        heartbeat_s: float,
+        stale_s: float,
+    ) -> None:
+        self.db, self.runtime, self.executor_id = db, runtime, executor_id
+        self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
+        self.started_at = time.time()
+        self.moved = 0  # workflows this worker handed over (while it led)
+        self._task: asyncio.Task[None] | None = None
+
+    async def beat(self) -> None:
+        now, me = time.time(), self.executor_id
+
+        def write(c: sa.Connection) -> None:
+            updated = c.execute(
+                sa.update(executors).where(executors.c.id == me).values(heartbeat_at=now)
+            ).rowcount
+            if not updated:
+                c.execute(
+                    sa.insert(executors).values(id=me, started_at=self.started_at, heartbeat_at=now)
+                )
+
+        await self.db.write(write)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tether-worker-heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.beat()
+                for dead, started_at, last_beat in await self._stale_if_leader():
+                    age = time.time() - last_beat
+                    reason = f"worker {dead} stopped sending heartbeats {age:.0f} s ago"
+                    await self.take_over(dead, started_at, reason, last_beat)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                log.exception("worker heartbeat failed")
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _stale_if_leader(self) -> list[tuple[str, float, float]]:
+        """The workers whose heartbeat is stale, if this worker holds the leader lock now
+        (an empty list otherwise): one worker at a time hands work over."""
+        cut = time.time() - self.stale_s
+
+        def read(c: sa.Connection) -> list[tuple[str, float, float]]:
+            if not c.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({_LEADER_LOCK})").scalar():
+                return []
+            q = sa.select(executors.c.id, executors.c.started_at, executors.c.heartbeat_at).where(
+                executors.c.heartbeat_at < cut, executors.c.id != self.executor_id
+            )
+            return [(r.id, r.started_at, r.heartbeat_at) for r in c.execute(q)]
+
+        return await self.db.write(read)
+
+    async def hand_over_own(self) -> int:
+        """At a clean stop (after this worker's coroutines have stopped): its unfinished
+        tasks go back to the queues now, for the live workers, instead of after the stale
+        time. A worker that comes back under this name finds nothing of its own to resume."""
+        try:
+            return await self.take_over(
+                self.executor_id, self.started_at, f"worker {self.executor_id} shut down"
+            )
+        except Exception:  # noqa: BLE001 - left PENDING: taken over when found stale
+            log.exception("handing this worker's tasks over at shutdown failed")
+            return 0
+
+    async def take_over(
+        self, dead: str, started_at: float, reason: str, last_beat: float | None = None
+    ) -> int:
+        """Hand the PENDING workflows of a stopped worker to the queues; say so in each
+        task's events; forget the worker (unless it beat again since `last_beat`). Safe to
+        repeat: DBOS re-enqueues a workflow only while the dead worker still owns it, and
+        the events carry keys."""
+        runtime = self.runtime
+        pending = await DBOS.list_workflows_async(status="PENDING", executor_id=dead)
+        moved: list[Append] = []
+        for wf in pending:
+            try:
+                task = await runtime.store.task_row(wf.workflow_id)
+            except NotFound:
+                continue  # not a Tether task
+            if wf.app_version != runtime.app_version:
+                await runtime.interrupt_elsewhere(
+                    task, f"{reason}, and it ran another code version ({wf.app_version})"
+                )
+                continue
+            queued = await asyncio.to_thread(
+                _sys_db().reenqueue_for_recovery, wf.workflow_id, [dead], CHILD_QUEUE
+            )
+            if queued:
+                moved.append(
+                    Append(
+                        task.session_id,
+                        task.id,
+                        task.parent_id,
+                        "task.moved",
+                        dumps({"from": dead, "by": self.executor_id, "reason": reason}),
+                        key=f"{task.id}:moved:{dead}:{started_at!r}",
+                    )
+                )
+        if moved:
+            await runtime.log.append(*moved)
+            self.moved += len(moved)
+            log.warning("%s; moved %d of its tasks to the queues", reason, len(moved))
+        forget = sa.delete(executors).where(executors.c.id == dead)
+        if last_beat is not None:
+            forget = forget.where(executors.c.heartbeat_at == last_beat)
+        await self.db.write(lambda c: c.execute(forget))
+        return len(moved)
