@@ -353,6 +353,16 @@ class EventLog:
     @staticmethod
     def _existing_keys(conn: sa.Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (session, key) pairs are in the log already."""
+        if conn.dialect.name == "postgresql":
+            # One lookup of the (session_id, key) index per pair. Postgres plans an IN list
+            # of hundreds of keys as a scan of the session's whole index range, which made
+            # each commit cost time in proportion to the session's length.
+            res = conn.exec_driver_sql(
+                "SELECT e.session_id, e.key FROM unnest(%s::text[], %s::text[]) AS k(sid, key)"
+                " JOIN tether_events e ON e.session_id = k.sid AND e.key = k.key",
+                ([sid for sid, _ in keys], [key for _, key in keys]),
+            )
+            return {(r[0], r[1]) for r in res}
         # `(session_id = ? AND key IN (…)) OR …`: an index search per session on SQLite,
         # where a row-value IN would scan the whole index.
         by_session: dict[str, list[str]] = {}
