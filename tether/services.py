@@ -13,7 +13,13 @@ from tether.db.engine import Database, sync_url
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
-from tether.events.pg_notify import PgListener, new_origin, notify_cancel, notify_signout
+from tether.events.pg_notify import (
+    PgListener,
+    RemoteFeed,
+    new_origin,
+    notify_cancel,
+    notify_signout,
+)
 from tether.runtime import workers
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
@@ -34,7 +40,8 @@ class Services:
         self.listener: PgListener | None = None
         if not self.db.sqlite:
             self.log.notify_origin = new_origin()
-            self.listener = PgListener(self.db.url, self.log.notify_origin, self.hub)
+            feed = RemoteFeed(self.log, self.hub)
+            self.listener = PgListener(self.db.url, self.log.notify_origin, self.hub, feed)
         self.registry = registry
         self.runtime: Runtime | None = None
         self.workers: workers.Workers | None = None

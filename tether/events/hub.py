@@ -29,6 +29,7 @@ class Subscription:
         "closing",
         "ended",
         "head",
+        "last",
         "wake",
         "_hub",
     )
@@ -43,12 +44,24 @@ class Subscription:
         self.closing = False
         self.ended: str | None = None  # why the sign-in behind this stream ended
         self.head = 0  # the newest seq committed to the session that this process knows of
+        # The newest seq pushed (or, after "read the log", known to be there): what comes
+        # next must follow it. On a shared database a commit here and one read from another
+        # process's can overlap or leave a hole; a hole means "read the log".
+        self.last = 0
         self.wake = asyncio.Event()
 
     def push(self, events: list[Event] | None, size: int = 0, head: int = 0) -> None:
         self.head = max(self.head, head, events[-1].seq if events else 0)
+        if events and self.last and events[0].seq <= self.last:
+            events = [e for e in events if e.seq > self.last]  # pushed already
+            if not events:
+                return
+            size = events_size(events)
+        gap = bool(events) and self.last and events[0].seq != self.last + 1  # type: ignore[index]
+        self.last = max(self.last, head, events[-1].seq if events else 0)
         if (
             events is None
+            or gap
             or self.overflow
             or len(self.pending) + len(events) > MAX_PENDING
             or self.pending_bytes + size > MAX_PENDING_BYTES
@@ -110,6 +123,9 @@ class MemoryHub:
             size = events_size(events) if events else 0
             for sub in subs:
                 sub.push(events, size)
+
+    def watched(self, session_id: str) -> bool:
+        return session_id in self._subs
 
     def publish_head(self, session_id: str, head: int) -> None:
         """Another process committed to the session up to `head`: its subscribers here read

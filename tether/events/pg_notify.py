@@ -2,11 +2,15 @@
 
 Each commit of the log sends, inside its own transaction (so it is delivered if and only if
 the events are committed), one notification per session it touched: "<origin> <session id>
-<head seq>". Every process keeps one listening connection; a notification from another
-origin wakes that session's subscribers in this process as "read the log after your
-position" (the hub's overflow), so the log stays the only source of events and a stream
-sends each seq once, in order. After the listening connection is lost, every subscriber is
-woken the same way: notifications sent meanwhile are gone, the table is not.
+<head seq>". Every process keeps one listening connection. For a session watched here, a
+notification from another origin makes this process read the new events once and hand them
+to every subscriber in memory (the same fan-out as its own commits), so a thousand streams
+on one session cost one read per commit, not a thousand. The first notification of a
+session, and anything the in-memory path cannot vouch for (a hole, a failed read), wakes
+subscribers as "read the log after your position" (the hub's overflow): the log stays the
+only source of events and a stream sends each seq once, in order. After the listening
+connection is lost, every subscriber is woken that way: notifications sent meanwhile are
+gone, the table is not.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from tether.events.hub import MemoryHub
+
+if TYPE_CHECKING:
+    from tether.events.log import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,74 @@ def notify_signout(conn: sa.Connection, origin: str, auth_session_id: str, reaso
     conn.exec_driver_sql("SELECT pg_notify(%s, %s)", (SIGNOUT_CHANNEL, payload))
 
 
+_FEED_PAGE = 2000
+_FEED_PAGE_BYTES = 4 << 20
+
+
+class RemoteFeed:
+    """Events committed by other processes, read once per watched session and published to
+    the hub like this process's own commits."""
+
+    def __init__(self, log: EventLog, hub: MemoryHub) -> None:
+        self.log, self.hub = log, hub
+        self.reads = 0
+        self._have: dict[str, int] = {}  # session -> newest seq published from the table
+        self._want: dict[str, int] = {}  # session -> newest head notified
+        self._busy: dict[str, asyncio.Task[None]] = {}
+
+    def on_head(self, session_id: str, head: int) -> None:
+        if not self.hub.watched(session_id):
+            self._have.pop(session_id, None)
+            self._want.pop(session_id, None)
+            return
+        if session_id not in self._have:
+            # First news of this session here: each subscriber reads from its own position.
+            self._have[session_id] = head
+            self.hub.publish_head(session_id, head)
+            return
+        if head <= max(self._have[session_id], self._want.get(session_id, 0)):
+            return
+        self._want[session_id] = head
+        if session_id not in self._busy:
+            self._busy[session_id] = asyncio.create_task(self._read(session_id))
+
+    def forget(self) -> None:
+        """Notifications may have been missed: start again from each subscriber's position."""
+        self._have.clear()
+        self._want.clear()
+
+    async def _read(self, session_id: str) -> None:
+        try:
+            while (want := self._want.get(session_id, 0)) > (
+                have := self._have.get(session_id, want)
+            ):
+                self.reads += 1
+                events = await self.log.read_after(session_id, have, _FEED_PAGE, _FEED_PAGE_BYTES)
+                if not events or events[0].seq != have + 1:  # pruned meanwhile, or not there
+                    self._have[session_id] = want
+                    self.hub.publish_head(session_id, want)
+                    break
+                self._have[session_id] = events[-1].seq
+                self.hub.publish(session_id, events)
+        except Exception:  # noqa: BLE001 - the subscribers read the log themselves
+            log.exception("reading another process's commits to %s failed", session_id)
+            self._have.pop(session_id, None)
+            self.hub.publish_head(session_id, self._want.get(session_id, 0))
+        finally:
+            del self._busy[session_id]
+
+    async def stop(self) -> None:
+        for task in list(self._busy.values()):
+            task.cancel()
+        await asyncio.gather(*self._busy.values(), return_exceptions=True)
+
+
 class PgListener:
-    def __init__(self, url: str, origin: str, hub: MemoryHub) -> None:
+    def __init__(self, url: str, origin: str, hub: MemoryHub, feed: RemoteFeed) -> None:
         self.url = (
             sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
-        self.origin, self.hub = origin, hub
+        self.origin, self.hub, self.feed = origin, hub, feed
         self.received = 0
         self.on_head: list[Callable[[str, int], None]] = []  # (session id, head seq)
         self.on_relisten: list[Callable[[], None]] = []  # notifications may have been missed
@@ -84,6 +153,7 @@ class PgListener:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.feed.stop()
 
     async def _run(self) -> None:
         import psycopg
@@ -97,6 +167,7 @@ class PgListener:
                     await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                     await conn.execute(f"LISTEN {SIGNOUT_CHANNEL}")
                     if attempt:
+                        self.feed.forget()
                         self.hub.wake_all()  # what was sent while we were away is in the table
                         _call(self.on_relisten)
                     attempt = 0
@@ -126,7 +197,7 @@ class PgListener:
         if origin == self.origin:
             return  # this process's own commit: its hub already has the events
         self.received += 1
-        self.hub.publish_head(session_id, head)
+        self.feed.on_head(session_id, head)
         _call(self.on_head, session_id, head)
 
     def _on_cancel(self, payload: str) -> None:
