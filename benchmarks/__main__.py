@@ -1,6 +1,6 @@
 """Run every benchmark against a real server on the embedded default, print a table, write JSON.
 
-    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm,web,delegation] [--out FILE]
+    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm,web,delegation,distributed] [--out FILE]
 
 The server runs in its own process (uvicorn, one SQLite file); clients run in separate
 load-generating processes on loopback. Everything goes through the authenticated path (a
@@ -43,6 +43,7 @@ TARGETS = {
     "web_commit_to_screen_p99_ms": ("≤", 100.0),
     "web_reload_to_live_s": ("≤", 1.0),
     "delegation_ms": ("≤", 5.0),
+    "dist_delegation_ms": ("≤", 10.0),
 }
 
 
@@ -60,7 +61,10 @@ class Bench:
             },
         )
         self.server.start()
-        self.http = httpx.Client(base_url=self.server.url, timeout=60)
+        self._sign_in(self.server.url)
+
+    def _sign_in(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=60)
         r = self.http.post("/auth", json={"secret": SECRET})
         r.raise_for_status()
         self.token = r.json()["access_token"]
@@ -98,6 +102,66 @@ class Bench:
     def stop(self) -> None:
         self.http.close()
         self.server.stop()
+
+
+class Cluster(Bench):
+    """The distributed setup: 2 API processes (`serve --no-worker`) behind Debian's nginx
+    (the deployment guide's config) and 2 workers, on a fresh Postgres database. Clients
+    talk to nginx."""
+
+    def __init__(self, tmp: Path, db_url: str) -> None:
+        from tests.helpers.pg import shared_env
+        from tests.helpers.proxy import nginx_in_front
+
+        env = shared_env(
+            db_url,
+            TETHER_AGENTS=json.dumps(["benchmarks.agents"]),
+            TETHER_ACCESS_TTL_S="3600",
+            TETHER_HEARTBEAT_S="15",
+            TETHER_TRUSTED_PROXIES='["127.0.0.1"]',
+        )
+        self.servers: list[Server] = []
+        base = tmp / f"cluster-{time.time_ns()}"
+        for name, command, args in (
+            ("api-1", "serve", ("--no-worker",)),
+            ("api-2", "serve", ("--no-worker",)),
+            ("worker-1", "worker", ()),
+            ("worker-2", "worker", ()),
+        ):
+            d = base / name
+            d.mkdir(parents=True)
+            server = Server(d, env={**env, "TETHER_EXECUTOR_ID": name}, command=command, args=args)
+            self.servers.append(server.start())
+        ups = "\n    ".join(f"server 127.0.0.1:{s.port};" for s in self.servers[:2])
+        (base / "nginx").mkdir()
+        self._nginx = nginx_in_front(base / "nginx", ups)
+        url = self._nginx.__enter__()
+        self.server = self.servers[0]
+        self.nginx_port = int(url.rsplit(":", 1)[1])
+        self._sign_in(url)
+
+    @property
+    def port(self) -> int:
+        return self.nginx_port
+
+    def stop(self) -> None:
+        self.http.close()
+        self._nginx.__exit__(None, None, None)
+        for server in self.servers:
+            server.stop()
+
+
+def distributed(tmp: Path, runs: int) -> dict[str, Any]:
+    """Throughput, fan-out and delegation again, with 2 API processes behind nginx and 2
+    workers on Postgres (`dist_` in front of each measure's name)."""
+    from tests.helpers.pg import fresh_database
+
+    out: dict[str, Any] = {}
+    for case in (throughput, fanout, delegation):
+        with fresh_database() as url:
+            got = case(tmp, runs, make=lambda tmp: Cluster(tmp, url))
+        out |= {f"dist_{k}": v for k, v in got.items()}
+    return out
 
 
 def rss_kib(pid: int) -> int:
@@ -144,8 +208,10 @@ def percentile(xs: list[float], p: float) -> float:
 # ---- 1. throughput -------------------------------------------------------------------------
 
 
-def throughput(tmp: Path, runs: int, n: int = 100_000) -> dict[str, Any]:
-    b = Bench(tmp)
+def throughput(
+    tmp: Path, runs: int, n: int = 100_000, make: Callable[[Path], Bench] = Bench
+) -> dict[str, Any]:
+    b = make(tmp)
     rates = []
     try:
         for _ in range(runs):
@@ -256,10 +322,14 @@ def resume(tmp: Path, runs: int, n: int = 10_000) -> dict[str, Any]:
 
 
 def fanout(
-    tmp: Path, runs: int, ks: tuple[int, ...] = (10, 100, 1000), events: int = 500
+    tmp: Path,
+    runs: int,
+    ks: tuple[int, ...] = (10, 100, 1000),
+    events: int = 500,
+    make: Callable[[Path], Bench] = Bench,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    b = Bench(tmp)
+    b = make(tmp)
     try:
         for k in ks:
             rates, p50s, p99s = [], [], []
@@ -508,11 +578,13 @@ def append(tmp: Path, runs: int, n: int = 200_000, tasks: int = 50) -> dict[str,
     }
 
 
-def delegation(tmp: Path, runs: int, n: int = 100) -> dict[str, Any]:
+def delegation(
+    tmp: Path, runs: int, n: int = 100, make: Callable[[Path], Bench] = Bench
+) -> dict[str, Any]:
     """Issue 11's measure: a batch of n items delegated one at a time (each a durable child
     workflow: created, run, its step checkpointed, its result read by the parent), timed from
     the parent's start to its end; and 16 at a time."""
-    b = Bench(tmp)
+    b = make(tmp)
     seq, par = [], []
     try:
         sid = b.session()
@@ -546,6 +618,7 @@ CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "llm": lambda tmp, runs: _model_turns(tmp, runs),
     "web": lambda tmp, runs: _web(tmp, runs),
     "delegation": delegation,
+    "distributed": distributed,
 }
 
 
