@@ -179,3 +179,35 @@ def test_api_only_and_worker_processes_need_a_shared_database(tmp_path: Path) ->
         assert r.returncode == 2, r.stderr
         assert "needs a shared database (TETHER_DATABASE_URL)" in r.stderr
         assert "not starting" in r.stderr
+
+
+def test_a_worker_stopped_cleanly_hands_its_tasks_over_at_once(
+    make_server: Any, tmp_path: Path
+) -> None:
+    # A deploy stops w1 with SIGTERM mid-task: w2 goes on with the task at once (w1's
+    # heartbeat would be stale only after 60 s), from its last completed step.
+    counter = tmp_path / "steps.txt"
+    with fresh_database() as db:
+        env = shared_env(db, TETHER_WORKER_STALE_S="60", TETHER_TEST_COUNTER=str(counter))
+        api = Api(make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="api", **env).client())
+        w1 = make_server(command="worker", TETHER_EXECUTOR_ID="w1", **env)
+        sid = api.session("deploy")
+        inp = {"items": list(range(6)), "delay_s": 0.5, "item_agent": "traced_item"}
+        root = str(api.start(sid, "batch", inp)["id"])
+        wait_until(lambda: len(step_runs(counter)) >= 2, what="two steps on w1")
+        make_server(command="worker", TETHER_EXECUTOR_ID="w2", **env)
+        stopped_at = time.time()
+        assert w1.terminate() == 0
+        wait_until(lambda: api.task(root)["status"] == "completed", timeout=30, what="the batch")
+        events = api.all_events(sid)
+    moved = [e for e in events if e["type"] == "task.moved"]
+    assert {e["task_id"] for e in moved} >= {root}
+    assert all(e["data"]["from"] == "w1" and "shut down" in e["data"]["reason"] for e in moved)
+    assert all(e["ts"] - stopped_at < 10 for e in moved)
+    runs = step_runs(counter)
+    assert len(runs) == 6
+    # The items done on w1 ran once; the rest ran on w2.
+    assert all(lines[-1][0] == "done" for lines in runs.values())
+    on_w1 = [t for t, lines in runs.items() if lines[-1][2] == "w1"]
+    assert on_w1 and all(len(runs[t]) == 2 for t in on_w1)
+    assert any(lines[-1][2] == "w2" for lines in runs.values())
