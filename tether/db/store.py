@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tether.db.engine import Database
+from tether.db.engine import Database, driver_sql
 from tether.db.schema import approvals, events, sessions, tasks
 from tether.errors import Conflict, NotFound
 from tether.model import TERMINAL, Session, Task, TaskStatus, escape_line_breakers
@@ -209,6 +209,18 @@ def read_brief_tree(c: sa.Connection, session_id: str, owner: str) -> tuple[Sess
     return session, out if out.isascii() else escape_line_breakers(out)
 
 
+# A task row by id, as driver SQL: the runtime reads one several times per delegation, and
+# compiling the Core statement cost more than the read.
+_TASK_BY_ID = f"SELECT {', '.join(c.name for c in tasks.c)} FROM tether_tasks WHERE id = ?"
+
+
+def _one_task_row(c: sa.Connection, task_id: str) -> Task:
+    row = driver_sql(c, _TASK_BY_ID, (task_id,)).first()
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
+    return _task(row)
+
+
 def _one_task(c: sa.Connection, query: Any, task_id: str) -> Task:
     row = c.execute(query).first()
     if row is None:
@@ -310,8 +322,7 @@ class Store:
         """The runtime's read of a task: its row, without its children (a batch parent has
         thousands), read on the event loop on SQLite (a primary-key lookup costs less than
         the hand-off to a reader thread)."""
-        query = sa.select(tasks).where(tasks.c.id == task_id)
-        return await self.db.read(lambda c: _one_task(c, query, task_id), inline=True)
+        return await self.db.read(lambda c: _one_task_row(c, task_id), inline=True)
 
     async def task(self, task_id: str, owner: str | None) -> Task:
         """A task and its direct children. owner=None is for the runtime's own reads."""

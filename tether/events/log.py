@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.engine import Database
+from tether.db.engine import driver_sql as _sql
 from tether.db.schema import events, sessions, tasks
 from tether.errors import StorageUnavailable
 from tether.events.pg_notify import notify
@@ -67,15 +68,6 @@ _NEW_TASK_SET = frozenset(_NEW_TASK_COLUMNS)
 
 def _marks(items: Any) -> str:
     return ", ".join("?" * len(items))
-
-
-def _sql(conn: sa.Connection, statement: str, params: Any) -> Any:
-    """Driver SQL for the writer's hot path, `?` marks on every backend. Compiling Core
-    statements cost about half a millisecond each on this machine, most of a commit; errors
-    still come wrapped as SQLAlchemy's (a full disk is an OperationalError)."""
-    if conn.dialect.paramstyle != "qmark":
-        statement = statement.replace("?", "%s")
-    return conn.exec_driver_sql(statement, params)
 
 
 # The task-row columns an append may change. Anything else is a caller's bug, refused at
