@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -211,3 +212,58 @@ def test_a_worker_stopped_cleanly_hands_its_tasks_over_at_once(
     on_w1 = [t for t, lines in runs.items() if lines[-1][2] == "w1"]
     assert on_w1 and all(len(runs[t]) == 2 for t in on_w1)
     assert any(lines[-1][2] == "w2" for lines in runs.values())
+
+
+def test_a_worker_paused_past_the_stale_time_loses_its_tasks_and_fails_none(
+    make_server: Any, tmp_path: Path
+) -> None:
+    # w1 freezes (SIGSTOP) with tasks mid-run for longer than the stale time: w2 takes them
+    # over. When w1 wakes, DBOS no longer lets it record their steps: it stops there, and
+    # records no outcome (no task fails). Only steps in flight at the pause run again (one
+    # was seen to run a third time, on w1 after it woke: at-least-once, as for any crash).
+    counter = tmp_path / "steps.txt"
+    with fresh_database() as db:
+        env = shared_env(
+            db,
+            TETHER_WORKER_HEARTBEAT_S="0.2",
+            TETHER_WORKER_STALE_S="1.5",
+            TETHER_WORKER_CONCURRENCY="2",  # two tasks on each worker
+            TETHER_TEST_COUNTER=str(counter),
+        )
+        api = Api(make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="api", **env).client())
+        w1, _w2 = (
+            make_server(command="worker", TETHER_EXECUTOR_ID=name, **env) for name in ("w1", "w2")
+        )
+        sid = api.session("paused")
+        inp = {"items": list(range(6)), "delay_s": 0.5, "item_agent": "traced_item"}
+        roots = [str(api.start(sid, "batch", inp)["id"]) for _ in range(4)]
+        wait_until(
+            lambda: sum(w == "done" for r in step_runs(counter).values() for w, *_ in r) >= 4,
+            what="steps done on both workers",
+        )
+        assert w1.proc is not None
+        w1.proc.send_signal(signal.SIGSTOP)
+        paused_at = time.time()
+        try:
+            wait_until(
+                lambda: any(e["type"] == "task.moved" for e in api.all_events(sid)),
+                timeout=20,
+                what="w2 to take the tasks over",
+            )
+        finally:
+            w1.proc.send_signal(signal.SIGCONT)
+        wait_until(
+            lambda: all(api.task(r)["status"] != "running" for r in roots),
+            timeout=30,
+            what="the tasks to end",
+        )
+        statuses = {api.task(root)["status"] for root in roots}
+        events = api.all_events(sid)
+    assert statuses == {"completed"}
+    assert not [e for e in events if e["type"] == "task.status" and e["data"]["status"] == "failed"]
+    runs = step_runs(counter)
+    assert len(runs) == 24 and all(lines[-1][0] == "done" for lines in runs.values())
+    assert {where for lines in runs.values() for *_, where in lines} == {"w1", "w2"}
+    for task_id, lines in runs.items():
+        if any(w == "done" and at < paused_at - 1.0 for w, at, _ in lines):
+            assert len(lines) == 2, (task_id, lines)  # done before the pause: ran once

@@ -29,6 +29,7 @@ from sqlalchemy import event
 T = TypeVar("T")
 READ_THREADS = 8
 WRITE_THREADS = 4  # Postgres; SQLite has one writer
+IDLE_IN_TRANSACTION_MS = 5000
 
 
 def is_sqlite(url: str) -> bool:
@@ -41,7 +42,16 @@ def sync_url(url: str) -> str:
     if u.drivername.startswith("sqlite"):
         return u.set(drivername="sqlite").render_as_string(hide_password=False)
     if u.drivername.startswith("postgresql"):
-        return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        u = u.set(drivername="postgresql+psycopg")
+        if "options" not in u.query:
+            # A transaction left open by a frozen process (SIGSTOP, a hung VM) would hold its
+            # row locks until its connection died, and block every other process writing to
+            # those sessions; ours never wait inside a transaction, so one idle this long is
+            # such a process's, and Postgres ends it.
+            u = u.update_query_dict(
+                {"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"}
+            )
+        return u.render_as_string(hide_password=False)
     return url
 
 

@@ -43,6 +43,20 @@ async def run_task(task_id: str) -> dict[str, Any]:
 
 
 _DBOS_ENDED = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+
+
+async def _workflow_status(task_id: str) -> Any:
+    """DBOS's status of a task's workflow (None when unknown or unreadable), looked up in a
+    fresh context: from inside a workflow DBOS would record the lookup as one of its steps,
+    and a replay (whose lookups fall at other times) would no longer match what was recorded."""
+    try:
+        return await asyncio.create_task(
+            DBOS.get_workflow_status_async(task_id), context=contextvars.Context()
+        )
+    except dbos_error.DBOSException:
+        return None
+
+
 MAX_DEPTH = 20  # sub-agents nest at most this deep (a runaway recursion ends here)
 _MAX_MESSAGE = 4000
 
@@ -255,6 +269,8 @@ class Runtime:
             # DBOS refuses to go on (e.g. the body did not replay the steps it recorded):
             # the task has failed, and says why, before DBOS marks the workflow.
             log.warning("task %s failed in DBOS: %r", task_id, exc)
+            if await self._moved_elsewhere(task_id):
+                raise
             await self._finish(
                 task,
                 TaskStatus.failed,
@@ -263,6 +279,8 @@ class Runtime:
             raise
         except Exception as exc:  # noqa: BLE001 - an agent's failure is the task's failure
             log.info("task %s failed: %r", task_id, exc)
+            if await self._moved_elsewhere(task_id):
+                return {"status": "moved"}
             await self._finish(task, TaskStatus.failed, error=error_of(exc))
         finally:
             self._running.pop(task_id, None)
@@ -438,19 +456,25 @@ class Runtime:
             else:
                 await self._settle(task, status.status, status.error)
 
+    async def _moved_elsewhere(self, task_id: str) -> bool:
+        """On a shared database: whether this task was handed to another worker while it ran
+        here (this worker was taken for dead). Its failure here is then not its outcome: a
+        frozen worker waking up must not fail a task that another runs."""
+        if self.executor_id is None:
+            return False
+        status = await _workflow_status(task_id)
+        moved = status is not None and (
+            status.status == "ENQUEUED" or status.executor_id not in (None, self.executor_id)
+        )
+        if moved:
+            log.warning("task %s moved to another worker while it ran here; left to it", task_id)
+        return moved
+
     async def _settle_if_dead(self, task_id: str) -> None:
         """A task whose workflow has ended without recording its outcome (DBOS failed it
         outside the agent, or the process that ran it lost the write) is settled here, so
         the parent waiting on it goes on."""
-        try:
-            # In a fresh context: called from a waiting parent's workflow, DBOS would record
-            # the lookup as one of the parent's steps, and a replay (whose lookups fall at other
-            # times) would no longer match what was recorded.
-            status = await asyncio.create_task(
-                DBOS.get_workflow_status_async(task_id), context=contextvars.Context()
-            )
-        except dbos_error.DBOSException:
-            return
+        status = await _workflow_status(task_id)
         if status is None or status.status not in _DBOS_ENDED:
             return
         task = await self.store.task_row(task_id)
