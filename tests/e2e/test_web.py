@@ -83,7 +83,7 @@ def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any
     server, api, sid = setup(make_server, "network", TETHER_ACCESS_TTL_S="3")
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = open_app(ctx, server, sid)
-    root = start_long_task(api, sid, 60)
+    root = start_long_task(api, sid, 36)  # outlives two cuts and a reload
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="running"]')
     shot(page, "live")
 
@@ -119,7 +119,7 @@ def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any
     server, api, sid = setup(make_server, "restart", TETHER_ACCESS_TTL_S="3")
     ctx = browser.new_context()
     page = open_app(ctx, server, sid)
-    root = start_long_task(api, sid, 60)
+    root = start_long_task(api, sid, 30)  # outlives a kill and a restart
     page.wait_for_selector(f'li.task[data-task="{root}"] .progress-text')
     wait_until(lambda: len(api.task(root)["children"]) >= 3, timeout=30)
     server.kill()
