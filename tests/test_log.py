@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import MakeLog
+from tests.helpers.server import wait_until
 from tether.db.schema import events
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
@@ -315,3 +317,61 @@ async def test_two_writers_on_one_database_interleave_without_gaps_or_deadlocks(
             assert [json.loads(e.data)["i"] for e in got if json.loads(e.data)["w"] == w] == list(
                 range(40)
             )
+
+
+@pytest.mark.parametrize("make_log", ["postgres"], indirect=True)
+async def test_a_batch_postgres_aborts_to_break_a_deadlock_is_committed_again(
+    make_log: MakeLog,
+) -> None:
+    # Another transaction (another process's) holds a task row and then asks for its
+    # session's row while the log, holding the session, waits for the task: a deadlock.
+    # Postgres aborts the log's transaction; the log runs the batch again and nothing of it
+    # is lost.
+    import psycopg
+
+    log = await make_log()
+    sid = (await Store(log.db).create_session("u", "")).id
+    row = {
+        "id": "t1",
+        "session_id": sid,
+        "parent_id": None,
+        "agent": "a",
+        "input": "{}",
+        "status": TaskStatus.running.value,
+        "app_version": "v",
+        "created_at": 0.0,
+    }
+    await log.append(Append(sid, "t1", None, "task.created", "{}", new_task=row))
+    url = log.db.url.replace("postgresql+psycopg", "postgresql")
+
+    held = threading.Event()
+
+    def other_process() -> None:
+        with psycopg.connect(url) as c, psycopg.connect(url, autocommit=True) as watch:
+            c.execute("SET deadlock_timeout = '20s'")  # the log's side (1 s) detects it
+            c.execute("UPDATE tether_tasks SET progress_n = 7 WHERE id = 't1'")
+            held.set()
+            wait_until(
+                lambda: (
+                    watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    ).fetchone()
+                    == (1,)
+                ),
+                timeout=10,
+                what="the log to wait for the task row",
+            )
+            c.execute("SELECT 1 FROM tether_sessions WHERE id = %s FOR UPDATE", (sid,))
+            c.commit()
+
+    holder = asyncio.create_task(asyncio.to_thread(other_process))
+    assert await asyncio.to_thread(held.wait, 10)  # it holds the task row first
+    events = await log.append(
+        Append(sid, "t1", None, "task.progress", "{}", task_values={"progress_n": 1})
+    )
+    await holder
+    assert events[0] is not None and events[0].seq == 2
+    assert log.conflicts >= 1
+    task = await Store(log.db).task_row("t1")
+    assert task.progress_n == 1  # committed after the other transaction's 7

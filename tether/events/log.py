@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -111,6 +112,16 @@ def _check_values(a: Append) -> None:
         raise ValueError(f"unknown task fields: {unknown}")
 
 
+CONFLICT_RETRIES = 5
+_CONFLICT_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Postgres aborted the transaction to break a deadlock or a serialization conflict with
+    another transaction: nothing of it happened, and running it again can succeed."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in _CONFLICT_STATES
+
+
 def is_storage_failure(exc: BaseException) -> bool:
     """The database itself failed (disk full, I/O error, connection lost), as opposed to one
     append it refused (a constraint, a value it cannot store)."""
@@ -137,6 +148,7 @@ class EventLog:
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self.commits = 0
+        self.conflicts = 0  # transactions Postgres aborted (deadlock, serialization) and rerun
         # Set on a shared Postgres database: each commit notifies the other processes.
         self.notify_origin: str | None = None
 
@@ -227,9 +239,20 @@ class EventLog:
 
     async def _commit_isolated(self, batch: list[Append]) -> None:
         """Commit batch; if its transaction fails, find the appends that fail it and commit
-        the rest, in order. Each append ends with `event` set, or dropped, or `error` set."""
+        the rest, in order. Each append ends with `event` set, or dropped, or `error` set.
+        A transaction that Postgres aborted to break a deadlock or a serialization conflict
+        with another process is run again, whole."""
         try:
-            committed = await self._commit(batch)
+            for attempt in range(CONFLICT_RETRIES + 1):
+                try:
+                    committed = await self._commit(batch)
+                    break
+                except Exception as exc:  # noqa: BLE001 - a conflict is retried, others not
+                    if attempt == CONFLICT_RETRIES or not is_conflict(exc):
+                        raise
+                    self.conflicts += 1
+                    log.info("event log: %s; committing the batch again", getattr(exc, "orig", exc))
+                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
         except Exception as exc:  # noqa: BLE001 - sorted out below
             if is_storage_failure(exc):
                 log.error("event log: the database refused a write: %s", exc)
