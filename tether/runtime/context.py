@@ -194,8 +194,13 @@ class TaskContext:
         of starts is part of what a replay must repeat."""
         k = self._children
         self._children += 1
-        await self.flush()
+        if self._error is not None:
+            await self.flush()  # raises what could not be recorded
         child_id = await self._runtime.start_child(self, k, agent, input)
+        # The child's `task.created` was queued behind everything emitted before it and
+        # waited for: those are committed (or their errors noted) too, with no barrier of
+        # their own.
+        self._unflushed = False
         return Child(self._runtime, child_id)
 
     async def wait_for(self, task_id: str) -> Task:

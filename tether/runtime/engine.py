@@ -262,9 +262,9 @@ class Runtime:
                     return {"status": task.status.value}
             result = await spec.fn(ctx, spec.validate(task.input))
             await ctx.flush()
-            await self._finish(task, TaskStatus.completed, result=result)
+            ended = await self._finish(task, TaskStatus.completed, result=result)
         except _CANCELLED:
-            await self._finish(task, TaskStatus.cancelled)
+            ended = await self._finish(task, TaskStatus.cancelled)
         except dbos_error.DBOSException as exc:
             # DBOS refuses to go on (e.g. the body did not replay the steps it recorded):
             # the task has failed, and says why, before DBOS marks the workflow.
@@ -281,16 +281,19 @@ class Runtime:
             log.info("task %s failed: %r", task_id, exc)
             if await self._moved_elsewhere(task_id):
                 return {"status": "moved"}
-            await self._finish(task, TaskStatus.failed, error=error_of(exc))
+            ended = await self._finish(task, TaskStatus.failed, error=error_of(exc))
         finally:
             self._running.pop(task_id, None)
-        return {"status": (await self.store.task_row(task_id)).status.value}
+        if ended is None:  # it had ended otherwise meanwhile (a cancel): as the row says
+            ended = (await self.store.task_row(task_id)).status
+        return {"status": ended.value}
 
     async def _finish(
         self, task: Task, status: TaskStatus, *, result: Any = None, error: Any = None
-    ) -> None:
+    ) -> TaskStatus | None:
         """Record a task's outcome. Retried until it is recorded (the disk may be full for a
-        while): a task never stays `running` because its end could not be written."""
+        while): a task never stays `running` because its end could not be written. Returns
+        the status recorded, or None if the task had ended already."""
         data: dict[str, Any] = {}
         values: dict[str, Any] = {"ended_at": time.time()}
         if status is TaskStatus.completed:
@@ -309,8 +312,8 @@ class Runtime:
         delay = 0.05
         while True:
             try:
-                await self.log.append(append)
-                return
+                landed = await self.log.append(append)
+                return status if landed[0] is not None else None
             except Exception as exc:  # noqa: BLE001 - retried until it lands
                 if self._stopping:
                     raise
