@@ -185,7 +185,8 @@ class Workers:
                         task.parent_id,
                         "task.moved",
                         dumps({"from": dead, "by": self.executor_id, "reason": reason}),
-                        key=f"{task.id}:moved:{dead}:{started_at!r}",
+                        # One per takeover: a worker taken for dead twice moves a task twice.
+                        key=f"{task.id}:moved:{dead}:{last_beat or started_at!r}",
                     )
                 )
         if moved:
