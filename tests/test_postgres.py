@@ -12,7 +12,16 @@ from typing import Any
 import httpx
 
 from tests.helpers.pg import fresh_database, shared_env
-from tests.helpers.server import ROOT, SECRET, Api, counter_lines, free_port, sse_frames, wait_until
+from tests.helpers.server import (
+    ROOT,
+    SECRET,
+    Api,
+    Server,
+    counter_lines,
+    free_port,
+    sse_frames,
+    wait_until,
+)
 
 
 def test_a_server_on_postgres_refuses_to_start_without_shared_secrets(tmp_path: Path) -> None:
@@ -62,6 +71,14 @@ def follow_until_done(r: httpx.Response, root: str) -> list[tuple[float, dict[st
     raise AssertionError(f"the stream ended after {len(got)} events")
 
 
+def worker_and_api(make_server: Any, env: dict[str, str]) -> tuple[Server, Server]:
+    """Two processes on one database: a runs tasks (and serves the API), b is API only,
+    so what b shows of a task was committed by a."""
+    a = make_server(TETHER_EXECUTOR_ID="a", **env)
+    b = make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="b", **env)
+    return a, b
+
+
 def test_two_processes_on_one_database_serve_each_others_tasks_live(
     make_server: Any,
 ) -> None:
@@ -71,8 +88,7 @@ def test_two_processes_on_one_database_serve_each_others_tasks_live(
     # polling) and exact.
     with fresh_database() as url:
         env = shared_env(url, TETHER_HEARTBEAT_S="5")
-        a = make_server(TETHER_EXECUTOR_ID="a", **env)
-        b = make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="b", **env)
+        a, b = worker_and_api(make_server, env)
         token = httpx.post(f"{a.url}/auth", json={"secret": SECRET}).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{b.url}/api/sessions", headers=auth).status_code == 200
@@ -97,8 +113,7 @@ def test_a_cancel_sent_to_one_process_stops_the_coroutine_on_another(make_server
     # so in the log.
     with fresh_database() as url:
         env = shared_env(url)
-        a = make_server(TETHER_EXECUTOR_ID="a", **env)
-        b = make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="b", **env)
+        a, b = worker_and_api(make_server, env)
         api_a, api_b = Api(a.client()), Api(b.client())
         sid = api_a.session("cancel")
         task = str(api_a.start(sid, "hold", {"hold_s": 60})["id"])
@@ -187,14 +202,13 @@ def test_a_lost_listening_connection_is_made_again_and_nothing_is_missed(
     make_server: Any,
 ) -> None:
     # The database drops every process's listening connection (a failover, an admin) while
-    # a stream on b (API only) waits for a task a runs: b listens again and its stream still gets every
-    # event, once, in order, including those committed while nobody listened.
+    # a stream on b (API only) waits for a task a runs: b listens again and its stream still
+    # gets every event, once, in order, including those committed while nobody listened.
     import psycopg
 
     with fresh_database() as url:
         env = shared_env(url, TETHER_HEARTBEAT_S="5")
-        a = make_server(TETHER_EXECUTOR_ID="a", **env)
-        b = make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="b", **env)
+        a, b = worker_and_api(make_server, env)
         api_a = Api(a.client())
         sid = api_a.session("dropped")
         with psycopg.connect(url, autocommit=True) as admin:

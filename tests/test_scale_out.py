@@ -38,19 +38,29 @@ def step_runs(counter: Path) -> dict[str, list[tuple[str, float, str]]]:
     return runs
 
 
+def failover_env(db: str, counter: Path, **more: str) -> dict[str, str]:
+    """A shared database whose workers beat every 0.2 s and are taken for dead after 1.5 s;
+    traced steps are recorded in `counter`."""
+    return shared_env(
+        db,
+        TETHER_WORKER_HEARTBEAT_S="0.2",
+        TETHER_WORKER_STALE_S="1.5",
+        TETHER_TEST_COUNTER=str(counter),
+        **more,
+    )
+
+
 def test_two_apis_behind_nginx_and_two_workers_survive_kill_9_of_one_of_each(
     make_server: Any, tmp_path: Path
 ) -> None:
     counter = tmp_path / "steps.txt"
     with fresh_database() as db:
-        env = shared_env(
+        env = failover_env(
             db,
+            counter,
             TETHER_HEARTBEAT_S="0.3",
-            TETHER_WORKER_HEARTBEAT_S="0.2",
-            TETHER_WORKER_STALE_S="1.5",
             # Ten tasks at most per worker: the twenty are spread over both.
             TETHER_WORKER_CONCURRENCY="10",
-            TETHER_TEST_COUNTER=str(counter),
         )
         api_a, api_b = (
             make_server(args=("--no-worker",), TETHER_EXECUTOR_ID=name, **env)
@@ -223,13 +233,7 @@ def test_a_worker_paused_past_the_stale_time_loses_its_tasks_and_fails_none(
     # was seen to run a third time, on w1 after it woke: at-least-once, as for any crash).
     counter = tmp_path / "steps.txt"
     with fresh_database() as db:
-        env = shared_env(
-            db,
-            TETHER_WORKER_HEARTBEAT_S="0.2",
-            TETHER_WORKER_STALE_S="1.5",
-            TETHER_WORKER_CONCURRENCY="2",  # two tasks on each worker
-            TETHER_TEST_COUNTER=str(counter),
-        )
+        env = failover_env(db, counter, TETHER_WORKER_CONCURRENCY="2")  # two per worker
         api = Api(make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="api", **env).client())
         w1, _w2 = (
             make_server(command="worker", TETHER_EXECUTOR_ID=name, **env) for name in ("w1", "w2")
