@@ -119,7 +119,11 @@ class Workers:
                 await self.beat()
                 for dead, started_at, last_beat in await self._stale_if_leader():
                     age = time.time() - last_beat
-                    reason = f"worker {dead} stopped sending heartbeats {age:.0f} s ago"
+                    reason = (
+                        f"worker {dead} shut down"
+                        if last_beat == 0
+                        else f"worker {dead} stopped sending heartbeats {age:.0f} s ago"
+                    )
                     await self.take_over(dead, started_at, reason, last_beat)
             except asyncio.CancelledError:
                 raise
@@ -145,22 +149,28 @@ class Workers:
     async def hand_over_own(self) -> int:
         """At a clean stop (after this worker's coroutines have stopped): its unfinished
         tasks go back to the queues now, for the live workers, instead of after the stale
-        time. A worker that comes back under this name finds nothing of its own to resume."""
+        time. A worker that comes back under this name finds nothing of its own to resume.
+        Its heartbeat is then marked stale rather than removed: a workflow whose start was
+        still being written as the worker stopped is moved by the leader at a later beat."""
+        me = self.executor_id
         try:
-            return await self.take_over(
-                self.executor_id, self.started_at, f"worker {self.executor_id} shut down"
+            moved = await self.take_over(me, self.started_at, f"worker {me} shut down", 0.0)
+            await self.db.write(
+                lambda c: c.execute(
+                    sa.update(executors).where(executors.c.id == me).values(heartbeat_at=0.0)
+                )
             )
+            return moved
         except Exception:  # noqa: BLE001 - left PENDING: taken over when found stale
             log.exception("handing this worker's tasks over at shutdown failed")
             return 0
 
-    async def take_over(
-        self, dead: str, started_at: float, reason: str, last_beat: float | None = None
-    ) -> int:
-        """Hand the PENDING workflows of a stopped worker to the queues; say so in each
-        task's events; forget the worker (unless it beat again since `last_beat`). Safe to
-        repeat: DBOS re-enqueues a workflow only while the dead worker still owns it, and
-        the events carry keys."""
+    async def take_over(self, dead: str, started_at: float, reason: str, last_beat: float) -> int:
+        """Hand the PENDING workflows of a stopped worker to the queues and say so in each
+        task's events. Once it has none left, forget it (unless it beat again since
+        `last_beat`): until then every leader's beat looks again. Safe to repeat: DBOS
+        re-enqueues a workflow only while the dead worker still owns it, and the events
+        carry keys."""
         runtime = self.runtime
         pending = await DBOS.list_workflows_async(status="PENDING", executor_id=dead)
         moved: list[Append] = []
@@ -193,8 +203,9 @@ class Workers:
             await runtime.log.append(*moved)
             self.moved += len(moved)
             log.warning("%s; moved %d of its tasks to the queues", reason, len(moved))
-        forget = sa.delete(executors).where(executors.c.id == dead)
-        if last_beat is not None:
-            forget = forget.where(executors.c.heartbeat_at == last_beat)
-        await self.db.write(lambda c: c.execute(forget))
+        if not pending:
+            forget = sa.delete(executors).where(
+                executors.c.id == dead, executors.c.heartbeat_at == last_beat
+            )
+            await self.db.write(lambda c: c.execute(forget))
         return len(moved)
