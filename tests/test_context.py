@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tether.db.store import Store
-from tether.errors import EventNotRecorded, InvalidJSON
+from tether.errors import EventNotRecorded, InvalidJSON, NotDeterministic
 from tether.events.log import Append, EventLog
 from tether.model import Task, TaskStatus
 from tether.runtime.context import TaskContext
@@ -18,6 +18,10 @@ from tether.runtime.context import TaskContext
 @pytest.fixture
 async def ctx(log: EventLog) -> TaskContext:
     sid = (await Store(log.db).create_session("u", "")).id
+    # The log takes events only of a task that exists.
+    row = {"id": "t1", "session_id": sid, "parent_id": None, "agent": "a", "input": "{}"}
+    row |= {"status": "running", "app_version": None, "created_at": 0.0}
+    await log.append(Append(sid, "t1", None, "task.created", "{}", key="t1:c", new_task=row))
     task = Task(
         "t1",
         sid,
@@ -87,4 +91,38 @@ async def test_flush_raises_what_failed_since_the_previous_flush(ctx: TaskContex
     ctx.emit("c", 3)
     await ctx.flush()  # the failure was reported once
     log = ctx._runtime.log
-    assert [e.type for e in await log.read_after(ctx.session_id, 0, 10)] == ["a", "b", "c"]
+    events = await log.read_after(ctx.session_id, 1, 10)
+    assert [e.type for e in events] == ["a", "b", "c"]
+
+
+async def test_a_step_whose_event_is_refused_is_recorded_as_failed_and_replays_so(
+    ctx: TaskContext,
+) -> None:
+    runs = []
+
+    async def work() -> str:
+        runs.append(1)
+        ctx.emit("a", 1)
+        ctx._submit(Append(ctx.session_id, ctx.task_id, None, "bad", '"\ud800"'))
+        return "out"
+
+    with pytest.raises(EventNotRecorded):
+        await ctx.step(work, name="work")
+    recorded = await Store(ctx._runtime.log.db).steps_of(ctx.task_id)
+    assert list(recorded) == [1] and recorded[1][0] == "work"
+    # A replay does not run the step again, and fails where this run failed.
+    replay = TaskContext(ctx._runtime, ctx.task)
+    replay.recorded = dict(recorded)
+    with pytest.raises(EventNotRecorded):
+        await replay.step(work, name="work")
+    assert runs == [1]
+    # A replay that runs another step at that place is refused.
+    other = TaskContext(ctx._runtime, ctx.task)
+    other.recorded = dict(recorded)
+    with pytest.raises(NotDeterministic, match="'other'.*'work'"):
+        await other.step(work, name="other")
+
+
+async def test_a_step_output_that_cannot_be_recorded_is_the_agents_error(ctx: TaskContext) -> None:
+    with pytest.raises(TypeError, match="cannot be recorded"):
+        await ctx.step(lambda: (x for x in ()), name="gen")  # a generator does not pickle

@@ -47,7 +47,7 @@ def test_retention_after_kill_9_neither_duplicates_events_nor_fails_replays(
     assert [r["index"] for r in done["result"]["results"]] == list(range(30))
 
 
-def test_a_dbos_error_fails_the_task_with_the_reason_and_its_parent_goes_on(
+def test_a_replay_that_runs_other_steps_fails_the_task_with_the_reason_and_its_parent_goes_on(
     make_server: Any,
 ) -> None:
     server = make_server(TETHER_CHILD_POLL_S="0.2")
@@ -58,13 +58,13 @@ def test_a_dbos_error_fails_the_task_with_the_reason_and_its_parent_goes_on(
     ]
     wait_until(lambda: "holding" in counter_lines(server), what="the child's second step")
     server.kill()
-    server.start()  # the replay runs other steps than were recorded: DBOS refuses it
+    server.start()  # the replay runs other steps than were recorded: it is refused
     api = Api(server.client())
     child = api.task(root)["children"][0]
     failed = api.wait_status(child, *ENDED, timeout=30)
     assert failed["status"] == "failed", failed
-    assert failed["error"]["type"] == "WorkflowError"
-    assert "deterministic" in failed["error"]["message"]
+    assert failed["error"]["type"] == "NotDeterministic"
+    assert "'first-run-step'" in failed["error"]["message"], failed
     done = api.wait_status(root, *ENDED, timeout=30)
     assert done["status"] == "completed" and done["result"]["failed"] == 1, done
 
@@ -74,7 +74,7 @@ def test_a_parent_settles_a_child_whose_workflow_ended_without_an_outcome(
 ) -> None:
     server = make_server(TETHER_CHILD_POLL_S="0.2")
     api = Api(server.client())
-    _, root, child = slow_batch_with_a_running_child(server, api)
+    _, root, child = slow_batch_with_a_running_child(server, api, "counted_workflow_item")
     # DBOS ends the child's workflow (as when it runs out of recovery attempts) while nothing
     # of Tether's recorded an outcome.
     with sqlite3.connect(server.data_dir / "tether.db", timeout=30) as db:

@@ -163,6 +163,47 @@ async def test_nothing_is_appended_for_a_task_after_its_terminal_status(log: Eve
     assert (await store.task("p", "u")).children == []
 
 
+async def test_a_child_refused_creation_leaves_no_events_and_no_steps(log: EventLog) -> None:
+    # A parent starts a child without waiting for its creation; the parent was cancelled
+    # meanwhile, so the creation is refused: what the child then queues leaves no trace.
+    store = Store(log.db)
+    sid = (await store.create_session("u", "")).id
+    await log.append(
+        Append(sid, "p", None, "task.created", "{}", key="p:c", new_task=task_row(sid, "p"))
+    )
+    cancel = dumps({"status": "cancelled"})
+    await log.append(Append(sid, "p", None, "task.status", cancel, status=TaskStatus.cancelled))
+    child = task_row(sid, "p.0", parent="p")
+    running = dumps({"status": "running"})
+    got = await log.append(
+        Append(sid, "p.0", "p", "task.created", "{}", key="p.0:c", new_task=child),
+        Append(sid, "p.0", "p", "task.status", running, status=TaskStatus.running),
+        Append(sid, "p.0", "p", "item.started", "{}", key="p.0:s1.0"),
+        Append(sid, "p.0", "p", "task.step", "null", step=(1, "work", "x", False)),
+    )
+    assert got == [None] * 4
+    assert [e.type for e in await log.read_after(sid, 0, 10)] == ["task.created", "task.status"]
+    assert await store.steps_of("p.0") == {}
+
+
+async def test_a_step_record_commits_with_the_events_queued_before_it(log: EventLog) -> None:
+    store = Store(log.db)
+    sid = (await store.create_session("u", "")).id
+    row = task_row(sid, "t") | {"status": "running"}
+    await log.append(Append(sid, "t", None, "task.created", "{}", key="t:c", new_task=row))
+    step = [Append(sid, "t", None, "tick", dumps(i), key=f"t:s1.{i}") for i in range(3)]
+    await log.append(
+        *step, Append(sid, "t", None, "task.step", "null", step=(1, "work", "out", False))
+    )
+    assert await store.steps_of("t") == {1: ("work", "out")}
+    # A second record of the same step (a frozen worker's late one) changes nothing, unless
+    # it replaces the first (the step's events turned out not to be recorded).
+    await log.append(Append(sid, "t", None, "task.step", "null", step=(1, "work", "b", False)))
+    assert await store.steps_of("t") == {1: ("work", "out")}
+    await log.append(Append(sid, "t", None, "task.step", "null", step=(1, "work", "c", True)))
+    assert await store.steps_of("t") == {1: ("work", "c")}
+
+
 # -- one caller's cancel or bad append costs nobody else anything (issue 8, items 1-3) ------
 
 

@@ -114,6 +114,20 @@ class EventNotRecorded(TaskError):
     title = "Event not recorded"
 
 
+class NotDeterministic(TaskError):
+    """A replay after a crash did not repeat what the first run recorded (another step, or
+    another sub-agent, at the same place): the agent's body is not deterministic."""
+
+    title = "Agent not deterministic"
+
+
+class StepFailed(TaskError):
+    """A step's recorded exception, raised again on replay, where the original exception
+    could not be stored as it was."""
+
+    title = "Step failed"
+
+
 class DelegationFailed(TaskError):
     title = "Delegated task failed"
 

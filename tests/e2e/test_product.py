@@ -352,7 +352,7 @@ def test_11_a_form_from_the_schema_plain_events_names_results_and_sessions(
         == "Process items one by one (or `parallel` at a time), each delegated to a sub-agent."
     )
     page.fill("#f-batch-items", "alpha\nbeta\ngamma")
-    page.fill("#f-batch-delay_s", "0.3")
+    page.fill("#f-batch-delay_s", "1")  # long enough to try the delete while it runs
     page.fill("#f-batch-parallel", "100")
     page.click("#start")
     page.wait_for_selector("#f-batch-parallel[aria-invalid=true]")

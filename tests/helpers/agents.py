@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -31,10 +31,12 @@ def _count(line: str) -> None:
         os.close(fd)
 
 
-def _stepped_item(name: str, line: Callable[[str, TaskContext, CountedInput], str]) -> None:
+def _stepped_item(
+    name: str, line: Callable[[str, TaskContext, CountedInput], str], own_workflow: bool = False
+) -> None:
     """An item agent whose one step records each run (and its end) in the counter file."""
 
-    @agent(name, input=CountedInput)
+    @agent(name, input=CountedInput, own_workflow=own_workflow)
     async def run(ctx: TaskContext, inp: CountedInput) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
             _count(line("run", ctx, inp))
@@ -49,6 +51,10 @@ def _stepped_item(name: str, line: Callable[[str, TaskContext, CountedInput], st
 
 # Like `item`: "run 3" / "done 3" per run of its step.
 _stepped_item("counted_item", lambda what, ctx, inp: f"{what} {inp.index}")
+# The same, run as a DBOS workflow of its own when delegated.
+_stepped_item(
+    "counted_workflow_item", lambda what, ctx, inp: f"{what} {inp.index}", own_workflow=True
+)
 # The same, saying which task's step ran, when, and where: "run <task> <time> <executor>".
 _stepped_item(
     "traced_item",
@@ -209,7 +215,7 @@ class ReplayInput(BaseModel):
 
 @agent("nondeterministic", input=ReplayInput)
 async def nondeterministic(ctx: TaskContext, inp: ReplayInput) -> str:
-    """Runs different steps after a restart than before it: DBOS refuses the replay."""
+    """Runs different steps after a restart than before it: the replay is refused."""
     first = not any(line == "nondeterministic ran" for line in _lines())
     _count("nondeterministic ran")
 
@@ -244,3 +250,63 @@ async def big_events(ctx: TaskContext, inp: BigInput) -> int:
         if inp.pause_s:
             await asyncio.sleep(inp.pause_s)
     return inp.count
+
+
+class SpawnInput(BaseModel):
+    hold_s: float = 1.0
+    then: Literal["return", "fail"] = "return"
+
+
+@agent("spawn_and_leave", input=SpawnInput)
+async def spawn_and_leave(ctx: TaskContext, inp: SpawnInput) -> str:
+    """Starts a `hold` sub-agent and does not wait for it; then returns, or fails."""
+    child = await ctx.start("hold", {"hold_s": inp.hold_s})
+    ctx.emit("spawned", {"child": child.task_id})
+    if inp.then == "fail":
+        raise RuntimeError("the parent fails while its sub-agent runs")
+    return "returned"
+
+
+@agent("step_error_then_hold", input=HoldInput)
+async def step_error_then_hold(ctx: TaskContext, inp: HoldInput) -> dict[str, str]:
+    """A step that raises, caught by the body; then a step that holds the first time it runs
+    (so a test can kill the server there). A replay must take the same branch without
+    running the failed step again."""
+
+    async def flaky() -> None:
+        _count(f"flaky ran {ctx.task_id}")
+        raise LookupError("the first run's failure")
+
+    try:
+        await ctx.step(flaky, name="flaky")
+        branch = "no error"
+    except LookupError as exc:
+        branch = f"caught {type(exc).__name__}: {exc}"
+    ctx.emit("branch", {"branch": branch})
+
+    async def hold() -> None:
+        first = not any(line.startswith("holding ") for line in _lines())
+        _count(f"holding {ctx.task_id}")
+        if first:
+            await asyncio.sleep(inp.hold_s)
+
+    await ctx.step(hold, name="hold")
+    return {"branch": branch}
+
+
+class NestInput(BaseModel):
+    depth: int = 2
+    nap_s: float = 6.0
+
+
+@agent("nest_nap", input=NestInput)
+async def nest_nap(ctx: TaskContext, inp: NestInput) -> dict[str, Any]:
+    """Delegates down `depth` levels; the deepest sub-agent takes a durable nap between two
+    steps that record when they ran."""
+    if inp.depth > 0:
+        below = await ctx.delegate("nest_nap", {"depth": inp.depth - 1, "nap_s": inp.nap_s})
+        return {"depth": inp.depth, "below": below}
+    began = await ctx.step(lambda: _count(f"nap began {ctx.task_id}") or time.time(), name="began")
+    await ctx.sleep(inp.nap_s)
+    woke = await ctx.step(lambda: _count(f"nap woke {ctx.task_id}") or time.time(), name="woke")
+    return {"depth": 0, "began": began, "woke": woke}

@@ -137,11 +137,14 @@ def counter_lines(server: Server) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def slow_batch_with_a_running_child(server: Server, api: Api) -> tuple[str, str, str]:
-    """A session running a two-item batch of 30 s `counted_item`s, once the first child's
-    step is running: (session id, root task id, that child's id)."""
+def slow_batch_with_a_running_child(
+    server: Server, api: Api, item_agent: str = "counted_item"
+) -> tuple[str, str, str]:
+    """A session running a two-item batch of 30 s `item_agent`s (`counted_item` or
+    `counted_workflow_item`), once the first child's step is running: (session id, root
+    task id, that child's id)."""
     sid = api.session()
-    root = api.start(sid, "batch", {"items": [0, 1], "delay_s": 30, "item_agent": "counted_item"})
+    root = api.start(sid, "batch", {"items": [0, 1], "delay_s": 30, "item_agent": item_agent})
     wait_until(lambda: "run 0" in counter_lines(server), what="the first child")
     return sid, root["id"], api.task(root["id"])["children"][0]
 

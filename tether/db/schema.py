@@ -65,6 +65,20 @@ events = sa.Table(
     sa.UniqueConstraint("session_id", "key", name="uq_tether_events_key"),
 )
 
+# A step's recorded outcome (its output, or the exception it raised), written in the same
+# transaction as the events it emitted: a replay after a crash returns it instead of running
+# the step again, and a step is never recorded without its events (or they without it).
+steps = sa.Table(
+    "tether_steps",
+    metadata,
+    sa.Column("task_id", sa.String(255), primary_key=True),
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("output", sa.Text, nullable=False),  # base64 pickle of (ok, value)
+    sa.Index("ix_tether_steps_session", "session_id"),
+)
+
 users = sa.Table(
     "tether_users",
     metadata,

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.engine import Database, driver_sql
-from tether.db.schema import approvals, events, sessions, tasks
+from tether.db.schema import approvals, events, sessions, steps, tasks
 from tether.errors import Conflict, NotFound
 from tether.model import TERMINAL, Session, Task, TaskStatus, escape_line_breakers
 
@@ -298,7 +298,7 @@ class Store:
                 raise Conflict(
                     f"session {session_id} has {n} unfinished task(s): cancel them first"
                 )
-            for table in (approvals, events, tasks):
+            for table in (approvals, events, steps, tasks):
                 conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))
 
@@ -362,6 +362,11 @@ class Store:
             return out
 
         return await self.db.read(read)
+
+    async def steps_of(self, task_id: str) -> dict[int, tuple[str, str]]:
+        """The outcomes recorded for a task's steps: n -> (name, encoded outcome)."""
+        q = sa.select(steps.c.n, steps.c.name, steps.c.output).where(steps.c.task_id == task_id)
+        return await self.db.read(lambda c: {r[0]: (r[1], r[2]) for r in c.execute(q)})
 
     async def unfinished(self) -> list[Task]:
         terminal = [s.value for s in TERMINAL]

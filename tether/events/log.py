@@ -40,6 +40,7 @@ from tether.model import EVENT_OVERHEAD, TERMINAL, Event, TaskStatus, events_siz
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
+_GATHER_TURNS = 8
 _IN_CHUNK = 500  # bound on bound parameters in one IN (...)
 _TERMINAL = [s.value for s in TERMINAL]
 # An Event's columns, in the order Event takes them after its session id.
@@ -94,6 +95,10 @@ class Append:
     error: BaseException | None = field(default=None)
     # Told the append's own error, for a caller that queued it without waiting (`enqueue`).
     on_error: Callable[[BaseException], None] | None = field(default=None)
+    # Not an event but a step's recorded outcome, (n, name, output, replace): written to
+    # tether_steps in the transaction of the events queued before it; a record of the step
+    # that is there already is kept, unless `replace`.
+    step: tuple[int, str, str, bool] | None = None
 
 
 Listener = Callable[[str, list[Event]], None]
@@ -212,6 +217,14 @@ class EventLog:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # A few turns of the loop first, while they bring more: what is ready to run
+            # queues its appends (a sub-agent started by this one, its first events) and
+            # they join the same commit.
+            for _ in range(_GATHER_TURNS):
+                queued = len(self._pending)
+                await asyncio.sleep(0)
+                if len(self._pending) == queued:
+                    break
             self._wake.clear()
             if not self._pending and not self._waiters:
                 continue
@@ -456,6 +469,8 @@ class _Plan:
 
     def __init__(self) -> None:
         self.new_tasks: list[dict[str, Any]] = []
+        self.steps: list[tuple[Any, ...]] = []
+        self.replaced: list[tuple[Any, ...]] = []
         self.rows: list[tuple[Any, ...]] = []
         self.task_values: dict[str, dict[str, Any]] = {}
         self.sessions: list[dict[str, Any]] = []
@@ -485,9 +500,18 @@ class _Plan:
                 if status_of.get(a.parent_task_id) in TERMINAL:
                     continue
                 status_of[a.task_id] = TaskStatus(a.new_task["status"])
-            # Nothing is appended for a task after its terminal status: a straggler of a
-            # cancelled task leaves no trace.
-            elif status_of.get(a.task_id) in TERMINAL:
+            # Nothing is appended for a task after its terminal status (a straggler of a
+            # cancelled task leaves no trace), nor for a task that does not exist (a child
+            # whose creation was refused because its parent had ended).
+            elif a.task_id is not None and status_of.get(a.task_id, TaskStatus.cancelled) in (
+                TERMINAL
+            ):
+                continue
+            if a.step is not None:
+                n, name, output, replace = a.step
+                (self.replaced if replace else self.steps).append(
+                    (a.task_id, n, session_id, name, output)
+                )
                 continue
             if a.key is not None:
                 seen.add((session_id, a.key))
@@ -540,6 +564,17 @@ class _Plan:
                 " ts, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 self.rows,
             )
+        for rows, conflict in (
+            (self.steps, "NOTHING"),
+            (self.replaced, "UPDATE SET name = excluded.name, output = excluded.output"),
+        ):
+            if rows:
+                _sql(
+                    conn,
+                    "INSERT INTO tether_steps (task_id, n, session_id, name, output)"
+                    f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id, n) DO {conflict}",
+                    rows,
+                )
         # Task rows: one executemany per shape of change (progress, status, last seq only…).
         shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for task_id, values in self.task_values.items():

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from ag_ui import core as ag
-from dbos import DBOS
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_ai.direct import model_request_stream
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
@@ -138,6 +137,7 @@ def install(
                     "delegates": cfg.delegates,
                     "approval": cfg.approval,
                 },
+                own_workflow=True,
             )
         )
     return _installed
@@ -351,7 +351,7 @@ async def _call_model(
             if broke_off
             else "the server restarted while this reply was being written",
         )
-        reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{DBOS.step_id}.a{attempt}")
+        reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}")
         try:
             async with model_request_stream(
                 model, messages, model_settings=settings, model_request_parameters=params

@@ -35,6 +35,9 @@ class AgentSpec:
     description: str
     # What a client may show of the agent (a model agent says which model, and if it is ready).
     meta: dict[str, Any] = field(default_factory=dict)
+    # As a sub-agent, run as a DBOS workflow of its own (needed for DBOS messaging: a model
+    # agent waits for approvals in `recv`) rather than inside its parent's (far cheaper).
+    own_workflow: bool = False
 
     def validate(self, value: Any) -> BaseModel:
         try:
@@ -90,13 +93,16 @@ registry = AgentRegistry()
 
 
 def agent(
-    name: str, *, input: type[BaseModel], description: str = ""
+    name: str, *, input: type[BaseModel], description: str = "", own_workflow: bool = False
 ) -> Callable[[AgentFn], AgentFn]:
-    """Register an async function as an agent."""
+    """Register an async function as an agent. `own_workflow`: as a sub-agent it runs as a
+    DBOS workflow of its own (for an agent that calls DBOS itself, e.g. `DBOS.recv`)."""
 
     def register(fn: AgentFn) -> AgentFn:
         doc = description or inspect.getdoc(fn) or ""
-        registry.add(AgentSpec(name, fn, input, doc.strip().split("\n\n")[0]))
+        registry.add(
+            AgentSpec(name, fn, input, doc.strip().split("\n\n")[0], own_workflow=own_workflow)
+        )
         return fn
 
     return register

@@ -11,20 +11,26 @@ A step whose output is not deterministic (a model call) calls `await ctx.new_att
 first: its events then carry keys of that attempt (`{task}:s{step}.a{k}.{n}`), so a re-run
 after a crash appends its new output instead of having the first n events dropped as
 replays of different ones, and it learns what earlier attempts committed, to supersede.
+
+Steps are Tether's own: the n-th `ctx.step` of a body records its outcome (output, or the
+exception it raised) in `tether_steps`, in the same transaction as the events it emitted,
+and a replay returns the recorded outcome instead of running it again. A replay that runs a
+different step at the same place fails the task as not deterministic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
+import pickle
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dbos import DBOS
-
-from tether.errors import EventNotRecorded
+from tether.errors import EventNotRecorded, NotDeterministic, StepFailed
 from tether.events.log import Append
 from tether.model import Event, Task, dumps_within
 
@@ -38,8 +44,29 @@ T = TypeVar("T")
 class _StepScope:
     ctx: TaskContext
     prefix: str
+    step: int
     n: int = 0
     attempt: int = 0
+
+
+def _encode(ok: bool, value: Any) -> str:
+    return base64.b64encode(pickle.dumps((ok, value), pickle.HIGHEST_PROTOCOL)).decode("ascii")
+
+
+def _decode(text: str) -> tuple[bool, Any]:
+    ok, value = pickle.loads(base64.b64decode(text))
+    return ok, value
+
+
+def _storable_error(exc: Exception) -> Exception:
+    """The exception as it can be recorded and raised again on replay: itself, if it survives
+    a pickle round trip (exceptions with required keyword arguments do not), else StepFailed
+    with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
+        return exc
+    except Exception:  # noqa: BLE001 - any failure to round-trip means: store a summary
+        return StepFailed(f"{type(exc).__name__}: {exc}")
 
 
 _MAX_PROGRESS = 2**31 - 1  # the column is a 32-bit INTEGER on Postgres
@@ -50,12 +77,20 @@ _scope: ContextVar[_StepScope | None] = ContextVar("tether_step_scope", default=
 class Child:
     """A delegated task that has been started. `await child.result()` waits for it."""
 
-    def __init__(self, runtime: Runtime, task_id: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        task_id: str,
+        parent: TaskContext | None = None,
+        run: asyncio.Task[Any] | None = None,
+    ) -> None:
         self._runtime = runtime
         self.task_id = task_id
+        self._parent = parent
+        self._run = run  # the child's coroutine, when it runs here inside its parent
 
     async def result(self) -> Any:
-        return await self._runtime.child_result(self.task_id)
+        return await self._runtime.child_result(self.task_id, self._run, self._parent)
 
 
 class TaskContext:
@@ -66,6 +101,13 @@ class TaskContext:
         self.session_id = task.session_id
         self._emits = 0
         self._children = 0
+        self._steps = 0
+        # Set by the runtime on a replay: the outcomes recorded for this task's steps, by n.
+        self.recorded: dict[int, tuple[str, str]] = {}
+        # True when this body has never run before (no step and no child of it can exist
+        # yet): a child's creation need not be awaited before the child starts.
+        self.fresh = False
+        self.light: list[tuple[str, asyncio.Task[Any]]] = []  # children run inside this one
         self._unflushed = False
         self._error: BaseException | None = None
         self._on_error = self._note  # one bound method for every append
@@ -164,26 +206,85 @@ class TaskContext:
     async def step(
         self, fn: Callable[..., T | Awaitable[T]], *args: Any, name: str | None = None
     ) -> T:
-        """Run fn once: its result is checkpointed, and a replay after a crash returns the
-        recorded result instead of running it again. A step that was in flight at the crash
-        runs again, so its side effects must be idempotent."""
-
-        async def body() -> T:
-            token = _scope.set(_StepScope(self, f"{self.task_id}:s{DBOS.step_id}"))
+        """Run fn once: its outcome is checkpointed with its events, and a replay after a
+        crash returns the recorded output (or raises the recorded exception) instead of
+        running it again. A step that was in flight at the crash runs again, so its side
+        effects must be idempotent. A step called inside a step is part of it."""
+        name = name or getattr(fn, "__name__", "step")
+        outer = _scope.get()
+        if outer is not None and outer.ctx is self:
+            out = fn(*args)
+            return await out if inspect.isawaitable(out) else out  # type: ignore[return-value]
+        self._steps += 1
+        n = self._steps
+        recorded = self.recorded.pop(n, None)
+        if recorded is not None:
+            if recorded[0] != name:
+                raise NotDeterministic(
+                    f"task {self.task_id} is not deterministic: its step {n} is {name!r} in "
+                    f"this run but was {recorded[0]!r} when it was recorded; after a restart "
+                    "an agent must run the same steps in the same order"
+                )
+            ok, value = _decode(recorded[1])
+            if ok:
+                return value  # type: ignore[no-any-return]
+            raise value
+        token = _scope.set(_StepScope(self, f"{self.task_id}:s{n}", n))
+        try:
             try:
                 out = fn(*args)
                 if inspect.isawaitable(out):
                     out = await out
-                await self.flush()
-                return out  # type: ignore[return-value]
-            finally:
-                _scope.reset(token)
+            except Exception as exc:
+                await self._close_step(n, name, False, _storable_error(exc))
+                raise
+            await self._close_step(n, name, True, out)
+            return out  # type: ignore[return-value]
+        finally:
+            _scope.reset(token)
 
-        return await DBOS.run_step_async({"name": name or getattr(fn, "__name__", "step")}, body)
+    async def _close_step(self, n: int, name: str, ok: bool, value: Any) -> None:
+        """Record the step's outcome behind its events (one commit with them, as a rule).
+        If one of its events could not be recorded, that failure is the step's outcome
+        instead, on replay too (so a replay takes the path this run took)."""
+        self._record(n, name, ok, value)
+        try:
+            await self.flush()
+        except EventNotRecorded as failed:
+            self._record(n, name, False, _storable_error(failed), replace=True)
+            await self.flush()
+            raise
+
+    def _record(self, n: int, name: str, ok: bool, value: Any, replace: bool = False) -> None:
+        try:
+            text = _encode(ok, value)
+        except Exception as exc:  # noqa: BLE001 - told to the agent, as its own mistake
+            raise TypeError(
+                f"the output of step {name!r} cannot be recorded (it must pickle): {exc}"
+            ) from exc
+        self._submit(
+            Append(
+                self.session_id,
+                self.task_id,
+                self.task.parent_id,
+                "task.step",
+                "null",
+                step=(n, name[:256], text, replace),
+            )
+        )
+
+    @property
+    def step_id(self) -> int:
+        """Inside a step: its number in the body (1, 2, ...), the same on every replay."""
+        scope = _scope.get()
+        if scope is None or scope.ctx is not self:
+            raise RuntimeError("ctx.step_id is for inside one of this task's steps")
+        return scope.step
 
     async def sleep(self, seconds: float) -> None:
         """A durable sleep: after a crash, it waits only for what is left."""
-        await DBOS.sleep_async(seconds)
+        end = await self.step(lambda: time.time() + seconds, name="sleep")
+        await asyncio.sleep(max(0.0, end - time.time()))
 
     # -- delegation ------------------------------------------------------------------------
 
@@ -196,12 +297,7 @@ class TaskContext:
         self._children += 1
         if self._error is not None:
             await self.flush()  # raises what could not be recorded
-        child_id = await self._runtime.start_child(self, k, agent, input)
-        # The child's `task.created` was queued behind everything emitted before it and
-        # waited for: those are committed (or their errors noted) too, with no barrier of
-        # their own.
-        self._unflushed = False
-        return Child(self._runtime, child_id)
+        return await self._runtime.start_child(self, k, agent, input)
 
     async def wait_for(self, task_id: str) -> Task:
         """Wait until another task has ended (any way); returns it."""

@@ -1,8 +1,16 @@
-"""The runtime: every task is a DBOS workflow (a child task is a child workflow).
+"""The runtime: a top-level task is a DBOS workflow; its sub-agents run inside it.
 
-DBOS checkpoints steps and child starts, and resumes PENDING workflows of this executor at
-launch. The tasks table, written through the event log, is the truth users read: a status
-change is a `task.status` event committed together with the row update.
+DBOS resumes PENDING workflows of this executor at launch (and, on a shared database, a
+live worker takes over a dead one's). A sub-agent is a task of its own (its row, its
+status, its events, its steps) whose coroutine runs in the process of its parent's
+workflow: a replay of the parent after a crash starts again the children it had started
+and that had not ended, and each replays its own recorded steps. So a delegation costs two
+commits of the log and no DBOS write; an agent that needs DBOS messaging (a model agent's
+approvals) runs as a child workflow of its own instead (`AgentSpec.own_workflow`).
+
+A task ends after its sub-agents: one that returns waits for those still running, and one
+that fails cancels them. The tasks table, written through the event log, is the truth
+users read: a status change is a `task.status` event committed together with the row update.
 """
 
 from __future__ import annotations
@@ -19,11 +27,11 @@ from dbos import DBOS, SetWorkflowID
 from dbos import error as dbos_error
 
 from tether.db.store import Store, new_id
-from tether.errors import DelegationFailed, NotFound, TaskCancelled, TaskError
+from tether.errors import DelegationFailed, NotDeterministic, NotFound, TaskCancelled, TaskError
 from tether.events.log import Append, EventLog
 from tether.model import TERMINAL, Event, Task, TaskStatus, dumps, dumps_within
 from tether.runtime.agent import AgentRegistry
-from tether.runtime.context import TaskContext
+from tether.runtime.context import Child, TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,27 @@ def _status_append(
     )
 
 
+def _task_of(row: dict[str, Any], input: Any) -> Task:
+    """The Task of a row just created (Runtime._new_task_row)."""
+    return Task(
+        id=row["id"],
+        session_id=row["session_id"],
+        parent_id=row["parent_id"],
+        agent=row["agent"],
+        input=input,
+        status=TaskStatus.queued,
+        progress_n=None,
+        progress_m=None,
+        result=None,
+        error=None,
+        app_version=row["app_version"],
+        created_at=row["created_at"],
+        started_at=None,
+        ended_at=None,
+        last_seq=0,
+    )
+
+
 # On a shared database, a task recorded this recently and not yet started is being started
 # by the process that recorded it.
 _STARTING_S = 30.0
@@ -118,6 +147,10 @@ class Runtime:
         # dequeues them); otherwise, and for sub-agents, in this process.
         self.task_queue: str | None = None
         self._waiting_in: dict[str, set[str]] = {}  # session id -> task ids waited on here
+        # Sub-agents running here inside their parent: task id -> its coroutine, and
+        # parent id -> those of its children.
+        self._inside: dict[str, asyncio.Task[Any]] = {}
+        self._inside_of: dict[str, set[str]] = {}
         log.listeners.append(self._on_commit)
 
     def activate(self) -> None:
@@ -198,8 +231,9 @@ class Runtime:
             else:
                 await DBOS.start_workflow_async(run_task, task_id)
 
-    async def start_child(self, ctx: TaskContext, k: int, agent: str, input: Any) -> str:
-        clean = self._validated(agent, input)
+    async def start_child(self, ctx: TaskContext, k: int, agent: str, input: Any) -> Child:
+        spec = self.registry.get(agent)
+        clean = spec.validate(input).model_dump(mode="json")
         child_id = f"{ctx.task_id}.{k}"
         if child_id.count(".") > MAX_DEPTH or len(child_id) > 255:
             raise TaskError(
@@ -211,66 +245,130 @@ class Runtime:
             self.max_event_bytes,
             f"the input for sub-agent {agent!r}",
         )
-        created = await self.log.append(
-            Append(
-                ctx.session_id,
-                child_id,
-                ctx.task_id,
-                "task.created",
-                data,
-                key=f"{child_id}:created",
-                new_task=row,
-            )
+        append = Append(
+            ctx.session_id,
+            child_id,
+            ctx.task_id,
+            "task.created",
+            data,
+            key=f"{child_id}:created",
+            new_task=row,
         )
-        if created[0] is None:
-            # Dropped: either a replay (the child exists) or this task has ended.
-            try:
-                await self.store.task_row(child_id)
-            except NotFound:
-                raise TaskCancelled(
-                    f"task {ctx.task_id} has ended; it starts no children"
-                ) from None
-        await self._start_workflow(child_id, top=False)
-        return child_id
+        if ctx.fresh and not spec.own_workflow:
+            # The parent never ran before, so the child cannot exist: its creation is queued
+            # and it starts at once; both commit with the child's first step. Should the
+            # creation be refused (the parent was cancelled meanwhile), the log drops the
+            # child's events too, and the parent hears of it at its next flush.
+            ctx._submit(append)
+            return self._inside_child(ctx, _task_of(row, clean), fresh=True)
+        created = await self.log.append(append)
+        # Queued behind everything the parent emitted before: those are committed too.
+        ctx._unflushed = False
+        if created[0] is not None:
+            if spec.own_workflow:
+                await self._start_workflow(child_id, top=False)
+                return Child(self, child_id)
+            return self._inside_child(ctx, _task_of(row, clean), fresh=True)
+        # Dropped: either a replay (the child exists) or this task has ended.
+        try:
+            existing = await self.store.task_row(child_id)
+        except NotFound:
+            raise TaskCancelled(f"task {ctx.task_id} has ended; it starts no children") from None
+        if existing.agent != agent:
+            raise NotDeterministic(
+                f"task {ctx.task_id} is not deterministic: its sub-agent {k} is {agent!r} in "
+                f"this run but was {existing.agent!r} when it was started"
+            )
+        if spec.own_workflow:
+            await self._start_workflow(child_id, top=False)
+            return Child(self, child_id)
+        if existing.status.terminal:
+            return Child(self, child_id)
+        running = self._inside.get(child_id)
+        if running is not None:
+            return Child(self, child_id, ctx, running)
+        return self._inside_child(ctx, existing, fresh=False)
+
+    def _inside_child(self, ctx: TaskContext, task: Task, *, fresh: bool) -> Child:
+        """Run a sub-agent's coroutine here, inside its parent's workflow (in a context of
+        its own: DBOS must not take its calls for the parent's)."""
+        run = asyncio.create_task(
+            self._run_inside(task, fresh),
+            name=f"tether-task-{task.id}",
+            context=contextvars.Context(),
+        )
+        self._inside[task.id] = run
+        self._inside_of.setdefault(ctx.task_id, set()).add(task.id)
+        ctx.light.append((task.id, run))
+        return Child(self, task.id, ctx, run)
+
+    async def _run_inside(self, task: Task, fresh: bool) -> tuple[TaskStatus, Any, Any] | None:
+        """A sub-agent's run: its outcome (status, result, error) once committed, or None if
+        it ended otherwise (cancelled by a request, or stopped with the server)."""
+        try:
+            return await self._execute(task.id, task if fresh else None)
+        except asyncio.CancelledError:
+            return None
+        finally:
+            self._inside.pop(task.id, None)
+            siblings = self._inside_of.get(task.parent_id or "")
+            if siblings is not None:
+                siblings.discard(task.id)
+                if not siblings:
+                    self._inside_of.pop(task.parent_id or "", None)
 
     async def execute(self, task_id: str) -> dict[str, Any]:
-        task = await self.store.task_row(task_id)
+        """A task's workflow body (DBOS's): its outcome's status."""
+        outcome = await self._execute(task_id, None)
+        if outcome is None:  # it had ended otherwise meanwhile (a cancel): as the row says
+            return {"status": (await self.store.task_row(task_id)).status.value}
+        return {"status": outcome[0].value}
+
+    async def _execute(
+        self, task_id: str, fresh: Task | None
+    ) -> tuple[TaskStatus, Any, Any] | None:
+        """Run a task's agent and record its outcome; returns (status, result, error) as
+        recorded, or None if the task had ended otherwise. `fresh` is the row of a sub-agent
+        created just now (never run: nothing to read, nothing to replay)."""
+        task = fresh if fresh is not None else await self.store.task_row(task_id)
         if task.status.terminal:
-            return {"status": task.status.value}
+            return None
         if task.agent not in self.registry:
-            await self._finish(
-                task,
-                TaskStatus.interrupted,
-                error={
-                    "type": "AgentMissing",
-                    "message": f"agent {task.agent!r} is not registered",
-                },
-            )
-            return {"status": TaskStatus.interrupted.value}
+            error = {"type": "AgentMissing", "message": f"agent {task.agent!r} is not registered"}
+            return await self._finish(task, TaskStatus.interrupted, error=error)
         spec = self.registry.get(task.agent)
         ctx = TaskContext(self, task)
         current = asyncio.current_task()
         assert current is not None
         self._running[task_id] = current
         try:
-            started = await self.log.append(
-                _status_append(task, TaskStatus.running, started_at=time.time())
-            )
-            if started[0] is None:  # a replay, or cancelled before it began: which?
-                task = await self.store.task_row(task_id)
-                if task.status.terminal:
-                    return {"status": task.status.value}
+            running = _status_append(task, TaskStatus.running, started_at=time.time())
+            if fresh is not None:
+                ctx._submit(running)  # commits with the child's first events
+                ctx.fresh = True
+            else:
+                started = await self.log.append(running)
+                if started[0] is None:  # a replay, or cancelled before it began: which?
+                    task = await self.store.task_row(task_id)
+                    if task.status.terminal:
+                        return None
+                    ctx.recorded = await self.store.steps_of(task_id)
+                else:
+                    ctx.fresh = True
             result = await spec.fn(ctx, spec.validate(task.input))
             await ctx.flush()
-            ended = await self._finish(task, TaskStatus.completed, result=result)
+            await self._join_children(ctx)
+            return await self._finish(task, TaskStatus.completed, result=result)
         except _CANCELLED:
-            ended = await self._finish(task, TaskStatus.cancelled)
+            await self._end_children(ctx, "its parent task was cancelled")
+            return await self._finish(task, TaskStatus.cancelled)
         except dbos_error.DBOSException as exc:
             # DBOS refuses to go on (e.g. the body did not replay the steps it recorded):
             # the task has failed, and says why, before DBOS marks the workflow.
             log.warning("task %s failed in DBOS: %r", task_id, exc)
             if await self._moved_elsewhere(task_id):
                 raise
+            await self._end_children(ctx, "its parent task failed")
             await self._finish(
                 task,
                 TaskStatus.failed,
@@ -280,20 +378,39 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - an agent's failure is the task's failure
             log.info("task %s failed: %r", task_id, exc)
             if await self._moved_elsewhere(task_id):
-                return {"status": "moved"}
-            ended = await self._finish(task, TaskStatus.failed, error=error_of(exc))
+                return None
+            await self._end_children(ctx, "its parent task failed")
+            return await self._finish(task, TaskStatus.failed, error=error_of(exc))
         finally:
             self._running.pop(task_id, None)
-        if ended is None:  # it had ended otherwise meanwhile (a cancel): as the row says
-            ended = (await self.store.task_row(task_id)).status
-        return {"status": ended.value}
+
+    async def _join_children(self, ctx: TaskContext) -> None:
+        """A task whose body returned ends after the sub-agents it started and did not wait
+        for (their outcomes are their own)."""
+        runs = [run for _, run in ctx.light if not run.done()]
+        if runs:
+            await asyncio.wait(runs)
+
+    async def _end_children(self, ctx: TaskContext, reason: str) -> None:
+        """A task that failed or was cancelled first cancels the sub-agents it started that
+        are still running here (and theirs)."""
+        try:
+            await ctx.flush()  # a child's creation may still be queued
+        except Exception:  # noqa: BLE001 - what the parent could not record is not its outcome
+            pass
+        for child_id, run in ctx.light:
+            if not run.done():
+                try:
+                    await self._cancel_tree(child_id, reason)
+                except Exception:  # noqa: BLE001 - the parent's own outcome comes first
+                    log.exception("task %s: cancelling sub-agent %s failed", ctx.task_id, child_id)
 
     async def _finish(
         self, task: Task, status: TaskStatus, *, result: Any = None, error: Any = None
-    ) -> TaskStatus | None:
+    ) -> tuple[TaskStatus, Any, Any] | None:
         """Record a task's outcome. Retried until it is recorded (the disk may be full for a
         while): a task never stays `running` because its end could not be written. Returns
-        the status recorded, or None if the task had ended already."""
+        (status, result, error) as recorded, or None if the task had ended already."""
         data: dict[str, Any] = {}
         values: dict[str, Any] = {"ended_at": time.time()}
         if status is TaskStatus.completed:
@@ -313,7 +430,10 @@ class Runtime:
         while True:
             try:
                 landed = await self.log.append(append)
-                return status if landed[0] is not None else None
+                if landed[0] is None:
+                    return None
+                # As a reader of the row would see them (the JSON round trip).
+                return status, json.loads(values["result"]) if "result" in values else None, error
             except Exception as exc:  # noqa: BLE001 - retried until it lands
                 if self._stopping:
                     raise
@@ -384,11 +504,25 @@ class Runtime:
                     if not ids:
                         del self._waiting_in[session_id]
 
-    async def child_result(self, task_id: str) -> Any:
-        task = await self.wait_terminal(task_id)
-        if task.status is TaskStatus.completed:
-            return task.result
-        raise DelegationFailed(task_id, task.error or {"status": task.status.value})
+    async def child_result(
+        self,
+        task_id: str,
+        run: asyncio.Task[tuple[TaskStatus, Any, Any] | None] | None = None,
+        parent: TaskContext | None = None,
+    ) -> Any:
+        outcome = None
+        if run is not None:
+            # Shielded: a parent that stops waiting does not stop its child.
+            outcome = await asyncio.shield(run)
+            if parent is not None and parent._error is not None:
+                await parent.flush()  # the child's creation was not recorded: raises why
+        if outcome is None:
+            task = await self.wait_terminal(task_id)
+            outcome = (task.status, task.result, task.error)
+        status, result, error = outcome
+        if status is TaskStatus.completed:
+            return result
+        raise DelegationFailed(task_id, error or {"status": status.value})
 
     # -- cancelling ------------------------------------------------------------------------
 
@@ -399,14 +533,16 @@ class Runtime:
         task is unfinished: a child created while this runs is caught by the next round,
         and once the task is terminal the log refuses it any new child."""
         await self.store.task(task_id, owner)
+        await self._cancel_tree(task_id, "cancelled by request")
+        return await self.store.task(task_id, owner)
+
+    async def _cancel_tree(self, task_id: str, reason: str) -> None:
         while tree := [t for t in await self.store.subtree(task_id) if not t.status.terminal]:
             self.stop_running([t.id for t in tree])
             now = time.time()
             await self.log.append(
                 *(
-                    _status_append(
-                        t, TaskStatus.cancelled, {"reason": "cancelled by request"}, ended_at=now
-                    )
+                    _status_append(t, TaskStatus.cancelled, {"reason": reason}, ended_at=now)
                     for t in tree
                 )
             )
@@ -417,14 +553,20 @@ class Runtime:
                 await DBOS.cancel_workflows_async(ids)
             except dbos_error.DBOSException as exc:
                 log.warning("DBOS cancel of %s: %r", ids, exc)
-        return await self.store.task(task_id, owner)
 
     def stop_running(self, task_ids: list[str]) -> None:
-        """Cancel the coroutines of these tasks that run in this process."""
-        for tid in task_ids:
+        """Cancel the coroutines of these tasks that run in this process, and of the
+        sub-agents running here inside them (one may not be in the database yet)."""
+        todo = list(task_ids)
+        while todo:
+            tid = todo.pop()
             running = self._running.get(tid)
             if running is not None:
                 running.cancel()
+            inside = self._inside.get(tid)
+            if inside is not None:
+                inside.cancel()
+            todo.extend(self._inside_of.get(tid, ()))
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -465,7 +607,13 @@ class Runtime:
         frozen worker waking up must not fail a task that another runs."""
         if self.executor_id is None:
             return False
-        status = await _workflow_status(task_id)
+        # A sub-agent run inside its parent moves with the nearest workflow above it.
+        parts = task_id.split(".")
+        status = None
+        for i in range(len(parts), 0, -1):
+            status = await _workflow_status(".".join(parts[:i]))
+            if status is not None:
+                break
         moved = status is not None and (
             status.status == "ENQUEUED" or status.executor_id not in (None, self.executor_id)
         )
