@@ -1,7 +1,7 @@
 """Tether: long-running server-side agent tasks that delegate to sub-agents, with a durable
 per-session event log and a stream that resumes exactly."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from tether.errors import (  # noqa: E402
     BadRequest,
