@@ -126,3 +126,11 @@ async def test_a_step_whose_event_is_refused_is_recorded_as_failed_and_replays_s
 async def test_a_step_output_that_cannot_be_recorded_is_the_agents_error(ctx: TaskContext) -> None:
     with pytest.raises(TypeError, match="cannot be recorded"):
         await ctx.step(lambda: (x for x in ()), name="gen")  # a generator does not pickle
+
+
+async def test_a_step_with_a_long_name_replays_from_its_record(ctx: TaskContext) -> None:
+    name = "x" * 300  # longer than the record keeps
+    assert await ctx.step(lambda: "first", name=name) == "first"
+    replay = TaskContext(ctx._runtime, ctx.task)
+    replay.recorded = await Store(ctx._runtime.log.db).steps_of(ctx.task_id)
+    assert await replay.step(lambda: "second", name=name) == "first"

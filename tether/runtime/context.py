@@ -210,7 +210,7 @@ class TaskContext:
         crash returns the recorded output (or raises the recorded exception) instead of
         running it again. A step that was in flight at the crash runs again, so its side
         effects must be idempotent. A step called inside a step is part of it."""
-        name = name or getattr(fn, "__name__", "step")
+        name = (name or getattr(fn, "__name__", "step"))[:256]  # as the record keeps it
         outer = _scope.get()
         if outer is not None and outer.ctx is self:
             out = fn(*args)
@@ -269,7 +269,7 @@ class TaskContext:
                 self.task.parent_id,
                 "task.step",
                 "null",
-                step=(n, name[:256], text, replace),
+                step=(n, name, text, replace),
             )
         )
 
