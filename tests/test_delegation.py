@@ -4,6 +4,7 @@ from their records after kill -9, at any depth."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from typing import Any
@@ -92,7 +93,15 @@ def test_nested_sub_agents_and_a_durable_sleep_resume_after_kill_9(make_server: 
     sid = api.session()
     nap_s = 6.0
     root = api.start(sid, "nest_nap", {"depth": 2, "nap_s": nap_s})["id"]
-    wait_until(lambda: any(line.startswith("nap began ") for line in counter_lines(server)))
+
+    def napping() -> bool:  # the step before the nap and the nap's wake-up time are recorded
+        with sqlite3.connect(server.data_dir / "tether.db", timeout=30) as db:
+            return (
+                db.execute("SELECT count(*) FROM tether_steps WHERE name = 'sleep'").fetchone()[0]
+                == 1
+            )
+
+    wait_until(napping, what="the nap to begin")
     server.kill()
     restarted = time.time()
 
