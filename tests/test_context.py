@@ -39,8 +39,9 @@ async def ctx(log: EventLog) -> TaskContext:
         None,
         0,
     )
-    # The context needs only the runtime's log and its event size limit.
-    return TaskContext(SimpleNamespace(log=log, max_event_bytes=4096), task)  # type: ignore[arg-type]
+    # The context needs only the runtime's log, its event size limit and its fence.
+    runtime = SimpleNamespace(log=log, max_event_bytes=4096, suspect=lambda: False)
+    return TaskContext(runtime, task)  # type: ignore[arg-type]
 
 
 def deep(n: int) -> Any:

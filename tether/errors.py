@@ -121,6 +121,13 @@ class NotDeterministic(TaskError):
     title = "Agent not deterministic"
 
 
+class TaskMoved(TaskError):
+    """This worker was taken for dead (frozen, cut off) and the task now runs on another:
+    this copy stops, recording nothing."""
+
+    title = "Task moved"
+
+
 class StepFailed(TaskError):
     """A step's recorded exception, raised again on replay, where the original exception
     could not be stored as it was."""

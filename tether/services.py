@@ -101,6 +101,9 @@ class Services:
                     self.settings.worker_heartbeat_s,
                     self.settings.worker_stale_s,
                 )
+                # Half the stale time: a silence that long may end with this worker's
+                # tasks moved (the leader's clock and ours differ by a commit or two).
+                self.runtime.stale_s = self.settings.worker_stale_s / 2
                 # Seen alive before it runs anything: a crash from here on is noticed.
                 await self.workers.beat()
                 executor_id = self.settings.executor_id

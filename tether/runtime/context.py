@@ -215,6 +215,8 @@ class TaskContext:
         if outer is not None and outer.ctx is self:
             out = fn(*args)
             return await out if inspect.isawaitable(out) else out  # type: ignore[return-value]
+        if self._runtime.suspect():
+            await self._runtime.fence(self.task_id)
         self._steps += 1
         n = self._steps
         recorded = self.recorded.pop(n, None)

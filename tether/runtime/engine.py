@@ -27,7 +27,14 @@ from dbos import DBOS, SetWorkflowID
 from dbos import error as dbos_error
 
 from tether.db.store import Store, new_id
-from tether.errors import DelegationFailed, NotDeterministic, NotFound, TaskCancelled, TaskError
+from tether.errors import (
+    DelegationFailed,
+    NotDeterministic,
+    NotFound,
+    TaskCancelled,
+    TaskError,
+    TaskMoved,
+)
 from tether.events.log import Append, EventLog
 from tether.model import TERMINAL, Event, Task, TaskStatus, dumps, dumps_within
 from tether.runtime.agent import AgentRegistry
@@ -53,18 +60,21 @@ async def run_task(task_id: str) -> dict[str, Any]:
 _DBOS_ENDED = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 
 
-async def _workflow_status(task_id: str) -> Any:
-    """DBOS's status of a task's workflow (None when unknown or unreadable), looked up in a
-    fresh context: from inside a workflow DBOS would record the lookup as one of its steps,
-    and a replay (whose lookups fall at other times) would no longer match what was recorded."""
+async def _workflow_status(task_id: str, *, strict: bool = False) -> Any:
+    """DBOS's status of a task's workflow (None when unknown, or unreadable unless strict),
+    looked up in a fresh context: from inside a workflow DBOS would record the lookup as one
+    of its steps, and a replay (whose lookups fall at other times) would no longer match."""
     try:
         return await asyncio.create_task(
             DBOS.get_workflow_status_async(task_id), context=contextvars.Context()
         )
-    except dbos_error.DBOSException:
+    except Exception:  # DBOS's errors, and the database's (a frozen worker's dead connection)
+        if strict:
+            raise
         return None
 
 
+_LOOKUP_TRIES = 6  # about 6 s of retries
 MAX_DEPTH = 20  # sub-agents nest at most this deep (a runaway recursion ends here)
 _MAX_MESSAGE = 4000
 
@@ -151,6 +161,12 @@ class Runtime:
         # parent id -> those of its children.
         self._inside: dict[str, asyncio.Task[Any]] = {}
         self._inside_of: dict[str, set[str]] = {}
+        # On a worker: its stale time and last heartbeat (monotonic). A worker silent for
+        # longer may have been taken for dead, its tasks moved: until it knows, every step
+        # and child start checks that its task is still its own (see `suspect`).
+        self.stale_s: float | None = None
+        self.beat_at = 0.0
+        self.waking = False
         log.listeners.append(self._on_commit)
 
     def activate(self) -> None:
@@ -231,7 +247,29 @@ class Runtime:
             else:
                 await DBOS.start_workflow_async(run_task, task_id)
 
+    def suspect(self) -> bool:
+        """Whether this worker may have been taken for dead: steps and child starts then
+        check with `fence` before they run (an in-memory test otherwise)."""
+        return self.stale_s is not None and (
+            self.waking or time.monotonic() - self.beat_at > self.stale_s
+        )
+
+    async def fence(self, task_id: str) -> None:
+        """Raise TaskMoved if this task was handed to another worker (this one was frozen
+        or cut off past the stale time): its copy here must do nothing more."""
+        if await self._moved_elsewhere(task_id):
+            raise TaskMoved(f"task {task_id} moved to another worker; its copy here stops")
+
+    async def stop_moved(self) -> None:
+        """After a silence past the stale time: stop the coroutines of the tasks (with the
+        sub-agents inside them) that were handed to another worker meanwhile."""
+        for task_id in [t for t in self._running if t not in self._inside]:
+            if await self._moved_elsewhere(task_id):
+                self.stop_running([task_id])
+
     async def start_child(self, ctx: TaskContext, k: int, agent: str, input: Any) -> Child:
+        if self.suspect():
+            await self.fence(ctx.task_id)
         spec = self.registry.get(agent)
         clean = spec.validate(input).model_dump(mode="json")
         child_id = f"{ctx.task_id}.{k}"
@@ -607,13 +645,21 @@ class Runtime:
         frozen worker waking up must not fail a task that another runs."""
         if self.executor_id is None:
             return False
-        # A sub-agent run inside its parent moves with the nearest workflow above it.
+        # A sub-agent run inside its parent moves with the nearest workflow above it. A
+        # worker waking from a freeze may find its connections dead: the lookup is retried
+        # for a while, since "not moved" would let it record the failure of a moved task.
         parts = task_id.split(".")
         status = None
-        for i in range(len(parts), 0, -1):
-            status = await _workflow_status(".".join(parts[:i]))
-            if status is not None:
+        for attempt in range(_LOOKUP_TRIES):
+            try:
+                for i in range(len(parts), 0, -1):
+                    status = await _workflow_status(".".join(parts[:i]), strict=True)
+                    if status is not None:
+                        break
                 break
+            except Exception as exc:  # noqa: BLE001 - retried, then taken as not moved
+                log.warning("task %s: looking up its workflow failed (%r)", task_id, exc)
+                await asyncio.sleep(0.1 * 2**attempt)
         moved = status is not None and (
             status.status == "ENQUEUED" or status.executor_id not in (None, self.executor_id)
         )

@@ -92,6 +92,17 @@ class Workers:
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> None:
+        """Write this worker's heartbeat. After a silence past the stale time (the process
+        was frozen, or the database out of reach), first stop what was moved meanwhile;
+        until then every step checks (`Runtime.suspect`)."""
+        rt = self.runtime
+        silent = (
+            bool(rt.beat_at)
+            and rt.stale_s is not None
+            and time.monotonic() - rt.beat_at > rt.stale_s
+        )
+        if silent:
+            rt.waking = True
         now, me = time.time(), self.executor_id
 
         def write(c: sa.Connection) -> None:
@@ -104,6 +115,12 @@ class Workers:
                 )
 
         await self.db.write(write)
+        rt.beat_at = time.monotonic()
+        if silent:
+            try:
+                await rt.stop_moved()
+            finally:
+                rt.waking = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tether-worker-heartbeat")
