@@ -228,8 +228,9 @@ def test_a_worker_paused_past_the_stale_time_loses_its_tasks_and_fails_none(
     make_server: Any, tmp_path: Path
 ) -> None:
     # w1 freezes (SIGSTOP) with tasks mid-run for longer than the stale time: w2 takes them
-    # over. When w1 wakes, DBOS no longer lets it record their steps: it stops there, and
-    # records no outcome (no task fails). Only steps in flight at the pause run again (one
+    # over. When w1 wakes, its steps check that their tasks are still its own (it was silent
+    # past the stale time) and its next heartbeat stops the moved ones: it records no
+    # outcome (no task fails). Only steps in flight at the pause run again (one
     # was seen to run a third time, on w1 after it woke: at-least-once, as for any crash).
     counter = tmp_path / "steps.txt"
     with fresh_database() as db:
