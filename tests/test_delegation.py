@@ -91,7 +91,7 @@ def test_nested_sub_agents_and_a_durable_sleep_resume_after_kill_9(make_server: 
     server = make_server()
     api = Api(server.client())
     sid = api.session()
-    nap_s = 6.0
+    nap_s = 2.0
     root = api.start(sid, "nest_nap", {"depth": 2, "nap_s": nap_s})["id"]
 
     def napping() -> bool:  # the step before the nap and the nap's wake-up time are recorded

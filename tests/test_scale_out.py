@@ -203,7 +203,9 @@ def test_a_worker_stopped_cleanly_hands_its_tasks_over_at_once(
         api = Api(make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="api", **env).client())
         w1 = make_server(command="worker", TETHER_EXECUTOR_ID="w1", **env)
         sid = api.session("deploy")
-        inp = {"items": list(range(6)), "delay_s": 0.5, "item_agent": "traced_item"}
+        # Long enough items that w1 is mid-batch after w2 has started (delegation itself
+        # now costs milliseconds: with 0.5 s items w1 once finished all six first).
+        inp = {"items": list(range(6)), "delay_s": 1.5, "item_agent": "traced_item"}
         root = str(api.start(sid, "batch", inp)["id"])
         wait_until(lambda: len(step_runs(counter)) >= 2, what="two steps on w1")
         make_server(command="worker", TETHER_EXECUTOR_ID="w2", **env)
