@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from tether.db.store import Store
-from tether.errors import EventNotRecorded, InvalidJSON, NotDeterministic
+from tether.errors import EventNotRecorded, InvalidJSON, NotDeterministic, TaskMoved
 from tether.events.log import Append, EventLog
 from tether.model import Task, TaskStatus
-from tether.runtime.context import TaskContext
+from tether.runtime.context import TaskContext, _decode
 
 
 @pytest.fixture
@@ -122,6 +122,37 @@ async def test_a_step_whose_event_is_refused_is_recorded_as_failed_and_replays_s
     other.recorded = dict(recorded)
     with pytest.raises(NotDeterministic, match="'other'.*'work'"):
         await other.step(work, name="other")
+
+
+async def test_a_step_whose_events_fail_after_its_task_moved_leaves_the_record_alone(
+    ctx: TaskContext,
+) -> None:
+    # The worker froze mid-step, past the stale time; its task moved to another worker. When
+    # it wakes, the step's events fail (its connection died meanwhile): that failure is not
+    # the task's, and the step's record must not be replaced by it (the new owner's replay
+    # would fail). The step stops with TaskMoved instead.
+    frozen = False
+    fenced: list[str] = []
+
+    async def fence(task_id: str) -> None:
+        fenced.append(task_id)
+        raise TaskMoved(f"task {task_id} moved")
+
+    ctx._runtime.suspect = lambda: frozen  # type: ignore[attr-defined]
+    ctx._runtime.fence = fence  # type: ignore[attr-defined]
+
+    async def work() -> str:
+        nonlocal frozen
+        ctx._submit(Append(ctx.session_id, ctx.task_id, None, "bad", '"\ud800"'))
+        frozen = True
+        return "out"
+
+    with pytest.raises(TaskMoved):
+        await ctx.step(work, name="work")
+    assert fenced == [ctx.task_id]
+    recorded = await Store(ctx._runtime.log.db).steps_of(ctx.task_id)
+    # Nothing, or the step's own output (the new owner's, or this run's): never its failure.
+    assert [_decode(text)[0] for _, text in recorded.values()] in ([], [True]), recorded
 
 
 async def test_a_step_output_that_cannot_be_recorded_is_the_agents_error(ctx: TaskContext) -> None:

@@ -307,6 +307,7 @@ async def nest_nap(ctx: TaskContext, inp: NestInput) -> dict[str, Any]:
         below = await ctx.delegate("nest_nap", {"depth": inp.depth - 1, "nap_s": inp.nap_s})
         return {"depth": inp.depth, "below": below}
     began = await ctx.step(lambda: _count(f"nap began {ctx.task_id}") or time.time(), name="began")
+    _count(f"nap entered {time.time()!r}")  # on every run, replay included
     await ctx.sleep(inp.nap_s)
     woke = await ctx.step(lambda: _count(f"nap woke {ctx.task_id}") or time.time(), name="woke")
     return {"depth": 0, "began": began, "woke": woke}

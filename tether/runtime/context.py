@@ -253,6 +253,11 @@ class TaskContext:
         try:
             await self.flush()
         except EventNotRecorded as failed:
+            if self._runtime.suspect():
+                # This worker was frozen mid-step (its connection died meanwhile): if the
+                # task moved, the failure is not its outcome, and replacing the record would
+                # make the new owner's replay fail.
+                await self._runtime.fence(self.task_id)
             self._record(n, name, False, _storable_error(failed), replace=True)
             await self.flush()
             raise
