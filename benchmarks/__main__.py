@@ -42,7 +42,12 @@ TARGETS = {
     "fanout_1000_p99_ms": ("≤", 250.0),
     "web_commit_to_screen_p99_ms": ("≤", 100.0),
     "web_reload_to_live_s": ("≤", 1.0),
-    "delegation_ms": ("≤", 5.0),
+    # Issue 11: ≤ 5 ms on the embedded SQLite file, ≤ 10 ms on Postgres.
+    "delegation_ms": (
+        ("≤", 10.0)
+        if os.environ.get("TETHER_DATABASE_URL", "").startswith("postgres")
+        else ("≤", 5.0)
+    ),
     "dist_delegation_ms": ("≤", 10.0),
 }
 

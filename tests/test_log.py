@@ -416,3 +416,42 @@ async def test_a_batch_postgres_aborts_to_break_a_deadlock_is_committed_again(
     assert log.conflicts >= 1
     task = await Store(log.db).task_row("t1")
     assert task.progress_n == 1  # committed after the other transaction's 7
+
+
+async def test_postgres_dropping_the_writers_connections_costs_one_commit() -> None:
+    # A failover or an admin ends every connection of the writer pool between two commits:
+    # the next commit fails as a storage failure (nothing of it recorded), and the one after
+    # it lands on a new connection, with the seq the failed one did not take.
+    import psycopg
+
+    from tests.helpers.pg import fresh_database
+    from tether.db.engine import WRITE_THREADS, Database
+    from tether.errors import StorageUnavailable
+
+    with fresh_database() as url:
+        db = Database(url)
+        db.migrate()
+        log = EventLog(db)
+        log.start()
+        try:
+            sid = (await Store(db).create_session("u", "dropped")).id
+            await log.append(ev(sid, 1))
+            # Every pooled writer connection open (the writer alone would use one).
+            await asyncio.gather(
+                *(db.write(lambda c: c.exec_driver_sql("SELECT pg_sleep(0.05)")) for _ in range(4))
+            )
+            with psycopg.connect(url, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            assert ended is not None and ended[0] >= WRITE_THREADS
+            with pytest.raises(StorageUnavailable, match="nothing was recorded"):
+                await log.append(ev(sid, 2))
+            for i in (3, 4):
+                await log.append(ev(sid, i))
+            got = await log.read_after(sid, 0, 10)
+            assert [(e.seq, json.loads(e.data)["i"]) for e in got] == [(1, 1), (2, 3), (3, 4)]
+        finally:
+            await log.stop()
+            await db.close()
