@@ -148,49 +148,6 @@ def _immediate_driver(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = "IMMEDIATE"
 
 
-def pipelined(
-    conn: sa.Connection, statements: list[tuple[str, Any]]
-) -> list[list[tuple[Any, ...]]]:
-    """Postgres: run driver SQL statements (`?` marks; a list of tuples is an executemany)
-    in one round trip, in order, in the connection's transaction (psycopg's pipeline mode);
-    returns each one's rows (empty for those that return none). A commit of the event log
-    is about a dozen small statements: one round trip each cost most of its time. Errors
-    come wrapped as SQLAlchemy's, as from `driver_sql`."""
-    import psycopg  # the Postgres extra's driver
-
-    raw = conn.connection.driver_connection
-    cursors = []
-    try:
-        with raw.pipeline():
-            for statement, params in statements:
-                cur = raw.cursor()
-                sql = statement.replace("?", "%s")
-                if isinstance(params, list):
-                    cur.executemany(sql, params)
-                else:
-                    cur.execute(sql, params)
-                cursors.append(cur)
-        return [cur.fetchall() if cur.description is not None else [] for cur in cursors]
-    except psycopg.Error as exc:
-        lost = raw.closed or raw.broken
-        if lost:
-            # As SQLAlchemy does on a disconnect: this connection and the pool's others
-            # (a failover or an admin ended them all, as a rule) are not handed out again.
-            conn.invalidate(exc)
-            conn.engine.dispose(close=False)
-        raise sa.exc.DBAPIError.instance(
-            "; ".join(s for s, _ in statements),
-            None,
-            exc,
-            psycopg.Error,
-            hide_parameters=True,
-            connection_invalidated=lost,
-        ) from exc
-    finally:
-        for cur in cursors:
-            cur.close()
-
-
 def driver_sql(conn: sa.Connection, statement: str, params: Any) -> Any:
     """Driver SQL for hot paths, `?` marks on every backend. Compiling Core
     statements cost about half a millisecond each on this machine, most of a commit; errors

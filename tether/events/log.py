@@ -30,11 +30,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tether.db.engine import Database, pipelined
+from tether.db.engine import Database
 from tether.db.engine import driver_sql as _sql
 from tether.db.schema import events, sessions, tasks
 from tether.errors import StorageUnavailable
-from tether.events.pg_notify import notify_statement
+from tether.events.pg_notify import notify
 from tether.model import EVENT_OVERHEAD, TERMINAL, Event, TaskStatus, events_size
 
 log = logging.getLogger(__name__)
@@ -301,8 +301,7 @@ class EventLog:
         """One transaction, and a fixed number of statements however many sessions the
         batch touches (fifty streaming turns are fifty sessions): their rows are locked in
         one statement, in id order (so two writers cannot deadlock), the keys and task
-        statuses are read in one each, and the inserts and updates go as executemany. On
-        Postgres the reads go in one round trip, then the writes in another, then COMMIT."""
+        statuses are read in one each, and the inserts and updates go as executemany."""
         by_session: dict[str, list[Append]] = {}
         for a in batch:
             by_session.setdefault(a.session_id, []).append(a)
@@ -312,15 +311,13 @@ class EventLog:
             # On the writer thread: one hop for the whole transaction.
             out: dict[str, list[Event]] = {}
             now = time.time()
-            pg = conn.dialect.name == "postgresql"
+            heads = self._lock_sessions(conn, sorted(by_session))
             keys = [(a.session_id, a.key) for a in batch if a.key is not None]
-            task_ids = {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task}
-            if pg:
-                heads, seen, status_of = self._read_pg(conn, sorted(by_session), keys, task_ids)
-            else:
-                heads = self._lock_sessions(conn, sorted(by_session))
-                seen = self._existing_keys(conn, keys) if keys else set()
-                status_of = self._statuses(conn, task_ids)
+            seen = self._existing_keys(conn, keys) if keys else set()
+            status_of = self._statuses(
+                conn,
+                {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task},
+            )
             plan = _Plan()
             for session_id, items in by_session.items():
                 if session_id not in heads:
@@ -331,19 +328,9 @@ class EventLog:
                 evs = plan.add(session_id, items, heads[session_id], seen, status_of, now)
                 if evs:
                     out[session_id] = evs
-            prunes = plan.retain(retention)
-            writes = plan.statements()
-            if pg:
-                if self.notify_origin is not None and out:
-                    heads_now = {sid: evs[-1].seq for sid, evs in out.items()}
-                    writes.append(notify_statement(self.notify_origin, heads_now))
-                if writes:
-                    pipelined(conn, writes)  # one round trip
-            else:
-                for statement, params in writes:
-                    _sql(conn, statement, params)
-            for session_id, low, new_low, ended in prunes:
-                self._prune(conn, session_id, low, new_low, ended)
+            plan.write(conn, retention, self._prune)
+            if self.notify_origin is not None and out:
+                notify(conn, self.notify_origin, {sid: evs[-1].seq for sid, evs in out.items()})
             return out
 
         try:
@@ -369,78 +356,41 @@ class EventLog:
         return heads
 
     @staticmethod
-    def _prune(
-        conn: sa.Connection, session_id: str, low: int, new_low: int, ended: list[str]
-    ) -> None:
+    def _prune(conn: sa.Connection, session_id: str, low: int, new_low: int) -> None:
         """Retention: events in (low, new_low] leave the log. An event of a task that may
         still run keeps its row (not its data): a replay after a crash must find its key,
-        or it would append the event again. Rows kept below low_seq for their keys go once
-        their task has ended."""
-        if new_low > low:
-            in_range = sa.and_(
-                events.c.session_id == session_id, events.c.seq > low, events.c.seq <= new_low
-            )
-            live = sa.select(tasks.c.id).where(
-                tasks.c.session_id == session_id, tasks.c.status.not_in(_TERMINAL)
-            )
-            conn.execute(
-                sa.delete(events).where(
-                    in_range,
-                    sa.or_(
-                        events.c.key.is_(None),
-                        events.c.task_id.is_(None),
-                        events.c.task_id.not_in(live),
-                    ),
-                )
-            )
-            conn.execute(sa.update(events).where(in_range).values(data="null"))
-        for i in range(0, len(ended), _IN_CHUNK):
-            conn.execute(
-                sa.delete(events).where(
-                    events.c.session_id == session_id,
-                    events.c.seq <= new_low,
-                    events.c.task_id.in_(ended[i : i + _IN_CHUNK]),
-                )
-            )
-
-    @staticmethod
-    def _read_pg(
-        conn: sa.Connection,
-        session_ids: list[str],
-        keys: list[tuple[str, str]],
-        task_ids: set[str | None],
-    ) -> tuple[dict[str, tuple[int, int]], set[tuple[str, str]], dict[str | None, TaskStatus]]:
-        """Postgres: what `_lock_sessions`, `_existing_keys` and `_statuses` read, in one
-        round trip. The sessions' rows are locked first (Postgres runs the statements in
-        order), in id order, so two writers cannot deadlock; the key lookup is one index
-        search per pair (an IN list of hundreds of keys was planned as a scan of the
-        session's whole index range)."""
-        ids = [t for t in task_ids if t is not None]
-        locked, found, statuses = pipelined(
-            conn,
-            [
-                (
-                    "SELECT id, head_seq, low_seq FROM tether_sessions WHERE id = ANY(?)"
-                    " ORDER BY id FOR UPDATE",
-                    (session_ids,),
-                ),
-                (
-                    "SELECT e.session_id, e.key FROM unnest(?::text[], ?::text[]) AS k(sid, key)"
-                    " JOIN tether_events e ON e.session_id = k.sid AND e.key = k.key",
-                    ([sid for sid, _ in keys], [key for _, key in keys]),
-                ),
-                ("SELECT id, status FROM tether_tasks WHERE id = ANY(?)", (ids,)),
-            ],
+        or it would append the event again."""
+        in_range = sa.and_(
+            events.c.session_id == session_id, events.c.seq > low, events.c.seq <= new_low
         )
-        return (
-            {r[0]: (r[1], r[2]) for r in locked},
-            {(r[0], r[1]) for r in found},
-            {r[0]: TaskStatus(r[1]) for r in statuses},
+        live = sa.select(tasks.c.id).where(
+            tasks.c.session_id == session_id, tasks.c.status.not_in(_TERMINAL)
         )
+        conn.execute(
+            sa.delete(events).where(
+                in_range,
+                sa.or_(
+                    events.c.key.is_(None),
+                    events.c.task_id.is_(None),
+                    events.c.task_id.not_in(live),
+                ),
+            )
+        )
+        conn.execute(sa.update(events).where(in_range).values(data="null"))
 
     @staticmethod
     def _existing_keys(conn: sa.Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (session, key) pairs are in the log already (SQLite)."""
+        """Which of these (session, key) pairs are in the log already."""
+        if conn.dialect.name == "postgresql":
+            # One lookup of the (session_id, key) index per pair. Postgres plans an IN list
+            # of hundreds of keys as a scan of the session's whole index range, which made
+            # each commit cost time in proportion to the session's length.
+            res = conn.exec_driver_sql(
+                "SELECT e.session_id, e.key FROM unnest(%s::text[], %s::text[]) AS k(sid, key)"
+                " JOIN tether_events e ON e.session_id = k.sid AND e.key = k.key",
+                ([sid for sid, _ in keys], [key for _, key in keys]),
+            )
+            return {(r[0], r[1]) for r in res}
         # `(session_id = ? AND key IN (…)) OR …`: an index search per session on SQLite,
         # where a row-value IN would scan the whole index.
         by_session: dict[str, list[str]] = {}
@@ -597,52 +547,33 @@ class _Plan:
         self.retention_of[session_id] = (low, new_head, len(self.sessions) - 1, ended)
         return evs
 
-    def retain(self, retention: int) -> list[tuple[str, int, int, list[str]]]:
-        """With retention on: what leaves the log, per session (session, old low, new low,
-        tasks that ended), with each session's new low_seq set for its update."""
-        if not retention:
-            return []
-        out = []
-        for session_id, (low, new_head, idx, ended) in self.retention_of.items():
-            new_low = low
-            if new_head - low > retention + max(100, retention // 10):
-                new_low = new_head - retention
-                self.sessions[idx]["_low"] = new_low
-            if new_low > low or ended and new_low:
-                out.append((session_id, low, new_low, ended if new_low else []))
-        return out
-
-    def statements(self) -> list[tuple[str, Any]]:
-        """The batch's writes, as driver SQL (a list of tuples: an executemany). Each
-        touches rows of its own, so their order does not matter."""
-        out: list[tuple[str, Any]] = []
+    def write(
+        self, conn: sa.Connection, retention: int, prune: Callable[[Any, str, int, int], Any]
+    ) -> None:
         if self.new_tasks:
             cols = _NEW_TASK_COLUMNS
-            out.append(
-                (
-                    f"INSERT INTO tether_tasks ({', '.join(cols)}) VALUES ({_marks(cols)})",
-                    [tuple(t.get(c) for c in cols) for t in self.new_tasks],
-                )
+            _sql(
+                conn,
+                f"INSERT INTO tether_tasks ({', '.join(cols)}) VALUES ({_marks(cols)})",
+                [tuple(t.get(c) for c in cols) for t in self.new_tasks],
             )
         if self.rows:
-            out.append(
-                (
-                    "INSERT INTO tether_events (session_id, seq, task_id, parent_task_id, type,"
-                    " data, ts, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    self.rows,
-                )
+            _sql(
+                conn,
+                "INSERT INTO tether_events (session_id, seq, task_id, parent_task_id, type, data,"
+                " ts, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self.rows,
             )
         for rows, conflict in (
             (self.steps, "NOTHING"),
             (self.replaced, "UPDATE SET name = excluded.name, output = excluded.output"),
         ):
             if rows:
-                out.append(
-                    (
-                        "INSERT INTO tether_steps (task_id, n, session_id, name, output)"
-                        f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id, n) DO {conflict}",
-                        rows,
-                    )
+                _sql(
+                    conn,
+                    "INSERT INTO tether_steps (task_id, n, session_id, name, output)"
+                    f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id, n) DO {conflict}",
+                    rows,
                 )
         # Task rows: one executemany per shape of change (progress, status, last seq only…).
         shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
@@ -651,16 +582,31 @@ class _Plan:
             shapes.setdefault(cols, []).append((*(values[c] for c in cols), task_id))
         for cols, params in shapes.items():
             sets = ", ".join(f"{c} = ?" for c in cols)
-            out.append((f"UPDATE tether_tasks SET {sets} WHERE id = ?", params))
+            _sql(conn, f"UPDATE tether_tasks SET {sets} WHERE id = ?", params)
+        if retention:
+            for session_id, (low, new_head, idx, ended) in self.retention_of.items():
+                new_low = low
+                if new_head - low > retention + max(100, retention // 10):
+                    new_low = new_head - retention
+                    prune(conn, session_id, low, new_low)
+                    self.sessions[idx]["_low"] = new_low
+                if ended and new_low:
+                    # Rows kept below low_seq for their keys go once their task has ended.
+                    for i in range(0, len(ended), _IN_CHUNK):
+                        conn.execute(
+                            sa.delete(events).where(
+                                events.c.session_id == session_id,
+                                events.c.seq <= new_low,
+                                events.c.task_id.in_(ended[i : i + _IN_CHUNK]),
+                            )
+                        )
         if self.sessions:
-            out.append(
-                (
-                    "UPDATE tether_sessions SET head_seq = ?, low_seq = ?,"
-                    " task_count = task_count + ? WHERE id = ?",
-                    [(x["_head"], x["_low"], x["_tasks"], x["_id"]) for x in self.sessions],
-                )
+            _sql(
+                conn,
+                "UPDATE tether_sessions SET head_seq = ?, low_seq = ?, task_count = task_count + ?"
+                " WHERE id = ?",
+                [(x["_head"], x["_low"], x["_tasks"], x["_id"]) for x in self.sessions],
             )
-        return out
 
 
 def read_after(
