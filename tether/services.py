@@ -8,6 +8,7 @@ import logging
 from dbos import DBOS
 
 from tether import __version__
+from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
 from tether.db.store import Store
@@ -52,6 +53,9 @@ class Services:
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The sign-in check's stand-in hash, made beside the rest of the start (argon2
+        # releases the GIL), so that no sign-in pays for it.
+        dummy = asyncio.ensure_future(asyncio.to_thread(passwords.warm))
         load_agent_modules(self.settings.agents)
         if self.settings.agents_file is not None:
             from tether.llm import config, install
@@ -135,6 +139,7 @@ class Services:
 
             await approvals.resend_answered(self.store)
         self._pruner = asyncio.create_task(self._prune_forever(), name="tether-auth-pruner")
+        await dummy
         log.info("tether started (code version %s)", version)
 
     def _tell_signout(self, auth_session_id: str, message: str) -> None:
