@@ -199,7 +199,8 @@ def test_4_opening_reads_tree_and_tail_at_once_and_never_shows_a_task_older_than
     # task runs and the tree (held back) after it finished: the page must show it finished
     # from its first frame, not running until the stream catches up.
     server, api, sid = setup(make_server, "race")
-    root = str(api.start(sid, "batch", {"items": [1, 2, 3], "delay_s": 0.5})["id"])
+    # 6 s: long enough that the page's first reads land while it runs, on a loaded machine.
+    root = str(api.start(sid, "batch", {"items": [1, 2, 3], "delay_s": 2})["id"])
     wait_until(lambda: api.task(root)["status"] == "running")
     held: list[Any] = []
     tails: list[str] = []

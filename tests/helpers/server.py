@@ -146,7 +146,9 @@ def slow_batch_with_a_running_child(
     sid = api.session()
     root = api.start(sid, "batch", {"items": [0, 1], "delay_s": 30, "item_agent": item_agent})
     wait_until(lambda: "run 0" in counter_lines(server), what="the first child")
-    return sid, root["id"], api.task(root["id"])["children"][0]
+    # A child's step may start before the commit that creates its row lands.
+    children = wait_until(lambda: api.task(root["id"])["children"], what="the child's row")
+    return sid, root["id"], children[0]
 
 
 def add_user(server: Server, name: str, password: str) -> None:
