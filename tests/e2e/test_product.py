@@ -269,8 +269,17 @@ def test_7_a_good_poll_retries_the_stream_now_and_retry_now_works(
     streams: list[float] = []
     ctx.on("request", lambda r: streams.append(time.monotonic()) if "/stream" in r.url else None)
     page = open_app(ctx, server, sid)
+    # The page cannot reach the server from its kill until the unroute below, so the server
+    # returns at one moment the test picks, however long its start takes.
+    cut = f"{server.url}/**"
+
+    def unreachable(route: Any) -> None:
+        route.abort()
+
+    ctx.route(cut, unreachable)
     server.kill()
     page.wait_for_selector("#conn[data-kind=unreachable]")
+    server.start()
     # The server returns while the stream waits out a backoff of seconds: the first good
     # poll brings the stream back, not the timer.
     wait_until(
@@ -288,7 +297,7 @@ def test_7_a_good_poll_retries_the_stream_now_and_retry_now_works(
         what="a backoff of seconds",
     )
     due = page.evaluate("window.tether.conn().nextTryAt")
-    server.start()
+    ctx.unroute(cut, unreachable)
     page.wait_for_selector("#conn[data-kind=live]", timeout=20_000)
     assert page.evaluate("Date.now()") < due, "the stream waited for its backoff"
     api = Api(server.client())
