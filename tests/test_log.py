@@ -276,14 +276,18 @@ async def test_a_full_disk_fails_each_append_with_a_storage_error(sqlite_log: Ev
     engine = log.db.writer
     sa_event.listen(engine, "begin", full)
     big = [Append(sid, None, None, "big", dumps("x" * 50_000)) for _ in range(20)]
+    retried = Append(sid, None, None, "retried", "2")
     with pytest.raises(StorageUnavailable, match="full"):
-        await log.append(*big)
+        await log.append(*big, retried)
     sa_event.remove(engine, "begin", full)
-    # Nothing of the refused batch was kept, and the log goes on once there is room.
+    # Nothing of the refused batch was kept, and the log goes on once there is room: an
+    # append submitted again (a retried outcome) commits, and its caller hears so.
     await log.append(Append(sid, None, None, "after", "1"))
+    assert [e is not None for e in await log.append(retried)] == [True]
     assert [(e.seq, e.type) for e in await log.read_after(sid, 0, 100)] == [
         (1, "tick"),
         (2, "after"),
+        (3, "retried"),
     ]
 
 

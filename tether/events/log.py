@@ -180,6 +180,7 @@ class EventLog:
         """Queue an append without waiting for it (the hot path of `ctx.emit`). If it cannot
         be committed, `append.on_error` is told, before any later waiter is woken."""
         _check_values(append)
+        append.event = append.error = None
         if self._runner is None:
             if append.on_error is not None:
                 append.on_error(_stopped())
@@ -199,6 +200,7 @@ class EventLog:
         batch = list(appends)
         for a in batch:
             _check_values(a)
+            a.event = a.error = None  # an append submitted again (a retry) starts afresh
         done = asyncio.get_running_loop().create_future()
         if self._runner is None:
             done.set_exception(_stopped())
