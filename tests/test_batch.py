@@ -77,3 +77,18 @@ def test_on_error_fail_fails_the_batch(api: Api) -> None:
     assert done["error"]["type"] == "DelegationFailed"
     # The second item never started: the batch stopped at the first failure.
     assert len(done["children"]) == 1
+
+
+def test_each_items_last_step_and_its_end_are_one_commit(api: Api) -> None:
+    # What a delegation costs: the item's last step does not wait for its own commit, so its
+    # events, its step record and its completion land together (one commit: one timestamp).
+    sid = api.session()
+    root = api.start(sid, "batch", {"items": list(range(5)), "delay_s": 0.01})
+    assert api.wait_status(root["id"], "completed", "failed", timeout=60)["status"] == "completed"
+    events = api.all_events(sid)
+    for child in {e["task_id"] for e in events if e["type"] == "item.result"}:
+        mine = [e for e in events if e["task_id"] == child]
+        result = next(e for e in mine if e["type"] == "item.result")
+        end = mine[-1]
+        assert (end["type"], end["data"]["status"]) == ("task.status", "completed"), end
+        assert end["ts"] == result["ts"] and end["seq"] == result["seq"] + 1, (result, end)

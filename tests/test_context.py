@@ -83,35 +83,58 @@ async def test_reserved_types_unknown_fields_and_bad_progress_are_refused(ctx: T
         ctx.emit("", 1)
 
 
-async def test_flush_raises_what_failed_since_the_previous_flush(ctx: TaskContext) -> None:
+def bad(ctx: TaskContext) -> Append:
+    """An append the database refuses (a lone surrogate, past the checks of `emit`)."""
+    return Append(ctx.session_id, ctx.task_id, None, "bad", '"\ud800"')
+
+
+async def test_flush_raises_what_failed_and_nothing_after_it_commits_until_then(
+    ctx: TaskContext,
+) -> None:
     ctx.emit("a", 1)
-    ctx._submit(Append(ctx.session_id, ctx.task_id, None, "bad", '"\ud800"'))
-    ctx.emit("b", 2)
+    ctx._submit(bad(ctx))
+    ctx.emit("b", 2)  # after what failed: refused, so the log never holds b without bad
     with pytest.raises(EventNotRecorded, match="could not be recorded"):
         await ctx.flush()
     ctx.emit("c", 3)
-    await ctx.flush()  # the failure was reported once
+    await ctx.flush()  # the failure was reported once, and the task may go on
     log = ctx._runtime.log
     events = await log.read_after(ctx.session_id, 1, 10)
-    assert [e.type for e in events] == ["a", "b", "c"]
+    assert [e.type for e in events] == ["a", "c"]
 
 
-async def test_a_step_whose_event_is_refused_is_recorded_as_failed_and_replays_so(
+async def test_a_step_whose_event_is_refused_fails_its_task_and_replays_so(
     ctx: TaskContext,
 ) -> None:
     runs = []
+    later: list[str] = []
 
     async def work() -> str:
         runs.append(1)
         ctx.emit("a", 1)
-        ctx._submit(Append(ctx.session_id, ctx.task_id, None, "bad", '"\ud800"'))
+        ctx._submit(bad(ctx))
         return "out"
 
-    with pytest.raises(EventNotRecorded):
-        await ctx.step(work, name="work")
-    recorded = await Store(ctx._runtime.log.db).steps_of(ctx.task_id)
+    # The step returns before its record is committed; the body goes on from its output.
+    assert await ctx.step(work, name="work") == "out"
+    ctx.emit("after", 2)
+    # The task's next call hears that the step was not recorded, and the next step never runs.
+    with pytest.raises(EventNotRecorded, match="step 1 .'work'. of task t1"):
+        await ctx.step(lambda: later.append("ran"), name="next")
+    assert later == []
+    # The task cannot go on from an output that was not recorded: every later call raises,
+    # even after the body caught the error, and nothing it emits commits.
+    ctx.emit("caught", 3)
+    for call in (ctx.flush, lambda: ctx.step(lambda: later.append("ran"), name="next")):
+        with pytest.raises(EventNotRecorded, match="step 1"):
+            await call()
+    assert later == []
+    log = ctx._runtime.log
+    assert [e.type for e in await log.read_after(ctx.session_id, 1, 10)] == ["a"]
+    recorded = await Store(log.db).steps_of(ctx.task_id)
     assert list(recorded) == [1] and recorded[1][0] == "work"
-    # A replay does not run the step again, and fails where this run failed.
+    assert _decode(recorded[1][1])[0] is False
+    # A replay does not run the step again, and fails where the step's record says.
     replay = TaskContext(ctx._runtime, ctx.task)
     replay.recorded = dict(recorded)
     with pytest.raises(EventNotRecorded):
@@ -143,12 +166,13 @@ async def test_a_step_whose_events_fail_after_its_task_moved_leaves_the_record_a
 
     async def work() -> str:
         nonlocal frozen
-        ctx._submit(Append(ctx.session_id, ctx.task_id, None, "bad", '"\ud800"'))
+        ctx._submit(bad(ctx))
         frozen = True
         return "out"
 
+    assert await ctx.step(work, name="work") == "out"  # before its record is committed
     with pytest.raises(TaskMoved):
-        await ctx.step(work, name="work")
+        await ctx.flush()  # where the task hears of it
     assert fenced == [ctx.task_id]
     recorded = await Store(ctx._runtime.log.db).steps_of(ctx.task_id)
     # Nothing, or the step's own output (the new owner's, or this run's): never its failure.
@@ -163,6 +187,68 @@ async def test_a_step_output_that_cannot_be_recorded_is_the_agents_error(ctx: Ta
 async def test_a_step_with_a_long_name_replays_from_its_record(ctx: TaskContext) -> None:
     name = "x" * 300  # longer than the record keeps
     assert await ctx.step(lambda: "first", name=name) == "first"
+    await ctx.flush()  # the step's record is committed by the task's next call
     replay = TaskContext(ctx._runtime, ctx.task)
     replay.recorded = await Store(ctx._runtime.log.db).steps_of(ctx.task_id)
     assert await replay.step(lambda: "second", name=name) == "first"
+
+
+def ended(ctx: TaskContext, data: str = '{"status": "completed"}') -> Append:
+    """The task's end, as the runtime appends it."""
+    return Append(
+        ctx.session_id,
+        ctx.task_id,
+        None,
+        "task.status",
+        data,
+        key=f"{ctx.task_id}:status:completed",
+        status=TaskStatus.completed,
+    )
+
+
+async def test_a_tasks_last_step_and_its_end_commit_together(ctx: TaskContext) -> None:
+    log = ctx._runtime.log
+    store = Store(log.db)
+    before = log.commits
+
+    def work() -> str:
+        ctx.emit("a", 1)
+        return "out"
+
+    assert await ctx.step(work, name="work") == "out"
+    landed = await ctx.end(ended(ctx))
+    assert landed is not None and landed[0] is not None
+    assert log.commits == before + 1  # the step's event, its record and the end: one commit
+    assert (await store.task_row(ctx.task_id)).status is TaskStatus.completed
+    assert (await store.steps_of(ctx.task_id))[1][0] == "work"
+    # With no step waiting to be confirmed, the end is the runtime's to commit as usual.
+    assert await ctx.end(ended(ctx)) is None
+
+
+async def test_a_task_whose_last_step_was_not_recorded_does_not_end_as_completed(
+    ctx: TaskContext,
+) -> None:
+    def work() -> str:
+        ctx._submit(bad(ctx))
+        return "out"
+
+    await ctx.step(work, name="work")
+    with pytest.raises(EventNotRecorded, match="step 1"):
+        await ctx.end(ended(ctx))
+    store = Store(ctx._runtime.log.db)
+    assert (await store.task_row(ctx.task_id)).status is TaskStatus.running
+    assert _decode((await store.steps_of(ctx.task_id))[1][1])[0] is False
+
+
+async def test_an_end_that_fails_on_its_own_is_left_to_the_runtimes_retries(
+    ctx: TaskContext,
+) -> None:
+    # The step lands, the end itself is refused (as a full disk would refuse it): the task has
+    # nothing to answer for, and the runtime commits the end again, as for any other task.
+    assert await ctx.step(lambda: "out", name="work") == "out"
+    assert await ctx.end(ended(ctx, '"\ud800"')) is None
+    await ctx.flush()  # nothing of the task failed
+    store = Store(ctx._runtime.log.db)
+    assert _decode((await store.steps_of(ctx.task_id))[1][1]) == (True, "out")
+    assert await ctx._runtime.log.append(ended(ctx)) != [None]
+    assert (await store.task_row(ctx.task_id)).status is TaskStatus.completed

@@ -15,7 +15,10 @@ One caller's mistake costs nobody else anything:
   appends are then split in halves (keeping their order) until the append that fails is
   alone: it alone gets the error, everything else commits;
 - a failure of the database itself (disk full, I/O error) is not bisected: every append of
-  the batch fails with StorageUnavailable, and each emitter hears of it.
+  the batch fails with StorageUnavailable, and each emitter hears of it;
+- appends that share a `Chain` (a task's, between two of its flushes) commit as a prefix:
+  once one of them fails, each later one is refused with that error, so the log never holds
+  what a task did after something it did first was lost.
 """
 
 from __future__ import annotations
@@ -93,12 +96,30 @@ class Append:
     status: TaskStatus | None = None
     event: Event | None = field(default=None)
     error: BaseException | None = field(default=None)
-    # Told the append's own error, for a caller that queued it without waiting (`enqueue`).
-    on_error: Callable[[BaseException], None] | None = field(default=None)
+    # For a caller that queued it without waiting (`enqueue`): where it hears of a failure,
+    # and what refuses this append if an earlier one of the chain failed.
+    chain: Chain | None = field(default=None)
     # Not an event but a step's recorded outcome, (n, name, output, replace): written to
     # tether_steps in the transaction of the events queued before it; a record of the step
     # that is there already is kept, unless `replace`.
     step: tuple[int, str, str, bool] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Chain:
+    """Appends that commit in order, or not at all after the first of them that fails: the
+    log records that failure here and refuses every later append of the chain with it."""
+
+    error: BaseException | None = None
+    first: Append | None = None  # the append that failed first
+
+
+def _fail(a: Append, error: BaseException) -> None:
+    a.error = error
+    chain = a.chain
+    if chain is not None and chain.error is None:
+        chain.error = error
+        chain.first = a
 
 
 Listener = Callable[[str, list[Event]], None]
@@ -178,12 +199,11 @@ class EventLog:
 
     def enqueue(self, append: Append) -> None:
         """Queue an append without waiting for it (the hot path of `ctx.emit`). If it cannot
-        be committed, `append.on_error` is told, before any later waiter is woken."""
+        be committed, its chain holds the error before any later waiter is woken."""
         _check_values(append)
         append.event = append.error = None
         if self._runner is None:
-            if append.on_error is not None:
-                append.on_error(_stopped())
+            _fail(append, _stopped())
             return
         self._pending.append(append)
         self._wake.set()
@@ -239,10 +259,7 @@ class EventLog:
                 log.exception("event log writer failed")
                 for a in batch:
                     if a.event is None and a.error is None:
-                        a.error = exc
-            for a in batch:
-                if a.error is not None and a.on_error is not None:
-                    a.on_error(a.error)
+                        _fail(a, exc)
             for done, appends in waiters:
                 if done.done():  # its caller stopped waiting
                     continue
@@ -273,11 +290,11 @@ class EventLog:
                 log.error("event log: the database refused a write: %s", exc)
                 err = storage_error(exc)
                 for a in batch:
-                    a.error = err
+                    _fail(a, err)
                 return
             if len(batch) == 1:
                 log.warning("event log: refused one %r event: %r", batch[0].type, exc)
-                batch[0].error = exc
+                _fail(batch[0], exc)
                 return
             sessions_in = list(dict.fromkeys(a.session_id for a in batch))
             if len(sessions_in) > 1:
@@ -491,6 +508,9 @@ class _Plan:
         head, low = head_low
         accepted: list[Append] = []
         for a in items:
+            if a.chain is not None and a.chain.error is not None:
+                a.error = a.chain.error  # an earlier append of its chain failed
+                continue
             if a.key is not None and (session_id, a.key) in seen:
                 continue
             if a.new_task is not None:

@@ -489,6 +489,10 @@ async def _run_tools(
         ids[c.index] = await ctx.step(
             lambda c=c: approvals.request(ctx, inst.store, c.part, c.args), name="approval"
         )
+    if asking:
+        # The requests are committed before the task waits (DBOS records its waits on its
+        # own: they must not land before the steps that come before them).
+        await ctx.flush()
     for c in asking:
         answer = await approvals.wait(ids[c.index])
         ctx.emit(

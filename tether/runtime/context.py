@@ -16,6 +16,13 @@ Steps are Tether's own: the n-th `ctx.step` of a body records its outcome (outpu
 exception it raised) in `tether_steps`, in the same transaction as the events it emitted,
 and a replay returns the recorded outcome instead of running it again. A replay that runs a
 different step at the same place fails the task as not deterministic.
+
+A step that returns does not wait for its record's commit: the task's next step, start,
+flush or end does. So a task whose body ends with a step (a batch's item) commits its last
+events, the step's record and its end in one transaction: a delegation costs one commit.
+What the body appends meanwhile is on the same chain (`Chain` in events/log.py): it commits
+only if the record does. A record that does not land fails the task, since its body went on
+from an output that a replay would not see.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.errors import EventNotRecorded, NotDeterministic, StepFailed
-from tether.events.log import Append
+from tether.events.log import Append, Chain
 from tether.model import Event, Task, dumps_within
 
 if TYPE_CHECKING:
@@ -109,8 +116,12 @@ class TaskContext:
         self.fresh = False
         self.light: list[tuple[str, asyncio.Task[Any]]] = []  # children run inside this one
         self._unflushed = False
-        self._error: BaseException | None = None
-        self._on_error = self._note  # one bound method for every append
+        # What this task appends between two flushes: once one fails, no later one commits.
+        self._chain = Chain()
+        # A step that returned before its record was committed (see `_close_step`), and the
+        # failure that ends this task if that record did not land.
+        self._unconfirmed: tuple[int, str, Append] | None = None
+        self._broken: EventNotRecorded | None = None
 
     @property
     def max_event_bytes(self) -> int:
@@ -131,13 +142,14 @@ class TaskContext:
         self._submit(self._append(type, data, None))
 
     def _submit(self, append: Append) -> None:
-        append.on_error = self._on_error
+        append.chain = self._chain
         self._runtime.log.enqueue(append)
         self._unflushed = True
 
-    def _note(self, error: BaseException) -> None:
-        if self._error is None:
-            self._error = error
+    @property
+    def failed(self) -> bool:
+        """Whether something this task appended could not be recorded (a flush raises it)."""
+        return self._broken is not None or self._chain.error is not None
 
     def _append(self, type: str, data: Any, task_values: dict[str, Any] | None) -> Append:
         text = dumps_within(data, self._runtime.max_event_bytes, f"event {type!r}")
@@ -161,16 +173,72 @@ class TaskContext:
     async def flush(self) -> None:
         """Wait until everything emitted so far is committed. Raises EventNotRecorded if
         any of it could not be, since the previous flush."""
-        if self._unflushed:
-            self._unflushed = False
-            # A barrier: it resolves after everything queued before it, whose errors have
-            # reached _note by then.
-            await self._runtime.log.submit_many(())
-        if self._error is not None:
-            error, self._error = self._error, None
+        await self._confirm()
+        await self._barrier()
+        error = self._chain.error
+        if error is not None:
+            self._chain = Chain()  # told once; what the task appends next may commit
             raise EventNotRecorded(
                 f"an event of task {self.task_id} could not be recorded: {error}"
             ) from error
+
+    async def _barrier(self) -> None:
+        if self._unflushed:
+            self._unflushed = False
+            # It resolves after everything queued before it, whose errors are in the chain.
+            await self._runtime.log.submit_many(())
+
+    async def _confirm(self) -> None:
+        """Wait for the record of the step that returned before it was committed. If it
+        did not land (it, or an event of the step, could not be recorded), the task fails:
+        its body has gone on from the step's output, and a replay, which would raise at the
+        step, could take another path. The step's outcome becomes that failure (as for a
+        step that fails to record before it returns), nothing the task appends after it
+        commits, and every later call of the task raises it."""
+        if self._broken is not None:
+            raise self._broken
+        if self._unconfirmed is None:
+            return
+        n, name, record = self._unconfirmed
+        self._unconfirmed = None
+        await self._barrier()
+        if record.error is None:
+            return
+        if self._runtime.suspect():
+            # Frozen past the stale time: if the task moved, this is not its outcome.
+            await self._runtime.fence(self.task_id)
+        self._broken = EventNotRecorded(
+            f"step {n} ({name!r}) of task {self.task_id} could not be recorded: {record.error}"
+        )
+        self._broken.__cause__ = record.error
+        # The chain stays failed (it refuses what the task appends from now on): the new
+        # record goes on none.
+        replaced = self._step_append(n, name, False, _storable_error(self._broken), True)
+        try:
+            await self._runtime.log.append(replaced)
+        except Exception:  # noqa: BLE001 - the task fails anyway; a replay re-runs the step
+            pass
+        raise self._broken
+
+    async def end(self, append: Append) -> list[Event | None] | None:
+        """Commit the task's end (a status append) behind what it appended, in one commit
+        with the record of its last step when that is still on its way. Returns what
+        landed, or None where the caller must commit it as usual: nothing was unconfirmed,
+        or the end itself failed (the disk is full) after everything before it landed.
+        Raises EventNotRecorded if something before it could not be recorded."""
+        if self._unconfirmed is None:
+            return None
+        append.chain = self._chain
+        try:
+            landed = await self._runtime.log.append(append)
+        except Exception:  # noqa: BLE001 - whose failure it was is sorted out here
+            if self._chain.first is append:
+                self._chain = Chain()
+            append.chain = None
+            await self.flush()  # raises what failed before the end
+            return None
+        self._unconfirmed = None
+        return landed
 
     async def new_attempt(self) -> tuple[int, list[Event]]:
         """Inside a step: begin a fresh attempt of it (see the module docstring). Returns
@@ -209,12 +277,18 @@ class TaskContext:
         """Run fn once: its outcome is checkpointed with its events, and a replay after a
         crash returns the recorded output (or raises the recorded exception) instead of
         running it again. A step that was in flight at the crash runs again, so its side
-        effects must be idempotent. A step called inside a step is part of it."""
+        effects must be idempotent. A step called inside a step is part of it.
+
+        It returns before its record is committed; the task's next step, start, flush or end
+        waits for that (and fails the task if the record did not land). A body that calls
+        DBOS itself (`DBOS.recv`) flushes first, so DBOS's record of the call never lands
+        before the step it follows."""
         name = (name or getattr(fn, "__name__", "step"))[:256]  # as the record keeps it
         outer = _scope.get()
         if outer is not None and outer.ctx is self:
             out = fn(*args)
             return await out if inspect.isawaitable(out) else out  # type: ignore[return-value]
+        await self._confirm()
         if self._runtime.suspect():
             await self._runtime.fence(self.task_id)
         self._steps += 1
@@ -247,9 +321,19 @@ class TaskContext:
 
     async def _close_step(self, n: int, name: str, ok: bool, value: Any) -> None:
         """Record the step's outcome behind its events (one commit with them, as a rule).
-        If one of its events could not be recorded, that failure is the step's outcome
-        instead, on replay too (so a replay takes the path this run took)."""
-        self._record(n, name, ok, value)
+
+        A step that returned does not wait for that commit: the task's next call (a step, a
+        sub-agent's start, a flush, its end) does (`_confirm`), so the last step of a task
+        and the task's end commit together. What the body appends meanwhile is queued behind
+        the record, on the same chain: it commits only if the record does.
+
+        A step that raised waits. If one of its events could not be recorded, that failure
+        is the step's outcome instead, on replay too (so a replay takes the path this run
+        took)."""
+        record = self._record(n, name, ok, value)
+        if ok:
+            self._unconfirmed = (n, name, record)
+            return
         try:
             await self.flush()
         except EventNotRecorded as failed:
@@ -262,22 +346,25 @@ class TaskContext:
             await self.flush()
             raise
 
-    def _record(self, n: int, name: str, ok: bool, value: Any, replace: bool = False) -> None:
+    def _record(self, n: int, name: str, ok: bool, value: Any, replace: bool = False) -> Append:
+        record = self._step_append(n, name, ok, value, replace)
+        self._submit(record)
+        return record
+
+    def _step_append(self, n: int, name: str, ok: bool, value: Any, replace: bool) -> Append:
         try:
             text = _encode(ok, value)
         except Exception as exc:  # noqa: BLE001 - told to the agent, as its own mistake
             raise TypeError(
                 f"the output of step {name!r} cannot be recorded (it must pickle): {exc}"
             ) from exc
-        self._submit(
-            Append(
-                self.session_id,
-                self.task_id,
-                self.task.parent_id,
-                "task.step",
-                "null",
-                step=(n, name, text, replace),
-            )
+        return Append(
+            self.session_id,
+            self.task_id,
+            self.task.parent_id,
+            "task.step",
+            "null",
+            step=(n, name, text, replace),
         )
 
     @property
@@ -302,7 +389,8 @@ class TaskContext:
         of starts is part of what a replay must repeat."""
         k = self._children
         self._children += 1
-        if self._error is not None:
+        await self._confirm()
+        if self.failed:
             await self.flush()  # raises what could not be recorded
         return await self._runtime.start_child(self, k, agent, input)
 

@@ -4,8 +4,9 @@ DBOS resumes PENDING workflows of this executor at launch (and, on a shared data
 live worker takes over a dead one's). A sub-agent is a task of its own (its row, its
 status, its events, its steps) whose coroutine runs in the process of its parent's
 workflow: a replay of the parent after a crash starts again the children it had started
-and that had not ended, and each replays its own recorded steps. So a delegation costs two
-commits of the log and no DBOS write; an agent that needs DBOS messaging (a model agent's
+and that had not ended, and each replays its own recorded steps. So a delegation costs one
+commit of the log (a child's last step commits with its end, see context.py) and no DBOS
+write; an agent that needs DBOS messaging (a model agent's
 approvals) runs as a child workflow of its own instead (`AgentSpec.own_workflow`).
 
 A task ends after its sub-agents: one that returns waits for those still running, and one
@@ -394,9 +395,10 @@ class Runtime:
                 else:
                     ctx.fresh = True
             result = await spec.fn(ctx, spec.validate(task.input))
-            await ctx.flush()
+            if ctx._unconfirmed is None:
+                await ctx.flush()
             await self._join_children(ctx)
-            return await self._finish(task, TaskStatus.completed, result=result)
+            return await self._finish(task, TaskStatus.completed, result=result, ctx=ctx)
         except _CANCELLED:
             await self._end_children(ctx, "its parent task was cancelled")
             return await self._finish(task, TaskStatus.cancelled)
@@ -444,11 +446,19 @@ class Runtime:
                     log.exception("task %s: cancelling sub-agent %s failed", ctx.task_id, child_id)
 
     async def _finish(
-        self, task: Task, status: TaskStatus, *, result: Any = None, error: Any = None
+        self,
+        task: Task,
+        status: TaskStatus,
+        *,
+        result: Any = None,
+        error: Any = None,
+        ctx: TaskContext | None = None,
     ) -> tuple[TaskStatus, Any, Any] | None:
         """Record a task's outcome. Retried until it is recorded (the disk may be full for a
         while): a task never stays `running` because its end could not be written. Returns
-        (status, result, error) as recorded, or None if the task had ended already."""
+        (status, result, error) as recorded, or None if the task had ended already. With
+        the task's context, the outcome commits with its last step when that step's record
+        is still on its way (and raises if the step could not be recorded)."""
         data: dict[str, Any] = {}
         values: dict[str, Any] = {"ended_at": time.time()}
         if status is TaskStatus.completed:
@@ -464,14 +474,17 @@ class Runtime:
             data["error"] = error
             values["error"] = dumps(error)
         append = _status_append(task, status, data, **values)
+        # As a reader of the row would see them (the JSON round trip).
+        outcome = status, json.loads(values["result"]) if "result" in values else None, error
+        if ctx is not None:
+            landed = await ctx.end(append)
+            if landed is not None:
+                return None if landed[0] is None else outcome
         delay = 0.05
         while True:
             try:
                 landed = await self.log.append(append)
-                if landed[0] is None:
-                    return None
-                # As a reader of the row would see them (the JSON round trip).
-                return status, json.loads(values["result"]) if "result" in values else None, error
+                return None if landed[0] is None else outcome
             except Exception as exc:  # noqa: BLE001 - retried until it lands
                 if self._stopping:
                     raise
@@ -552,7 +565,7 @@ class Runtime:
         if run is not None:
             # Shielded: a parent that stops waiting does not stop its child.
             outcome = await asyncio.shield(run)
-            if parent is not None and parent._error is not None:
+            if parent is not None and parent.failed:
                 await parent.flush()  # the child's creation was not recorded: raises why
         if outcome is None:
             task = await self.wait_terminal(task_id)
