@@ -32,6 +32,7 @@ let generation = 0;   // bumped by every openSession: late answers for an old on
 let conn = { kind: "connecting" };
 let polled = null;    // {checkedAt, head} of the last good status poll
 let pollError = null; // {checkedAt, reason} of the last failed one (cleared by a good one)
+let onlineAt = 0; // when the device last came back online
 let lastLiveAt = 0;   // ms: when the stream last said it is live
 let lastEventTs = 0;  // s: the newest event's server time
 let loading = false;  // initial load of a session: transitions are not news
@@ -271,7 +272,11 @@ async function openSession(id, { early = null, sessions = null } = {}) {
 
   const p = (poller = new StatusPoller({ sessionId: id, tokens, intervalMs: POLL_MS, path: `/api/sessions/${id}/tasks?brief=true` }));
   p.addEventListener("status", (e) => { if (p === poller) polledOk(e.detail); });
-  p.addEventListener("error", (e) => { if (p === poller) { pollError = e.detail; renderConn(); } });
+  p.addEventListener("error", (e) => {
+    // A poll asked before the network came back (its token refresh failed offline, say) says
+    // nothing about the server.
+    if (p === poller && e.detail.checkedAt >= onlineAt) { pollError = e.detail; renderConn(); }
+  });
 
   const s = (session = new SharedSession({ sessionId: id, tokens }));
   s.addEventListener("event", (e) => { if (s === session) applyEvents([e.detail]); });
@@ -495,7 +500,7 @@ function renderConn() {
 }
 
 $("retry").addEventListener("click", () => { session?.poke(); poller?.check(); });
-window.addEventListener("online", () => { pollError = null; session?.poke(); poller?.check(); renderConn(); });
+window.addEventListener("online", () => { onlineAt = Date.now(); pollError = null; session?.poke(); poller?.check(); renderConn(); });
 window.addEventListener("offline", renderConn);
 
 document.addEventListener("visibilitychange", () => {
