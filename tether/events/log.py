@@ -201,7 +201,6 @@ class EventLog:
         """Queue an append without waiting for it (the hot path of `ctx.emit`). If it cannot
         be committed, its chain holds the error before any later waiter is woken."""
         _check_values(append)
-        append.event = append.error = None
         if self._runner is None:
             _fail(append, _stopped())
             return
