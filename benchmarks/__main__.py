@@ -420,7 +420,7 @@ def idle_streams(
 
 def storm(tmp: Path, runs: int, clients: int = 2000, events: int = 300) -> dict[str, Any]:
     b = Bench(tmp, TETHER_HEARTBEAT_S="1")
-    times, lost_all, dup_all, cpu = [], [], [], []
+    times, lost_all, dup_all, cpu, p50s, p90s = [], [], [], [], [], []
     try:
         for _ in range(runs):
             sessions = [b.session() for _ in range(20)]
@@ -465,7 +465,11 @@ def storm(tmp: Path, runs: int, clients: int = 2000, events: int = 300) -> dict[
             dups = sum(len(s) - len(set(s)) for s in seqs)
             reconnected = [t for d in done for t in d["reconnected"]]
             assert len(reconnected) == clients, (len(reconnected), clients)
-            times.append(max(reconnected) - min(dropped))
+            t0 = min(dropped)
+            times.append(max(reconnected) - t0)
+            spread = sorted(t - t0 for t in reconnected)
+            p50s.append(spread[len(spread) // 2])
+            p90s.append(spread[len(spread) * 9 // 10])
             lost_all.append(lost)
             dup_all.append(dups)
     finally:
@@ -473,6 +477,8 @@ def storm(tmp: Path, runs: int, clients: int = 2000, events: int = 300) -> dict[
     return {
         "storm_clients": clients,
         "storm_all_live_s": statistics.median(times),
+        "storm_live_p50_s": statistics.median(p50s),
+        "storm_live_p90_s": statistics.median(p90s),
         "storm_lost": max(lost_all),
         "storm_duplicates": max(dup_all),
         # Server CPU from the drop until the task ended, per client: reconnect plus delivery.

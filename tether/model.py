@@ -123,6 +123,20 @@ class Event:
     type: str
     data: str
     ts: float
+    # Its SSE frame, made once: the same event object goes to every live stream of its
+    # session (a thousand streams on one session built the same frame a thousand times).
+    _frame: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def frame(self) -> str:
+        """`id: <seq>` and `data: <JSON>`, as one SSE frame."""
+        text = self._frame
+        if text is None:
+            text = f"id: {self.seq}\ndata: {self.to_json()}\n\n"
+            # Data written before every value went through `dumps` may hold raw line breakers.
+            if not text.isascii():
+                text = escape_line_breakers(text)
+            self._frame = text
+        return text
 
     def to_json(self) -> str:
         return (

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tether.events.hub import Subscription
 from tether.events.log import EventLog, page_is_full
-from tether.model import Event, dumps, escape_line_breakers
+from tether.model import Event, dumps
 
 PAGE = 2000
 PAGE_BYTES = 4 << 20  # one catch-up page holds at most about this much event data
@@ -23,9 +23,7 @@ FIRST_PAGE_BYTES = 1 << 20
 
 
 def event_frames(events: list[Event]) -> str:
-    text = "".join(f"id: {e.seq}\ndata: {e.to_json()}\n\n" for e in events)
-    # Data written before every value went through `dumps` may hold raw line breakers.
-    return text if text.isascii() else escape_line_breakers(text)
+    return "".join([e.frame() for e in events])
 
 
 def named_frame(name: str, payload: str) -> str:
