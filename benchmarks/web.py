@@ -29,7 +29,7 @@ window.__lat = []; window.__arr = []; window.__long = 0;
 // Arrival: the stream's own event, as the page's code first sees it (after SSE parsing).
 const dispatch = EventTarget.prototype.dispatchEvent;
 EventTarget.prototype.dispatchEvent = function (e) {
-  if (window.__measure && e.type === "event" && this.constructor.name === "SessionStream") window.__arr.push(Date.now() - e.detail.ts * 1000);
+  if (window.__measure && e.type === "events" && this.constructor.name === "SessionStream") { const now = Date.now(); for (const d of e.detail) window.__arr.push(now - d.ts * 1000); }
   return dispatch.call(this, e);
 }; window.__longMax = 0; window.__measure = false;
 new PerformanceObserver((l) => {

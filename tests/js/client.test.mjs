@@ -104,6 +104,30 @@ test("the stream delivers the log exactly, across token refreshes", async () => 
   assert.ok(states.includes("live"));
 });
 
+test("a busy stream comes in batches: each event once, in order, to batch and single listeners alike", async () => {
+  const f = cookieFetch();
+  const tokens = new TokenManager({ baseUrl: main.url, fetch: f, locks: null, channel: null });
+  await tokens.signIn({ secret: SECRET });
+  const sid = (await api(main.url, "/api/sessions", {})).id;
+  const stream = new SessionStream({ sessionId: sid, tokens, baseUrl: main.url, fetch: f });
+  const batches = [];
+  const single = [];
+  stream.addEventListener("events", (e) => batches.push(e.detail));
+  stream.addEventListener("event", (e) => single.push(e.detail));
+  stream.start();
+  await waitFor(() => stream.state.kind === "live");
+  const root = (await api(main.url, `/api/sessions/${sid}/tasks`, { agent: "blast", input: { count: 20000, steps: 4 } })).id;
+  await waitFor(() => single.some((e) => e.task_id === root && e.type === "task.status" && e.data.status === "completed"));
+  stream.stop();
+  tokens.close();
+  const log = await allEvents(main.url, sid);
+  assert.deepEqual(batches.flat(), log);
+  assert.deepEqual(single, log);
+  assert.equal(stream.cursor, log.at(-1).seq);
+  // Thousands of events a second arrive many to a read, and are told as one batch each.
+  assert.ok(batches.length < log.length / 10, `${batches.length} batches for ${log.length} events`);
+});
+
 test("a forced reconnect resumes from the cursor with nothing twice", async () => {
   const f = cookieFetch();
   const tokens = new TokenManager({ baseUrl: main.url, fetch: f, locks: null, channel: null });

@@ -279,7 +279,7 @@ async function openSession(id, { early = null, sessions = null } = {}) {
   });
 
   const s = (session = new SharedSession({ sessionId: id, tokens }));
-  s.addEventListener("event", (e) => { if (s === session) applyEvents([e.detail]); });
+  s.addEventListener("events", (e) => { if (s === session) applyEvents(e.detail); });
   s.addEventListener("snapshot", (e) => { if (s === session) adopt(e.detail.tasks); });
   s.addEventListener("reset", () => { if (s === session) openSession(id); });
   s.addEventListener("heartbeat", () => { if (s === session) { lastLiveAt = Date.now(); } });
@@ -397,6 +397,8 @@ function adopt(list) {
 }
 
 function applyEvents(evs) {
+  const named = new Set(); // tasks whose names came with these events
+  let newRoot = false;
   for (const ev of evs) {
     const d = ev.data ?? {};
     let change = null;
@@ -413,11 +415,13 @@ function applyEvents(evs) {
       change = tree.upsert(ev.task_id, f);
     } else if (ev.type === "task.progress") tree.upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
     if (change) noticeEnd(tree.get(ev.task_id), ...change);
-    if (ev.type === "task.created") timeline.rename(ev.task_id);
-    conversation.apply(ev);
-    if (ev.type === "task.created" && !ev.data?.parent_id) { renderChatChrome(); if (!loading) refreshSessionsSoon(); }
+    if (ev.type === "task.created") named.add(ev.task_id);
+    if (ev.type === "task.created" && !ev.data?.parent_id) newRoot = true;
     if (ev.ts > lastEventTs) lastEventTs = ev.ts;
   }
+  timeline.rename(named);
+  conversation.applyMany(evs);
+  if (newRoot) { renderChatChrome(); if (!loading) refreshSessionsSoon(); }
   timeline.add(evs);
   setText($("tab-tasks-n"), tree.roots().length ? `(${tree.roots().length})` : "");
 }

@@ -37,11 +37,14 @@ export class Conversation extends EventTarget {
 
   get pendingApprovals() { return [...this.approvals.values()].filter((a) => a.pending && !TERMINAL.has(this.turns.get(a.task)?.status)).length; }
 
-  apply(ev) {
+  apply(ev) { this.applyMany([ev]); }
+
+  applyMany(evs) {
     // Follow the conversation while the reader is at its end; leave them be if they scrolled up.
+    // (Measured once a batch: reading the scroll position lays the page out.)
     const r = this.root;
     const atEnd = r.scrollHeight - r.scrollTop - r.clientHeight < 60;
-    this._apply(ev);
+    for (const ev of evs) this._apply(ev);
     if (atEnd) r.scrollTop = r.scrollHeight;
   }
 

@@ -121,8 +121,10 @@ function makeChannel(name) {
   return typeof BroadcastChannel === "function" ? new BroadcastChannel(name) : null;
 }
 
-// Parse an SSE byte stream into {event, data, id} frames.
-export async function* sseFrames(body, signal = null) {
+// Parse an SSE byte stream into {event, data, id} frames, one array per read from the
+// network: a busy stream brings hundreds of frames a read, and whoever takes them handles
+// them as one batch (one watchdog reset, one dispatch, one cross-tab message).
+export async function* sseChunks(body, signal = null) {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   // An abort (watchdog, offline) must end a read that is waiting, whatever the body is.
@@ -133,10 +135,11 @@ export async function* sseFrames(body, signal = null) {
       const { value, done } = await reader.read();
       if (done) return;
       buf += decoder.decode(value, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n\n")) >= 0) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
+      const frames = [];
+      let start = 0, i;
+      while ((i = buf.indexOf("\n\n", start)) >= 0) {
+        const block = buf.slice(start, i);
+        start = i + 2;
         let event = "message", data = [], id = null, comment = false;
         for (const line of block.split("\n")) {
           if (line.startsWith(":")) comment = true;
@@ -144,11 +147,38 @@ export async function* sseFrames(body, signal = null) {
           else if (line.startsWith("data: ")) data.push(line.slice(6));
           else if (line.startsWith("id: ")) id = line.slice(4);
         }
-        if (data.length) yield { event, data: JSON.parse(data.join("\n")), id };
-        else if (comment) yield { event: "comment", data: null, id: null };
+        if (data.length) frames.push({ event, data: JSON.parse(data.join("\n")), id });
+        else if (comment) frames.push({ event: "comment", data: null, id: null });
       }
+      if (start) buf = buf.slice(start);
+      if (frames.length) yield frames;
     }
   } finally { reader.releaseLock(); }
+}
+
+// The same, one frame at a time.
+export async function* sseFrames(body, signal = null) {
+  for await (const frames of sseChunks(body, signal)) yield* frames;
+}
+
+// What a stream of log events dispatches: `events` {detail: [envelope, ...]} once per batch,
+// and `event` {detail: envelope} for each, only once someone listens for it (a page taking
+// thousands of events a second takes them in batches).
+class EventSource_ extends EventTarget {
+  addEventListener(type, ...rest) {
+    if (type === "event") this._perEvent = true;
+    super.addEventListener(type, ...rest);
+  }
+
+  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  // evs: in seq order, each after this.cursor. Moves the cursor, then tells the listeners.
+  _emitEvents(evs) {
+    if (!evs.length) return;
+    this.cursor = evs[evs.length - 1].seq;
+    this._emit("events", evs);
+    if (this._perEvent) for (const ev of evs) this._emit("event", ev);
+  }
 }
 
 export function backoffDelay(attempt, { min = 500, max = 20000, random = Math.random } = {}) {
@@ -158,12 +188,13 @@ export function backoffDelay(attempt, { min = 500, max = 20000, random = Math.ra
 }
 
 // Events (all CustomEvent, detail shown):
-//   event {envelope}           each log event once, in seq order
+//   events [envelope, ...]     log events in seq order, each once, in batches as they came
+//   event {envelope}           the same, one at a time (dispatched only to a page that listens)
 //   snapshot {snapshot}        at every (re)connect
 //   reset {snapshot}           the cursor was gone (410): drop what you have, events follow from the start
 //   heartbeat {server_time, head_seq}
 //   state {kind, attempt, nextTryAt, since, reason}   kind: connecting | live | reconnecting | offline | stopped
-export class SessionStream extends EventTarget {
+export class SessionStream extends EventSource_ {
   constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), win = globalThis.window, random = Math.random, minDelay = 500, maxDelay = 20000, offlineAfter = 3, offlineAfterMs = 10000, now = () => Date.now() }) {
     super();
     Object.assign(this, { sessionId, tokens, baseUrl, fetch, win, random, minDelay, maxDelay, offlineAfter, offlineAfterMs, now });
@@ -207,8 +238,6 @@ export class SessionStream extends EventTarget {
     this.state = { since: this.now(), ...s };
     this.dispatchEvent(new CustomEvent("state", { detail: this.state }));
   }
-
-  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
   async _loop() {
     let attempt = 0;
@@ -271,36 +300,46 @@ export class SessionStream extends EventTarget {
       watchdog = setTimeout(() => abort.abort(new Error("stalled")), this.heartbeatMs * 2.5);
     };
     arm();
+    let batch = [];
+    const flush = () => { if (batch.length) { const evs = batch; batch = []; this._emitEvents(evs); } };
     try {
-      for await (const f of sseFrames(r.body, abort.signal)) {
+      for await (const frames of sseChunks(r.body, abort.signal)) {
         arm();
-        if (f.event === "message") {
-          if (f.data.seq > this.cursor) { this.cursor = f.data.seq; this._emit("event", f.data); }
-        } else if (f.event === "snapshot") {
-          if (f.data.heartbeat_s) { this.heartbeatMs = f.data.heartbeat_s * 1000; arm(); }
-          live = true;
-          this._lastLive = this.now();
-          this._emit("snapshot", f.data);
-          this._setState({ kind: "live" });
-        } else if (f.event === "heartbeat") {
-          this._lastLive = this.now();
-          this._emit("heartbeat", f.data);
-        } else if (f.event === "auth") {
-          // The sign-in behind this stream ended: a refresh tells whether we may go on.
-          try { await this.tokens.refresh(); } catch (e) { if (e instanceof AuthError) return { fatal: true, reason: f.data.reason }; }
-          return { live, now: true, reason: f.data.reason };
-        } else if (f.event === "shutdown") {
-          return { live, reason: "server restarting" };
-        } else if (f.event === "gone") {
-          // The events after our cursor were pruned while we were behind: ask again at once;
-          // the server answers 410 with a snapshot to rebuild from.
-          return { live, now: true, reason: "events pruned while behind: rebuilding" };
+        for (const f of frames) {
+          if (f.event === "message") {
+            const last = batch.length ? batch[batch.length - 1].seq : this.cursor;
+            if (f.data.seq > last) batch.push(f.data);
+            continue;
+          }
+          flush(); // what came before this frame is told first
+          if (f.event === "snapshot") {
+            if (f.data.heartbeat_s) { this.heartbeatMs = f.data.heartbeat_s * 1000; arm(); }
+            live = true;
+            this._lastLive = this.now();
+            this._emit("snapshot", f.data);
+            this._setState({ kind: "live" });
+          } else if (f.event === "heartbeat") {
+            this._lastLive = this.now();
+            this._emit("heartbeat", f.data);
+          } else if (f.event === "auth") {
+            // The sign-in behind this stream ended: a refresh tells whether we may go on.
+            try { await this.tokens.refresh(); } catch (e) { if (e instanceof AuthError) return { fatal: true, reason: f.data.reason }; }
+            return { live, now: true, reason: f.data.reason };
+          } else if (f.event === "shutdown") {
+            return { live, reason: "server restarting" };
+          } else if (f.event === "gone") {
+            // The events after our cursor were pruned while we were behind: ask again at once;
+            // the server answers 410 with a snapshot to rebuild from.
+            return { live, now: true, reason: "events pruned while behind: rebuilding" };
+          }
         }
+        flush();
       }
       return { live, reason: abort.signal.aborted ? String(abort.signal.reason?.message || "aborted") : "stream ended" };
     } catch (e) {
       return { live, reason: abort.signal.aborted ? String(abort.signal.reason?.message || "aborted") : String(e?.message || e) };
     } finally {
+      flush(); // events parsed before a drop are still news
       clearTimeout(watchdog);
       this._lastLive = live ? this.now() : this._lastLive;
     }
@@ -320,9 +359,7 @@ export async function catchUp(target, fetchImpl) {
     const r = await fetchImpl(`${target.baseUrl}/api/sessions/${target.sessionId}/events?after=${target.cursor}`, { headers, cache: "no-store" });
     if (!r.ok) throw new Error(await problemDetail(r));
     const page = await r.json();
-    for (const ev of page.events) {
-      if (ev.seq > target.cursor) { target.cursor = ev.seq; target.dispatchEvent(new CustomEvent("event", { detail: ev })); }
-    }
+    target._emitEvents(page.events.filter((ev) => ev.seq > target.cursor));
     if (!page.more) return;
   }
 }
@@ -377,8 +414,8 @@ export class StatusPoller extends EventTarget {
 
 // One live stream per session for every tab: the tab holding the Web Lock runs the stream
 // and rebroadcasts; the others follow over BroadcastChannel, filling any gap over REST.
-// Same events as SessionStream ("event", "snapshot", "reset", "heartbeat", "state").
-export class SharedSession extends EventTarget {
+// Same events as SessionStream ("events", "event", "snapshot", "reset", "heartbeat", "state").
+export class SharedSession extends EventSource_ {
   constructor(opts) {
     super();
     this.opts = opts;
@@ -435,9 +472,14 @@ export class SharedSession extends EventTarget {
   _lead() {
     this.leader = true;
     const s = (this.stream = new SessionStream({ ...this.opts, sessionId: this.sessionId, tokens: this.tokens }));
-    for (const type of ["event", "snapshot", "reset", "heartbeat", "state"]) {
+    s.addEventListener("events", (e) => {
+      const evs = e.detail.filter((ev) => ev.seq > this.cursor);
+      if (!evs.length) return;
+      this._emitEvents(evs);
+      this._post({ type: "events", detail: evs });
+    });
+    for (const type of ["snapshot", "reset", "heartbeat", "state"]) {
       s.addEventListener(type, (e) => {
-        if (type === "event") { if (e.detail.seq <= this.cursor) return; this.cursor = e.detail.seq; }
         if (type === "reset") this.cursor = e.detail.first_seq - 1;
         if (type === "state") this.state = e.detail;
         this._emit(type, e.detail);
@@ -447,18 +489,16 @@ export class SharedSession extends EventTarget {
     s.start(this.cursor);
   }
 
-  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
-
   _fromLeader(m) {
     if (this.leader) {
       if (m.type === "hello") this._post({ type: "state", detail: this.state });
       return;
     }
-    if (m.type === "event") {
-      if (m.detail.seq <= this.cursor) return;
-      if (m.detail.seq > this.cursor + 1) { this._fill().catch(() => {}); return; }
-      this.cursor = m.detail.seq;
-      this._emit("event", m.detail);
+    if (m.type === "events" || m.type === "event") { // "event": a leader tab of an older page
+      const evs = (m.type === "events" ? m.detail : [m.detail]).filter((ev) => ev.seq > this.cursor);
+      if (!evs.length) return;
+      if (evs[0].seq > this.cursor + 1) { this._fill().catch(() => {}); return; }
+      this._emitEvents(evs);
     } else if (m.type === "state") {
       this.state = m.detail;
       this._emit("state", m.detail);

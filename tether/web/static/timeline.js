@@ -197,10 +197,14 @@ export class Timeline extends EventTarget {
     if (this.root.dataset.follow !== follow) this.root.dataset.follow = follow;
   }
 
-  // Rename rows of a task whose name became known after they were drawn.
-  rename(taskId) {
-    const name = this.nameOf(taskId);
-    for (const el of this.list.querySelectorAll(`li.ev[data-task="${CSS.escape(taskId)}"] > .who`)) el.textContent = name;
+  // Rename rows of tasks whose names became known after they were drawn (one pass over the
+  // rows on the page, however many tasks).
+  rename(taskIds) {
+    if (!taskIds.size) return;
+    for (const li of this.list.children) {
+      const id = li.dataset.task;
+      if (id && taskIds.has(id)) { const who = li.querySelector(":scope > .who"); if (who) who.textContent = this.nameOf(id); }
+    }
   }
 }
 
