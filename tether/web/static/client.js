@@ -164,7 +164,7 @@ export async function* sseFrames(body, signal = null) {
 // What a stream of log events dispatches: `events` {detail: [envelope, ...]} once per batch,
 // and `event` {detail: envelope} for each, only once someone listens for it (a page taking
 // thousands of events a second takes them in batches).
-class EventSource_ extends EventTarget {
+class LogEventTarget extends EventTarget {
   addEventListener(type, ...rest) {
     if (type === "event") this._perEvent = true;
     super.addEventListener(type, ...rest);
@@ -194,7 +194,7 @@ export function backoffDelay(attempt, { min = 500, max = 20000, random = Math.ra
 //   reset {snapshot}           the cursor was gone (410): drop what you have, events follow from the start
 //   heartbeat {server_time, head_seq}
 //   state {kind, attempt, nextTryAt, since, reason}   kind: connecting | live | reconnecting | offline | stopped
-export class SessionStream extends EventSource_ {
+export class SessionStream extends LogEventTarget {
   constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), win = globalThis.window, random = Math.random, minDelay = 500, maxDelay = 20000, offlineAfter = 3, offlineAfterMs = 10000, now = () => Date.now() }) {
     super();
     Object.assign(this, { sessionId, tokens, baseUrl, fetch, win, random, minDelay, maxDelay, offlineAfter, offlineAfterMs, now });
@@ -415,7 +415,7 @@ export class StatusPoller extends EventTarget {
 // One live stream per session for every tab: the tab holding the Web Lock runs the stream
 // and rebroadcasts; the others follow over BroadcastChannel, filling any gap over REST.
 // Same events as SessionStream ("events", "event", "snapshot", "reset", "heartbeat", "state").
-export class SharedSession extends EventSource_ {
+export class SharedSession extends LogEventTarget {
   constructor(opts) {
     super();
     this.opts = opts;
