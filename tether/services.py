@@ -36,12 +36,15 @@ class Services:
         self.store = Store(self.db)
         self.log = EventLog(self.db, retention=settings.retention_events)
         self.hub = MemoryHub()
-        self.log.listeners.append(self.hub.publish)
-        # On a shared database other processes commit too: their commits wake our streams.
+        # On a shared database other processes commit too: their commits wake our streams,
+        # and ours reach them through the same feed, which keeps the two in order.
         self.listener: PgListener | None = None
-        if not self.db.sqlite:
+        if self.db.sqlite:
+            self.log.listeners.append(self.hub.publish)
+        else:
             self.log.notify_origin = new_origin()
             feed = RemoteFeed(self.log, self.hub)
+            self.log.listeners.append(feed.on_commit)
             self.listener = PgListener(self.db.url, self.log.notify_origin, self.hub, feed)
         self.registry = registry
         self.runtime: Runtime | None = None

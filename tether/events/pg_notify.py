@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from tether.events.hub import MemoryHub
+from tether.model import Event
 
 if TYPE_CHECKING:
     from tether.events.log import EventLog
@@ -81,9 +82,34 @@ class RemoteFeed:
     def __init__(self, log: EventLog, hub: MemoryHub) -> None:
         self.log, self.hub = log, hub
         self.reads = 0
-        self._have: dict[str, int] = {}  # session -> newest seq published from the table
-        self._want: dict[str, int] = {}  # session -> newest head notified
+        # session -> newest seq its subscribers here were given, with every seq before it
+        # (from the table, or this process's commits)
+        self._have: dict[str, int] = {}
+        self._want: dict[str, int] = {}  # session -> newest head committed, here or notified
         self._busy: dict[str, asyncio.Task[None]] = {}
+
+    def on_commit(self, session_id: str, events: list[Event]) -> None:
+        """This process's own commit: to the subscribers at once when it follows what they
+        were given; when another process's commit before it is not read yet, the feed reads
+        that and this in one read, in order. Published as they came, each subscriber would
+        see a hole, and read the log itself: one read per stream."""
+        if not self.hub.watched(session_id):
+            self._have.pop(session_id, None)
+            self._want.pop(session_id, None)
+            return
+        have = self._have.get(session_id)
+        if have is None:  # no other process's commit seen here yet
+            self.hub.publish(session_id, events)
+            return
+        if events[-1].seq <= have:  # a read had them already
+            return
+        if session_id not in self._busy and events[0].seq <= have + 1:
+            self._have[session_id] = events[-1].seq
+            self.hub.publish(session_id, events)
+            return
+        self._want[session_id] = max(self._want.get(session_id, 0), events[-1].seq)
+        if session_id not in self._busy:
+            self._busy[session_id] = asyncio.create_task(self._read(session_id))
 
     def on_head(self, session_id: str, head: int) -> None:
         if not self.hub.watched(session_id):
