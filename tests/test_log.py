@@ -15,7 +15,7 @@ from tests.helpers.server import wait_until
 from tether.db.schema import events
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
-from tether.events.log import Append, EventLog
+from tether.events.log import Append, EventLog, is_storage_failure
 from tether.model import TaskStatus, dumps
 
 
@@ -458,4 +458,79 @@ async def test_postgres_dropping_the_writers_connections_costs_one_commit() -> N
             assert [(e.seq, json.loads(e.data)["i"]) for e in got] == [(1, 1), (2, 3), (3, 4)]
         finally:
             await log.stop()
+            await db.close()
+
+
+async def test_event_data_is_stored_exactly_whatever_it_holds(log: EventLog) -> None:
+    # On Postgres a commit's values travel as SQL literals (db/pg_writer.py): quotes,
+    # backslashes, marks, SQL of its own and any character must come back as they went.
+    sid = (await Store(log.db).create_session("u", "")).id
+    hostile = [
+        "it's",
+        "'; DELETE FROM tether_events; --",
+        "\\'; DROP TABLE tether_sessions; --",
+        "E'\\x00' \\\\ \\n",
+        "? %s %(x)s $1 :name",
+        "$$; SELECT pg_sleep(10); $$",
+        "Zürich · 東京 · 🧵 · \u200b · \t\r\n",
+        "x" * 100_000,
+    ]
+    key = "'; DELETE FROM tether_events WHERE ''='"
+    await log.append(
+        *(Append(sid, None, None, f"t'{i}?", dumps({"v": v})) for i, v in enumerate(hostile)),
+        Append(sid, None, None, "keyed", dumps(None), key=key),
+    )
+    assert (await log.append(Append(sid, None, None, "keyed", dumps(None), key=key)))[0] is None
+    got = await log.read_after(sid, 0, 100)
+    assert [(e.type, json.loads(e.data)) for e in got] == [
+        *((f"t'{i}?", {"v": v}) for i, v in enumerate(hostile)),
+        ("keyed", None),
+    ]
+    head = await Store(log.db).session(sid, "u")
+    assert head.head_seq == len(hostile) + 1
+
+
+async def test_a_process_frozen_between_reads_and_writes_holds_no_lock_past_the_timeout() -> None:
+    # A Postgres commit is two messages: the reads (locking the session row) and the writes.
+    # A process frozen between them (SIGSTOP, a hung VM) sits idle in its transaction, which
+    # Postgres ends after idle_in_transaction_session_timeout: another writer gets the row
+    # then, not when the frozen one wakes, and nothing of the frozen commit is recorded.
+    import psycopg
+
+    from tests.helpers.pg import fresh_database
+    from tether.db.engine import Database
+
+    with fresh_database() as url:
+        db = Database(url + "?options=-c%20idle_in_transaction_session_timeout%3D300")
+        db.migrate()
+        try:
+            sid = (await Store(db).create_session("u", "frozen")).id
+            got_lock = threading.Event()
+
+            def other_writer() -> None:
+                with psycopg.connect(url) as c:
+                    c.execute("SELECT 1 FROM tether_sessions WHERE id = %s FOR UPDATE", (sid,))
+                    got_lock.set()
+
+            def frozen(rows: list[list[tuple[object, ...]]]) -> list[tuple[str, object]]:
+                assert rows == [[(0,)]]  # the session's head, locked
+                threading.Thread(target=other_writer, daemon=True).start()
+                # The whole process stands still (the loop with it) far past the timeout.
+                assert got_lock.wait(10), "the frozen transaction kept its lock"
+                return [("UPDATE tether_sessions SET title = ? WHERE id = ?", ("late", sid))]
+
+            with pytest.raises(sa.exc.DBAPIError) as failed:
+                await db.transact(
+                    [("SELECT head_seq FROM tether_sessions WHERE id = ? FOR UPDATE", (sid,))],
+                    frozen,
+                )
+            assert is_storage_failure(failed.value)  # the log answers 503: nothing recorded
+            assert (await Store(db).session(sid, "u")).title == "frozen"
+            # The next commit goes through on a new connection.
+            await db.transact(
+                [],
+                lambda rows: [("UPDATE tether_sessions SET title = ? WHERE id = ?", ("ok", sid))],
+            )
+            assert (await Store(db).session(sid, "u")).title == "ok"
+        finally:
             await db.close()

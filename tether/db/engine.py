@@ -16,7 +16,7 @@ a second one would wait in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms ..
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +25,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+
+from tether.db.pg_writer import PgWriter, Rows, Stmt
 
 T = TypeVar("T")
 READ_THREADS = 8
@@ -91,6 +93,7 @@ class Database:
         if self.sqlite:
             event.listen(self.reader, "connect", _sqlite_pragmas)
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="tether-read")
+        self._pg_writer = None if self.sqlite else PgWriter(self.writer)
 
     async def write(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run fn(connection) in one transaction on a writer thread: committed if fn returns,
@@ -106,6 +109,22 @@ class Database:
                 return fn(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._write_pool, run)
+
+    async def transact(self, reads: Sequence[Stmt], then: Callable[[Rows], Sequence[Stmt]]) -> None:
+        """One transaction of two phases, for the log's commits: run `reads`, hand their
+        rows to `then` (one list per read that returns rows), run the writes it returns,
+        commit; roll back if anything raises. SQLite: one function on the writer thread.
+        Postgres: two round trips from the event loop (pg_writer.py says why)."""
+        if self._pg_writer is not None:
+            await self._pg_writer.transact(reads, then)
+            return
+
+        def run(conn: sa.Connection) -> None:
+            rows = [list(driver_sql(conn, sql, params)) for sql, params in reads]
+            for sql, params in then(rows):
+                driver_sql(conn, sql, params)
+
+        await self.write(run)
 
     async def read(self, fn: Callable[[sa.Connection], T], *, inline: bool = False) -> T:
         """Run fn(connection) on a reader thread; everything fn reads is one consistent
@@ -136,6 +155,8 @@ class Database:
             engine.dispose()
 
     async def close(self) -> None:
+        if self._pg_writer is not None:
+            await self._pg_writer.close()
         self._write_pool.shutdown(wait=True)
         self.writer.dispose()
         self._read_pool.shutdown(wait=True)

@@ -34,10 +34,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.engine import Database
-from tether.db.engine import driver_sql as _sql
-from tether.db.schema import events, sessions, tasks
+from tether.db.pg_writer import Rows, Stmt
+from tether.db.schema import events, sessions
 from tether.errors import StorageUnavailable
-from tether.events.pg_notify import notify
+from tether.events.pg_notify import notify_stmt
 from tether.model import EVENT_OVERHEAD, TERMINAL, Event, TaskStatus, events_size
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _fail(a: Append, error: BaseException) -> None:
 Listener = Callable[[str, list[Event]], None]
 
 
-def _stopped() -> StorageUnavailable:
+def _stopped_error() -> StorageUnavailable:
     return StorageUnavailable("the event log is stopped (server stopping)")
 
 
@@ -173,6 +173,7 @@ class EventLog:
         self._waiters: list[tuple[asyncio.Future[None], list[Append]]] = []
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._closing = False
         self.commits = 0
         self.conflicts = 0  # transactions Postgres aborted (deadlock, serialization) and rerun
         # Set on a shared Postgres database: each commit notifies the other processes.
@@ -181,28 +182,31 @@ class EventLog:
     # -- writing -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._closing = False
         self._runner = asyncio.create_task(self._run(), name="tether-log-writer")
 
     async def stop(self) -> None:
-        """Commit what is pending, then stop the writer."""
-        if self._runner is None:
+        """Commit what is pending, then stop the writer (never in the middle of a commit:
+        on Postgres a commit's statements run on this loop)."""
+        runner = self._runner
+        if runner is None:
             return
-        if self._pending or self._waiters:
-            # Shielded: a stop that is itself cancelled still lets the pending batch land.
-            await asyncio.shield(self.submit_many([]))
-        self._runner.cancel()
-        try:
-            await self._runner
-        except asyncio.CancelledError:
-            pass
+        self._closing = True
+        self._wake.set()
+        # Shielded: a stop that is itself cancelled still lets the pending batch land.
+        await asyncio.shield(runner)
         self._runner = None
+
+    @property
+    def _stopped(self) -> bool:
+        return self._runner is None or self._runner.done()
 
     def enqueue(self, append: Append) -> None:
         """Queue an append without waiting for it (the hot path of `ctx.emit`). If it cannot
         be committed, its chain holds the error before any later waiter is woken."""
         _check_values(append)
-        if self._runner is None:
-            _fail(append, _stopped())
+        if self._stopped:
+            _fail(append, _stopped_error())
             return
         self._pending.append(append)
         self._wake.set()
@@ -221,8 +225,8 @@ class EventLog:
             _check_values(a)
             a.event = a.error = None  # an append submitted again (a retry) starts afresh
         done = asyncio.get_running_loop().create_future()
-        if self._runner is None:
-            done.set_exception(_stopped())
+        if self._stopped:
+            done.set_exception(_stopped_error())
             return done
         self._pending.extend(batch)
         self._waiters.append((done, batch))
@@ -237,6 +241,8 @@ class EventLog:
 
     async def _run(self) -> None:
         while True:
+            if self._closing and not self._pending and not self._waiters:
+                return
             await self._wake.wait()
             # A few turns of the loop first, while they bring more: what is ready to run
             # queues its appends (a sub-agent started by this one, its first events) and
@@ -319,23 +325,28 @@ class EventLog:
         """One transaction, and a fixed number of statements however many sessions the
         batch touches (fifty streaming turns are fifty sessions): their rows are locked in
         one statement, in id order (so two writers cannot deadlock), the keys and task
-        statuses are read in one each, and the inserts and updates go as executemany."""
+        statuses are read in one each, and the inserts and updates go as executemany. On
+        Postgres the reads are one round trip and the writes another (db/pg_writer.py)."""
         by_session: dict[str, list[Append]] = {}
         for a in batch:
             by_session.setdefault(a.session_id, []).append(a)
-        retention = self.retention
+        pg = not self.db.sqlite
+        locks = _lock_sessions(sorted(by_session), pg)
+        keys = _existing_keys([(a.session_id, a.key) for a in batch if a.key is not None], pg)
+        statuses = _statuses(
+            {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task}
+        )
+        retention, origin = self.retention, self.notify_origin
+        out: dict[str, list[Event]] = {}
 
-        def run(conn: sa.Connection) -> dict[str, list[Event]]:
-            # On the writer thread: one hop for the whole transaction.
-            out: dict[str, list[Event]] = {}
+        def then(rows: Rows) -> list[Stmt]:
+            # With the sessions locked; the statements it returns commit with the reads.
+            out.clear()
             now = time.time()
-            heads = self._lock_sessions(conn, sorted(by_session))
-            keys = [(a.session_id, a.key) for a in batch if a.key is not None]
-            seen = self._existing_keys(conn, keys) if keys else set()
-            status_of = self._statuses(
-                conn,
-                {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task},
-            )
+            heads = {r[0]: (r[1], r[2]) for res in rows[: len(locks)] for r in res}
+            rest = rows[len(locks) :]
+            seen = {(r[0], r[1]) for res in rest[: len(keys)] for r in res}
+            status_of = {r[0]: TaskStatus(r[1]) for res in rest[len(keys) :] for r in res}
             plan = _Plan()
             for session_id, items in by_session.items():
                 if session_id not in heads:
@@ -346,112 +357,17 @@ class EventLog:
                 evs = plan.add(session_id, items, heads[session_id], seen, status_of, now)
                 if evs:
                     out[session_id] = evs
-            plan.write(conn, retention, self._prune)
-            if self.notify_origin is not None and out:
-                notify(conn, self.notify_origin, {sid: evs[-1].seq for sid, evs in out.items()})
-            return out
+            writes = plan.statements(retention)
+            if origin is not None and out:
+                writes.append(notify_stmt(origin, {sid: evs[-1].seq for sid, evs in out.items()}))
+            return writes
 
         try:
-            return await self.db.write(run)
+            await self.db.transact([*locks, *keys, *statuses], then)
         except BaseException:
             for a in batch:  # rolled back: nothing of it happened
                 a.event = None
             raise
-
-    @staticmethod
-    def _lock_sessions(conn: sa.Connection, ids: list[str]) -> dict[str, tuple[int, int]]:
-        heads: dict[str, tuple[int, int]] = {}
-        lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            res = _sql(
-                conn,
-                f"SELECT id, head_seq, low_seq FROM tether_sessions WHERE id IN ({_marks(chunk)})"
-                f" ORDER BY id{lock}",
-                tuple(chunk),
-            )
-            heads.update((r[0], (r[1], r[2])) for r in res)
-        return heads
-
-    @staticmethod
-    def _prune(conn: sa.Connection, session_id: str, low: int, new_low: int) -> None:
-        """Retention: events in (low, new_low] leave the log. An event of a task that may
-        still run keeps its row (not its data): a replay after a crash must find its key,
-        or it would append the event again."""
-        in_range = sa.and_(
-            events.c.session_id == session_id, events.c.seq > low, events.c.seq <= new_low
-        )
-        live = sa.select(tasks.c.id).where(
-            tasks.c.session_id == session_id, tasks.c.status.not_in(_TERMINAL)
-        )
-        conn.execute(
-            sa.delete(events).where(
-                in_range,
-                sa.or_(
-                    events.c.key.is_(None),
-                    events.c.task_id.is_(None),
-                    events.c.task_id.not_in(live),
-                ),
-            )
-        )
-        conn.execute(sa.update(events).where(in_range).values(data="null"))
-
-    @staticmethod
-    def _existing_keys(conn: sa.Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (session, key) pairs are in the log already."""
-        if conn.dialect.name == "postgresql":
-            # One lookup of the (session_id, key) index per pair. Postgres plans an IN list
-            # of hundreds of keys as a scan of the session's whole index range, which made
-            # each commit cost time in proportion to the session's length.
-            res = conn.exec_driver_sql(
-                "SELECT e.session_id, e.key FROM unnest(%s::text[], %s::text[]) AS k(sid, key)"
-                " JOIN tether_events e ON e.session_id = k.sid AND e.key = k.key",
-                ([sid for sid, _ in keys], [key for _, key in keys]),
-            )
-            return {(r[0], r[1]) for r in res}
-        # `(session_id = ? AND key IN (…)) OR …`: an index search per session on SQLite,
-        # where a row-value IN would scan the whole index.
-        by_session: dict[str, list[str]] = {}
-        for sid, key in keys:
-            by_session.setdefault(sid, []).append(key)
-        found: set[tuple[str, str]] = set()
-        terms: list[str] = []
-        params: list[str] = []
-
-        def run() -> None:
-            res = _sql(
-                conn,
-                "SELECT session_id, key FROM tether_events WHERE " + " OR ".join(terms),
-                tuple(params),
-            )
-            found.update((r[0], r[1]) for r in res)
-            terms.clear()
-            params.clear()
-
-        for sid, ks in by_session.items():
-            for i in range(0, len(ks), _IN_CHUNK):
-                chunk = ks[i : i + _IN_CHUNK]
-                terms.append(f"(session_id = ? AND key IN ({_marks(chunk)}))")
-                params.append(sid)
-                params.extend(chunk)
-                if len(params) >= _IN_CHUNK:
-                    run()
-        if terms:
-            run()
-        return found
-
-    @staticmethod
-    def _statuses(conn: sa.Connection, task_ids: set[str | None]) -> dict[str | None, TaskStatus]:
-        ids = [t for t in task_ids if t is not None]
-        out: dict[str | None, TaskStatus] = {}
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            res = _sql(
-                conn,
-                f"SELECT id, status FROM tether_tasks WHERE id IN ({_marks(chunk)})",
-                tuple(chunk),
-            )
-            out.update((r[0], TaskStatus(r[1])) for r in res)
         return out
 
     # -- reading -------------------------------------------------------------------------
@@ -480,6 +396,89 @@ class EventLog:
         self, session_id: str, after: int, limit: int, max_bytes: int | None = None
     ) -> list[Event]:
         return await self.db.read(lambda c: read_after(c, session_id, after, limit, max_bytes))
+
+
+def _lock_sessions(ids: list[str], pg: bool) -> list[Stmt]:
+    """Each session's (id, head_seq, low_seq), its row locked until the commit (Postgres;
+    SQLite's writer holds the whole file), in id order: two writers never deadlock here."""
+    lock = " FOR UPDATE" if pg else ""
+    return [
+        (
+            f"SELECT id, head_seq, low_seq FROM tether_sessions WHERE id IN ({_marks(chunk)})"
+            f" ORDER BY id{lock}",
+            tuple(chunk),
+        )
+        for chunk in _chunks(ids)
+    ]
+
+
+def _existing_keys(keys: list[tuple[str, str]], pg: bool) -> list[Stmt]:
+    """Which of these (session, key) pairs are in the log already: rows (session, key)."""
+    if not keys:
+        return []
+    if pg:
+        # One lookup of the (session_id, key) index per pair. Postgres plans an IN list
+        # of hundreds of keys as a scan of the session's whole index range, which made
+        # each commit cost time in proportion to the session's length.
+        return [
+            (
+                "SELECT e.session_id, e.key FROM unnest(?::text[], ?::text[]) AS k(sid, key)"
+                " JOIN tether_events e ON e.session_id = k.sid AND e.key = k.key",
+                ([sid for sid, _ in keys], [key for _, key in keys]),
+            )
+        ]
+    # `(session_id = ? AND key IN (…)) OR …`: an index search per session on SQLite,
+    # where a row-value IN would scan the whole index.
+    by_session: dict[str, list[str]] = {}
+    for sid, key in keys:
+        by_session.setdefault(sid, []).append(key)
+    out: list[Stmt] = []
+    terms: list[str] = []
+    params: list[str] = []
+    for sid, ks in by_session.items():
+        for chunk in _chunks(ks):
+            terms.append(f"(session_id = ? AND key IN ({_marks(chunk)}))")
+            params.append(sid)
+            params.extend(chunk)
+            if len(params) >= _IN_CHUNK:
+                out.append(_keys_stmt(terms, params))
+                terms, params = [], []
+    if terms:
+        out.append(_keys_stmt(terms, params))
+    return out
+
+
+def _keys_stmt(terms: list[str], params: list[str]) -> Stmt:
+    return "SELECT session_id, key FROM tether_events WHERE " + " OR ".join(terms), tuple(params)
+
+
+def _statuses(task_ids: set[str | None]) -> list[Stmt]:
+    """Rows (id, status) of these tasks."""
+    ids = [t for t in task_ids if t is not None]
+    return [
+        (f"SELECT id, status FROM tether_tasks WHERE id IN ({_marks(chunk)})", tuple(chunk))
+        for chunk in _chunks(ids)
+    ]
+
+
+def _prune(session_id: str, low: int, new_low: int) -> list[Stmt]:
+    """Retention: events in (low, new_low] leave the log. An event of a task that may
+    still run keeps its row (not its data): a replay after a crash must find its key,
+    or it would append the event again."""
+    in_range = "session_id = ? AND seq > ? AND seq <= ?"
+    return [
+        (
+            f"DELETE FROM tether_events WHERE {in_range} AND (key IS NULL OR task_id IS NULL"
+            " OR task_id NOT IN (SELECT id FROM tether_tasks WHERE session_id = ?"
+            f" AND status NOT IN ({_marks(_TERMINAL)})))",
+            (session_id, low, new_low, session_id, *_TERMINAL),
+        ),
+        (f"UPDATE tether_events SET data = 'null' WHERE {in_range}", (session_id, low, new_low)),
+    ]
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
 
 
 class _Plan:
@@ -568,33 +567,36 @@ class _Plan:
         self.retention_of[session_id] = (low, new_head, len(self.sessions) - 1, ended)
         return evs
 
-    def write(
-        self, conn: sa.Connection, retention: int, prune: Callable[[Any, str, int, int], Any]
-    ) -> None:
+    def statements(self, retention: int) -> list[Stmt]:
+        """What the batch writes: a few executemany statements, whatever its size."""
+        out: list[Stmt] = []
         if self.new_tasks:
             cols = _NEW_TASK_COLUMNS
-            _sql(
-                conn,
-                f"INSERT INTO tether_tasks ({', '.join(cols)}) VALUES ({_marks(cols)})",
-                [tuple(t.get(c) for c in cols) for t in self.new_tasks],
+            out.append(
+                (
+                    f"INSERT INTO tether_tasks ({', '.join(cols)}) VALUES ({_marks(cols)})",
+                    [tuple(t.get(c) for c in cols) for t in self.new_tasks],
+                )
             )
         if self.rows:
-            _sql(
-                conn,
-                "INSERT INTO tether_events (session_id, seq, task_id, parent_task_id, type, data,"
-                " ts, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                self.rows,
+            out.append(
+                (
+                    "INSERT INTO tether_events (session_id, seq, task_id, parent_task_id, type,"
+                    " data, ts, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    self.rows,
+                )
             )
         for rows, conflict in (
             (self.steps, "NOTHING"),
             (self.replaced, "UPDATE SET name = excluded.name, output = excluded.output"),
         ):
             if rows:
-                _sql(
-                    conn,
-                    "INSERT INTO tether_steps (task_id, n, session_id, name, output)"
-                    f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id, n) DO {conflict}",
-                    rows,
+                out.append(
+                    (
+                        "INSERT INTO tether_steps (task_id, n, session_id, name, output)"
+                        f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id, n) DO {conflict}",
+                        rows,
+                    )
                 )
         # Task rows: one executemany per shape of change (progress, status, last seq only…).
         shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
@@ -603,31 +605,33 @@ class _Plan:
             shapes.setdefault(cols, []).append((*(values[c] for c in cols), task_id))
         for cols, params in shapes.items():
             sets = ", ".join(f"{c} = ?" for c in cols)
-            _sql(conn, f"UPDATE tether_tasks SET {sets} WHERE id = ?", params)
+            out.append((f"UPDATE tether_tasks SET {sets} WHERE id = ?", params))
         if retention:
             for session_id, (low, new_head, idx, ended) in self.retention_of.items():
                 new_low = low
                 if new_head - low > retention + max(100, retention // 10):
                     new_low = new_head - retention
-                    prune(conn, session_id, low, new_low)
+                    out.extend(_prune(session_id, low, new_low))
                     self.sessions[idx]["_low"] = new_low
                 if ended and new_low:
                     # Rows kept below low_seq for their keys go once their task has ended.
-                    for i in range(0, len(ended), _IN_CHUNK):
-                        conn.execute(
-                            sa.delete(events).where(
-                                events.c.session_id == session_id,
-                                events.c.seq <= new_low,
-                                events.c.task_id.in_(ended[i : i + _IN_CHUNK]),
-                            )
+                    out.extend(
+                        (
+                            "DELETE FROM tether_events WHERE session_id = ? AND seq <= ?"
+                            f" AND task_id IN ({_marks(chunk)})",
+                            (session_id, new_low, *chunk),
                         )
+                        for chunk in _chunks(ended)
+                    )
         if self.sessions:
-            _sql(
-                conn,
-                "UPDATE tether_sessions SET head_seq = ?, low_seq = ?, task_count = task_count + ?"
-                " WHERE id = ?",
-                [(x["_head"], x["_low"], x["_tasks"], x["_id"]) for x in self.sessions],
+            out.append(
+                (
+                    "UPDATE tether_sessions SET head_seq = ?, low_seq = ?,"
+                    " task_count = task_count + ? WHERE id = ?",
+                    [(x["_head"], x["_low"], x["_tasks"], x["_id"]) for x in self.sessions],
+                )
             )
+        return out
 
 
 def read_after(

@@ -42,10 +42,10 @@ def new_origin() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def notify(conn: sa.Connection, origin: str, heads: dict[str, int]) -> None:
-    """In the committing transaction: one notification per session, one statement."""
-    conn.exec_driver_sql(
-        f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(%s::text[]) AS p",
+def notify_stmt(origin: str, heads: dict[str, int]) -> tuple[str, Any]:
+    """For the committing transaction: one notification per session, one statement."""
+    return (
+        f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(?::text[]) AS p",
         ([f"{origin} {sid} {seq}" for sid, seq in heads.items()],),
     )
 
