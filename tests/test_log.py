@@ -490,6 +490,21 @@ async def test_event_data_is_stored_exactly_whatever_it_holds(log: EventLog) -> 
     assert head.head_seq == len(hostile) + 1
 
 
+async def test_a_fresh_append_whose_key_is_there_anyway_fails_alone(log: EventLog) -> None:
+    # A fresh append's key is not looked up (its task never ran before, so it cannot be in
+    # the log). Were it there anyway (a frozen worker's copy of a task that moved), the
+    # unique index refuses that append alone: nothing is duplicated and the rest commits.
+    sid = (await Store(log.db).create_session("u", "")).id
+    await log.append(ev(sid, 1, key="t:w0"))
+    dup = log.submit(Append(sid, None, None, "tick", dumps({"i": 2}), key="t:w0", fresh=True))
+    other = log.submit(ev(sid, 3, key="t2:w0"))
+    with pytest.raises(sa.exc.IntegrityError):
+        await dup
+    await other
+    got = await log.read_after(sid, 0, 10)
+    assert [(e.seq, json.loads(e.data)["i"]) for e in got] == [(1, 1), (2, 3)]
+
+
 async def test_a_process_frozen_between_reads_and_writes_holds_no_lock_past_the_timeout() -> None:
     # A Postgres commit is two messages: the reads (locking the session row) and the writes.
     # A process frozen between them (SIGSTOP, a hung VM) sits idle in its transaction, which

@@ -5,7 +5,9 @@ sessions) and commits it in one transaction: per session it locks the session ro
 appends whose idempotency key is already in the log, allocates the next seqs
 (`head_seq + 1 ..`), inserts the events and applies the task-row changes that ride on them.
 Only after the commit are the events handed to listeners (the live hub, child waiters), so
-nothing is delivered that is not durable, and seqs are gapless in commit order.
+nothing is delivered that is not durable, and seqs are gapless in commit order. The key of
+an append marked `fresh` (its task's body never ran before) is not looked up: it cannot be
+there, and the unique index on (session, key) refuses it if it were.
 
 One caller's mistake costs nobody else anything:
 - each caller waits on a future of its own (or, queueing without waiting, is told its own
@@ -103,6 +105,9 @@ class Append:
     # tether_steps in the transaction of the events queued before it; a record of the step
     # that is there already is kept, unless `replace`.
     step: tuple[int, str, str, bool] | None = None
+    # Its key cannot be in the log yet: its task's body has never run before (a replay's
+    # is looked up). The log does not look it up; the unique index would still refuse it.
+    fresh: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -332,7 +337,9 @@ class EventLog:
             by_session.setdefault(a.session_id, []).append(a)
         pg = not self.db.sqlite
         locks = _lock_sessions(sorted(by_session), pg)
-        keys = _existing_keys([(a.session_id, a.key) for a in batch if a.key is not None], pg)
+        keys = _existing_keys(
+            [(a.session_id, a.key) for a in batch if a.key is not None and not a.fresh], pg
+        )
         statuses = _statuses(
             {a.task_id for a in batch} | {a.parent_task_id for a in batch if a.new_task}
         )

@@ -168,6 +168,7 @@ class TaskContext:
             text,
             key=key,
             task_values=task_values,
+            fresh=self.fresh,
         )
 
     async def flush(self) -> None:

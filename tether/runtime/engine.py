@@ -292,6 +292,7 @@ class Runtime:
             data,
             key=f"{child_id}:created",
             new_task=row,
+            fresh=ctx.fresh,  # a body that never ran has started no child
         )
         if ctx.fresh and not spec.own_workflow:
             # The parent never ran before, so the child cannot exist: its creation is queued
@@ -383,6 +384,7 @@ class Runtime:
         try:
             running = _status_append(task, TaskStatus.running, started_at=time.time())
             if fresh is not None:
+                running.fresh = True
                 ctx._submit(running)  # commits with the child's first events
                 ctx.fresh = True
             else:
@@ -474,6 +476,8 @@ class Runtime:
             data["error"] = error
             values["error"] = dumps(error)
         append = _status_append(task, status, data, **values)
+        # A task that has ended drops it (by its status, so its key need not be looked up).
+        append.fresh = ctx is not None and ctx.fresh
         # As a reader of the row would see them (the JSON round trip).
         outcome = status, json.loads(values["result"]) if "result" in values else None, error
         if ctx is not None:
