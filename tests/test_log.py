@@ -475,7 +475,7 @@ async def test_event_data_is_stored_exactly_whatever_it_holds(log: EventLog) -> 
         "Zürich · 東京 · 🧵 · \u200b · \t\r\n",
         "x" * 100_000,
     ]
-    key = "'; DELETE FROM tether_events WHERE ''='"
+    key = "'; DELETE FROM tether_events WHERE ''=' {a,\"b\"} \\ NULL"  # an array's syntax too
     await log.append(
         *(Append(sid, None, None, f"t'{i}?", dumps({"v": v})) for i, v in enumerate(hostile)),
         Append(sid, None, None, "keyed", dumps(None), key=key),
