@@ -549,3 +549,38 @@ async def test_a_process_frozen_between_reads_and_writes_holds_no_lock_past_the_
             assert (await Store(db).session(sid, "u")).title == "ok"
         finally:
             await db.close()
+
+
+@pytest.mark.parametrize("make_log", ["postgres"], indirect=True)
+async def test_a_batch_larger_than_a_message_commits_whole_or_not_at_all(
+    make_log: MakeLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Postgres commit's writes go in messages of about MESSAGE_BYTES (here 2 KiB): a batch
+    # of many events is written in several, in one transaction. One bad append in the last
+    # of them rolls back all of them; it then fails alone and the rest land, in order.
+    from tether.db import pg_writer
+
+    monkeypatch.setattr(pg_writer, "MESSAGE_BYTES", 2048)
+    sent: list[int] = []
+    send = pg_writer.PgWriter._send
+
+    async def counted(conn: object, stmts: list[bytes]) -> object:
+        sent.append(sum(map(len, stmts)))
+        return await send(conn, stmts)
+
+    monkeypatch.setattr(pg_writer.PgWriter, "_send", staticmethod(counted))
+    log = await make_log()
+    sid = (await Store(log.db).create_session("u", "")).id
+    await log.append(
+        Append(sid, "t", None, "task.created", "{}", key="t:c", new_task=task_row(sid, "t"))
+    )
+    big = [log.submit(ev(sid, i)) for i in range(300)]
+    bad = log.submit(Append(sid, "t", None, "bad", "1", task_values={"progress_n": 10**30}))
+    assert await asyncio.gather(*big) == [None] * 300
+    with pytest.raises(sa.exc.DBAPIError):
+        await bad
+    got = await log.read_after(sid, 0, 1000)
+    assert [e.seq for e in got] == list(range(1, 302))
+    assert [json.loads(e.data)["i"] for e in got[1:]] == list(range(300))
+    assert log.commits >= 2  # the batch with the bad append was refused, then split
+    assert len(sent) > 10 and max(sent) < 2048 + 1024  # many messages, none much over

@@ -4,7 +4,8 @@ A commit of the log reads (locks its sessions, looks up keys and task statuses),
 Python what to write, then writes. Sent one statement at a time from a writer thread, that
 was about a dozen round trips, each paying for a thread hand-off and for taking the GIL back
 (on a busy process, most of a commit's time). Here the reads go as one message with BEGIN,
-and the writes as one message with COMMIT, from the event loop.
+and the writes as one message with COMMIT (a batch of large events as several, of about
+MESSAGE_BYTES each), from the event loop.
 
 Why one message of literal values, not pipelining or bound parameters:
 - A message of several statements is the simple query protocol, which takes no bound
@@ -24,8 +25,9 @@ Why one message of literal values, not pipelining or bound parameters:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,6 +38,11 @@ for each, as executemany)."""
 
 Rows = list[list[tuple[Any, ...]]]
 
+# About the most one message carries: a batch of large events is written in several (its
+# transaction stays open between them), not rendered and held whole. Postgres refuses a
+# message of 1 GB; the log's batches are bounded in count, not in bytes.
+MESSAGE_BYTES = 8 << 20
+
 
 @lru_cache(maxsize=256)
 def _pieces(sql: str) -> tuple[bytes, ...]:
@@ -44,14 +51,14 @@ def _pieces(sql: str) -> tuple[bytes, ...]:
 
 
 @lru_cache(maxsize=64)
-def _values_split(sql: str) -> tuple[str, str, str] | None:
+def _values_split(sql: str) -> tuple[bytes, str, bytes] | None:
     """An INSERT's text before its VALUES row, the row, and what follows (ON CONFLICT ...):
     many rows go as one multi-row INSERT."""
     head, sep, rest = sql.partition(" VALUES (")
     if not sep or not head.lstrip().upper().startswith("INSERT"):
         return None
     row, close, tail = rest.partition(")")
-    return head + " VALUES ", "(" + row + close, tail
+    return (head + " VALUES ").encode(), "(" + row + close, tail.encode()
 
 
 class PgWriter:
@@ -77,15 +84,24 @@ class PgWriter:
             conn = await self._connection()
             try:
                 rows = await self._send(conn, [b"BEGIN", *self._render(reads)])
-                await self._send(conn, [*self._render(then(rows)), b"COMMIT"])
+                message: list[bytes] = []
+                size = 0
+                for stmt in chain(self._render(then(rows)), [b"COMMIT"]):
+                    message.append(stmt)
+                    size += len(stmt)
+                    if size >= MESSAGE_BYTES:
+                        await self._send(conn, message)
+                        message, size = [], 0
+                if message:
+                    await self._send(conn, message)
             except psycopg.Error as exc:
                 await self._abort(conn)
                 raise sa.exc.DBAPIError.instance(
                     "", None, exc, psycopg.Error, connection_invalidated=self._conn is None
                 ) from exc
             except BaseException:
-                # Cut in the middle (cancelled) or a bug in `then`: the transaction's state
-                # is not known, so the connection goes, and Postgres rolls back.
+                # A bug in `then` (rolled back), or cut in the middle (cancelled): then the
+                # transaction's state is not known, the connection goes, Postgres rolls back.
                 await self._abort(conn)
                 raise
 
@@ -100,22 +116,32 @@ class PgWriter:
             self._tx = Transformer(self._conn)
         return self._conn
 
-    def _render(self, stmts: Sequence[Stmt]) -> list[bytes]:
+    def _render(self, stmts: Sequence[Stmt]) -> Iterator[bytes]:
+        """Each statement with its values in it; the rows of an executemany INSERT as
+        multi-row INSERTs of about MESSAGE_BYTES each. A generator: a large batch is
+        rendered a message at a time, the loop running between them."""
         lit = self._tx.as_literal
-        out: list[bytes] = []
         for sql, params in stmts:
-            if isinstance(params, list):
-                split = _values_split(sql)
-                if split is not None:
-                    if params:
-                        head, row, tail = split
-                        rows = b", ".join(_fill(_pieces(row), p, lit) for p in params)
-                        out.append(head.encode() + rows + tail.encode())
-                    continue
-                out.extend(_fill(_pieces(sql), p, lit) for p in params)
-            else:
-                out.append(_fill(_pieces(sql), params, lit))
-        return out
+            if not isinstance(params, list):
+                yield _fill(_pieces(sql), params, lit)
+                continue
+            split = _values_split(sql)
+            if split is None:
+                for p in params:
+                    yield _fill(_pieces(sql), p, lit)
+                continue
+            head, row, tail = split
+            pieces = _pieces(row)
+            chunk: list[bytes] = []
+            size = 0
+            for p in params:
+                chunk.append(_fill(pieces, p, lit))
+                size += len(chunk[-1])
+                if size >= MESSAGE_BYTES:
+                    yield head + b", ".join(chunk) + tail
+                    chunk, size = [], 0
+            if chunk:
+                yield head + b", ".join(chunk) + tail
 
     @staticmethod
     async def _send(conn: Any, stmts: list[bytes]) -> Rows:
