@@ -476,7 +476,8 @@ class Runtime:
             data["error"] = error
             values["error"] = dumps(error)
         append = _status_append(task, status, data, **values)
-        # A task that has ended drops it (by its status, so its key need not be looked up).
+        # No key lookup for a first run's end: had the task ended already, its status
+        # would drop this append.
         append.fresh = ctx is not None and ctx.fresh
         # As a reader of the row would see them (the JSON round trip).
         outcome = status, json.loads(values["result"]) if "result" in values else None, error
