@@ -130,6 +130,12 @@ class FakeLLM:
             self.brain.requests.clear()
         return JSONResponse({"ok": True})
 
+    async def _record(self, api: str, request: Request, body: Any, key: str) -> None:
+        """What was asked, for assertions (`size`: the request body's bytes)."""
+        size = len(await request.body())
+        entry = {"api": api, "body": body, "at": time.time(), "key": key, "size": size}
+        self.brain.requests.append(entry)
+
     async def list_requests(self, _request: Request) -> Response:
         return JSONResponse(self.brain.requests)
 
@@ -182,9 +188,7 @@ class FakeLLM:
         body = await request.json()
         # The SDK sends the key as x-api-key or, in newer versions, as a bearer token.
         key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
-        self.brain.requests.append(
-            {"api": "anthropic", "body": body, "at": time.time(), "key": key}
-        )
+        await self._record("anthropic", request, body, key)
         if fault := self.brain.next_fault(key):
             return self._fault(fault, "anthropic")
         turns: list[tuple[str, Any]] = []
@@ -294,7 +298,7 @@ class FakeLLM:
     async def openai(self, request: Request) -> Response:
         body = await request.json()
         key = request.headers.get("authorization", "")
-        self.brain.requests.append({"api": "openai", "body": body, "at": time.time(), "key": key})
+        await self._record("openai", request, body, key)
         if fault := self.brain.next_fault(key):
             return self._fault(fault, "openai")
         turns: list[tuple[str, Any]] = []

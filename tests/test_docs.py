@@ -55,6 +55,8 @@ def test_openapi_lists_every_route(shared_server: Server) -> None:
         "/api/sessions/{session_id}/messages",
         "/api/tasks/{task_id}/approvals",
         "/api/tasks/{task_id}/approvals/{approval_id}",
+        "/api/tasks/{task_id}/regenerate",
+        "/api/tasks/{task_id}/select",
     } <= set(paths)
 
 

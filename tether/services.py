@@ -21,6 +21,8 @@ from tether.events.pg_notify import (
     notify_cancel,
     notify_signout,
 )
+from tether.llm import approvals, config, install
+from tether.llm.defaults import default_agents
 from tether.runtime import workers
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
@@ -60,15 +62,13 @@ class Services:
         # releases the GIL), so that no sign-in pays for it.
         dummy = asyncio.ensure_future(asyncio.to_thread(passwords.warm))
         load_agent_modules(self.settings.agents)
+        # Model agents: the agents file's, else a default assistant (a provider key or
+        # TETHER_MODEL_URL in the environment), else the offline demo.
         if self.settings.agents_file is not None:
-            from tether.llm import config, install
-
-            install(
-                config.load(self.settings.agents_file),
-                self.registry,
-                self.store,
-                self.settings.data_dir,
-            )
+            model_agents = config.load(self.settings.agents_file)
+        else:
+            model_agents = default_agents(self.settings)
+        install(model_agents, self.registry, self.store, self.settings.data_dir)
         await asyncio.to_thread(self.db.migrate)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
@@ -137,10 +137,7 @@ class Services:
         await self.runtime.recover()
         if self.workers is not None:
             self.workers.start()
-        if self.settings.agents_file is not None:
-            from tether.llm import approvals
-
-            await approvals.resend_answered(self.store)
+        await approvals.resend_answered(self.store)
         self._pruner = asyncio.create_task(self._prune_forever(), name="tether-auth-pruner")
         await dummy
         log.info("tether started (code version %s)", version)

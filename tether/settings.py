@@ -65,6 +65,16 @@ class Settings(BaseSettings):
         description="A TOML file of model agents (model, system prompt, tools, delegates, "
         "approvals); API keys come from the environment.",
     )
+    model_url: str | None = Field(
+        None,
+        description="Without an agents file: the default assistant talks to this "
+        "OpenAI-compatible server (a local model; no key needed).",
+    )
+    model: str | None = Field(
+        None,
+        description="Without an agents file: the default assistant's model, e.g. "
+        "`anthropic:claude-sonnet-4-5`, or the local server's model name.",
+    )
     app_version: str | None = Field(
         None,
         description="Code version recorded on each task; default: a hash of Tether and agent code. "

@@ -66,6 +66,11 @@ class Server:
             "TETHER_AGENTS": json.dumps(["tests.helpers.agents"]),
             "TETHER_TEST_COUNTER": str(self.data_dir / "counter.txt"),
             "TETHER_BOOTSTRAP_SECRET": SECRET,
+            # Hermetic: no provider key or local model of the machine's is used (the demo
+            # model answers unless a test configures another).
+            "ANTHROPIC_API_KEY": "",
+            "OPENAI_API_KEY": "",
+            "TETHER_MODEL_URL": "",
             **self.env,
         }
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{time.time_ns()}.log"

@@ -45,6 +45,12 @@ tasks = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("ended_at", sa.Float, nullable=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # A conversation's turns form a tree: the turn this one follows (NULL: a first message,
+    # or a turn stored before the tree, which follows the turn created before it).
+    sa.Column("follows", sa.String(255), nullable=True),
+    # The seq of the newest event that showed this turn's branch (its creation, or a
+    # `conversation.selected`): at each fork the turn with the highest is the one shown.
+    sa.Column("selected_seq", sa.BigInteger, nullable=True),
     sa.Index("ix_tether_tasks_session", "session_id", "created_at"),
     sa.Index("ix_tether_tasks_parent", "parent_id"),
     sa.Index("ix_tether_tasks_status", "status"),

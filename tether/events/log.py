@@ -68,6 +68,7 @@ _NEW_TASK_COLUMNS = (
     "status",
     "app_version",
     "created_at",
+    "follows",
 )
 
 _NEW_TASK_SET = frozenset(_NEW_TASK_COLUMNS)
@@ -108,6 +109,9 @@ class Append:
     # Its key cannot be in the log yet: its task's body has never run before (a replay's
     # is looked up). The log does not look it up; the unique index would still refuse it.
     fresh: bool = False
+    # Conversation turns whose branch this event shows (a turn and the turns before it):
+    # their rows' `selected_seq` take the event's seq, whatever their status.
+    selects: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -567,6 +571,8 @@ class _Plan:
                     if a.status in TERMINAL:
                         ended.append(a.task_id)
                 values["last_seq"] = i
+            for turn in a.selects:
+                self.task_values.setdefault(turn, {})["selected_seq"] = i
         new_head = head + len(accepted)
         self.sessions.append(
             {"_id": session_id, "_head": new_head, "_low": low, "_tasks": len(new_tasks)}

@@ -27,12 +27,11 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from ag_ui import core as ag
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_ai.direct import model_request_stream
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
 from pydantic_ai.messages import (
@@ -49,104 +48,39 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.tools import ToolDefinition
 
-from tether.db.store import Store
 from tether.errors import DelegationFailed, ModelFailed
-from tether.llm import approvals
-from tether.llm.config import McpCommand, ModelAgentConfig
+from tether.llm import approvals, conversation, history
+from tether.llm.config import ModelAgentConfig
+from tether.llm.installed import Installed, TurnInput
 from tether.llm.stream import ReplyStream, emit_ag
-from tether.llm.tools import BUILTIN, DelegateArgs, ToolEnv, ToolRefused
-from tether.runtime.agent import AgentRegistry, AgentSpec
+from tether.llm.tools import (
+    BUILTIN,
+    DelegateArgs,
+    ToolEnv,
+    ToolRefused,
+    WriteArgs,
+    write_preview,
+)
 from tether.runtime.context import Child, TaskContext
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 MAX_RETRY_AFTER = 300.0
-
-
-class TurnInput(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000, description="The user's message.")
-    after: str | None = Field(
-        None, max_length=255, description="A turn to wait for first (POST …/messages sets it)."
-    )
-    tool_call_id: str | None = Field(
-        None, max_length=255, description="For a sub-agent: the delegate call that started it."
-    )
-
-
-@dataclass(slots=True)
-class Installed:
-    configs: dict[str, ModelAgentConfig]
-    store: Store
-    data_dir: Path
-    models: dict[str, Model]
-    toolsets: dict[str, Any] = field(default_factory=dict)
-
-    def mcp(self, ref: str | McpCommand) -> Any:
-        """One pydantic-ai MCP toolset per server per process (it connects as needed)."""
-        key = ref if isinstance(ref, str) else ref.model_dump_json()
-        if key not in self.toolsets:
-            from pydantic_ai.mcp import MCPToolset
-
-            client: Any = ref
-            if isinstance(ref, McpCommand):
-                from fastmcp.client.transports import StdioTransport
-
-                client = StdioTransport(ref.command, ref.args, env=ref.resolved_env())
-            self.toolsets[key] = MCPToolset(client, id=f"mcp{len(self.toolsets)}")
-        return self.toolsets[key]
-
-    def model(self, cfg: ModelAgentConfig) -> Model:
-        if cfg.name not in self.models:
-            self.models[cfg.name] = build_model(cfg)
-        return self.models[cfg.name]
-
-    def default_agent(self) -> ModelAgentConfig | None:
-        configs = list(self.configs.values())
-        return next((c for c in configs if c.default), configs[0] if configs else None)
-
-
-_installed: Installed | None = None
-
-
-def installed() -> Installed | None:
-    return _installed
-
-
-def install(
-    configs: list[ModelAgentConfig], registry: AgentRegistry, store: Store, data_dir: Path
-) -> Installed:
-    """Register each configured model agent (its turns run `run_turn`)."""
-    global _installed
-    _installed = Installed({c.name: c for c in configs}, store, data_dir, {})
-    for cfg in configs:
-        registry.add(
-            AgentSpec(
-                cfg.name,
-                _turn_fn(cfg.name),
-                TurnInput,
-                cfg.description or f"A model agent ({cfg.model}).",
-                meta={
-                    "kind": "model",
-                    "model": cfg.model,
-                    "ready": cfg.problem() is None,
-                    "problem": cfg.problem(),
-                    "default": cfg is _installed.default_agent(),
-                    "tools": list(cfg.tools) + (["delegate"] if cfg.delegates else []),
-                    "mcp": [m if isinstance(m, str) else m.command for m in cfg.mcp],
-                    "delegates": cfg.delegates,
-                    "approval": cfg.approval,
-                },
-                own_workflow=True,
-            )
-        )
-    return _installed
+# What a turn keeps: a tool's result (MCP included) and a reply's text, each at most this
+# many characters (the cut is said where it is); a turn's result holds its messages.
+MAX_TOOL_RESULT = 100 * 1024
+MAX_REPLY_TEXT = 200 * 1024
 
 
 def build_model(cfg: ModelAgentConfig) -> Model:
     key = cfg.api_key()
     if key is None:
         raise ModelFailed(f"agent {cfg.name!r} cannot call its model: {cfg.problem()}")
+    if cfg.provider == "demo":
+        from tether.llm import demo
+
+        return demo.build(cfg.model_name)
     if cfg.provider == "anthropic":
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
@@ -162,24 +96,11 @@ def build_model(cfg: ModelAgentConfig) -> Model:
     )
 
 
-def _turn_fn(name: str) -> Any:
-    async def turn(ctx: TaskContext, inp: TurnInput) -> dict[str, Any]:
-        assert _installed is not None
-        return await run_turn(ctx, _installed, _installed.configs[name], inp)
-
-    turn.__module__ = __name__
-    return turn
-
-
 # -- the turn -------------------------------------------------------------------------------
 
 
 def _dump(messages: list[ModelMessage]) -> list[Any]:
     return ModelMessagesTypeAdapter.dump_python(messages, mode="json")
-
-
-def _load(data: list[Any]) -> list[ModelMessage]:
-    return ModelMessagesTypeAdapter.validate_python(data)
 
 
 async def run_turn(
@@ -189,37 +110,62 @@ async def run_turn(
         ctx.emit("turn.waiting", {"after": inp.after})
         await ctx.wait_for(inp.after)
 
-    async def history() -> list[Any]:
+    async def branch() -> list[str]:
+        """The turns this one answers after, as ids: the branch it follows (a sub-agent
+        sees only its task). The messages are read from those finished turns' rows."""
         if ctx.task.parent_id is not None:
-            return []  # a sub-agent sees only its task
-        return await inst.store.turn_history(
-            ctx.session_id, ctx.task.created_at, ctx.task_id, list(inst.configs)
+            return []
+        turns = await conversation.read_tree(inst.store.db, ctx.session_id, list(inst.configs))
+        return conversation.branch(
+            turns, next((t.follows for t in turns if t.id == ctx.task_id), None)
         )
 
-    past = _load(await ctx.step(history, name="history"))
+    past = history.Past(inst.store.db, ctx.session_id, await ctx.step(branch, name="history"))
     # The MCP servers' tools, as this turn first saw them (a replay sees the same list).
     mcp_tools: list[dict[str, Any]] = (
         await ctx.step(lambda: _list_mcp(inst, cfg), name="mcp.tools") if cfg.mcp else []
     )
     emit_ag(ctx, ag.RunStartedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
-    messages: list[ModelMessage] = [
-        *past,
-        ModelRequest(parts=[UserPromptPart(content=inp.text)], instructions=cfg.system),
+    own: list[ModelMessage] = [
+        ModelRequest(parts=[UserPromptPart(content=inp.text)], instructions=cfg.system)
     ]
     tools = _tool_defs(cfg, inst, mcp_tools)
     mcp_of = {t["name"]: t for t in mcp_tools}
+    budget = (
+        cfg.context_tokens
+        - cfg.max_tokens
+        - history.tokens(cfg.system)
+        - sum(
+            history.tokens(t.parameters_json_schema) + history.tokens(t.description) for t in tools
+        )
+    )
+    told: tuple[Any, ...] = (None, 0, 0)
     response: ModelResponse | None = None
     try:
         for _ in range(cfg.max_rounds):
-            raw = await ctx.step(lambda: _call_model(ctx, inst, cfg, messages, tools), name="model")
+            fitted = await history.fit(past, own, budget)
+            cut = (fitted.first, fitted.dropped, fitted.shortened)
+            if cut != told and (fitted.dropped or fitted.shortened):
+                ctx.emit(
+                    "context.trimmed",
+                    {
+                        "first": fitted.first or ctx.task_id,
+                        "dropped": fitted.dropped,
+                        "shortened": fitted.shortened,
+                    },
+                )
+                told = cut
+            raw = await ctx.step(
+                lambda m=fitted.messages: _call_model(ctx, inst, cfg, m, tools), name="model"
+            )
             response = ModelMessagesTypeAdapter.validate_python([raw])[0]
             assert isinstance(response, ModelResponse)
-            messages.append(response)
+            own.append(response)
             calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
             if not calls:
                 break
             parts = await _run_tools(ctx, inst, cfg, calls, mcp_of)
-            messages.append(ModelRequest(parts=parts, instructions=cfg.system))
+            own.append(ModelRequest(parts=parts, instructions=cfg.system))
         else:
             raise ModelFailed(
                 f"the agent made {cfg.max_rounds} model calls (max_rounds) and was still "
@@ -230,8 +176,8 @@ async def run_turn(
         raise
     text = _text_of(response)
     emit_ag(ctx, ag.RunFinishedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
-    budget = ctx.max_event_bytes - len(text.encode()) - 4096
-    return {"text": text, "messages": _history_of(messages[len(past) :], budget)}
+    room = ctx.max_event_bytes - len(text.encode()) - 4096
+    return {"text": text, "messages": _history_of(own, room)}
 
 
 def _history_of(turn: list[ModelMessage], budget: int) -> list[Any]:
@@ -262,6 +208,23 @@ def _text_of(response: ModelResponse | None) -> str:
     if response is None:
         return ""
     return "".join(p.content for p in response.parts if isinstance(p, TextPart))
+
+
+def bounded(text: str, limit: int, what: str) -> str:
+    """Text of at most about `limit` characters; a cut says how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n… ({len(text) - limit:,} characters of {what} cut: Tether keeps {limit // 1024} KiB)"
+
+
+def _bounded_response(response: ModelResponse) -> ModelResponse:
+    parts = [
+        dataclasses.replace(p, content=bounded(p.content, MAX_REPLY_TEXT, "this reply"))
+        if isinstance(p, TextPart) and len(p.content) > MAX_REPLY_TEXT
+        else p
+        for p in response.parts
+    ]
+    return dataclasses.replace(response, parts=parts)
 
 
 async def _list_mcp(inst: Installed, cfg: ModelAgentConfig) -> list[dict[str, Any]]:
@@ -360,7 +323,8 @@ async def _call_model(
                     reply.feed(event)
                 response = stream.get()
             reply.close()
-            return ModelMessagesTypeAdapter.dump_python([response], mode="json")[0]
+            saved = _bounded_response(response)
+            return ModelMessagesTypeAdapter.dump_python([saved], mode="json")[0]
         except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
             reply.close()
             delay, status = _retry_delay(exc, retries)
@@ -483,11 +447,13 @@ async def _run_tools(
                 content=str(exc), tool_name=part.tool_name, tool_call_id=part.tool_call_id
             )
 
+    env = ToolEnv(cfg, inst.data_dir / "workspaces" / ctx.session_id)
     asking = [c for c in todo if cfg.needs_approval(c.part.tool_name)]
     ids = {}
     for c in asking:
         ids[c.index] = await ctx.step(
-            lambda c=c: approvals.request(ctx, inst.store, c.part, c.args), name="approval"
+            lambda c=c: approvals.request(ctx, inst.store, c.part, c.args, _preview(env, c)),
+            name="approval",
         )
     if asking:
         # The requests are committed before the task waits (DBOS records its waits on its
@@ -510,7 +476,6 @@ async def _run_tools(
             children[c.index] = await ctx.start(
                 c.args.agent, {"text": c.args.task, "tool_call_id": c.part.tool_call_id}
             )
-    env = ToolEnv(cfg, inst.data_dir / "workspaces" / ctx.session_id)
     for c in todo:
         if c.part.tool_name != "delegate":
             text = await ctx.step(
@@ -526,9 +491,15 @@ async def _run_tools(
         elif isinstance(res, BaseException):
             raise res
         else:
-            text = str((res or {}).get("text", ""))
+            text = bounded(str((res or {}).get("text", "")), MAX_TOOL_RESULT, "this answer")
         out[i] = _result(ctx, calls[i], text)
     return [out[i] for i in range(len(calls))]
+
+
+def _preview(env: ToolEnv, c: _Call) -> dict[str, Any]:
+    if c.part.tool_name == "write_file" and isinstance(c.args, WriteArgs):
+        return write_preview(env, c.args)
+    return {}
 
 
 def _validate(cfg: ModelAgentConfig, part: ToolCallPart, mcp_of: dict[str, Any]) -> Any:
@@ -558,14 +529,16 @@ async def _run_tool(inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, A
     mcp = mcp_of.get(c.part.tool_name)
     try:
         if mcp is None:
-            return await BUILTIN[c.part.tool_name].run(env, c.args)
+            text = await BUILTIN[c.part.tool_name].run(env, c.args)
+            return bounded(text, MAX_TOOL_RESULT, "this result")
         server = env.config.mcp[mcp["server"]]
         out = await inst.mcp(server).direct_call_tool(mcp["tool"], c.args)
     except ToolRefused as exc:
         return f"Error: {exc}"
     except Exception as exc:  # noqa: BLE001 - an MCP tool's error (ModelRetry, its own)
         return f"Error: the tool {c.part.tool_name} failed: {exc}"
-    return out if isinstance(out, str) else json.dumps(out, default=str)
+    text = out if isinstance(out, str) else json.dumps(out, default=str)
+    return bounded(text, MAX_TOOL_RESULT, "this result")
 
 
 def _result(ctx: TaskContext, part: ToolCallPart, text: str) -> ToolReturnPart:

@@ -11,15 +11,17 @@ between the two writes loses nothing.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbos import DBOS
 from pydantic import BaseModel
-from pydantic_ai.messages import ToolCallPart
 
 from tether.db.store import Store
 from tether.model import dumps
 from tether.runtime.context import TaskContext
+
+if TYPE_CHECKING:
+    from pydantic_ai.messages import ToolCallPart
 
 WAIT_S = 3600  # one recv; the wait itself has no end but the task's
 
@@ -33,9 +35,14 @@ def _topic(aid: str) -> str:
 
 
 async def request(
-    ctx: TaskContext, store: Store, part: ToolCallPart, args: BaseModel | dict[str, Any]
+    ctx: TaskContext,
+    store: Store,
+    part: ToolCallPart,
+    args: BaseModel | dict[str, Any],
+    preview: dict[str, Any] | None = None,
 ) -> str:
-    """Record that the task asks (idempotent: a re-run finds the row and the event)."""
+    """Record that the task asks (idempotent: a re-run finds the row and the event).
+    `preview` is what the person should see besides the arguments (a file's diff)."""
     aid = approval_id(ctx.task_id, part.tool_call_id)
     values = args.model_dump(mode="json") if isinstance(args, BaseModel) else args
     await store.create_approval(aid, ctx.task_id, ctx.session_id, part.tool_name, dumps(values))
@@ -46,6 +53,7 @@ async def request(
             "toolCallId": part.tool_call_id,
             "tool": part.tool_name,
             "args": values,
+            **(preview or {}),
         },
     )
     return aid

@@ -30,7 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tether.errors import TetherError
 
 TOOLS = ("fetch", "read_file", "write_file", "list_files")
-PROVIDERS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+# provider -> the variable its API key is read from by default. `demo` is Tether's own
+# scripted model (offline, no key): what a first run offers when no provider key is set.
+PROVIDERS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "demo": ""}
 
 
 class AgentsFileError(TetherError):
@@ -73,6 +75,20 @@ class ModelAgentConfig(BaseModel):
     max_rounds: int = Field(20, ge=1, le=200, description="Model calls per turn at most.")
     max_retries: int = Field(6, ge=0, le=50, description="Retries of a failing model call.")
     max_tokens: int = Field(4096, ge=1, le=200_000)
+    context_tokens: int = Field(
+        128_000,
+        ge=2048,
+        le=10_000_000,
+        description="The model's context window: a request (history, tools and the reply's "
+        "max_tokens) is fitted under it, oldest tool results shortened first, then the oldest "
+        "turns left out.",
+    )
+    internal: bool = Field(
+        False, description="Only a sub-agent: not offered as an agent to talk to."
+    )
+    keyless: bool = Field(
+        False, description="Its server needs no API key (a local OpenAI-compatible model)."
+    )
 
     @field_validator("model")
     @classmethod
@@ -92,11 +108,19 @@ class ModelAgentConfig(BaseModel):
         return self.model.partition(":")[2]
 
     @property
+    def label(self) -> str:
+        """The model, as a person reads it."""
+        return "scripted demo (offline)" if self.provider == "demo" else self.model
+
+    @property
     def key_env(self) -> str:
         return self.api_key_env or PROVIDERS[self.provider]
 
     def api_key(self) -> str | None:
-        return os.environ.get(self.key_env) or None
+        if self.provider == "demo":
+            return "demo"
+        key = os.environ.get(self.key_env) if self.key_env else None
+        return key or ("none" if self.keyless else None)
 
     def problem(self) -> str | None:
         """Why this agent cannot call its model now (None: it can)."""

@@ -11,6 +11,7 @@ loop's own errors fail the task. `delegate(agent, task)` is the loop's, not here
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,32 @@ async def write_file(env: ToolEnv, args: WriteArgs) -> str:
     tmp.write_bytes(data)
     tmp.replace(target)  # whole or not at all: a re-run after a crash writes it again
     return f"wrote {len(data)} bytes to {args.path}"
+
+
+MAX_DIFF = 64 * 1024
+
+
+def write_preview(env: ToolEnv, args: WriteArgs) -> dict[str, Any]:
+    """What a person approving a write should see besides the new content: whether it
+    replaces a file, and if so the change as a unified diff (cut at 64 KiB)."""
+    try:
+        target = _inside(env, args.path)
+    except ToolRefused:
+        return {}
+    if not target.is_file():
+        return {"replaces": False}
+    old = target.read_bytes()[:MAX_WRITE].decode("utf-8", "replace")
+    diff = "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            args.content.splitlines(keepends=True),
+            fromfile=f"{args.path} (now)",
+            tofile=f"{args.path} (after)",
+        )
+    )
+    if len(diff) > MAX_DIFF:
+        diff = diff[:MAX_DIFF] + f"\n… ({len(diff) - MAX_DIFF} characters of the diff cut)\n"
+    return {"replaces": True, "diff": diff or "(no change)"}
 
 
 async def list_files(env: ToolEnv, _args: NoArgs) -> str:

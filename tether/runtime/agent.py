@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -82,11 +84,22 @@ class AgentRegistry:
         h = hashlib.sha256(base.encode())
         modules = sorted({spec.fn.__module__ for spec in self._agents.values()})
         for name in modules:
-            try:
-                h.update(inspect.getsource(sys.modules[name]).encode())
-            except (OSError, TypeError, KeyError):
-                h.update(name.encode())
+            h.update(_source(name).encode())
         return h.hexdigest()[:16]
+
+
+def _source(module: str) -> str:
+    """A module's source, read from its file when it is not imported yet (an agent whose
+    code loads lazily, on its first run); its name if it has none."""
+    try:
+        if module in sys.modules:
+            return inspect.getsource(sys.modules[module])
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin is not None:
+            return Path(spec.origin).read_text()
+    except (OSError, TypeError, ImportError, ValueError):
+        pass
+    return module
 
 
 registry = AgentRegistry()

@@ -194,14 +194,24 @@ class Runtime:
         return self.registry.get(agent).validate(input).model_dump(mode="json")
 
     async def create_task(
-        self, session_id: str, agent: str, input: Any, task_id: str | None = None
+        self,
+        session_id: str,
+        agent: str,
+        input: Any,
+        task_id: str | None = None,
+        *,
+        follows: str | None = None,
+        shows: tuple[str, ...] | None = None,
     ) -> tuple[Task, bool]:
         """Validate, record (task row + `task.created`), then start the workflow. With a
         given task_id (from an idempotency key) a task that exists is returned as it is:
-        (task, False). A task whose workflow cannot be started is marked failed."""
+        (task, False). A task whose workflow cannot be started is marked failed. A
+        conversation turn (`shows` given: the turns before it on its branch) follows the
+        turn `follows`, and its branch is the one shown from now."""
         clean = self._validated(agent, input)
         task_id = task_id or new_id("t")
         row = self._new_task_row(task_id, session_id, None, agent, clean)
+        row["follows"] = follows
         created = await self.log.append(
             Append(
                 session_id,
@@ -211,6 +221,7 @@ class Runtime:
                 dumps({"agent": agent, "input": clean, "parent_id": None}),
                 key=f"{task_id}:created",
                 new_task=row,
+                selects=() if shows is None else (*shows, task_id),
             )
         )
         if created[0] is None:

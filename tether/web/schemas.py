@@ -69,6 +69,11 @@ class TaskOut(BaseModel):
     children: list[str] = Field(description="Ids of the direct children.")
 
 
+class Selected(BaseModel):
+    turn: str = Field(description="The turn whose branch is shown now.")
+    seq: int | None = Field(description="The `conversation.selected` event's seq.")
+
+
 class TaskNode(TaskOut):
     children: list[TaskNode] = Field(description="The direct children, nested.")  # type: ignore[assignment]
 

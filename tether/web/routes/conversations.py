@@ -4,20 +4,24 @@ turn waits for are answered here, once."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from tether.errors import InvalidInput
+from tether.errors import InvalidInput, NotFound
+from tether.events.log import Append
+from tether.llm import conversation
+from tether.llm.config import ModelAgentConfig
+from tether.llm.installed import Installed, installed
+from tether.model import Task, dumps
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
 from tether.web.responses import json_response
 from tether.web.routes.sessions import IDEMPOTENCY_KEY, idempotent_task_id
-from tether.web.schemas import Approval, ApprovalList, TaskOut
+from tether.web.schemas import Approval, ApprovalList, Selected, TaskOut
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
 
@@ -35,6 +39,19 @@ class MessageIn(BaseModel):
         max_length=128,
         description="A model agent; default: the file's default.",
     )
+    parent: str | None = Field(
+        None,
+        max_length=255,
+        description="The message (turn id) this one answers after; null: a new first message; "
+        "absent: the end of the branch shown.",
+    )
+
+
+class Missing:
+    """Not given (as opposed to given as null)."""
+
+
+MISSING = Missing()
 
 
 class AnswerIn(BaseModel):
@@ -42,16 +59,73 @@ class AnswerIn(BaseModel):
     note: str | None = Field(None, max_length=2000, description="Told to the agent.")
 
 
-def installed() -> Any:
-    # The model layer is imported only when an agents file is configured.
-    if "tether.llm.agent" not in sys.modules:
-        return None
-    return sys.modules["tether.llm.agent"].installed()
+class RegenerateIn(BaseModel):
+    agent: str | None = Field(
+        None, min_length=1, max_length=128, description="Another model agent to answer."
+    )
+
+
+def _installed() -> Installed:
+    inst = installed()
+    if inst is None or not inst.configs:
+        raise InvalidInput(NO_MODEL)
+    return inst
+
+
+def _agent(inst: Installed, name: str | None) -> ModelAgentConfig:
+    cfg = inst.default_agent() if name is None else inst.configs.get(name)
+    if cfg is None or cfg.internal:
+        known = ", ".join(sorted(n for n, c in inst.configs.items() if not c.internal))
+        raise InvalidInput(f"there is no model agent called {name!r}; you can use {known}")
+    if (why := cfg.problem()) is not None:
+        raise InvalidInput(f"{cfg.name} is not ready: {why}")
+    return cfg
+
+
+def _turns_agents() -> list[str]:
+    """The model agents: a turn stored before the conversation tree is one of theirs."""
+    return list(_installed().configs)
 
 
 # One at a time per session: a message's turn waits for the turn before it, so finding that
 # turn and starting this one must not interleave with another message's.
 _turn_locks: dict[str, asyncio.Lock] = {}
+
+
+async def start_turn(
+    svc: Svc,
+    session_id: str,
+    agent: str,
+    text: str,
+    *,
+    parent: str | None | Missing = MISSING,
+    regenerates: str | None = None,
+    task_id: str | None = None,
+) -> tuple[Task, bool]:
+    """Start (or queue) a turn that follows `parent` (default: the end of the branch shown);
+    it becomes the branch shown. Turns run one at a time in a session, in the order sent."""
+    assert svc.runtime is not None
+    lock = _turn_locks.setdefault(session_id, asyncio.Lock())
+    try:
+        async with lock:
+            turns = await conversation.read_tree(svc.store.db, session_id, _turns_agents())
+            if isinstance(parent, Missing):
+                parent = conversation.tip(turns)
+            elif parent is not None and all(t.id != parent for t in turns):
+                raise NotFound("the message to answer after is not in this conversation")
+            last = turns[-1] if turns else None
+            after = last.id if last is not None and not last.status.terminal else None
+            return await svc.runtime.create_task(
+                session_id,
+                agent,
+                {"text": text, "parent": parent, "regenerates": regenerates, "after": after},
+                task_id,
+                follows=parent,
+                shows=tuple(conversation.branch(turns, parent)),
+            )
+    finally:
+        if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            _turn_locks.pop(session_id, None)
 
 
 @router.post(
@@ -72,35 +146,91 @@ async def post_message(
     idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> Response:
     """Say something: the agent's turn is a task (it waits for the previous turn to end and
-    sees the conversation so far). Its reply streams into the session's log."""
+    sees the branch of the conversation it follows). Its reply streams into the session's
+    log. `parent` answers after another message (editing a message: its parent); without
+    it, the message follows the end of the branch shown."""
     await svc.store.session(session_id, caller.user)
-    inst = installed()
-    if inst is None or not inst.configs:
-        raise InvalidInput(NO_MODEL)
-    if body.agent is None:
-        cfg = inst.default_agent()
-    elif body.agent in inst.configs:
-        cfg = inst.configs[body.agent]
-    else:
-        raise InvalidInput(
-            f"unknown model agent {body.agent!r}; known: {', '.join(sorted(inst.configs))}"
-        )
-    assert cfg is not None and svc.runtime is not None
-    if (why := cfg.problem()) is not None:
-        raise InvalidInput(f"agent {cfg.name!r} is not ready: {why}")
-    task_id = idempotent_task_id(caller.user, session_id, idempotency_key)
-    lock = _turn_locks.setdefault(session_id, asyncio.Lock())
-    try:
-        async with lock:
-            prev = await svc.store.latest_turn(session_id, list(inst.configs))
-            after = prev.id if prev is not None and not prev.status.terminal else None
-            task, new = await svc.runtime.create_task(
-                session_id, cfg.name, {"text": body.text, "after": after}, task_id
-            )
-    finally:
-        if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
-            _turn_locks.pop(session_id, None)
+    cfg = _agent(_installed(), body.agent)
+    task, new = await start_turn(
+        svc,
+        session_id,
+        cfg.name,
+        body.text,
+        parent=body.parent if "parent" in body.model_fields_set else MISSING,
+        task_id=idempotent_task_id(caller.user, session_id, idempotency_key),
+    )
     return json_response(task.to_dict(), 201 if new else 200)
+
+
+async def _own_turn(
+    svc: Svc, caller: Caller, task_id: str
+) -> tuple[Task, list[conversation.TurnRef]]:
+    """The caller's turn, and its session's conversation (404 for another's; 422 for a task
+    that is not a turn)."""
+    task = await svc.store.task(task_id, caller.user)
+    turns = await conversation.read_tree(svc.store.db, task.session_id, _turns_agents())
+    if all(t.id != task_id for t in turns):
+        raise InvalidInput("only a message of a conversation can be answered again or shown")
+    return task, turns
+
+
+@router.post(
+    "/tasks/{task_id}/regenerate",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": TaskOut, "description": "A new reply to the same message was started."},
+        200: {"model": TaskOut, "description": "A turn with this Idempotency-Key exists."},
+        **problems(400, 401, 404, 413, 422, 429),
+    },
+)
+async def regenerate(
+    task_id: str,
+    caller: Caller,
+    svc: Svc,
+    body: RegenerateIn | None = None,
+    idempotency_key: IDEMPOTENCY_KEY = None,
+) -> Response:
+    """Answer a message again (regenerate a reply, or retry one that failed or was
+    stopped): a new turn beside this one, with the same message, shown from now on."""
+    turn, turns = await _own_turn(svc, caller, task_id)
+    inst = _installed()
+    name = body.agent if body is not None and body.agent else turn.agent
+    cfg = _agent(inst, name if name in inst.configs else None)
+    inp = turn.input if isinstance(turn.input, dict) else {}
+    follows = next(t.follows for t in turns if t.id == task_id)
+    new_task, new = await start_turn(
+        svc,
+        turn.session_id,
+        cfg.name,
+        str(inp.get("text", "")),
+        parent=follows,
+        regenerates=inp.get("regenerates") or turn.id,
+        task_id=idempotent_task_id(caller.user, turn.session_id, idempotency_key),
+    )
+    return json_response(new_task.to_dict(), 201 if new else 200)
+
+
+@router.post(
+    "/tasks/{task_id}/select",
+    response_model=None,
+    responses={200: {"model": Selected}, **problems(401, 404, 422, 429)},
+)
+async def select(task_id: str, caller: Caller, svc: Svc) -> Response:
+    """Show this message's branch of the conversation, in every tab and on every device (a
+    `conversation.selected` event)."""
+    turn, turns = await _own_turn(svc, caller, task_id)
+    (event,) = await svc.log.append(
+        Append(
+            turn.session_id,
+            None,
+            None,
+            "conversation.selected",
+            dumps({"turn": task_id}),
+            selects=tuple(conversation.branch(turns, task_id)),
+        )
+    )
+    return json_response({"turn": task_id, "seq": event.seq if event is not None else None})
 
 
 @router.get(

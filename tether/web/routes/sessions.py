@@ -183,7 +183,24 @@ async def create_task(
 ) -> Response:
     await svc.store.session(session_id, caller.user)
     task_id = idempotent_task_id(caller.user, session_id, idempotency_key)
-    task, new = await _runtime(svc).create_task(session_id, body.agent, body.input, task_id)
+    spec = svc.registry.get(body.agent)
+    if spec.meta.get("kind") == "model" and not spec.meta.get("internal"):
+        # A model agent's task is a turn of the conversation: it is placed, and ordered
+        # behind the running turn, as a message is (its `after` is the server's, never the
+        # caller's).
+        from tether.web.routes.conversations import MISSING, start_turn
+
+        inp = spec.validate(body.input).model_dump(mode="json")
+        task, new = await start_turn(
+            svc,
+            session_id,
+            spec.name,
+            inp["text"],
+            parent=inp["parent"] if "parent" in (body.input or {}) else MISSING,
+            task_id=task_id,
+        )
+    else:
+        task, new = await _runtime(svc).create_task(session_id, body.agent, body.input, task_id)
     return json_response(task.to_dict(), 201 if new else 200)
 
 

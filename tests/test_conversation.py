@@ -1,0 +1,282 @@
+"""The conversation as a tree of turns, against a real server and the local model server:
+edits, regenerations and retries make branches; the branch shown is per session, from the
+log; each turn sends its model only its branch, stopped and failed turns included as what
+they showed, fitted to the context window; storage grows with the conversation. Also what a
+first run offers: the offline demo, or a default assistant on a local model."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from benchmarks.fake_llm import RunningFakeLLM
+from tests.helpers.models import control, messages_by_id, model_session, say
+from tests.helpers.server import SECRET, Api, Server, wait_until
+
+
+def _done(api: Api, task_id: str, timeout: float = 60) -> dict[str, Any]:
+    return api.wait_status(
+        task_id, "completed", "failed", "cancelled", "interrupted", timeout=timeout
+    )
+
+
+def _requests(fake: RunningFakeLLM) -> list[dict[str, Any]]:
+    import httpx
+
+    return list(httpx.get(f"{fake.url}/_requests").json())
+
+
+def _texts(request: dict[str, Any]) -> str:
+    """Everything a provider request carried as text (either wire format), joined."""
+    out: list[str] = []
+    for m in request["body"]["messages"]:
+        c = m.get("content")
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, list):
+            for b in c:
+                out.append(str(b.get("text") or b.get("content") or ""))
+    return "\n".join(out)
+
+
+def _request_for(fake: RunningFakeLLM, marker: str) -> dict[str, Any]:
+    """The newest request whose last user message contains `marker`."""
+    return next(r for r in reversed(_requests(fake)) if marker in _texts(r).split("\n")[-1])
+
+
+def _shown_path(events: list[dict[str, Any]]) -> list[str]:
+    """The branch a reader of the log shows, by the rule the page uses (see chat.js)."""
+    follows: dict[str, str | None] = {}
+    rank: dict[str, int] = {}
+    order: list[str] = []
+
+    def select(turn: str | None, seq: int) -> None:
+        while turn is not None:
+            rank[turn] = seq
+            turn = follows.get(turn)
+
+    for e in events:
+        d = e["data"]
+        if e["type"] == "task.created" and e["parent_task_id"] is None:
+            inp = d["input"]
+            if "parent" not in inp:
+                continue
+            follows[e["task_id"]] = inp["parent"]
+            order.append(e["task_id"])
+            select(e["task_id"], e["seq"])
+        elif e["type"] == "conversation.selected":
+            select(d["turn"], e["seq"])
+    path: list[str] = []
+    node: str | None = None
+    while kids := [t for t in order if follows[t] == node]:
+        node = max(kids, key=lambda t: (rank[t], order.index(t)))
+        path.append(node)
+    return path
+
+
+def test_edits_regenerations_and_selection_make_one_tree_every_reader_sees(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=[])
+    a = say(api, sid, "first words 3")
+    b = say(api, sid, "second words 3")
+    assert a["input"]["parent"] is None and b["input"]["parent"] == a["id"]
+    assert b["input"]["after"] == a["id"]  # it queued behind the running turn
+    _done(api, b["id"])
+    assert "first words 3" in _texts(_request_for(fake_llm, "second words 3"))
+
+    # Edit the first message: a new first turn, which sees nothing of the other branch.
+    c = say(api, sid, "edited words 3", parent=None)
+    _done(api, c["id"])
+    seen = _texts(_request_for(fake_llm, "edited words 3"))
+    assert "first words 3" not in seen and "second" not in seen
+
+    # Regenerate the second reply: same message, same parent, a sibling of b.
+    r = api.c.post(f"/api/tasks/{b['id']}/regenerate")
+    assert r.status_code == 201, r.text
+    d = r.json()
+    assert d["input"] == {**d["input"], "text": "second words 3", "parent": a["id"]}
+    assert d["input"]["regenerates"] == b["id"]
+    _done(api, d["id"])
+    seen = _texts(_request_for(fake_llm, "second words 3"))
+    assert "first words 3" in seen and "edited" not in seen
+
+    # The branch shown is d's; a message without a parent follows it.
+    assert _shown_path(api.all_events(sid)) == [a["id"], d["id"]]
+    e = say(api, sid, "third words 3")
+    assert e["input"]["parent"] == d["id"]
+    _done(api, e["id"])
+
+    # Show the edited branch again (from any tab): the next message follows it.
+    r = api.c.post(f"/api/tasks/{c['id']}/select")
+    assert r.status_code == 200 and r.json()["turn"] == c["id"]
+    assert _shown_path(api.all_events(sid)) == [c["id"]]
+    f = say(api, sid, "fourth words 3")
+    assert f["input"]["parent"] == c["id"]
+    _done(api, f["id"])
+    # Showing b (a middle turn) shows its branch down to what was shown below it last.
+    api.c.post(f"/api/tasks/{b['id']}/select").raise_for_status()
+    assert _shown_path(api.all_events(sid)) == [a["id"], b["id"]]
+    api.c.post(f"/api/tasks/{d['id']}/select").raise_for_status()
+    assert _shown_path(api.all_events(sid)) == [a["id"], d["id"], e["id"]]
+
+    # The same tree after a restart: the server's own tip agrees with the log's.
+    server.kill()
+    server.start()
+    api = Api(server.client())
+    g = say(api, sid, "fifth words 3")
+    assert g["input"]["parent"] == e["id"]
+    _done(api, g["id"])
+    assert _shown_path(api.all_events(sid)) == [a["id"], d["id"], e["id"], g["id"]]
+
+    # Refused, with nothing recorded: a parent that is not a turn of this session, another
+    # user's turn, a task that is not a turn.
+    before = len(api.all_events(sid))
+    other = api.session("other")
+    h = say(api, other, "elsewhere words 2")
+    _done(api, h["id"])
+    r = api.c.post(f"/api/sessions/{sid}/messages", json={"text": "x", "parent": h["id"]})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert h["id"] not in r.json()["detail"]
+    batch = api.start(sid, "batch", {"items": ["a"], "delay_s": 0})
+    for path in (f"/api/tasks/{batch['id']}/regenerate", f"/api/tasks/{batch['id']}/select"):
+        assert api.c.post(path).status_code == 422
+    for path in ("/api/tasks/t_nope/regenerate", "/api/tasks/t_nope/select"):
+        assert api.c.post(path).status_code == 404
+    _done(api, batch["id"])
+    assert [e for e in api.all_events(sid)[before:] if e["type"] == "conversation.selected"] == []
+
+
+def test_a_stopped_or_failed_turn_is_part_of_what_the_next_turn_sends(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server, api, sid = model_session(make_server, fake_llm, tmp_path)
+    control(fake_llm, tokens_per_s=15)
+    a = say(api, sid, "slow words 200")
+    wait_until(
+        lambda: any(" w1" in t for t in messages_by_id(api.all_events(sid)).values()),
+        what="part of the reply",
+    )
+    api.c.post(f"/api/tasks/{a['id']}/cancel").raise_for_status()
+    _done(api, a["id"])
+    control(fake_llm, tokens_per_s=0)
+    b = say(api, sid, "next words 3")
+    assert b["input"]["parent"] == a["id"]
+    _done(api, b["id"])
+    seen = _texts(_request_for(fake_llm, "next words 3"))
+    assert "slow words 200" in seen
+    assert "stopped by the user" in seen and "What had been shown" in seen
+    assert "w0 w1" in seen  # the words that were shown
+
+    control(fake_llm, faults=[{"status": 400}])
+    c = say(api, sid, "doomed words 3")
+    assert _done(api, c["id"])["status"] == "failed"
+    d = say(api, sid, "after words 3")
+    _done(api, d["id"])
+    seen = _texts(_request_for(fake_llm, "after words 3"))
+    assert "doomed words 3" in seen and "This reply failed" in seen
+    assert "Nothing had been shown" in seen
+
+    # Retry the failed turn: a sibling with the same message.
+    r = api.c.post(f"/api/tasks/{c['id']}/regenerate")
+    assert r.status_code == 201
+    assert _done(api, r.json()["id"])["status"] == "completed"
+
+
+def test_a_long_conversation_fits_the_context_window_and_stays_small(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    """100 turns of ~100 KB each (a 50 KB message, a 50 KB reply): no request is larger than
+    the agent's context window, the page is told where the cut is, and the database stays
+    under 3x the size of the events (it grew with the square of the conversation before)."""
+    context = 60_000
+    server, api, sid = model_session(
+        make_server,
+        fake_llm,
+        tmp_path,
+        extra=f"context_tokens = {context}\nmax_tokens = 2000",
+    )
+    # ~56 KB in 100 words (the model streams a word a delta: 100 deltas, not 8,000)
+    filler = " ".join("-".join(f"x{i:05d}" for i in range(j, j + 80)) for j in range(0, 8000, 80))
+    turns = [say(api, sid, f"echo: turn {n} {filler}") for n in range(100)]
+    _done(api, turns[-1]["id"], timeout=600)
+    tasks = {t["id"]: api.task(t["id"]) for t in turns}
+    assert {t["status"] for t in tasks.values()} == {"completed"}
+
+    for r in _requests(fake_llm)[-100:]:
+        assert r["size"] / 3 <= context, "a request exceeded the context window"
+    events = api.all_events(sid)
+    trimmed = [e for e in events if e["type"] == "context.trimmed"]
+    assert trimmed and trimmed[-1]["data"]["dropped"] > 90
+    assert trimmed[-1]["data"]["first"] in tasks
+    assert "left out" in _texts(_requests(fake_llm)[-1])
+
+    db = server.data_dir / "tether.db"
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (event_bytes,) = c.execute("SELECT sum(length(data)) FROM tether_events").fetchone()
+        (step_bytes,) = c.execute("SELECT sum(length(output)) FROM tether_steps").fetchone()
+    size = sum(p.stat().st_size for p in server.data_dir.glob("*.db*"))
+    print(f"events {event_bytes:,} B, steps {step_bytes:,} B, database files {size:,} B")
+    assert size < 3 * event_bytes
+    assert step_bytes < event_bytes  # no step holds a copy of the conversation
+
+
+def test_the_demo_shows_every_part_without_a_key(make_server: Any, tmp_path: Path) -> None:
+    server = make_server(TETHER_DEMO_WORDS_PER_S="0")
+    api = Api(server.client())
+    agents = {a["name"]: a for a in api.c.get("/api/agents").json()["agents"]}
+    demo = agents["demo"]
+    assert demo["kind"] == "model" and demo["demo"] and demo["default"] and demo["ready"]
+    assert agents["demo-helper"]["internal"] and not agents["demo"]["internal"]
+    sid = api.session()
+    turn = say(api, sid, "show me around")
+    wait_until(
+        lambda: any(e["type"] == "approval.requested" for e in api.all_events(sid)),
+        what="the demo's approval request",
+    )
+    events = api.all_events(sid)
+    calls = [e["data"]["toolCallName"] for e in events if e["type"] == "TOOL_CALL_START"]
+    assert calls.count("delegate") == 2 and "list_files" in calls and "write_file" in calls
+    helpers = [e for e in events if e["type"] == "task.created" and e["parent_task_id"]]
+    assert len(helpers) == 2 and {e["data"]["agent"] for e in helpers} == {"demo-helper"}
+    ask = next(e for e in events if e["type"] == "approval.requested")
+    assert ask["data"]["replaces"] is False
+    r = api.c.post(
+        f"/api/tasks/{turn['id']}/approvals/{ask['data']['approvalId']}",
+        json={"decision": "approve"},
+    )
+    assert r.status_code == 200
+    done = _done(api, turn["id"])
+    assert done["status"] == "completed"
+    assert "| Part |" in done["result"]["text"] and "```python" in done["result"]["text"]
+    assert (server.data_dir / "workspaces" / sid / "notes.md").is_file()
+
+    # The second time it overwrites notes.md: the approval shows the change as a diff.
+    turn = say(api, sid, "again, please")
+    ask = wait_until(
+        lambda: [e for e in api.all_events(sid) if e["type"] == "approval.requested"][1:],
+        what="the second approval",
+    )[0]
+    assert ask["data"]["replaces"] is True
+    assert "-- You said: show me around" in ask["data"]["diff"].replace("\n-", "\n--")
+    assert "+- You said: again, please" in ask["data"]["diff"]
+
+
+def test_a_local_model_url_gives_a_default_assistant(
+    make_server: Any, fake_llm: RunningFakeLLM
+) -> None:
+    server: Server = make_server(TETHER_MODEL_URL=fake_llm.url + "/v1", TETHER_MODEL="local-llm")
+    api = Api(server.client())
+    agents = {a["name"]: a for a in api.c.get("/api/agents").json()["agents"]}
+    assert "demo" not in agents
+    assert agents["assistant"]["default"] and agents["assistant"]["ready"]
+    assert agents["assistant"]["model"] == "openai:local-llm"
+    assert agents["assistant"]["delegates"] == ["researcher"]
+    sid = api.session()
+    turn = say(api, sid, "please delegate: look it up to researcher")
+    done = _done(api, turn["id"])
+    assert done["status"] == "completed", done
+    assert done["result"]["text"].startswith("Done:")
+    assert SECRET not in str(_requests(fake_llm)[-1])

@@ -1,0 +1,85 @@
+"""A session's conversation: a tree of turns, the branch shown, and what a turn sends.
+
+A turn (a top-level task of a model agent) follows another turn (`follows`; none for a first
+message). Turns that follow the same turn are alternatives: an edited message, or a reply
+regenerated. Which branch is shown is decided at each fork by the turn whose branch was shown
+last: its row's `selected_seq`, the seq of its creation or of its newest
+`conversation.selected` event. The page applies the same rule to the same events, so every
+tab, and every reader that resumes from the log, sees the same tree and the same branch.
+
+What a turn sends the model is `history.py`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from tether.db.engine import Database
+from tether.db.schema import tasks
+from tether.model import TaskStatus
+
+
+@dataclass(slots=True)
+class TurnRef:
+    id: str
+    follows: str | None
+    rank: int  # -1: stored before the tree (a linear conversation)
+    order: int  # creation order
+    status: TaskStatus
+
+
+async def read_tree(db: Database, session_id: str, agents: list[str]) -> list[TurnRef]:
+    """Every turn of the session, oldest first: a top-level task created as a turn (its
+    `selected_seq` is set then), or of a model agent `agents` names (a turn stored before
+    the tree, which follows the turn created before it: the conversation was linear)."""
+    q = (
+        sa.select(tasks.c.id, tasks.c.follows, tasks.c.selected_seq, tasks.c.status)
+        .where(
+            tasks.c.session_id == session_id,
+            tasks.c.parent_id.is_(None),
+            sa.or_(tasks.c.selected_seq.is_not(None), tasks.c.agent.in_(agents)),
+        )
+        .order_by(tasks.c.created_at, tasks.c.id)
+    )
+    rows = await db.read(lambda c: c.execute(q).all())
+    out: list[TurnRef] = []
+    prev: str | None = None
+    for i, (tid, follows, selected, status) in enumerate(rows):
+        legacy = selected is None
+        out.append(
+            TurnRef(
+                tid, prev if legacy else follows, -1 if legacy else selected, i, TaskStatus(status)
+            )
+        )
+        prev = tid
+    return out
+
+
+def tip(turns: list[TurnRef]) -> str | None:
+    """The last turn of the branch shown (None: no turn yet)."""
+    kids: dict[str | None, list[TurnRef]] = {}
+    for t in turns:
+        kids.setdefault(t.follows, []).append(t)
+    node: str | None = None
+    seen: set[str] = set()
+    while kids.get(node):
+        best = max(kids[node], key=lambda t: (t.rank, t.order))
+        if best.id in seen:
+            break
+        seen.add(best.id)
+        node = best.id
+    return node
+
+
+def branch(turns: list[TurnRef], last: str | None) -> list[str]:
+    """The turns from the first message down to `last`, in order."""
+    by_id = {t.id: t for t in turns}
+    out: list[str] = []
+    node = last
+    while node is not None and node in by_id and node not in out:
+        out.append(node)
+        node = by_id[node].follows
+    out.reverse()
+    return out
