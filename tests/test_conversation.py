@@ -76,9 +76,9 @@ def _shown_path(events: list[dict[str, Any]]) -> list[str]:
 
 
 def test_edits_regenerations_and_selection_make_one_tree_every_reader_sees(
-    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path, database_env: dict[str, str]
 ) -> None:
-    server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=[])
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=[], **database_env)
     a = say(api, sid, "first words 3")
     b = say(api, sid, "second words 3")
     assert a["input"]["parent"] is None and b["input"]["parent"] == a["id"]
@@ -120,6 +120,19 @@ def test_edits_regenerations_and_selection_make_one_tree_every_reader_sees(
     assert _shown_path(api.all_events(sid)) == [a["id"], b["id"]]
     api.c.post(f"/api/tasks/{d['id']}/select").raise_for_status()
     assert _shown_path(api.all_events(sid)) == [a["id"], d["id"], e["id"]]
+
+    # The tree as the page reads it before any event: every branch, rank and text.
+    conv = api.c.get(f"/api/sessions/{sid}/conversation").json()
+    turns = {t["id"]: t for t in conv["turns"]}
+    assert list(turns) == [a["id"], b["id"], c["id"], d["id"], e["id"], f["id"]]
+    assert turns[d["id"]]["parent"] == a["id"] and turns[d["id"]]["regenerates"] == b["id"]
+    assert turns[c["id"]]["parent"] is None and turns[c["id"]]["text"] == "edited words 3"
+    assert turns[e["id"]]["reply"].startswith("Reply ")
+    path, node = [], None
+    while kids := [t for t in conv["turns"] if t["parent"] == node]:
+        node = max(kids, key=lambda t: t["rank"])["id"]
+        path.append(node)
+    assert path == _shown_path(api.all_events(sid))
 
     # The same tree after a restart: the server's own tip agrees with the log's.
     server.kill()
@@ -243,6 +256,10 @@ def test_the_demo_shows_every_part_without_a_key(make_server: Any, tmp_path: Pat
     assert len(helpers) == 2 and {e["data"]["agent"] for e in helpers} == {"demo-helper"}
     ask = next(e for e in events if e["type"] == "approval.requested")
     assert ask["data"]["replaces"] is False
+    # One turn's events, its sub-agents' included, as a long conversation's page reads them.
+    mine = api.c.get(f"/api/sessions/{sid}/events", params={"task": turn["id"]}).json()
+    theirs = [e for e in events if (e["task_id"] or "").startswith(turn["id"])]
+    assert mine["events"] == theirs and len({e["task_id"] for e in theirs}) == 3
     r = api.c.post(
         f"/api/tasks/{turn['id']}/approvals/{ask['data']['approvalId']}",
         json={"decision": "approve"},

@@ -694,6 +694,34 @@ def read_before(
     return out
 
 
+def read_task_events(
+    c: sa.Connection,
+    session_id: str,
+    task_id: str,
+    after: int,
+    limit: int,
+    max_bytes: int | None = None,
+) -> list[Event]:
+    """A task's events and its sub-agents' (whose ids are `<task>.<k>`), in seq order: the
+    ranges of their keys (`<task>:…`, `<task>.…`) on the (session, key) index."""
+    ranges = [
+        sa.and_(events.c.key >= task_id + sep, events.c.key < task_id + sep + "\U0010ffff")
+        for sep in (":", ".")
+    ]
+    q = (
+        sa.select(*_EVENT_COLUMNS)
+        .where(
+            events.c.session_id == session_id,
+            sa.or_(*ranges),
+            events.c.seq > after,
+            events.c.seq > _low_seq(session_id),
+        )
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    return _collect(c.execute(q), session_id, max_bytes)
+
+
 def _collect(rows: Any, session_id: str, max_bytes: int | None) -> list[Event]:
     out: list[Event] = []
     size = 0

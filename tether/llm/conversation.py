@@ -13,8 +13,10 @@ What a turn sends the model is `history.py`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from tether.db.engine import Database
 from tether.db.schema import tasks
@@ -82,4 +84,53 @@ def branch(turns: list[TurnRef], last: str | None) -> list[str]:
         out.append(node)
         node = by_id[node].follows
     out.reverse()
+    return out
+
+
+def _field(db: Database, column: sa.Column[str], key: str) -> sa.ColumnElement[str]:
+    """One top-level field of a JSON text column, read by the database (not the whole
+    value: a turn's result holds its messages)."""
+    if db.sqlite:
+        return sa.func.json_extract(column, f"$.{key}")
+    return sa.cast(column, JSONB)[key].astext
+
+
+async def read_turns(db: Database, session_id: str, agents: list[str]) -> list[dict[str, Any]]:
+    """The conversation as the page draws it before any event of it is loaded: every turn
+    with what it follows, its rank, status, message and reply text, oldest first."""
+    turns = await read_tree(db, session_id, agents)
+    if not turns:
+        return []
+    q = sa.select(
+        tasks.c.id,
+        tasks.c.agent,
+        tasks.c.status,
+        _field(db, tasks.c.input, "text"),
+        _field(db, tasks.c.input, "regenerates"),
+        _field(db, tasks.c.result, "text"),
+        _field(db, tasks.c.error, "message"),
+        tasks.c.created_at,
+        tasks.c.ended_at,
+        tasks.c.last_seq,
+    ).where(tasks.c.session_id == session_id, tasks.c.id.in_([t.id for t in turns]))
+    rows = {r[0]: r for r in await db.read(lambda c: c.execute(q).all())}
+    out = []
+    for t in turns:
+        _, agent, status, text, regenerates, reply, error, created, ended, last = rows[t.id]
+        out.append(
+            {
+                "id": t.id,
+                "parent": t.follows,
+                "regenerates": regenerates,
+                "rank": t.rank,
+                "agent": agent,
+                "status": status,
+                "text": text,
+                "reply": reply,
+                "error": error,
+                "created_at": created,
+                "ended_at": ended,
+                "last_seq": last,
+            }
+        )
     return out

@@ -69,6 +69,27 @@ class TaskOut(BaseModel):
     children: list[str] = Field(description="Ids of the direct children.")
 
 
+class TurnOut(BaseModel):
+    id: str
+    parent: str | None = Field(description="The turn it follows (null: a first message).")
+    regenerates: str | None = Field(description="The message it answers again (its node id).")
+    rank: int = Field(description="At a fork, the turn with the highest rank is shown.")
+    agent: str
+    status: Status
+    text: str | None = Field(description="The user's message.")
+    reply: str | None = Field(description="The final reply's text, once completed.")
+    error: str | None
+    created_at: float
+    ended_at: float | None
+    last_seq: int
+
+
+class ConversationOut(BaseModel):
+    session_id: str
+    head_seq: int
+    turns: list[TurnOut] = Field(description="Every turn, oldest first (all branches).")
+
+
 class Selected(BaseModel):
     turn: str = Field(description="The turn whose branch is shown now.")
     seq: int | None = Field(description="The `conversation.selected` event's seq.")

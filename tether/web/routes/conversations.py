@@ -21,7 +21,7 @@ from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
 from tether.web.responses import json_response
 from tether.web.routes.sessions import IDEMPOTENCY_KEY, idempotent_task_id
-from tether.web.schemas import Approval, ApprovalList, Selected, TaskOut
+from tether.web.schemas import Approval, ApprovalList, ConversationOut, Selected, TaskOut
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
 
@@ -126,6 +126,21 @@ async def start_turn(
     finally:
         if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
             _turn_locks.pop(session_id, None)
+
+
+@router.get(
+    "/sessions/{session_id}/conversation",
+    response_model=None,
+    responses={200: {"model": ConversationOut}, **problems(401, 404, 429)},
+)
+async def get_conversation(session_id: str, caller: Caller, svc: Svc) -> Response:
+    """The conversation's tree: every turn (all branches) with what it follows, its rank
+    (the branch shown is the highest-ranked turn at each fork), status, message and final
+    reply. A long conversation's page draws from this, and reads a turn's events
+    (`/events?task=`) as it scrolls to it."""
+    s = await svc.store.session(session_id, caller.user)
+    turns = await conversation.read_turns(svc.store.db, session_id, _turns_agents())
+    return json_response({"session_id": session_id, "head_seq": s.head_seq, "turns": turns})
 
 
 @router.post(

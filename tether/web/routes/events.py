@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tether.db.store import read_session, read_task_summaries
 from tether.errors import BadRequest, CursorGone
-from tether.events.log import page_is_full, read_after, read_before
+from tether.events.log import page_is_full, read_after, read_before, read_task_events
 from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES, session_stream
 from tether.model import Event, Session, dumps
 from tether.web.bodies import StrictRoute
@@ -108,11 +108,22 @@ async def list_events(
             "ones remain.",
         ),
     ] = None,
+    task: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="Only this task's events and its sub-agents' (a turn of a long "
+            "conversation, read as the page scrolls to it); pages with `after`.",
+        ),
+    ] = None,
 ) -> Response:
     """The log as JSON pages: events after `after`, in seq order. `more` says whether to ask
     again from `next_after`. A page also stops early at about `page_bytes` of event data.
     With `before`, the page ends just below that seq: a reader can show the tail of a long
     session first and load earlier pages as they are wanted."""
+    if task is not None and before is not None:
+        raise BadRequest("`task` pages with `after`, not with `before`")
     upto = parse_cursor(before, "before")
     cursor = parse_cursor(after, "after") or 0
     max_limit = svc.settings.page_limit
@@ -132,6 +143,15 @@ async def list_events(
                 f'"next_after":{events[-1].seq if events else min(upto - 1, s.head_seq)},'
                 f'"next_before":{events[0].seq if events else upto},'
                 f'"more":{"true" if older else "false"},'
+                f'"events":[{",".join(e.to_json() for e in events)}]}}'
+            )
+        if task is not None:
+            events = read_task_events(c, session_id, task, cursor, n, page_bytes)
+            next_after = events[-1].seq if events else cursor
+            return (
+                f'{{"session_id":{dumps(session_id)},"head_seq":{s.head_seq},'
+                f'"first_seq":{s.low_seq + 1},"next_after":{next_after},'
+                f'"more":{"true" if page_is_full(events, n, page_bytes) else "false"},'
                 f'"events":[{",".join(e.to_json() for e in events)}]}}'
             )
         events = read_after(c, session_id, cursor, n, page_bytes)
