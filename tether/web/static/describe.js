@@ -148,3 +148,19 @@ export function plural(n, word) {
   if (typeof n !== "number") return `? ${word}s`;
   return `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
 }
+
+// "just now", "4 min ago", "3 h ago", then the date: how long ago a message was written.
+const DAY = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short" });
+const DAY_YEAR = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric" });
+export function relative(ms, now = Date.now()) {
+  const s = Math.round((now - ms) / 1000);
+  if (s < 45) return "just now";
+  if (s < 3600) return `${Math.max(1, Math.round(s / 60))} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  const d = new Date(ms);
+  return (d.getFullYear() === new Date(now).getFullYear() ? DAY : DAY_YEAR).format(d);
+}
+
+// The exact time, for a tooltip: "Tuesday 3 June 2025 at 14:03:22".
+const EXACT = new Intl.DateTimeFormat("en-GB", { dateStyle: "full", timeStyle: "medium" });
+export function exact(ms) { return EXACT.format(ms); }
