@@ -28,6 +28,9 @@ def test_rename_and_delete_are_owner_only_and_refuse_bad_input(shared_server: Se
     assert other.delete(f"/api/sessions/{sid}").status_code == 404
     assert api.c.get(f"/api/sessions/{sid}").json()["title"] == "after"
     assert api.c.delete("/api/sessions/s_nope").status_code == 404
+    # Each rename is in the session's log (every tab that follows it retitles), refusals not.
+    renames = [e for e in api.all_events(sid) if e["type"] == "session.renamed"]
+    assert [(e["task_id"], e["data"]) for e in renames] == [(None, {"title": "after"})]
 
 
 def test_delete_refuses_while_a_task_runs_then_removes_everything(shared_server: Server) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from tether.errors import BadRequest
+from tether.events.log import Append
 from tether.model import Task, dumps
 from tether.runtime.engine import Runtime
 from tether.web.bodies import StrictRoute
@@ -144,11 +145,13 @@ class SessionPatch(BaseModel):
     responses={200: {"model": SessionOut}, **problems(400, 401, 404, 413, 422, 429)},
 )
 async def rename_session(session_id: str, body: SessionPatch, caller: Caller, svc: Svc) -> Response:
-    """Rename a session."""
+    """Rename a session. The new title is also a `session.renamed` event in its log, so
+    every tab and device that follows the session shows it."""
     title = body.title.strip()
     if not title:
         raise BadRequest("a session's title cannot be blank")
     s = await svc.store.rename_session(session_id, caller.user, title)
+    await svc.log.append(Append(s.id, None, None, "session.renamed", dumps({"title": s.title})))
     return json_response(s.to_dict())
 
 

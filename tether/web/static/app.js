@@ -46,10 +46,10 @@ const timeline = new Timeline({
   nameOf: (id) => { const t = tree.get(id); return t ? taskName(t) : id; },
   loadBefore: (seq, n) => api(`/api/sessions/${sessionId}/events?before=${seq}&limit=${n}`),
 });
-const conversation = new Conversation({ root: $("conversation"), api: (p, i) => api(p, i), isModelAgent: (n) => agentsByName.get(n)?.kind === "model" });
+const conversation = new Conversation({ root: $("conversation"), pill: $("chat-jump"), api: (p, i) => api(p, i), isModelAgent: (n) => agentsByName.get(n)?.kind === "model" });
 const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}` });
 // Tests and the benchmark read the page's model through this (never needed by the page).
-window.tether = { timeline, tree, conn: () => conn, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
+window.tether = { timeline, tree, conversation, conn: () => conn, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
 
 // ---- api ----------------------------------------------------------------------------------
 
@@ -74,7 +74,12 @@ function closeSession() {
 
 function clearPage() {
   tree.reset(); timeline.reset(); conversation.reset();
+  sessionList = []; sessionsNext = null;
   $("sessions").replaceChildren();
+  setHidden($("sessions-skeleton"), false);
+  setHidden($("sessions-empty"), true);
+  setHidden($("sessions-more"), true);
+  showNotFound(false);
   $("session-title").textContent = "";
   $("title-box").hidden = true;
   document.title = "Tether";
@@ -120,34 +125,141 @@ async function signInFromFragment() {
 
 // ---- sessions -----------------------------------------------------------------------------
 
+// While a session loads its panels show grey placeholders, not empty states that are not
+// true yet ("No tasks yet" before the tasks came).
+function setBusy(on) {
+  if (($("main").getAttribute("aria-busy") === "true") === on) return;
+  $("main").setAttribute("aria-busy", String(on));
+  renderConn();
+}
+
 async function enter() {
   $("signin-view").hidden = true;
   $("app-view").hidden = false;
   $("signout").hidden = false;
   $("menu").hidden = false;
-  let wanted = params.get("session") || localStorage.getItem("tether.session");
+  setBusy(true);
+  const linked = params.get("session");  // asked for by a link: a plain "not found" if it is not there
+  let wanted = linked || localStorage.getItem("tether.session");
   // The session to open is known before the list comes: its tree and newest events are
   // asked for alongside it (on a reload of a big session, most of the time to live).
   let early = wanted ? firstLoad(wanted) : null;
   early?.catch(() => {});  // a session that is gone: openSession asks again and says so
-  const [{ sessions }, { agents }] = await Promise.all([api("/api/sessions"), api("/api/agents")]);
-  sessionsById = new Map(sessions.map((s) => [s.id, s]));
+  const [page, { agents }] = await Promise.all([api(`/api/sessions?limit=${SESSION_PAGE}`), api("/api/agents")]);
   fillAgents(agents);
-  if (!sessions.some((s) => s.id === wanted)) { wanted = sessions[0]?.id; early = null; }
-  if (!wanted) wanted = (await api("/api/sessions", { method: "POST", body: JSON.stringify({ title: "My first session" }) })).id;
-  await openSession(wanted, { early, sessions });
+  // One older than the first page is looked up on its own (it is yours, or it is not found).
+  let extra = null;
+  if (wanted && !page.sessions.some((s) => s.id === wanted)) {
+    extra = await api(`/api/sessions/${wanted}`).catch((e) => { if (e instanceof ApiError && e.status === 404) return null; throw e; });
+  }
+  if (!extra && wanted && !page.sessions.some((s) => s.id === wanted)) {
+    if (linked) { adoptSessions(page); renderSessionList(); return notFound(); }
+    localStorage.removeItem("tether.session");  // remembered, then deleted: open the newest
+    wanted = null; early = null;
+  }
+  wanted ??= page.sessions[0]?.id;
+  if (!wanted) {
+    const made = await api("/api/sessions", { method: "POST", body: JSON.stringify({ title: "My first session" }) });
+    page.sessions.unshift({ ...made, needs_you: 0, state: "empty" });
+    wanted = made.id;
+  }
+  adoptSessions(page);
+  if (extra) sessionsById.set(extra.id, extra);
+  await openSession(wanted, { early, listed: true });
 }
+
+// ---- a session that is not there ------------------------------------------------------------
+
+function showNotFound(on) {
+  setHidden($("not-found"), !on);
+  setHidden($("main"), on);
+  setHidden($("conn"), on);  // no session: no connection to speak of
+  if (on) { $("title-box").hidden = true; document.title = "Session not found · Tether"; }
+}
+
+function notFound() {
+  closeSession();
+  tree.reset(); timeline.reset(); conversation.reset();
+  setBusy(false);
+  setConn({ kind: "stopped", reason: "no session open" });
+  showNotFound(true);
+  $("to-sessions").focus();
+}
+
+$("to-sessions").addEventListener("click", async () => {
+  showNotFound(false);
+  const next = new URLSearchParams(location.search); next.delete("session");
+  params.delete("session");
+  history.replaceState(null, "", `?${next}`);
+  localStorage.removeItem("tether.session");
+  clearPage();
+  await enter();
+});
 
 // A session's task tree and its newest TAIL events, asked for at once.
 const firstLoad = (id) => Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`)]);
 
-const STATE_WORDS = { running: "Running", completed: "Done", failed: "Failed", interrupted: "Interrupted", cancelled: "Cancelled", empty: "No tasks" };
+const STATE_WORDS = { running: "Running", completed: "Done", failed: "Failed", interrupted: "Interrupted", cancelled: "Stopped", empty: "No tasks" };
 
-async function renderSessions(list = null) {
+// The sidebar holds the sessions loaded so far, newest first, a page at a time: scrolling
+// to its end loads the next page. A refresh reads the first page again and keeps the older
+// pages already loaded (a session created meanwhile comes in on top).
+const SESSION_PAGE = 50;
+let sessionList = [];     // loaded sessions, newest first
+let sessionsNext = null;  // `before` of the next page, or null: all are loaded
+let sessionsLoading = false;
+
+const newer = (a, b) => (a.created_at !== b.created_at ? a.created_at > b.created_at : a.id > b.id);
+
+// A fresh first page: it replaces what it covers; older pages already loaded are kept.
+function adoptSessions(page) {
+  const first = page.sessions;
+  if (!page.next) { sessionList = first; sessionsNext = null; }
+  else {
+    const last = first[first.length - 1];
+    const keep = sessionList.filter((s) => newer(last, s) && s.id !== last.id);
+    sessionList = [...first, ...keep];
+    if (!keep.length) sessionsNext = page.next;
+  }
+  for (const s of sessionList) sessionsById.set(s.id, s);
+}
+
+async function loadOlderSessions() {
+  if (sessionsLoading || !sessionsNext) return;
+  sessionsLoading = true;
   const gen = generation;
-  const { sessions } = list ? { sessions: list } : await api("/api/sessions");
+  setText($("sessions-more"), "Loading older sessions…");
+  try {
+    const page = await api(`/api/sessions?limit=${SESSION_PAGE}&before=${encodeURIComponent(sessionsNext)}`);
+    if (gen !== generation && !sessionId) return;
+    const have = new Set(sessionList.map((s) => s.id));
+    sessionList.push(...page.sessions.filter((s) => !have.has(s.id)));
+    for (const s of page.sessions) sessionsById.set(s.id, s);
+    sessionsNext = page.next;
+    renderSessionList();
+  } catch (e) { $("session-error").textContent = `Could not load older sessions: ${e.message}`; return; }
+  finally { sessionsLoading = false; setText($("sessions-more"), "Show older sessions"); }
+  // Still at the end (a tall sidebar): the next page too.
+  const bar = $("sidebar");
+  requestAnimationFrame(() => { if (sessionsNext && bar.scrollHeight - bar.scrollTop - bar.clientHeight < 200) loadOlderSessions(); });
+}
+$("sessions-more").addEventListener("click", () => loadOlderSessions());
+// Scrolled near its end, the sidebar loads the next page by itself.
+new IntersectionObserver((seen) => { if (seen.some((e) => e.isIntersecting)) loadOlderSessions(); }, { root: $("sidebar"), rootMargin: "0px 0px 200px 0px" }).observe($("sessions-more"));
+
+async function renderSessions() {
+  const gen = generation;
+  const page = await api(`/api/sessions?limit=${SESSION_PAGE}`);
   if (gen !== generation && !sessionId) return;
-  sessionsById = new Map(sessions.map((s) => [s.id, s]));
+  adoptSessions(page);
+  renderSessionList();
+}
+
+function renderSessionList() {
+  setHidden($("sessions-skeleton"), true);
+  const sessions = sessionList;
+  setHidden($("sessions-empty"), sessions.length > 0);
+  setHidden($("sessions-more"), !sessionsNext);
   $("sessions").replaceChildren(...sessions.map((s) => {
     const li = document.createElement("li");
     const a = document.createElement("a");
@@ -165,7 +277,16 @@ async function renderSessions(list = null) {
     return li;
   }));
   const me = sessionsById.get(sessionId);
-  if (me) $("session-title").textContent = me.title || "Untitled session";
+  if (me && $("rename-form").hidden) $("session-title").textContent = me.title || "Untitled session";
+}
+
+// A new title, from this tab, another one, or another device (a `session.renamed` event).
+function renamed(id, title) {
+  const s = sessionsById.get(id);
+  if (s) s.title = title;
+  const li = $("sessions").querySelector(`li[data-session="${CSS.escape(id)}"] .s-title`);
+  if (li) li.textContent = title || "Untitled session";
+  if (id === sessionId && $("rename-form").hidden) $("session-title").textContent = title || "Untitled session";
 }
 
 let sessionsQueued = null;
@@ -197,9 +318,8 @@ $("rename-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
     const s = await api(`/api/sessions/${sessionId}`, { method: "PATCH", body: JSON.stringify({ title: $("rename-input").value }) });
-    $("session-title").textContent = s.title;
     endRename();
-    renderSessions().catch(() => {});
+    renamed(s.id, s.title);
   } catch (err) { $("session-error").textContent = err.message; }
 });
 $("delete").addEventListener("click", () => {
@@ -217,12 +337,15 @@ $("delete-yes").addEventListener("click", async () => {
     closeSession();
     clearPage();
     localStorage.removeItem("tether.session");
+    params.delete("session");  // the link was to the session now deleted
     await enter();
   } catch (e) { $("delete-q").textContent = `Not deleted: ${e.message}.`; $("delete-no").focus(); }
 });
 
-async function openSession(id, { early = null, sessions = null } = {}) {
+async function openSession(id, { early = null, listed = false } = {}) {
   closeSession();
+  showNotFound(false);
+  setBusy(true);
   const gen = generation;
   sessionId = id;
   localStorage.setItem("tether.session", id);
@@ -234,7 +357,7 @@ async function openSession(id, { early = null, sessions = null } = {}) {
   if (form.agent) form.build(form.agent);
   $("title-box").hidden = false;
   $("session-title").textContent = sessionsById.get(id)?.title ?? "";
-  renderSessions(sessions).catch(() => {});
+  if (listed) renderSessionList(); else renderSessions().catch(() => {});
   setConn({ kind: "connecting", attempt: 0 });
 
   // The tree first (statuses of every task), then the log: all of it for a session of
@@ -266,9 +389,9 @@ async function openSession(id, { early = null, sessions = null } = {}) {
     $("advanced").open = document.body.classList.contains("no-model") && tree.size === 0;
   } catch (e) {
     if (gen !== generation) return;
-    if (e instanceof ApiError && e.status === 404) { localStorage.removeItem("tether.session"); $("session-error").textContent = "That session is gone."; return; }
+    if (e instanceof ApiError && e.status === 404) { localStorage.removeItem("tether.session"); notFound(); return; }
     cursor = 0; // the stream reads it all instead
-  } finally { if (gen === generation) loading = false; }
+  } finally { if (gen === generation) { loading = false; setBusy(false); } }
 
   const p = (poller = new StatusPoller({ sessionId: id, tokens, intervalMs: POLL_MS, path: `/api/sessions/${id}/tasks?brief=true` }));
   p.addEventListener("status", (e) => { if (p === poller) polledOk(e.detail); });
@@ -305,15 +428,13 @@ function polledOk(detail) {
 
 function fillAgents(agents) {
   agentsByName = new Map(agents.map((a) => [a.name, a]));
-  const models = agents.filter((a) => a.kind === "model");
+  // Internal agents (sub-agents only, say) are not offered to talk to.
+  const models = agents.filter((a) => a.kind === "model" && !a.internal);
   const main = models.find((a) => a.default) ?? models[0];
   $("composer").hidden = !main;
   $("no-model").hidden = !!main;
   document.body.classList.toggle("no-model", !main);
-  if (main) {
-    $("chat-agent").textContent = main.ready ? `${main.name} · ${main.model}` : `${main.name} is not ready: ${main.problem}`;
-    $("send").disabled = !main.ready;
-  }
+  if (main) fillPicker(models, main);
   const startable = agents.filter((a) => a.kind !== "model");
   const sel = $("agent");
   sel.replaceChildren(...startable.map((a) => new Option(a.name[0].toUpperCase() + a.name.slice(1), a.name)));
@@ -328,6 +449,30 @@ function fillAgents(agents) {
   };
   sel.onchange = pick;
   pick();
+}
+
+// The model agents one can talk to, with whether each is ready (and why not); the one picked
+// last in this browser, else the default.
+function fillPicker(models, main) {
+  const pick = $("chat-agent-pick");
+  pick.replaceChildren(...models.map((a) => {
+    const label = `${a.name}${a.demo ? " (demo)" : ""}${a.ready ? "" : " — not ready"}`;
+    const o = new Option(label, a.name);
+    o.title = a.ready ? `${a.model ?? ""}${a.description ? ` · ${firstSentence(a.description)}` : ""}` : a.problem ?? "not ready";
+    return o;
+  }));
+  const kept = localStorage.getItem("tether.chatAgent");
+  pick.value = models.some((a) => a.name === kept) ? kept : main.name;
+  pick.onchange = () => { localStorage.setItem("tether.chatAgent", pick.value); pickedAgent(); };
+  pickedAgent();
+}
+
+function pickedAgent() {
+  const a = agentsByName.get($("chat-agent-pick").value);
+  if (!a) return;
+  setText($("chat-agent"), a.ready ? a.model ?? "" : `Not ready: ${a.problem}`);
+  $("chat-agent").classList.toggle("error", !a.ready);
+  $("send").disabled = !a.ready;
 }
 
 $("newtask").addEventListener("submit", async (e) => {
@@ -354,16 +499,44 @@ $("composer").addEventListener("submit", async (e) => {
   if (!text) return;
   $("composer-error").textContent = "";
   $("send").disabled = true;
+  conversation.followNow();  // what one sends is in view, however far up one had scrolled
   try {
-    await api(`/api/sessions/${sessionId}/messages`, { method: "POST", body: JSON.stringify({ text }) });
+    const agent = $("chat-agent-pick").value || undefined;
+    await api(`/api/sessions/${sessionId}/messages`, { method: "POST", body: JSON.stringify({ text, agent }) });
     $("message").value = "";
     localStorage.removeItem(`tether.draft.${sessionId}`);
     refreshSessionsSoon();
   } catch (err) { $("composer-error").textContent = err.message; }
-  finally { $("send").disabled = false; $("message").focus(); }
+  finally { pickedAgent(); $("message").focus(); }
+});
+
+// Stop: every turn of this session that has not ended (the one writing, and any waiting
+// behind it) is cancelled on the server, sub-agents and all; what was shown stays.
+async function stopTurns() {
+  const ids = conversation.unfinished();
+  if (!ids.length) return false;
+  $("composer-error").textContent = "";
+  $("stop").disabled = true;
+  try {
+    await Promise.all(ids.map((id) => api(`/api/tasks/${id}/cancel`, { method: "POST" })));
+    announce("Stopped.");
+  } catch (err) { $("composer-error").textContent = `Not stopped: ${err.message}`; }
+  finally { $("stop").disabled = false; }
+  return true;
+}
+$("stop").addEventListener("click", () => stopTurns());
+conversation.addEventListener("turns", () => {
+  const ids = conversation.unfinished();
+  setHidden($("stop"), ids.length === 0);
+  $("stop").setAttribute("aria-label", ids.length > 1 ? `Stop the reply and the ${ids.length - 1} waiting (Esc)` : "Stop the reply (Esc)");
 });
 $("message").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
+  // ↑ in an empty box edits the last message (the conversation provides editLast).
+  if (e.key === "ArrowUp" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && !e.isComposing && $("message").value === "" && typeof conversation.editLast === "function") {
+    e.preventDefault();
+    conversation.editLast();
+  }
 });
 $("message").addEventListener("input", () => { if (sessionId) localStorage.setItem(`tether.draft.${sessionId}`, $("message").value); });
 
@@ -392,7 +565,7 @@ function renderTitle() {
 // ---- tasks and timeline -------------------------------------------------------------------
 
 function adopt(list) {
-  tree.adopt(list, (t, [was, now]) => noticeEnd(t, was, now));
+  tree.adopt(list, (t, [was, now]) => { noticeEnd(t, was, now); if (was !== now) conversation.setStatus(t.id, now); });
   setText($("tab-tasks-n"), tree.roots().length ? `(${tree.roots().length})` : "");
 }
 
@@ -414,7 +587,11 @@ function applyEvents(evs) {
       if (TERMINAL.has(d.status)) { f.ended_at = ev.ts; if (d.error) f.error = d.error; }
       change = tree.upsert(ev.task_id, f);
     } else if (ev.type === "task.progress") tree.upsert(ev.task_id, { progress: { n: d.n, m: d.m } });
+    // (Whether a turn still waits for the one before it is in no snapshot: from the events.)
+    if (ev.type === "turn.waiting" && t && !t.started) tree.upsert(ev.task_id, { waiting: true });
+    else if ((ev.type === "RUN_STARTED" || ev.type === "TEXT_MESSAGE_START") && t && !t.started) tree.upsert(ev.task_id, { waiting: false, started: true });
     if (change) noticeEnd(tree.get(ev.task_id), ...change);
+    if (ev.type === "session.renamed" && ev.session_id === sessionId) { renamed(sessionId, d.title); if (!loading) tellTabs({ renamed: sessionId, title: d.title }); }
     if (ev.type === "task.created") named.add(ev.task_id);
     if (ev.type === "task.created" && !ev.data?.parent_id) newRoot = true;
     if (ev.ts > lastEventTs) lastEventTs = ev.ts;
@@ -445,7 +622,8 @@ function announce(text) {
   requestAnimationFrame(() => { el.textContent = text; });
 }
 
-setInterval(() => { tree.tick(); renderConn(); }, 1000);
+let ticks = 0;
+setInterval(() => { tree.tick(); renderConn(); if (++ticks % 15 === 0) conversation.refreshTimes(); }, 1000);
 
 // ---- connection indicator: what is known, and since when ----------------------------------
 
@@ -487,9 +665,9 @@ function renderConn() {
     const t = tree.mainTask();
     sub = polled ? `checking every ${Math.round(POLL_MS / 1000) || 1} s meanwhile${t ? ` · ${taskName(t)}: ${t.status}${t.progress ? ` ${t.progress.n}/${t.progress.m}` : ""}` : ""}` : "";
   } else if (kind === "stopped") {
-    text = conn.reason === "signed out" ? "Signed out" : "Stopped";
-    sub = conn.reason === "signed out" ? "" : conn.reason ?? "";
-  } else text = "Connecting…";
+    text = { "signed out": "Signed out", "no session open": "No session open" }[conn.reason] ?? "Stopped";
+    sub = ["signed out", "no session open"].includes(conn.reason) ? "" : conn.reason ?? "";
+  } else text = $("main").getAttribute("aria-busy") === "true" ? "Loading…" : "Connecting…";
   setText($("conn-text"), text);
   setText($("conn-sub"), sub);
   setHidden($("retry"), !["reconnecting", "unreachable", "offline"].includes(kind));
@@ -543,7 +721,56 @@ function showSidebar(on) {
   $("menu").setAttribute("aria-expanded", String(on));
 }
 $("menu").addEventListener("click", () => showSidebar(!document.body.classList.contains("drawer")));
-document.addEventListener("keydown", (e) => { if (e.key === "Escape" && document.body.classList.contains("drawer")) { showSidebar(false); $("menu").focus(); } });
+
+// ---- keyboard -------------------------------------------------------------------------------
+
+// Typing in a field: keys are text, not shortcuts.
+const typing = (el) => el instanceof HTMLElement && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+
+function showShortcuts() {
+  const d = $("shortcuts");
+  if (!d.open) d.showModal();
+  $("shortcuts-close").focus();
+}
+$("show-keys").addEventListener("click", showShortcuts);
+
+document.addEventListener("keydown", (e) => {
+  if (e.defaultPrevented || e.isComposing) return;
+  const signedIn = !$("app-view").hidden;
+  // Ctrl/⌘+K: a new session, from anywhere.
+  if ((e.ctrlKey || e.metaKey) && !e.altKey && !e.shiftKey && e.key.toLowerCase() === "k") {
+    if (!signedIn) return;
+    e.preventDefault();
+    $("shortcuts").close();
+    $("new-session").click();
+    return;
+  }
+  if (e.key === "Escape") {
+    // What is open closes first (a dialog closes itself); then Esc stops the reply.
+    if ($("shortcuts").open) return;
+    if (document.body.classList.contains("drawer")) { showSidebar(false); $("menu").focus(); return; }
+    if (!signedIn || (typing(e.target) && e.target !== $("message"))) return;
+    if (conversation.unfinished().length) { e.preventDefault(); stopTurns(); }
+    return;
+  }
+  if (e.ctrlKey || e.metaKey || e.altKey || typing(e.target) || !signedIn || $("shortcuts").open) return;
+  if (e.key === "/" && !$("composer").hidden && !$("main").hidden) {
+    e.preventDefault();
+    selectTab($("tab-chat"));
+    $("message").focus();
+  } else if (e.key === "?") {
+    e.preventDefault();
+    showShortcuts();
+  }
+});
+
+// ---- other tabs of this browser ---------------------------------------------------------------
+
+// A rename reaches the tabs on that session through its log; tabs on other sessions hear of
+// it here, for their sidebar.
+const tabs = typeof BroadcastChannel === "function" ? new BroadcastChannel("tether.sessions") : null;
+function tellTabs(msg) { tabs?.postMessage(msg); }
+if (tabs) tabs.onmessage = (e) => { if (e.data?.renamed && e.data.renamed !== sessionId) renamed(e.data.renamed, e.data.title); };
 
 // ---- start ----------------------------------------------------------------------------------
 

@@ -85,12 +85,53 @@ export function eventText(ev) {
     case "approval.requested": return `Asked you to approve ${d.tool ?? "a tool call"}`;
     case "approval.answered": return `${d.decision === "deny" ? "Denied" : "Approved"}${d.note ? `: ${short(d.note, 60)}` : ""}`;
     case "log.truncated": return "Some events were too large and were cut";
+    case "session.renamed": return `Renamed the session “${short(d.title, 80)}”`;
     default: {
       const words = ev.type.replace(/[._]/g, " ");
       const summary = short(d, 80);
       return summary && summary !== "{}" ? `${cap(words)}: ${summary}` : cap(words);
     }
   }
+}
+
+// One timeline row for the events that belong together: a message's start, deltas and end;
+// a tool call's start, argument deltas and end; a model turn's end and the task's end (one
+// "Failed: …", not the error twice). The key of the row an event joins, or "" for its own.
+export function groupKey(ev) {
+  const d = ev.data ?? {};
+  switch (ev.type) {
+    case "TEXT_MESSAGE_START": case "TEXT_MESSAGE_CONTENT": case "TEXT_MESSAGE_END":
+      return d.messageId ? `m:${d.messageId}` : "";
+    case "TOOL_CALL_START": case "TOOL_CALL_ARGS": case "TOOL_CALL_END":
+      return d.toolCallId ? `c:${d.toolCallId}` : "";
+    case "RUN_FINISHED": case "RUN_ERROR": return ev.task_id ? `end:${ev.task_id}` : "";
+    case "task.status": return ev.task_id && TERMINAL.has(d.status) ? `end:${ev.task_id}` : "";
+    default: return "";
+  }
+}
+
+// The words of a grouped row, from its events (ascending) and what they added up to;
+// `ended`: its task ended before the group's own end came (a stopped reply).
+export function groupText(evs, chars, ended = false) {
+  const head = evs[0];
+  if (evs.length === 1 && head.type !== "TEXT_MESSAGE_CONTENT" && head.type !== "TOOL_CALL_ARGS") return eventText(head);
+  const last = evs[evs.length - 1];
+  if (head.type.startsWith("TEXT_MESSAGE")) {
+    ended ||= last.type === "TEXT_MESSAGE_END";
+    if (!chars) return ended ? "Replied with no text" : "Began a reply";
+    let text = "";
+    for (const e of evs) { if (e.type === "TEXT_MESSAGE_CONTENT") { text += e.data?.delta ?? ""; if (text.length > 80) break; } }
+    const preview = short(text, 60);
+    return `${ended ? "Wrote" : "Writing"} ${plural(chars, "character")}${preview ? `: “${preview}”` : ""}`;
+  }
+  if (head.type.startsWith("TOOL_CALL")) {
+    const start = evs.find((e) => e.type === "TOOL_CALL_START");
+    const name = start?.data?.toolCallName ?? "a tool";
+    return ended || last.type === "TOOL_CALL_END" ? `Called ${name}` : `Calling ${name}${chars ? ` (${plural(chars, "character")} of arguments)` : ""}`;
+  }
+  // A model turn's end and its task's: the task's status says it, once.
+  const status = evs.find((e) => e.type === "task.status");
+  return eventText(status ?? last);
 }
 
 // Event kinds worth a glance: shown with a tone in the timeline.
@@ -107,3 +148,19 @@ export function plural(n, word) {
   if (typeof n !== "number") return `? ${word}s`;
   return `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
 }
+
+// "just now", "4 min ago", "3 h ago", then the date: how long ago a message was written.
+const DAY = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short" });
+const DAY_YEAR = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric" });
+export function relative(ms, now = Date.now()) {
+  const s = Math.round((now - ms) / 1000);
+  if (s < 45) return "just now";
+  if (s < 3600) return `${Math.max(1, Math.round(s / 60))} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  const d = new Date(ms);
+  return (d.getFullYear() === new Date(now).getFullYear() ? DAY : DAY_YEAR).format(d);
+}
+
+// The exact time, for a tooltip: "Tuesday 3 June 2025 at 14:03:22".
+const EXACT = new Intl.DateTimeFormat("en-GB", { dateStyle: "full", timeStyle: "medium" });
+export function exact(ms) { return EXACT.format(ms); }

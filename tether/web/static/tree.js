@@ -221,7 +221,8 @@ export class TaskTree extends EventTarget {
     if (n.li.dataset.status !== t.status) { n.li.dataset.status = t.status; n.badge.dataset.status = t.status; }
     setText(n.name, taskName(t));
     n.name.title = t.id;
-    setText(n.badge, statusWord(t.status));
+    // A chat turn waiting for the one before it runs, but has not started its own work.
+    setText(n.badge, t.waiting && t.status === "running" ? "Waiting for the previous turn" : statusWord(t.status));
     const p = t.progress && t.progress.m ? t.progress : null;
     if (n.prog.hidden !== !p) n.prog.hidden = n.progText.hidden = !p;
     if (p && (n.prog.value !== p.n || n.prog.max !== p.m)) {
