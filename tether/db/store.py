@@ -288,15 +288,19 @@ class Store:
             )
             if owned.first() is None:
                 raise NotFound("session not found")
+            # Counted as a person sees them: top-level tasks (stopping one stops its sub-agents).
             running = conn.execute(
-                sa.select(sa.func.count())
+                sa.select(sa.func.count(), sa.func.count(tasks.c.parent_id))
                 .select_from(tasks)
                 .where(tasks.c.session_id == session_id, tasks.c.status.in_(unfinished))
             )
-            n = running.scalar_one()
+            n, under = running.one()
             if n:
+                top = n - under or n
                 tasks_left = (
-                    "1 unfinished task; stop it" if n == 1 else f"{n} unfinished tasks; stop them"
+                    "1 unfinished task; stop it"
+                    if top == 1
+                    else f"{top} unfinished tasks; stop them"
                 )
                 raise Conflict(f"this session still has {tasks_left} first")
             for table in (approvals, events, steps, tasks):
