@@ -139,9 +139,9 @@ class DelegationFailed(TaskError):
     title = "Delegated task failed"
 
     def __init__(self, child_id: str, error: Any) -> None:
-        super().__init__(
-            f"delegated task {child_id} failed: {error}", child_id=child_id, error=error
-        )
+        # The words are for people (no task id); programs read `child_id` and `error`.
+        why = error.get("message") or error.get("status") if isinstance(error, dict) else error
+        super().__init__(f"a delegated task failed: {why or error}", child_id=child_id, error=error)
         self.child_id = child_id
         self.error = error
 

@@ -329,7 +329,11 @@ def test_8_the_indicator_counts_from_the_last_event_and_announces_only_outcomes(
     assert page.text_content("#conn-text") == "Live"
     assert page.get_attribute("#conn", "aria-live") is None  # the ticking text is not read out
     assert page.evaluate("window.__announced") == ["Batch of 2 items finished."]
-    failing = str(api.start(sid, "batch", {"items": ["x"], "item_agent": "nope"})["id"])
+    failing = str(
+        api.start(
+            sid, "batch", {"items": ["fail"], "item_agent": "picky_item", "on_error": "fail"}
+        )["id"]
+    )
     page.wait_for_selector(f'li.task[data-task="{failing}"][data-status="failed"]')
     wait_until(lambda: len(page.evaluate("window.__announced")) == 2)
     assert page.evaluate("window.__announced")[1] == "Batch of 1 item failed."
@@ -354,7 +358,7 @@ def test_11_a_form_from_the_schema_plain_events_names_results_and_sessions(
     server, api, sid = setup(make_server, "product")
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = open_app(ctx, server, sid)
-    # A form built from the schema, and the server's 422 under the field it is about.
+    # A form built from the schema, and a limit in plain words under the field it is about.
     assert page.get_attribute("#advanced", "open") is not None
     assert page.text_content("label[for=f-batch-delay_s]") == "Delay (seconds)"
     assert (
@@ -366,9 +370,7 @@ def test_11_a_form_from_the_schema_plain_events_names_results_and_sessions(
     page.fill("#f-batch-parallel", "100")
     page.click("#start")
     page.wait_for_selector("#f-batch-parallel[aria-invalid=true]")
-    assert "less than or equal to 64" in page.text_content(
-        ".field[data-field=parallel] .field-error"
-    )
+    assert page.text_content(".field[data-field=parallel] .field-error") == "At most 64."
     assert page.evaluate("document.activeElement.id") == "f-batch-parallel"
     assert api.c.get(f"/api/sessions/{sid}/tasks").json()["tasks"] == []
     page.fill("#f-batch-parallel", "1")

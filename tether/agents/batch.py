@@ -9,11 +9,11 @@ import asyncio
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tether.errors import DelegationFailed
 from tether.model import dumps
-from tether.runtime.agent import agent
+from tether.runtime.agent import agent, registry
 from tether.runtime.context import Child, TaskContext
 
 
@@ -33,7 +33,7 @@ def describe(item: Any) -> dict[str, Any]:
     }
 
 
-@agent("item", input=ItemInput)
+@agent("item", input=ItemInput, internal=True)
 async def item(ctx: TaskContext, inp: ItemInput) -> dict[str, Any]:
     """Process one item: emits progress, then its result."""
 
@@ -55,10 +55,23 @@ class BatchInput(BaseModel):
     items: list[Any] = Field(min_length=1, max_length=10_000, description="Items to process.")
     delay_s: float = Field(0.5, ge=0, le=3600, description="Simulated work time per item.")
     parallel: int = Field(1, ge=1, le=64, description="Items processed at once (1: one by one).")
-    item_agent: str = Field("item", description="The sub-agent each item is delegated to.")
+    # `x-agent`: the value names a registered agent (a client offers a choice of them).
+    item_agent: str = Field(
+        "item",
+        description="The sub-agent each item is delegated to.",
+        json_schema_extra={"x-agent": True},
+    )
     on_error: Literal["continue", "fail"] = Field(
         "continue", description="Whether a failed item fails the batch."
     )
+
+    @field_validator("item_agent")
+    @classmethod
+    def _known_agent(cls, name: str) -> str:
+        # A typo is refused when the batch is started, not found at its first item.
+        if name not in registry:
+            raise ValueError(f"there is no agent named {name!r}")
+        return name
 
 
 @agent("batch", input=BatchInput)

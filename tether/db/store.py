@@ -62,7 +62,7 @@ def read_session(c: sa.Connection, session_id: str, owner: str) -> Session:
         sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)
     ).first()
     if row is None:
-        raise NotFound(f"session {session_id} not found")
+        raise NotFound("session not found")
     return _session(row)
 
 
@@ -217,14 +217,14 @@ _TASK_BY_ID = f"SELECT {', '.join(c.name for c in tasks.c)} FROM tether_tasks WH
 def _one_task_row(c: sa.Connection, task_id: str) -> Task:
     row = driver_sql(c, _TASK_BY_ID, (task_id,)).first()
     if row is None:
-        raise NotFound(f"task {task_id} not found")
+        raise NotFound("task not found")
     return _task(row)
 
 
 def _one_task(c: sa.Connection, query: Any, task_id: str) -> Task:
     row = c.execute(query).first()
     if row is None:
-        raise NotFound(f"task {task_id} not found")
+        raise NotFound("task not found")
     return _task(row)
 
 
@@ -272,7 +272,7 @@ class Store:
             return done.rowcount
 
         if await self.db.write(tx) == 0:
-            raise NotFound(f"session {session_id} not found")
+            raise NotFound("session not found")
         return await self.session(session_id, owner)
 
     async def delete_session(self, session_id: str, owner: str) -> None:
@@ -287,17 +287,22 @@ class Store:
                 )
             )
             if owned.first() is None:
-                raise NotFound(f"session {session_id} not found")
+                raise NotFound("session not found")
+            # Counted as a person sees them: top-level tasks (stopping one stops its sub-agents).
             running = conn.execute(
-                sa.select(sa.func.count())
+                sa.select(sa.func.count(), sa.func.count(tasks.c.parent_id))
                 .select_from(tasks)
                 .where(tasks.c.session_id == session_id, tasks.c.status.in_(unfinished))
             )
-            n = running.scalar_one()
+            n, under = running.one()
             if n:
-                raise Conflict(
-                    f"session {session_id} has {n} unfinished task(s): cancel them first"
+                top = n - under or n
+                tasks_left = (
+                    "1 unfinished task; stop it"
+                    if top == 1
+                    else f"{top} unfinished tasks; stop them"
                 )
+                raise Conflict(f"this session still has {tasks_left} first")
             for table in (approvals, events, steps, tasks):
                 conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))
@@ -308,7 +313,7 @@ class Store:
         q = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)
         row = await self.db.read(lambda c: c.execute(q).first())
         if row is None:
-            raise NotFound(f"session {session_id} not found")
+            raise NotFound("session not found")
         return _session(row)
 
     async def brief_tree(self, session_id: str, owner: str) -> tuple[Session, str]:
@@ -463,14 +468,15 @@ class Store:
                 )
             ).first()
             if row is None:
-                raise NotFound(f"approval {aid} of task {task_id} not found")
+                raise NotFound("approval not found")
             if row.status != "pending":
                 raise Conflict(
-                    f"approval {aid} was already answered ({row.status})",
-                    approval=_approval(row),
+                    f"this approval was already answered ({row.status})", approval=_approval(row)
                 )
             if task.status.terminal:
-                raise Conflict(f"task {task_id} has ended ({task.status.value}); nothing waits")
+                raise Conflict(
+                    f"the task has already ended ({task.status.value}); nothing waits for an answer"
+                )
             now = time.time()
             done = conn.execute(
                 sa.update(approvals)
@@ -478,7 +484,7 @@ class Store:
                 .values(status=status, note=note, answered_at=now, answered_by=user)
             )
             if done.rowcount != 1:  # answered by a racing request in the meantime
-                raise Conflict(f"approval {aid} was already answered")
+                raise Conflict("this approval was already answered")
             return _approval(row) | {
                 "status": status,
                 "decision": decision,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from tether.errors import InvalidInput
+from tether.validation import plain_errors
 
 if TYPE_CHECKING:
     from tether.runtime.context import TaskContext
@@ -40,6 +41,8 @@ class AgentSpec:
     # As a sub-agent, run as a DBOS workflow of its own (needed for DBOS messaging: a model
     # agent waits for approvals in `recv`) rather than inside its parent's (far cheaper).
     own_workflow: bool = False
+    # Run only as another agent's sub-agent: not offered as a thing to start.
+    internal: bool = False
 
     def validate(self, value: Any) -> BaseModel:
         try:
@@ -47,7 +50,7 @@ class AgentSpec:
         except ValidationError as exc:
             raise InvalidInput(
                 f"input for agent {self.name!r} is invalid",
-                errors=exc.errors(include_url=False, include_context=False),
+                errors=plain_errors(exc.errors(include_url=False)),
             ) from None
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +58,7 @@ class AgentSpec:
             "name": self.name,
             "description": self.description,
             "input_schema": self.input_model.model_json_schema(),
+            "internal": self.internal,
             **self.meta,
         }
 
@@ -106,15 +110,29 @@ registry = AgentRegistry()
 
 
 def agent(
-    name: str, *, input: type[BaseModel], description: str = "", own_workflow: bool = False
+    name: str,
+    *,
+    input: type[BaseModel],
+    description: str = "",
+    own_workflow: bool = False,
+    internal: bool = False,
 ) -> Callable[[AgentFn], AgentFn]:
     """Register an async function as an agent. `own_workflow`: as a sub-agent it runs as a
-    DBOS workflow of its own (for an agent that calls DBOS itself, e.g. `DBOS.recv`)."""
+    DBOS workflow of its own (for an agent that calls DBOS itself, e.g. `DBOS.recv`).
+    `internal`: it runs only as another agent's sub-agent, so clients do not offer it as a
+    thing to start (it can still be started by name)."""
 
     def register(fn: AgentFn) -> AgentFn:
         doc = description or inspect.getdoc(fn) or ""
         registry.add(
-            AgentSpec(name, fn, input, doc.strip().split("\n\n")[0], own_workflow=own_workflow)
+            AgentSpec(
+                name,
+                fn,
+                input,
+                doc.strip().split("\n\n")[0],
+                own_workflow=own_workflow,
+                internal=internal,
+            )
         )
         return fn
 

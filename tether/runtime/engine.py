@@ -228,9 +228,9 @@ class Runtime:
             try:
                 existing = await self.store.task_row(task_id)
             except NotFound:
-                raise NotFound(f"session {session_id} not found") from None
+                raise NotFound("session not found") from None
             if existing.session_id != session_id:
-                raise NotFound(f"session {session_id} not found")
+                raise NotFound("session not found")
         try:
             await self._start_workflow(task_id)
         except Exception as exc:
@@ -287,7 +287,7 @@ class Runtime:
         child_id = f"{ctx.task_id}.{k}"
         if child_id.count(".") > MAX_DEPTH or len(child_id) > 255:
             raise TaskError(
-                f"sub-agents nest at most {MAX_DEPTH} levels deep; {child_id} would not"
+                f"sub-agents nest at most {MAX_DEPTH} levels deep; this one would be deeper"
             )
         row = self._new_task_row(child_id, ctx.session_id, ctx.task_id, agent, clean)
         data = dumps_within(
@@ -324,7 +324,7 @@ class Runtime:
         try:
             existing = await self.store.task_row(child_id)
         except NotFound:
-            raise TaskCancelled(f"task {ctx.task_id} has ended; it starts no children") from None
+            raise TaskCancelled("the task has ended; it starts no sub-agents") from None
         if existing.agent != agent:
             raise NotDeterministic(
                 f"task {ctx.task_id} is not deterministic: its sub-agent {k} is {agent!r} in "

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tether.errors import TetherError
 from tether.events.log import is_storage_failure, storage_error
 from tether.model import dumps
+from tether.validation import plain_errors
 from tether.web.asgi import TrackedSend
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,7 @@ async def _tether_error(_request: Request, exc: Exception) -> Response:
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     raw = exc.errors()
-    errors = [
-        {
-            "loc": [str(x) for x in e.get("loc", ())],
-            "msg": e.get("msg", ""),
-            "type": e.get("type", ""),
-        }
-        for e in raw
-    ]
+    errors = plain_errors(raw)
     bad_json = [e for e in raw if e.get("type") == "json_invalid"]
     if bad_json:
         reason = (bad_json[0].get("ctx") or {}).get("error") or "malformed"

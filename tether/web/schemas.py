@@ -136,6 +136,9 @@ class AgentOut(BaseModel):
     name: str
     description: str
     input_schema: dict[str, Any]
+    internal: bool = Field(
+        False, description="Runs only as a sub-agent: not offered as a thing to start."
+    )
     kind: Literal["model"] | None = Field(None, description="Model agents say `model`.")
     model: str | None = None
     ready: bool | None = Field(None, description="Whether a model agent can call its model.")

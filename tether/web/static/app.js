@@ -2,7 +2,7 @@
 // in tree.js, the timeline in timeline.js, the task form in form.js; this file wires them.
 import { AuthError, SharedSession, StatusPoller, TokenManager } from "./client.js";
 import { Conversation } from "./chat.js";
-import { TERMINAL, ago, clock, taskName } from "./describe.js";
+import { TERMINAL, ago, clause, clock, sentence, taskName } from "./describe.js";
 import { SchemaForm, firstSentence } from "./form.js";
 import { Timeline } from "./timeline.js";
 import { TaskTree } from "./tree.js";
@@ -19,7 +19,9 @@ const TAIL_FROM = "999999999999999999";  // before= this: the newest events, wha
 
 class ApiError extends Error {
   constructor(status, problem) {
-    super(problem?.detail || problem?.title || `HTTP ${status}`);
+    // A body that did not validate: what is wrong with it, in the server's plain words.
+    const fields = problem?.errors?.length ? problem.errors.map((e) => clause(e.msg)).join("; ") : "";
+    super(fields || problem?.detail || problem?.title || `HTTP ${status}`);
     Object.assign(this, { status, problem });
   }
 }
@@ -47,7 +49,7 @@ const timeline = new Timeline({
   loadBefore: (seq, n) => api(`/api/sessions/${sessionId}/events?before=${seq}&limit=${n}`),
 });
 const conversation = new Conversation({ root: $("conversation"), pill: $("chat-jump"), api: (p, i) => api(p, i), isModelAgent: (n) => agentsByName.get(n)?.kind === "model" });
-const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}` });
+const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}`, agents: () => [...agentsByName.values()] });
 // Tests and the benchmark read the page's model through this (never needed by the page).
 window.tether = { timeline, tree, conversation, conn: () => conn, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
 
@@ -80,8 +82,7 @@ function clearPage() {
   setHidden($("sessions-empty"), true);
   setHidden($("sessions-more"), true);
   showNotFound(false);
-  $("session-title").textContent = "";
-  $("title-box").hidden = true;
+  setTitle(null);
   document.title = "Tether";
 }
 
@@ -92,6 +93,7 @@ function showSignIn(why = "") {
   $("signout").hidden = true;
   $("menu").hidden = true;
   $("signin-view").hidden = false;
+  showMore(false);
   $("signin-why").textContent = why;
   setConn({ kind: "stopped", reason: "signed out" });
   $("secret").value = "";
@@ -277,7 +279,15 @@ function renderSessionList() {
     return li;
   }));
   const me = sessionsById.get(sessionId);
-  if (me && $("rename-form").hidden) $("session-title").textContent = me.title || "Untitled session";
+  if (me && $("rename-form").hidden) setTitle(me.title || "Untitled session");
+}
+
+// The open session's title, with Rename and Delete beside it; null: not known yet, so
+// nothing shows (never the buttons beside a blank title).
+function setTitle(title) {
+  $("session-title").textContent = title ?? "";
+  $("title-box").hidden = title === null;
+  $("m-rename").hidden = $("m-delete").hidden = title === null;
 }
 
 // A new title, from this tab, another one, or another device (a `session.renamed` event).
@@ -286,7 +296,7 @@ function renamed(id, title) {
   if (s) s.title = title;
   const li = $("sessions").querySelector(`li[data-session="${CSS.escape(id)}"] .s-title`);
   if (li) li.textContent = title || "Untitled session";
-  if (id === sessionId && $("rename-form").hidden) $("session-title").textContent = title || "Untitled session";
+  if (id === sessionId && $("rename-form").hidden) setTitle(title || "Untitled session");
 }
 
 let sessionsQueued = null;
@@ -299,9 +309,10 @@ $("new-session").addEventListener("click", async () => {
   $("session-error").textContent = "";
   try {
     const s = await api("/api/sessions", { method: "POST", body: JSON.stringify({ title: `Session of ${new Date().toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" })}` }) });
+    sessionsById.set(s.id, s);
     await openSession(s.id);
     showSidebar(false);
-  } catch (e) { $("session-error").textContent = e.message; }
+  } catch (e) { $("session-error").textContent = sentence(e.message); }
 });
 
 // Rename and delete the open session.
@@ -311,7 +322,9 @@ $("rename").addEventListener("click", () => {
   $("rename").hidden = $("delete").hidden = $("session-title").hidden = true;
   $("rename-input").select();
 });
-const endRename = () => { $("rename-form").hidden = true; $("rename").hidden = $("delete").hidden = $("session-title").hidden = false; $("rename").focus(); };
+// Back to the button that opened it: Rename beside the title, or the phone's menu button.
+const refocus = (el) => (el.offsetParent ? el : $("more")).focus();
+const endRename = () => { $("rename-form").hidden = true; $("rename").hidden = $("delete").hidden = $("session-title").hidden = false; refocus($("rename")); };
 $("rename-cancel").addEventListener("click", endRename);
 $("rename-form").addEventListener("keydown", (e) => { if (e.key === "Escape") endRename(); });
 $("rename-form").addEventListener("submit", async (e) => {
@@ -320,7 +333,7 @@ $("rename-form").addEventListener("submit", async (e) => {
     const s = await api(`/api/sessions/${sessionId}`, { method: "PATCH", body: JSON.stringify({ title: $("rename-input").value }) });
     endRename();
     renamed(s.id, s.title);
-  } catch (err) { $("session-error").textContent = err.message; }
+  } catch (err) { $("session-error").textContent = sentence(err.message); }
 });
 $("delete").addEventListener("click", () => {
   $("delete-q").textContent = "Delete this session and its history?";
@@ -328,7 +341,7 @@ $("delete").addEventListener("click", () => {
   $("delete-no").focus();
 });
 const endDelete = () => { $("delete-confirm").hidden = true; $("rename").hidden = $("delete").hidden = false; };
-$("delete-no").addEventListener("click", () => { endDelete(); $("delete").focus(); });
+$("delete-no").addEventListener("click", () => { endDelete(); refocus($("delete")); });
 $("delete-yes").addEventListener("click", async () => {
   try {
     await api(`/api/sessions/${sessionId}`, { method: "DELETE" });
@@ -339,7 +352,7 @@ $("delete-yes").addEventListener("click", async () => {
     localStorage.removeItem("tether.session");
     params.delete("session");  // the link was to the session now deleted
     await enter();
-  } catch (e) { $("delete-q").textContent = `Not deleted: ${e.message}.`; $("delete-no").focus(); }
+  } catch (e) { $("delete-q").textContent = `Not deleted: ${clause(e.message)}.`; $("delete-no").focus(); }
 });
 
 async function openSession(id, { early = null, listed = false } = {}) {
@@ -355,8 +368,8 @@ async function openSession(id, { early = null, listed = false } = {}) {
   renderChatChrome();
   $("message").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   if (form.agent) form.build(form.agent);
-  $("title-box").hidden = false;
-  $("session-title").textContent = sessionsById.get(id)?.title ?? "";
+  const known = sessionsById.get(id);
+  setTitle(known ? known.title || "Untitled session" : null);
   if (listed) renderSessionList(); else renderSessions().catch(() => {});
   setConn({ kind: "connecting", attempt: 0 });
 
@@ -435,7 +448,8 @@ function fillAgents(agents) {
   $("no-model").hidden = !!main;
   document.body.classList.toggle("no-model", !main);
   if (main) fillPicker(models, main);
-  const startable = agents.filter((a) => a.kind !== "model");
+  // Internal agents (the batch's item agent) run only under another: not offered here.
+  const startable = agents.filter((a) => a.kind !== "model" && !a.internal);
   const sel = $("agent");
   sel.replaceChildren(...startable.map((a) => new Option(a.name[0].toUpperCase() + a.name.slice(1), a.name)));
   sel.value = localStorage.getItem("tether.agent") ?? (startable.some((a) => a.name === "batch") ? "batch" : startable[0]?.name);
@@ -506,7 +520,7 @@ $("composer").addEventListener("submit", async (e) => {
     $("message").value = "";
     localStorage.removeItem(`tether.draft.${sessionId}`);
     refreshSessionsSoon();
-  } catch (err) { $("composer-error").textContent = err.message; }
+  } catch (err) { $("composer-error").textContent = sentence(err.message); }
   finally { pickedAgent(); $("message").focus(); }
 });
 
@@ -520,7 +534,7 @@ async function stopTurns() {
   try {
     await Promise.all(ids.map((id) => api(`/api/tasks/${id}/cancel`, { method: "POST" })));
     announce("Stopped.");
-  } catch (err) { $("composer-error").textContent = `Not stopped: ${err.message}`; }
+  } catch (err) { $("composer-error").textContent = `Not stopped: ${clause(err.message)}.`; }
   finally { $("stop").disabled = false; }
   return true;
 }
@@ -719,8 +733,28 @@ selectTab($(localStorage.getItem("tether.tab") ?? "tab-chat") ?? $("tab-chat"));
 function showSidebar(on) {
   document.body.classList.toggle("drawer", on);
   $("menu").setAttribute("aria-expanded", String(on));
+  if (on && $("menu").offsetParent) $("sidebar").querySelector("a[aria-current]")?.focus();
 }
 $("menu").addEventListener("click", () => showSidebar(!document.body.classList.contains("drawer")));
+// A tap beside the open drawer closes it, as on every phone.
+$("backdrop").addEventListener("click", () => { showSidebar(false); $("menu").focus(); });
+
+// The phone's header menu (⋯): Rename, Delete, the theme and Sign out.
+function showMore(on) {
+  document.body.classList.toggle("more-open", on);
+  $("more").setAttribute("aria-expanded", String(on));
+}
+$("more").addEventListener("click", () => showMore(!document.body.classList.contains("more-open")));
+document.addEventListener("click", (e) => { if (document.body.classList.contains("more-open") && !e.target.closest("#bar-actions, #more")) showMore(false); });
+$("m-rename").addEventListener("click", () => { showMore(false); $("rename").click(); });
+$("m-delete").addEventListener("click", () => { showMore(false); $("delete").click(); });
+
+// ---- theme: light, dark or the system's (theme.js applied it before the first paint) ------------
+
+const themePicker = $("theme");
+themePicker.value = window.tetherTheme?.pref() ?? "system";
+themePicker.addEventListener("change", () => window.tetherTheme?.set(themePicker.value));
+document.addEventListener("themechange", (e) => { if (themePicker.value !== e.detail.pref) themePicker.value = e.detail.pref; });
 
 // ---- keyboard -------------------------------------------------------------------------------
 
@@ -748,6 +782,7 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "Escape") {
     // What is open closes first (a dialog closes itself); then Esc stops the reply.
     if ($("shortcuts").open) return;
+    if (document.body.classList.contains("more-open")) { showMore(false); $("more").focus(); return; }
     if (document.body.classList.contains("drawer")) { showSidebar(false); $("menu").focus(); return; }
     if (!signedIn || (typing(e.target) && e.target !== $("message"))) return;
     if (conversation.unfinished().length) { e.preventDefault(); stopTurns(); }

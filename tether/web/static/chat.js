@@ -1,8 +1,8 @@
 // The conversation view: model agents' turns rendered from the session's log events.
 // Pure rendering: it is fed events in seq order (each once) and never fetches the log itself.
-import { marked } from "./vendor/marked.esm.js";
-import DOMPurify from "./vendor/purify.es.js";
-import { exact, relative } from "./describe.js";
+import { argsView, toolDoes } from "./args.js";
+import { copyButton, renderMarkdown } from "./markdown.js";
+import { exact, relative, sentence } from "./describe.js";
 import { h, setText } from "./dom.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
@@ -10,17 +10,6 @@ const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
 const BADGE = { queued: "Waiting", running: "Working", completed: "Done", failed: "Failed", cancelled: "Stopped", interrupted: "Interrupted" };
 // The reader is at the end when the last this many pixels are in view.
 const NEAR_END = 60;
-
-// Markdown from a model is text, never markup: raw HTML in it is shown as typed.
-const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-marked.use({ gfm: true, breaks: false, renderer: { html: (token) => escapeHtml(token.text ?? token.raw ?? "") } });
-DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.tagName === "A") { node.setAttribute("rel", "noopener noreferrer nofollow"); node.setAttribute("target", "_blank"); }
-});
-
-export function renderMarkdown(el, text) {
-  el.innerHTML = DOMPurify.sanitize(marked.parse(text), { FORBID_TAGS: ["img", "style", "form", "input", "button", "iframe"], FORBID_ATTR: ["style"] });
-}
 
 // Follow mode: while the reader is at the end, the end stays in view as the conversation
 // grows, whenever it grows (a reply's markdown is drawn a frame after its deltas came, so the
@@ -172,7 +161,7 @@ export class Conversation extends EventTarget {
     if (!parentTurn) {
       stop = h("button", "danger", "Cancel");
       stop.type = "button";
-      stop.addEventListener("click", () => this.api(`/api/tasks/${id}/cancel`, { method: "POST" }).catch((e) => alert(e.message)));
+      stop.addEventListener("click", () => this.api(`/api/tasks/${id}/cancel`, { method: "POST" }).catch((e) => alert(sentence(e.message))));
       head.append(stop);
     }
     const body = h("div", "turn-body");
@@ -282,8 +271,13 @@ export class Conversation extends EventTarget {
     if (!t || this.messages.has(mid)) return;
     const el = h("div", "bubble assistant streaming");
     el.dataset.message = mid;
-    t.body.append(el);
-    this.messages.set(mid, { el, text: "", queued: false });
+    const m = { el, text: "", queued: false };
+    // Copy the message's markdown source, as it was received.
+    const actions = h("div", "msg-actions");
+    actions.append(copyButton(() => m.text, "Copy message", "copy-msg"));
+    m.actions = actions;
+    t.body.append(el, actions);
+    this.messages.set(mid, m);
   }
 
   _messageDelta(mid, delta) {
@@ -302,7 +296,7 @@ export class Conversation extends EventTarget {
   }
 
   _superseded(taskId, d) {
-    for (const mid of d.messageIds ?? []) { this.messages.get(mid)?.el.remove(); this.messages.delete(mid); }
+    for (const mid of d.messageIds ?? []) { const m = this.messages.get(mid); m?.el.remove(); m?.actions.remove(); this.messages.delete(mid); }
     for (const cid of d.toolCallIds ?? []) { this.tools.get(cid)?.el.remove(); this.tools.delete(cid); }
     this._note(taskId, "superseded", `The reply was cut off (${d.reason ?? "interrupted"}).`);
   }
@@ -319,7 +313,7 @@ export class Conversation extends EventTarget {
     const state = h("span", "tool-state", "preparing…");
     summary.append(name, state);
     const body = h("div", "tool-body");
-    const argsEl = h("pre", "tool-args");
+    const argsEl = h("div", "tool-args");
     const resultEl = h("div", "tool-result");
     body.append(argsEl, resultEl);
     el.append(summary, body);
@@ -332,13 +326,16 @@ export class Conversation extends EventTarget {
     const tc = this.tools.get(cid);
     if (!tc) return;
     tc.args += delta;
-    tc.argsEl.textContent = tc.args;
+    // As it streams: the JSON as it comes; once whole, readably (_toolEnd).
+    if (!tc.raw) { tc.raw = h("pre"); tc.argsEl.replaceChildren(tc.raw); }
+    tc.raw.textContent = tc.args;
   }
 
   _toolEnd(cid) {
     const tc = this.tools.get(cid);
     if (!tc) return;
-    try { tc.argsEl.textContent = JSON.stringify(JSON.parse(tc.args || "{}"), null, 2); } catch { /* shown as it came */ }
+    try { tc.argsEl.replaceChildren(argsView(tc.name, JSON.parse(tc.args || "{}"))); } catch { /* shown as it came */ }
+    tc.raw = null;
     tc.state.textContent = "running…";
   }
 
@@ -364,8 +361,9 @@ export class Conversation extends EventTarget {
     el.dataset.approval = d.approvalId;
     el.setAttribute("aria-label", `Approval needed for ${d.tool}`);
     const q = h("p", "approval-q");
-    q.append(h("strong", "", "Needs you: "), document.createTextNode(`the agent wants to run ${d.tool}`));
-    const args = h("pre", "approval-args", JSON.stringify(d.args, null, 2));
+    q.append(h("strong", "", "Needs you: "), document.createTextNode(`the agent wants to ${toolDoes(d.tool)}.`));
+    const args = argsView(d.tool, d.args, d.diff);
+    args.classList.add("approval-args");
     const note = h("input"); note.type = "text"; note.placeholder = "Note for the agent (optional)"; note.setAttribute("aria-label", "Note for the agent"); note.maxLength = 2000;
     const yes = h("button", "approve", "Approve"); yes.type = "submit"; yes.value = "approve";
     const no = h("button", "deny", "Deny"); no.type = "submit"; no.value = "deny";
@@ -378,11 +376,12 @@ export class Conversation extends EventTarget {
       yes.disabled = no.disabled = true;
       try {
         await this.api(`/api/tasks/${taskId}/approvals/${d.approvalId}`, { method: "POST", body: JSON.stringify({ decision, note: note.value || null }) });
-      } catch (ex) { err.textContent = ex.message; yes.disabled = no.disabled = false; }
+      } catch (ex) { err.textContent = sentence(ex.message); yes.disabled = no.disabled = false; }
     });
     (tc ? tc.el.querySelector(".tool-body") : t.body).append(el);
-    if (tc) tc.el.open = true;
-    const a = { el, task: taskId, pending: true };
+    // The card shows the arguments; the tool's own copy of them waits until it is answered.
+    if (tc) { tc.el.open = true; tc.argsEl.hidden = true; }
+    const a = { el, task: taskId, pending: true, tool: tc };
     this.approvals.set(d.approvalId, a);
     if (!TERMINAL.has(t.status)) this.dispatchEvent(new CustomEvent("needsyou", { detail: { tool: d.tool, task: taskId } }));
     this.dispatchEvent(new CustomEvent("approvals"));
@@ -392,13 +391,15 @@ export class Conversation extends EventTarget {
     const a = this.approvals.get(d.approvalId);
     if (!a) return;
     const by = d.decision === "approve" ? "Approved" : "Denied";
-    this._closeApproval(a, `${by}${d.note ? ` — “${d.note}”` : ""}`);
+    this._closeApproval(a, `${by}${d.note ? ` — “${d.note}”` : ""}`, d.decision);
   }
 
-  _closeApproval(a, text) {
+  _closeApproval(a, text, decision = "none") {
     a.pending = false;
+    if (a.tool) a.tool.argsEl.hidden = false;
     const done = h("p", "approval-done", text);
     done.dataset.approval = a.el.dataset.approval;
+    done.dataset.decision = decision;
     a.el.replaceWith(done);
     a.el = done;
     this.dispatchEvent(new CustomEvent("approvals"));

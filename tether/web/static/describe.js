@@ -20,6 +20,15 @@ export function short(value, max = 60) {
 
 const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
 
+// A message for people (a server's `detail`, an error) as the rest of a sentence: no full
+// stop at its end, so "Not deleted: ${clause(m)}." never ends in two.
+export const clause = (text) => String(text ?? "").trim().replace(/[\s.]+$/, "");
+// ...and as a sentence of its own: a capital first, one full stop at the end.
+export function sentence(text) {
+  const t = clause(text);
+  return t ? `${cap(t)}${/[!?…]$/.test(t) ? "" : "."}` : "";
+}
+
 // "Item 3: the third thing", "Batch of 10,000 items", "researcher: find the …".
 export function taskName(t) {
   const agent = t.agent ?? "task";

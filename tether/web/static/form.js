@@ -38,9 +38,30 @@ export function looseValue(text) {
   return text;
 }
 
+// What a value may be, in plain words (the server says the same: tether/validation.py).
+const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+export function limitProblem(s, kind, value) {
+  if (kind === "number") {
+    if (s.type === "integer" && !Number.isInteger(value)) return "A whole number.";
+    if (s.maximum !== undefined && value > s.maximum) return `At most ${s.maximum}.`;
+    if (s.minimum !== undefined && value < s.minimum) return `At least ${s.minimum}.`;
+    if (s.exclusiveMaximum !== undefined && value >= s.exclusiveMaximum) return `Less than ${s.exclusiveMaximum}.`;
+    if (s.exclusiveMinimum !== undefined && value <= s.exclusiveMinimum) return `More than ${s.exclusiveMinimum}.`;
+  } else if (kind === "text") {
+    if (s.maxLength !== undefined && value.length > s.maxLength) return `At most ${count(s.maxLength, "character", "characters")}.`;
+    if (s.minLength !== undefined && value.length < s.minLength) return `At least ${count(s.minLength, "character", "characters")}.`;
+  } else if (kind === "lines") {
+    if (s.maxItems !== undefined && value.length > s.maxItems) return `At most ${count(s.maxItems, "item", "items")}.`;
+    if (s.minItems !== undefined && value.length < s.minItems) return s.minItems === 1 ? "At least one item." : `At least ${count(s.minItems, "item", "items")}.`;
+  }
+  return null;
+}
+
 export class SchemaForm {
-  constructor({ root, storageKey }) {
+  // agents() -> every registered agent, for a field that names one (`x-agent` in its schema)
+  constructor({ root, storageKey, agents = () => [] }) {
     this.root = root;
+    this.agents = agents;
     this.storageKey = storageKey;  // () -> string
     this.fields = new Map();       // name -> {kind, input, error, schema}
   }
@@ -62,7 +83,15 @@ export class SchemaForm {
       if (required.has(name)) label.append(h("span", { class: "req", "aria-hidden": "true" }, " *"));
       let kind, input;
       const describedby = `${helpId} ${errId}`;
-      if (s.enum) {
+      if (s["x-agent"]) {
+        // A name of a registered agent: a choice of them, never free text with typos in it.
+        kind = "agent";
+        input = h("select", { id, "aria-describedby": describedby });
+        const names = this.agents().filter((a) => a.kind !== "model" && a.name !== agent.name).map((a) => a.name);
+        if (typeof s.default === "string" && !names.includes(s.default)) names.unshift(s.default);
+        for (const n of names) input.append(new Option(n[0].toUpperCase() + n.slice(1), n));
+        if (s.default !== undefined) input.value = s.default;
+      } else if (s.enum) {
         kind = "enum";
         input = h("select", { id, "aria-describedby": describedby });
         for (const v of s.enum) input.append(new Option(String(v), JSON.stringify(v)));
@@ -88,7 +117,10 @@ export class SchemaForm {
         input = h("input", { id, type: "text", required: required.has(name), maxlength: s.maxLength, "aria-describedby": describedby });
         if (s.default !== undefined) input.value = String(s.default);
       }
-      if (saved && name in saved) { if (kind === "boolean") input.checked = !!saved[name]; else input.value = saved[name]; }
+      if (saved && name in saved) {
+        if (kind === "boolean") input.checked = !!saved[name];
+        else if (kind !== "agent" || [...input.options].some((o) => o.value === saved[name])) input.value = saved[name];
+      }
       input.addEventListener("input", () => { this._clear(name); this._save(); });
       input.addEventListener("change", () => this._save());
       const help = h("p", { id: helpId, class: "help" }, firstSentence(s.description ?? ""));
@@ -110,16 +142,21 @@ export class SchemaForm {
       const v = f.input.value;
       if (f.kind === "boolean") { out[name] = f.input.checked; continue; }
       if (f.kind === "enum") { out[name] = JSON.parse(v); continue; }
+      if (f.kind === "agent") { out[name] = v; continue; }
       if (v.trim() === "") { if (f.input.required) { this.mark(name, "Fill this in."); ok = false; } continue; }
+      let val;
       if (f.kind === "number") {
-        const n = Number(v);
-        if (!Number.isFinite(n)) { this.mark(name, "Enter a number."); ok = false; } else out[name] = n;
-      } else if (f.kind === "lines") out[name] = v.split("\n").filter((l) => l.trim() !== "").map(looseValue);
+        val = Number(v);
+        if (!Number.isFinite(val)) { this.mark(name, "Enter a number."); ok = false; continue; }
+      } else if (f.kind === "lines") val = v.split("\n").filter((l) => l.trim() !== "").map(looseValue);
       else if (f.kind === "json") {
-        try { out[name] = JSON.parse(v); } catch { this.mark(name, "This is not valid JSON."); ok = false; }
-      } else if (f.kind === "loose") out[name] = looseValue(v);
-      else out[name] = v;
+        try { val = JSON.parse(v); } catch { this.mark(name, "This is not valid JSON."); ok = false; continue; }
+      } else if (f.kind === "loose") val = looseValue(v);
+      else val = v;
+      const problem = limitProblem(f.schema, f.kind, val);
+      if (problem) { this.mark(name, problem); ok = false; } else out[name] = val;
     }
+    if (!ok) [...this.fields.values()].find((f) => f.input.getAttribute("aria-invalid") === "true")?.input.focus();
     return ok ? out : null;
   }
 

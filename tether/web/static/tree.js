@@ -2,7 +2,7 @@
 // focused Cancel button survives every update and ten thousand sub-tasks cost what changed.
 // A parent with many children shows a summary and the ones worth a look (running, failed,
 // the latest), with "Show all" paging through the rest.
-import { TERMINAL, duration, short, statusWord, taskName } from "./describe.js";
+import { TERMINAL, clause, duration, short, statusWord, taskName } from "./describe.js";
 import { h, inFrame, setText } from "./dom.js";
 
 const MANY = 30;          // more children than this: collapsed to a summary
@@ -273,7 +273,7 @@ export class TaskTree extends EventTarget {
     yes.addEventListener("click", async () => {
       yes.disabled = true; no.disabled = true; q.textContent = "Cancelling…";
       try { await this.api(`/api/tasks/${t.id}/cancel`, { method: "POST" }); }
-      catch (e) { q.textContent = `Could not cancel: ${e.message}`; yes.disabled = no.disabled = false; }
+      catch (e) { q.textContent = `Could not cancel: ${clause(e.message)}.`; yes.disabled = no.disabled = false; }
     });
     n.actions.append(cancel, ask);
   }
