@@ -195,6 +195,8 @@ def test_waiting_stopped_and_renamed_are_said_truthfully_in_every_tab(
         what="the new title in tab B",
     )
     tab_b.click("#menu")
+    # (the drawer slides in: its text is there once it is visible)
+    tab_b.wait_for_selector(f'#sessions li[data-session="{sid}"]', state="visible")
     assert "Renamed in tab A" in tab_b.inner_text(f'#sessions li[data-session="{sid}"]')
     tab_b.keyboard.press("Escape")
     tab_b.click("#tab-timeline")

@@ -359,7 +359,9 @@ def test_11_a_form_from_the_schema_plain_events_names_results_and_sessions(
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = open_app(ctx, server, sid)
     # A form built from the schema, and a limit in plain words under the field it is about.
-    assert page.get_attribute("#advanced", "open") is not None
+    # (The chat comes first, with the demo model: the form is one click away.)
+    assert page.get_attribute("#advanced", "open") is None
+    page.click("#advanced > summary")
     assert page.text_content("label[for=f-batch-delay_s]") == "Delay (seconds)"
     assert (
         page.text_content("#agent-help")
@@ -426,7 +428,7 @@ def test_12_phone_layout_input_kept_and_accessibility(browser: Browser, make_ser
     # One screen: no page scroll, the panel in view from the top, one panel at a time.
     assert page.evaluate("document.scrollingElement.scrollHeight <= innerHeight")
     assert page.evaluate("document.getElementById('main').getBoundingClientRect().top") < 130
-    assert page.is_visible("#no-model") and page.is_hidden("#panel-timeline")
+    assert page.is_visible("#composer") and page.is_hidden("#panel-timeline")
     page.click("#tab-tasks")
     page.wait_for_selector("li.task[data-status=completed]")
     assert page.is_hidden("#panel-chat")

@@ -217,6 +217,7 @@ def test_phone_width_sign_in_form_and_cancel(browser: Browser, make_server: Any)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     # Start a task with the keyboard, from the form built from the agent's schema.
     page.click("#tab-tasks")
+    page.click("#advanced > summary")
     page.fill("#f-batch-items", "one\ntwo\nthree")
     page.fill("#f-batch-delay_s", "20")
     page.focus("#f-batch-on_error")
