@@ -174,19 +174,3 @@ def test_an_approval_answered_from_a_second_browser_after_a_restart(
     assert page.is_hidden("#needs-you")
     shot(page, "chat-approved-phone")
     second.close()
-
-
-def test_without_a_model_the_page_says_how_to_configure_one(
-    browser: Browser, make_server: Any
-) -> None:
-    server = make_server(TETHER_HEARTBEAT_S="0.3")
-    api = Api(server.client())
-    sid = api.session("no model")
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    page.goto(f"{server.url}/?session={sid}#secret={SECRET}")
-    page.wait_for_selector("#no-model:not([hidden])")
-    assert "TETHER_AGENTS_FILE" in page.inner_text("#no-model")
-    assert page.is_hidden("#composer")
-    assert page.get_attribute("#advanced", "open") is not None  # the batch form is at hand
-    ctx.close()

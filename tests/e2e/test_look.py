@@ -114,7 +114,7 @@ OVERFLOW = """() => {
     page: se.scrollWidth - se.clientWidth,
     conversation: c.scrollWidth - c.clientWidth,
     outside: [...c.querySelectorAll('.bubble, .turn, .msg-actions')].filter((b) => {
-      const r = b.getBoundingClientRect(); return r.right > cr.right + 1 || r.left < cr.left - 1;
+      const r = b.getBoundingClientRect(); return r.width > 0 && (r.right > cr.right + 1 || r.left < cr.left - 1);
     }).length,
     pre: scrolls(pre), table: scrolls(wrap),
     border: td ? parseFloat(getComputedStyle(td).borderTopWidth) : 0,

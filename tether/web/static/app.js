@@ -14,7 +14,7 @@ const params = new URLSearchParams(location.search);
 // Test and soak runs shrink the status poll; the default suits people.
 const POLL_MS = Number(params.get("poll_ms")) || 2000;
 const FULL_LOAD = Number(params.get("full_load")) || 5000;  // more events: open on the newest TAIL
-const TAIL = 1000;
+const TAIL = Number(params.get("tail")) || 1000;  // (tests shrink both)
 const TAIL_FROM = "999999999999999999";  // before= this: the newest events, whatever the head
 
 class ApiError extends Error {
@@ -48,7 +48,14 @@ const timeline = new Timeline({
   nameOf: (id) => { const t = tree.get(id); return t ? taskName(t) : id; },
   loadBefore: (seq, n) => api(`/api/sessions/${sessionId}/events?before=${seq}&limit=${n}`),
 });
-const conversation = new Conversation({ root: $("conversation"), pill: $("chat-jump"), api: (p, i) => api(p, i), isModelAgent: (n) => agentsByName.get(n)?.kind === "model" });
+const conversation = new Conversation({
+  root: $("conversation"), pill: $("chat-jump"), api: (p, i) => api(p, i),
+  isModelAgent: (n) => agentsByName.get(n)?.kind === "model",
+  loadTurn: (id, after) => api(`/api/sessions/${sessionId}/events?task=${encodeURIComponent(id)}&after=${after}`),
+  // An edit goes to the agent that answered, if one can still be talked to.
+  agentFor: (n) => (agentsByName.get(n)?.kind === "model" && !agentsByName.get(n).internal && agentsByName.get(n).ready ? n : undefined),
+});
+conversation.addEventListener("problem", (e) => { $("composer-error").textContent = e.detail; });
 const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}`, agents: () => [...agentsByName.values()] });
 // Tests and the benchmark read the page's model through this (never needed by the page).
 window.tether = { timeline, tree, conversation, conn: () => conn, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
@@ -199,7 +206,9 @@ $("to-sessions").addEventListener("click", async () => {
 });
 
 // A session's task tree and its newest TAIL events, asked for at once.
-const firstLoad = (id) => Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`)]);
+// With them, the conversation's skeleton (every turn, all branches): a long conversation is
+// drawn from it before the events of its older turns are read.
+const firstLoad = (id) => Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`), api(`/api/sessions/${id}/conversation`)]);
 
 const STATE_WORDS = { running: "Running", completed: "Done", failed: "Failed", interrupted: "Interrupted", cancelled: "Stopped", empty: "No tasks" };
 
@@ -365,6 +374,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
   history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(params), session: id })}`);
   polled = null; pollError = null; lastEventTs = 0; loading = true;
   tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
+  conversation.sessionId = id;
   renderChatChrome();
   $("message").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   if (form.agent) form.build(form.agent);
@@ -378,9 +388,10 @@ async function openSession(id, { early = null, listed = false } = {}) {
   // the tail are asked for at once; a tail that reaches the start is the whole log.
   let cursor = 0;
   try {
-    const [snap, tail] = await (early ?? firstLoad(id));
+    const [snap, tail, skeleton] = await (early ?? firstLoad(id));
     if (gen !== generation) return;
     tree.adopt(snap.tasks);
+    conversation.adopt(skeleton.turns);
     const evs = [];
     let older = false;
     if (snap.head_seq > FULL_LOAD || !tail.more) {
@@ -398,6 +409,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
     if (gen !== generation) return;
     timeline.reset(older);
     applyEvents(evs);
+    conversation.layout();
     // The form is open where it is the way to start: no model to talk to, nothing run yet.
     $("advanced").open = document.body.classList.contains("no-model") && tree.size === 0;
   } catch (e) {
@@ -487,6 +499,7 @@ function pickedAgent() {
   setText($("chat-agent"), a.ready ? a.model ?? "" : `Not ready: ${a.problem}`);
   $("chat-agent").classList.toggle("error", !a.ready);
   $("send").disabled = !a.ready;
+  setHidden($("demo-note"), !a.demo);
 }
 
 $("newtask").addEventListener("submit", async (e) => {
@@ -555,7 +568,7 @@ $("message").addEventListener("keydown", (e) => {
 $("message").addEventListener("input", () => { if (sessionId) localStorage.setItem(`tether.draft.${sessionId}`, $("message").value); });
 
 function renderChatChrome() {
-  setHidden($("chat-empty"), conversation.turns.size > 0);
+  setHidden($("chat-empty"), conversation.size > 0);
   const n = conversation.pendingApprovals;
   setHidden($("needs-you"), n === 0);
   setText($("needs-you"), n === 1 ? "1 approval needs you" : `${n} approvals need you`);
@@ -608,6 +621,8 @@ function applyEvents(evs) {
     if (ev.type === "session.renamed" && ev.session_id === sessionId) { renamed(sessionId, d.title); if (!loading) tellTabs({ renamed: sessionId, title: d.title }); }
     if (ev.type === "task.created") named.add(ev.task_id);
     if (ev.type === "task.created" && !ev.data?.parent_id) newRoot = true;
+    // The sidebar says what the session's top-level tasks do: any change of theirs.
+    if (ev.type === "task.status" && !ev.parent_task_id && !loading) refreshSessionsSoon();
     if (ev.ts > lastEventTs) lastEventTs = ev.ts;
   }
   timeline.rename(named);

@@ -1,8 +1,10 @@
-// The conversation view: model agents' turns rendered from the session's log events.
-// Pure rendering: it is fed events in seq order (each once) and never fetches the log itself.
+// The conversation view: the branch shown of the session's conversation, each turn drawn from
+// its log events (fed in seq order, each once), with Edit, Regenerate / Retry and the
+// alternatives of a message or a reply (‹ 2 / 3 ›).
 import { argsView, toolDoes } from "./args.js";
 import { copyButton, renderMarkdown } from "./markdown.js";
 import { exact, relative, sentence } from "./describe.js";
+import { ConversationTree } from "./conversation.js";
 import { h, setText } from "./dom.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
@@ -16,26 +18,47 @@ const NEAR_END = 60;
 // end is kept in view by a ResizeObserver, after layout, not when events are applied). Once
 // the reader scrolls up they are left where they are, and new content waits behind a "Jump
 // to latest" pill.
+// A long conversation is drawn a window at a time: the newest WINDOW turns of the branch
+// shown, and more above as the reader asks ("Show earlier messages"). The tree (every turn,
+// all branches) comes from the server's skeleton and the log's events (conversation.js); a
+// turn is drawn from its events, replayed when it comes into the window, and a turn whose
+// events the page has not loaded (before a long session's tail) is drawn from the skeleton
+// and then, its events read (`/events?task=`), drawn again from them.
+const WINDOW = 20;
+
 export class Conversation extends EventTarget {
-  // api(path, init) -> JSON; isModelAgent(name) -> bool; pill: the "Jump to latest" button
-  constructor({ root, api, isModelAgent, pill = null }) {
+  // api(path, init) -> JSON; isModelAgent(name) -> bool; pill: the "Jump to latest" button;
+  // loadTurn(id, after) -> {events, more, next_after}: a turn's events and its sub-agents'
+  constructor({ root, api, isModelAgent, pill = null, loadTurn = null, agentFor = () => undefined }) {
     super();
     this.root = root;
     this.api = api;
     this.isModelAgent = isModelAgent;
+    this.loadTurn = loadTurn;
+    this.agentFor = agentFor;
     this.pill = pill;
     this.pill?.addEventListener("click", () => this.jumpToLatest());
     this.resize = new ResizeObserver(() => this._stick());
     this.root.addEventListener("scroll", () => this._onScroll(), { passive: true });
+    this.earlier = h("button", "ghost small earlier chat-earlier", "Show earlier messages");
+    this.earlier.type = "button";
+    this.earlier.addEventListener("click", () => this.showEarlier());
+    this.trimNote = h("p", "note context-note", "");
     this.reset();
   }
 
   reset() {
-    this.turns = new Map();     // task id -> {el, body, badge, status, parent, agent, waiting, stop}
-    this.messages = new Map();  // message id -> {el, text, queued}
-    this.tools = new Map();     // tool call id -> {el, args, argsEl, resultEl, state, task}
-    this.approvals = new Map(); // approval id -> {el, task, pending}
+    this.tree = new ConversationTree();
+    this.buffers = new Map();   // turn id -> its events and its sub-agents', in seq order
+    this.asks = new Map();      // approval id -> {task (the turn), tool, pending}
+    this.turns = new Map();     // task id -> its view (a turn's, or a sub-agent's inside it)
+    this.messages = new Map();  // message id -> {el, text, queued, top}
+    this.tools = new Map();     // tool call id -> {el, args, argsEl, resultEl, state, task, top}
+    this.approvals = new Map(); // approval id -> {el, task, pending, top}
     this.times = [];            // {el, ms}: every timestamp shown, refreshed by refreshTimes
+    this.fetching = new Set();  // turns whose events are being read
+    this.shown = WINDOW;        // how many turns of the branch are drawn, newest last
+    this.editing = null;        // the turn whose message is being edited
     this.root.replaceChildren();
     this.resize.disconnect();
     this.resize.observe(this.root);
@@ -45,23 +68,270 @@ export class Conversation extends EventTarget {
     this.dispatchEvent(new CustomEvent("turns"));
   }
 
-  get pendingApprovals() { return [...this.approvals.values()].filter((a) => a.pending && !TERMINAL.has(this.turns.get(a.task)?.status)).length; }
+  get size() { return this.tree.size; }
+
+  get pendingApprovals() { return [...this.asks.values()].filter((a) => a.pending && !TERMINAL.has(this.tree.get(a.task)?.status)).length; }
 
   // Top-level turns that have not ended (the composer's Stop stops these).
-  unfinished() { return [...this.turns.entries()].filter(([, t]) => !t.parent && !TERMINAL.has(t.status)).map(([id]) => id); }
+  unfinished() { return [...this.tree.turns.values()].filter((t) => !TERMINAL.has(t.status)).map((t) => t.id); }
+
+  // The server's skeleton of the conversation (every turn, all branches), before its events
+  // (then `layout()`, once they are applied: a turn whose events came with them is drawn
+  // from them, not from the skeleton).
+  adopt(skeleton) { this.tree.adopt(skeleton); }
+
+  layout() { this._layout(); }
 
   apply(ev) { this.applyMany([ev]); }
 
   applyMany(evs) {
-    for (const ev of evs) this._apply(ev);
-    if (!this.follow && this.pill?.hidden && evs.some((ev) => this.turns.has(ev.task_id))) this.pill.hidden = false;
+    let changed = false;
+    let grew = false;
+    for (const ev of evs) {
+      const top = ev.task_id ? ev.task_id.split(".")[0] : null;
+      if (ev.type === "conversation.selected") { this.tree.select(ev.data?.turn, ev.seq); changed = true; continue; }
+      if (!top) continue;
+      if (top === ev.task_id && ConversationTree.isTurn(ev, this.isModelAgent)) {
+        this.tree.created(ev);
+        changed = true;
+      } else if (!this.tree.get(top)) continue;  // not a turn's (a batch's, say)
+      const buf = this.buffers.get(top) ?? [];
+      if (buf.length && buf[buf.length - 1].seq >= ev.seq && buf.some((e) => e.seq === ev.seq)) continue;
+      buf.push(ev);
+      this.buffers.set(top, buf);
+      this._track(top, ev);
+      if (this.turns.has(top)) { this._apply(ev); grew = true; }
+      if (ev.type === "task.status" && top === ev.task_id) changed = true;
+    }
+    if (changed) this._layout();
+    if (grew && !this.follow && this.pill?.hidden) this.pill.hidden = false;
+  }
+
+  // What the page needs to know of every turn, drawn or not: its status, its approvals,
+  // the newest cut of its context.
+  _track(top, ev) {
+    const d = ev.data ?? {};
+    if (ev.type === "task.status" && ev.task_id === top) {
+      this.tree.status(top, d.status, d.error ? { error: d.error.message ?? null } : {});
+      if (TERMINAL.has(d.status)) for (const a of this.asks.values()) if (a.task === top) a.pending = false;
+      this.dispatchEvent(new CustomEvent("turns"));
+      this.dispatchEvent(new CustomEvent("approvals"));
+    } else if (ev.type === "approval.requested" && !this.asks.has(d.approvalId)) {
+      const live = !TERMINAL.has(this.tree.get(top)?.status);
+      this.asks.set(d.approvalId, { task: top, tool: d.tool, pending: live });
+      if (live) this.dispatchEvent(new CustomEvent("needsyou", { detail: { tool: d.tool, task: top } }));
+      this.dispatchEvent(new CustomEvent("approvals"));
+    } else if (ev.type === "approval.answered" && this.asks.has(d.approvalId)) {
+      this.asks.get(d.approvalId).pending = false;
+      this.dispatchEvent(new CustomEvent("approvals"));
+    } else if (ev.type === "context.trimmed" && ev.task_id === top) {
+      this.tree.get(top).trimmed = d;
+    }
   }
 
   // A status learnt from a poll or snapshot (the stream may be down): the same as its event.
   setStatus(id, status) {
-    const t = this.turns.get(id);
-    if (t && t.status !== status && !TERMINAL.has(t.status)) this._status(id, { status });
+    const t = this.tree.get(id);
+    if (!t || t.status === status || TERMINAL.has(t.status)) return;
+    this.tree.status(id, status);
+    if (this.turns.has(id)) this._status(id, { status });
+    this.dispatchEvent(new CustomEvent("turns"));
   }
+
+  // ---- the window of the branch shown ----------------------------------------------------
+
+  _layout() {
+    const path = this.tree.path();
+    const from = Math.max(0, path.length - this.shown);
+    const ids = path.slice(from);
+    const els = [];
+    if (from > 0) { this.earlier.textContent = `Show earlier messages (${from})`; els.push(this.earlier); }
+    const tip = [...ids].reverse().map((id) => this.tree.get(id)).find((t) => t.trimmed);
+    for (const id of ids) {
+      const v = this._view(id);
+      if (tip && tip.trimmed.first === id && tip.trimmed.dropped) {
+        const n = tip.trimmed.dropped;
+        this.trimNote.textContent = `The ${n === 1 ? "message" : `${n} messages`} above ${n === 1 ? "was" : "were"} not sent to the model with the newest reply: ${n === 1 ? "it" : "they"} did not fit its context window.`;
+        els.push(this.trimNote);
+      }
+      this._branches(id, v);
+      els.push(v.el);
+    }
+    const same = els.length === this.root.childElementCount && els.every((el, i) => this.root.children[i] === el);
+    if (!same) {
+      this.root.replaceChildren(...els);
+      for (const el of els) this.resize.observe(el);
+    }
+    this.dispatchEvent(new CustomEvent("turns"));
+  }
+
+  // Older turns of the branch, above; the reader stays where they were.
+  showEarlier() {
+    const r = this.root;
+    const below = r.scrollHeight - r.scrollTop;
+    this.shown += WINDOW;
+    this._layout();
+    r.scrollTop = r.scrollHeight - below;
+  }
+
+  // The view of a turn: drawn from its events (or from the skeleton while they load).
+  _view(id) {
+    let v = this.turns.get(id);
+    if (v) return v;
+    const buf = this.buffers.get(id) ?? [];
+    if (buf[0]?.type === "task.created" && buf[0].task_id === id) {
+      for (const ev of buf) this._apply(ev);
+    } else {
+      for (const ev of this._summary(id)) this._apply(ev);
+      this.turns.get(id).summary = true;
+      this._fetch(id);
+    }
+    v = this.turns.get(id);
+    return v;
+  }
+
+  // A turn as the skeleton has it (its message, its final reply, its status): what is shown
+  // until its events are read.
+  _summary(id) {
+    const t = this.tree.get(id);
+    const evs = [{ type: "task.created", task_id: id, ts: t.created_at, data: { agent: t.agent, input: { text: t.text, parent: t.parent } } }];
+    if (t.reply) {
+      const mid = `summary-${id}`;
+      evs.push({ type: "TEXT_MESSAGE_START", task_id: id, data: { messageId: mid } }, { type: "TEXT_MESSAGE_CONTENT", task_id: id, data: { messageId: mid, delta: t.reply } }, { type: "TEXT_MESSAGE_END", task_id: id, data: { messageId: mid } });
+    }
+    evs.push({ type: "task.status", task_id: id, data: { status: t.status, error: t.error ? { message: t.error } : undefined } });
+    return evs;
+  }
+
+  async _fetch(id) {
+    if (!this.loadTurn || this.fetching.has(id)) return;
+    const tree = this.tree;
+    this.fetching.add(id);
+    try {
+      const got = [];
+      for (let after = 0; ;) {
+        const page = await this.loadTurn(id, after);
+        if (tree !== this.tree) return;  // another session since
+        got.push(...page.events);
+        after = page.next_after;
+        if (!page.more) break;
+      }
+      const seen = new Set(got.map((e) => e.seq));
+      const live = (this.buffers.get(id) ?? []).filter((e) => !seen.has(e.seq));
+      this.buffers.set(id, [...got, ...live].sort((a, b) => a.seq - b.seq));
+      this._discard(id);
+      this._layout();
+    } catch { /* the summary stays; a later layout asks again */ } finally { this.fetching.delete(id); }
+  }
+
+  // Forget a turn's view (to draw it again from its events).
+  _discard(id) {
+    const v = this.turns.get(id);
+    if (!v) return;
+    const mine = (x) => x.top === id;
+    for (const [k, x] of this.turns) if (k === id || k.startsWith(`${id}.`)) this.turns.delete(k);
+    for (const map of [this.messages, this.tools, this.approvals]) for (const [k, x] of map) if (mine(x)) map.delete(k);
+    this.times = this.times.filter((t) => !v.el.contains(t.el));
+    this.resize.unobserve(v.el);
+  }
+
+  // ---- branches: edit, regenerate, retry, and ‹ 2 / 3 › -------------------------------------
+
+  _branches(id, v) {
+    const t = this.tree.get(id);
+    const alt = this.tree.alternatives(id);
+    v.userNav.replaceChildren(...(alt.messages.length > 1 ? this._pager("message", alt.message, alt.messages.length, (i) => this.tree.shownFor(t.parent, alt.messages[i])) : []));
+    v.replyNav.replaceChildren(...(alt.replies.length > 1 ? this._pager("reply", alt.reply, alt.replies.length, (i) => alt.replies[i]) : []));
+    const ended = TERMINAL.has(t.status);
+    // Once the turn has ended, its controls join its last message's Copy, in one row.
+    const last = v.body.lastElementChild;
+    const row = ended && last?.classList.contains("msg-actions") ? last : v.foot;
+    if (v.again.parentElement !== row) row.append(v.replyNav, v.again);
+    v.again.hidden = !ended;
+    setText(v.again, t.status === "completed" ? "Regenerate" : "Retry");
+    v.again.setAttribute("aria-label", t.status === "completed" ? "Regenerate this reply" : "Retry this message");
+  }
+
+  _pager(what, index, count, target) {
+    const prev = h("button", "ghost small pager", "‹");
+    const next = h("button", "ghost small pager", "›");
+    prev.type = next.type = "button";
+    prev.setAttribute("aria-label", `Previous ${what} (${index} of ${count})`);
+    next.setAttribute("aria-label", `Next ${what} (${index + 2} of ${count})`);
+    prev.disabled = index === 0;
+    next.disabled = index === count - 1;
+    prev.addEventListener("click", () => this.select(target(index - 1)));
+    next.addEventListener("click", () => this.select(target(index + 1)));
+    const where = h("span", "pager-pos", `${index + 1} / ${count}`);
+    where.setAttribute("aria-label", `${what} ${index + 1} of ${count}`);
+    return [prev, where, next];
+  }
+
+  // Show this turn's branch, in every tab (the server appends `conversation.selected`).
+  async select(id) {
+    if (!id) return;
+    try {
+      const r = await this.api(`/api/tasks/${id}/select`, { method: "POST" });
+      if (r?.seq) { this.tree.select(id, r.seq); this._layout(); }
+    } catch (e) { this._say(sentence(e.message)); }
+  }
+
+  async regenerate(id) {
+    this.followNow();
+    try { await this.api(`/api/tasks/${id}/regenerate`, { method: "POST" }); } catch (e) { this._say(sentence(e.message)); }
+  }
+
+  // Edit a message: a new message beside it (the old one and its replies stay, a ‹ › away).
+  edit(id) {
+    const v = this.turns.get(id);
+    const t = this.tree.get(id);
+    if (!v || !t || this.editing) return;
+    this.editing = id;
+    const form = h("form", "edit");
+    const box = h("textarea");
+    box.value = t.text;
+    box.rows = Math.min(12, Math.max(2, t.text.split("\n").length));
+    box.maxLength = 100000;
+    box.setAttribute("aria-label", "Edit your message");
+    const send = h("button", "", "Send");
+    const cancel = h("button", "ghost small", "Cancel");
+    send.type = "submit"; cancel.type = "button";
+    const row = h("div", "row edit-row");
+    row.append(cancel, send);
+    form.append(box, row);
+    const done = () => { form.replaceWith(v.user); this.editing = null; v.editBtn.focus(); };
+    cancel.addEventListener("click", done);
+    box.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); done(); }
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+    });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const text = box.value.trim();
+      if (!text) return;
+      send.disabled = true;
+      this.followNow();
+      try {
+        await this.api(`/api/sessions/${this.sessionId}/messages`, { method: "POST", body: JSON.stringify({ text, parent: t.parent, agent: this.agentFor(t.agent) }) });
+        form.replaceWith(v.user);
+        this.editing = null;
+      } catch (ex) { send.disabled = false; this._say(sentence(ex.message)); }
+    });
+    v.user.replaceWith(form);
+    box.focus();
+    box.setSelectionRange(box.value.length, box.value.length);
+  }
+
+  // ↑ in an empty composer: edit the newest message of the branch shown.
+  editLast() {
+    const id = this.tree.tip();
+    if (!id) return false;
+    this._view(id);
+    this.edit(id);
+    return true;
+  }
+
+  _say(text) { this.dispatchEvent(new CustomEvent("problem", { detail: text })); }
 
   // ---- follow mode ---------------------------------------------------------------------
 
@@ -146,10 +416,11 @@ export class Conversation extends EventTarget {
   // ---- turns and sub-agents ------------------------------------------------------------
 
   _created(ev, d) {
-    if (!this.isModelAgent(d.agent)) return;
     const id = ev.task_id;
+    const top = id.split(".")[0];
     const parentTurn = d.parent_id ? this.turns.get(d.parent_id) : null;
     if (d.parent_id && !parentTurn) return;
+    if (!d.parent_id && id !== top) return;
     const el = h("article", parentTurn ? "subagent" : "turn");
     el.dataset.task = id;
     const head = h("div", "turn-head");
@@ -161,10 +432,11 @@ export class Conversation extends EventTarget {
     if (!parentTurn) {
       stop = h("button", "danger", "Cancel");
       stop.type = "button";
-      stop.addEventListener("click", () => this.api(`/api/tasks/${id}/cancel`, { method: "POST" }).catch((e) => alert(sentence(e.message))));
+      stop.addEventListener("click", () => this.api(`/api/tasks/${id}/cancel`, { method: "POST" }).catch((e) => this._say(sentence(e.message))));
       head.append(stop);
     }
     const body = h("div", "turn-body");
+    const t = { el, body, badge, when, stop, status: "queued", parent: d.parent_id, agent: d.agent, notes: new Map(), waiting: false, top };
     if (parentTurn) {
       const task = h("p", "subagent-task"); task.append(h("strong", "", "Task: "), document.createTextNode(d.input?.text ?? ""));
       el.append(head, task, body);
@@ -172,18 +444,34 @@ export class Conversation extends EventTarget {
       // The card says who does what: the delegate call's arguments would say it again.
       if (tool) { tool.resultEl.before(el); tool.argsEl.hidden = true; } else parentTurn.body.append(el);
     } else {
-      const user = h("div", "bubble user");
-      user.append(h("span", "sr-only", "You said: "), document.createTextNode(d.input?.text ?? ""));
-      const sent = h("div", "sent");
+      // The message, with Edit and its alternatives (‹ 2 / 3 › when it was edited).
+      const user = h("div", "user-msg");
+      const bubble = h("div", "bubble user");
+      bubble.append(h("span", "sr-only", "You said: "), document.createTextNode(d.input?.text ?? ""));
+      const tools = h("div", "msg-actions user-actions");
+      t.userNav = h("span", "pager-box");
+      t.editBtn = h("button", "ghost small", "Edit");
+      t.editBtn.type = "button";
+      t.editBtn.setAttribute("aria-label", "Edit this message");
+      t.editBtn.addEventListener("click", () => this.edit(id));
+      const sent = h("span", "sent");
       sent.append(h("span", "sr-only", "Sent "), this._time(ev.ts));
-      el.append(user, sent, head, body);
-      this.root.append(el);
-      this.resize.observe(el);
+      tools.append(t.userNav, t.editBtn, sent);
+      user.append(bubble, tools);
+      t.user = user;
+      // Below the reply: Regenerate (or Retry), and its alternatives.
+      const foot = h("div", "msg-actions turn-foot");
+      t.replyNav = h("span", "pager-box");
+      t.again = h("button", "ghost small again", "Regenerate");
+      t.again.type = "button";
+      t.again.hidden = true;
+      t.again.addEventListener("click", () => this.regenerate(id));
+      foot.append(t.replyNav, t.again);
+      t.foot = foot;
+      el.append(user, head, body, foot);
     }
-    const t = { el, body, badge, when, stop, status: "queued", parent: d.parent_id, agent: d.agent, notes: new Map(), waiting: false };
     this.turns.set(id, t);
     this._badge(t);
-    if (!parentTurn) this.dispatchEvent(new CustomEvent("turns"));
   }
 
   // The badge and the Stop button say what the turn is doing now: a turn that has not
@@ -231,6 +519,11 @@ export class Conversation extends EventTarget {
       t.stop?.remove(); t.stop = null;
       this._settle(t);
       if (d.error && !t.notes.has("run-error")) this._note(id, "run-error", d.error.message ?? JSON.stringify(d.error));
+      if (!t.parent) {
+        // What the next reply hears of this one (the server tells its model the same).
+        const told = { cancelled: "Stopped. What was shown stays here, and the next reply is told it was stopped.", failed: "The next reply is told this one failed; or retry it.", interrupted: "The next reply is told this one was interrupted; or retry it." }[d.status];
+        if (told) this._note(id, "ended", told); else this._clearNote(id, "ended");
+      }
       for (const a of this.approvals.values()) if (a.task === id && a.pending) this._closeApproval(a, `Not answered: the turn ${d.status === "cancelled" ? "was stopped" : d.status}.`);
     }
     this._badge(t);
@@ -271,7 +564,7 @@ export class Conversation extends EventTarget {
     if (!t || this.messages.has(mid)) return;
     const el = h("div", "bubble assistant streaming");
     el.dataset.message = mid;
-    const m = { el, text: "", queued: false };
+    const m = { el, text: "", queued: false, top: t.top };
     // Copy the message's markdown source, as it was received.
     const actions = h("div", "msg-actions");
     actions.append(copyButton(() => m.text, "Copy message", "copy-msg"));
@@ -319,7 +612,7 @@ export class Conversation extends EventTarget {
     el.append(summary, body);
     if (d.toolCallName === "delegate") el.open = true;
     t.body.append(el);
-    this.tools.set(d.toolCallId, { el, args: "", argsEl, resultEl, state, task: taskId, name: d.toolCallName });
+    this.tools.set(d.toolCallId, { el, args: "", argsEl, resultEl, state, task: taskId, name: d.toolCallName, top: t.top });
   }
 
   _toolArgs(cid, delta) {
@@ -381,10 +674,8 @@ export class Conversation extends EventTarget {
     (tc ? tc.el.querySelector(".tool-body") : t.body).append(el);
     // The card shows the arguments; the tool's own copy of them waits until it is answered.
     if (tc) { tc.el.open = true; tc.argsEl.hidden = true; }
-    const a = { el, task: taskId, pending: true, tool: tc };
+    const a = { el, task: taskId, pending: true, tool: tc, top: t.top };
     this.approvals.set(d.approvalId, a);
-    if (!TERMINAL.has(t.status)) this.dispatchEvent(new CustomEvent("needsyou", { detail: { tool: d.tool, task: taskId } }));
-    this.dispatchEvent(new CustomEvent("approvals"));
   }
 
   _approvalAnswered(d) {
@@ -402,6 +693,5 @@ export class Conversation extends EventTarget {
     done.dataset.decision = decision;
     a.el.replaceWith(done);
     a.el = done;
-    this.dispatchEvent(new CustomEvent("approvals"));
   }
 }

@@ -93,6 +93,8 @@ export function eventText(ev) {
     case "message.superseded": return "A reply cut off by a restart was replaced";
     case "approval.requested": return `Asked you to approve ${d.tool ?? "a tool call"}`;
     case "approval.answered": return `${d.decision === "deny" ? "Denied" : "Approved"}${d.note ? `: ${short(d.note, 60)}` : ""}`;
+    case "conversation.selected": return "Showed another branch of the conversation";
+    case "context.trimmed": return d.dropped ? `Left out the ${plural(d.dropped, "earliest turn")} to fit the model's context window` : `Shortened ${plural(d.shortened, "tool result")} to fit the model's context window`;
     case "log.truncated": return "Some events were too large and were cut";
     case "session.renamed": return `Renamed the session “${short(d.title, 80)}”`;
     default: {
