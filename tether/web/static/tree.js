@@ -28,6 +28,8 @@ export class TaskTree extends EventTarget {
     this.expanded = new Map();  // parent id -> how many children "Show all" reveals
     this.asOf = null;           // ms: the tree is a picture from then (stale), or null
     this._queued = false;
+    this.top?.sum?.remove();
+    this.top = null;
     this.root.replaceChildren();
     this.empty.hidden = false;
   }
@@ -115,7 +117,7 @@ export class TaskTree extends EventTarget {
   // Which children of `p` are shown, in creation order: the newest failed, active and done.
   _shown(p) {
     const ids = this.kids.get(p) ?? [];
-    if (p === "" || ids.length <= MANY) return ids;
+    if (ids.length <= MANY) return ids;
     const open = this.expanded.get(p);
     if (open) return ids.slice(0, open);
     const c = this.counts.get(p);
@@ -159,12 +161,13 @@ export class TaskTree extends EventTarget {
       if (li === cursor) { cursor = cursor.nextElementSibling; continue; }
       ul.insertBefore(li, cursor);
     }
-    if (p !== "") this._summary(p);
+    this._summary(p);
   }
 
   // "10,000 sub-tasks: 9,990 done, 8 running, 2 failed · Show all"
   _summary(p) {
-    const n = this.nodes.get(p);
+    // The top level's summary goes above the list (a long conversation has a thousand turns).
+    const n = p === "" ? (this.top ??= { li: this.root.parentElement, kidsUl: this.root, top: true }) : this.nodes.get(p);
     const ids = this.kids.get(p) ?? [];
     if (ids.length <= MANY) { n.sum?.remove(); n.sum = null; return; }
     const count = this.counts.get(p);
@@ -185,7 +188,7 @@ export class TaskTree extends EventTarget {
     }
     const parts = ["completed", "running", "queued", "failed", "interrupted", "cancelled"]
       .filter((s) => count[s]).map((s) => `${count[s].toLocaleString("en")} ${statusWord(s).toLowerCase()}`);
-    setText(n.sumText, `${ids.length.toLocaleString("en")} sub-tasks: ${parts.join(", ")}.`);
+    setText(n.sumText, `${ids.length.toLocaleString("en")} ${n.top ? "tasks" : "sub-tasks"}: ${parts.join(", ")}.`);
     const open = this.expanded.get(p) ?? 0;
     n.sumMore.textContent = open >= ids.length ? "Show fewer" : open ? `Show ${Math.min(PAGE, ids.length - open)} more` : "Show all";
   }
