@@ -347,6 +347,8 @@ def test_dark_mode_follows_the_system_is_remembered_and_both_themes_pass_axe(
         page = open_chat(ctx, server, sid)
         page.add_init_script(THEME_AT_FIRST_PAINT)
         page.wait_for_selector(".approval")
+        # (code is highlighted once it comes into view)
+        page.locator(".bubble pre code").first.scroll_into_view_if_needed()
         page.wait_for_selector(".bubble pre code.hljs")
         # By default the page follows the system: dark here.
         assert page.get_attribute("html", "data-theme") == "dark"
@@ -362,6 +364,8 @@ def test_dark_mode_follows_the_system_is_remembered_and_both_themes_pass_axe(
         assert page.evaluate("window.__themeAtBody") == "dark"
         assert page.input_value("#theme") == "dark"
         page.wait_for_selector(".approval")
+        # (code is highlighted once it comes into view)
+        page.locator(".bubble pre code").first.scroll_into_view_if_needed()
         page.wait_for_selector(".bubble pre code.hljs")
         shot(page, f"look-{name}-dark")
         assert serious_axe_violations(page) == [], (name, "dark")

@@ -20,7 +20,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from tether.db.engine import Database
 from tether.db.schema import tasks
-from tether.model import TaskStatus
+from tether.events.log import read_task_events
+from tether.model import Event, TaskStatus, events_size
 
 
 @dataclass(slots=True)
@@ -95,19 +96,23 @@ def _field(db: Database, column: sa.Column[str], key: str) -> sa.ColumnElement[s
     return sa.cast(column, JSONB)[key].astext
 
 
-async def read_turns(db: Database, session_id: str, agents: list[str]) -> list[dict[str, Any]]:
-    """The conversation as the page draws it before any event of it is loaded: every turn
-    with what it follows, its rank, status, message and reply text, oldest first."""
+async def read_turns(
+    db: Database, session_id: str, agents: list[str], texts: bool = True
+) -> list[dict[str, Any]]:
+    """The conversation as a page draws it before any event of it is loaded: every turn
+    with what it follows, its rank, status, and (`texts`) its message and reply, oldest
+    first."""
     turns = await read_tree(db, session_id, agents)
     if not turns:
         return []
+    none = sa.null()
     q = sa.select(
         tasks.c.id,
         tasks.c.agent,
         tasks.c.status,
-        _field(db, tasks.c.input, "text"),
+        _field(db, tasks.c.input, "text") if texts else none,
         _field(db, tasks.c.input, "regenerates"),
-        _field(db, tasks.c.result, "text"),
+        _field(db, tasks.c.result, "text") if texts else none,
         _field(db, tasks.c.error, "message"),
         tasks.c.created_at,
         tasks.c.ended_at,
@@ -134,3 +139,35 @@ async def read_turns(db: Database, session_id: str, agents: list[str]) -> list[d
             }
         )
     return out
+
+
+def shown(turns: list[dict[str, Any]]) -> list[str]:
+    """The branch shown, from `read_turns`' list."""
+    refs = [
+        TurnRef(t["id"], t["parent"], t["rank"], i, TaskStatus(t["status"]))
+        for i, t in enumerate(turns)
+    ]
+    return branch(refs, tip(refs))
+
+
+async def turn_events(
+    db: Database, session_id: str, newest: list[str], limit: int, max_bytes: int
+) -> list[Event]:
+    """The events of the turns `newest` (oldest first) and their sub-agents', newest turn
+    first, whole turns only, until `limit` events or `max_bytes` of their data: a turn that
+    does not fit whole is left for the reader to ask for (`/events?task=`)."""
+
+    def read(c: sa.Connection) -> list[Event]:
+        out: list[Event] = []
+        size = 0
+        for tid in reversed(newest):
+            evs = read_task_events(c, session_id, [tid], 0, limit - len(out) + 1)
+            grown = size + events_size(evs)
+            if len(out) + len(evs) > limit or grown > max_bytes:
+                break
+            out.extend(evs)
+            size = grown
+        out.sort(key=lambda e: e.seq)
+        return out
+
+    return await db.read(read)

@@ -4,9 +4,9 @@ turn waits for are answered here, once."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -133,14 +133,39 @@ async def start_turn(
     response_model=None,
     responses={200: {"model": ConversationOut}, **problems(401, 404, 429)},
 )
-async def get_conversation(session_id: str, caller: Caller, svc: Svc) -> Response:
+async def get_conversation(
+    session_id: str,
+    caller: Caller,
+    svc: Svc,
+    brief: Annotated[
+        bool, Query(description="Without each turn's message and reply (`text`, `reply`: null).")
+    ] = False,
+    events: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=100,
+            description="With the events of this many of the newest turns of the branch shown "
+            "(each turn whole, its sub-agents' too, as many as fit a page): what a page "
+            "opening a long conversation draws first.",
+        ),
+    ] = 0,
+) -> Response:
     """The conversation's tree: every turn (all branches) with what it follows, its rank
     (the branch shown is the highest-ranked turn at each fork), status, message and final
-    reply. A long conversation's page draws from this, and reads a turn's events
-    (`/events?task=`) as it scrolls to it."""
+    reply. A long conversation's page reads it brief, with its newest turns' events, and
+    an older turn's events (`/events?task=`) as it shows it."""
     s = await svc.store.session(session_id, caller.user)
-    turns = await conversation.read_turns(svc.store.db, session_id, _turns_agents())
-    return json_response({"session_id": session_id, "head_seq": s.head_seq, "turns": turns})
+    db = svc.store.db
+    turns = await conversation.read_turns(db, session_id, _turns_agents(), texts=not brief)
+    body = dumps({"session_id": session_id, "head_seq": s.head_seq, "turns": turns})
+    if events:
+        newest = conversation.shown(turns)[-events:]
+        limit, size = svc.settings.page_limit, svc.settings.page_bytes
+        found = await conversation.turn_events(db, session_id, newest, limit, size)
+        # The events as the log keeps them (their data is JSON text already).
+        body = body[:-1] + ',"events":[' + ",".join(e.to_json() for e in found) + "]}"
+    return Response(body, media_type="application/json")
 
 
 @router.post(

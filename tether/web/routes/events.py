@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
+from pydantic import StringConstraints
 from starlette.responses import Response, StreamingResponse
 
 from tether.db.store import read_session, read_task_summaries
@@ -109,12 +110,11 @@ async def list_events(
         ),
     ] = None,
     task: Annotated[
-        str | None,
+        list[Annotated[str, StringConstraints(min_length=1, max_length=255)]] | None,
         Query(
-            min_length=1,
-            max_length=255,
-            description="Only this task's events and its sub-agents' (a turn of a long "
-            "conversation, read as the page scrolls to it); pages with `after`.",
+            max_length=100,
+            description="Only these tasks' events and their sub-agents' (turns of a long "
+            "conversation, read as the page shows them; up to 100); pages with `after`.",
         ),
     ] = None,
 ) -> Response:

@@ -1,7 +1,7 @@
 // The Tether page. Connection logic lives in client.js, words in describe.js, the task tree
 // in tree.js, the timeline in timeline.js, the task form in form.js; this file wires them.
 import { AuthError, SharedSession, StatusPoller, TokenManager } from "./client.js";
-import { Conversation } from "./chat.js";
+import { Conversation, WINDOW } from "./chat.js";
 import { TERMINAL, ago, clause, clock, sentence, taskName } from "./describe.js";
 import { SchemaForm, firstSentence } from "./form.js";
 import { Timeline } from "./timeline.js";
@@ -51,7 +51,7 @@ const timeline = new Timeline({
 const conversation = new Conversation({
   root: $("conversation"), pill: $("chat-jump"), api: (p, i) => api(p, i),
   isModelAgent: (n) => agentsByName.get(n)?.kind === "model",
-  loadTurn: (id, after) => api(`/api/sessions/${sessionId}/events?task=${encodeURIComponent(id)}&after=${after}`),
+  loadTurns: (ids, after) => api(`/api/sessions/${sessionId}/events?${ids.map((id) => `task=${encodeURIComponent(id)}`).join("&")}&after=${after}`),
   // An edit goes to the agent that answered, if one can still be talked to.
   agentFor: (n) => (agentsByName.get(n)?.kind === "model" && !agentsByName.get(n).internal && agentsByName.get(n).ready ? n : undefined),
 });
@@ -208,7 +208,7 @@ $("to-sessions").addEventListener("click", async () => {
 // A session's task tree and its newest TAIL events, asked for at once.
 // With them, the conversation's skeleton (every turn, all branches): a long conversation is
 // drawn from it before the events of its older turns are read.
-const firstLoad = (id) => Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`), api(`/api/sessions/${id}/conversation`)]);
+const firstLoad = (id) => Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`), api(`/api/sessions/${id}/conversation?brief=true&events=${WINDOW}`)]);
 
 const STATE_WORDS = { running: "Running", completed: "Done", failed: "Failed", interrupted: "Interrupted", cancelled: "Stopped", empty: "No tasks" };
 
@@ -392,6 +392,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
     if (gen !== generation) return;
     tree.adopt(snap.tasks);
     conversation.adopt(skeleton.turns);
+    conversation.preload(skeleton.events ?? []);
     const evs = [];
     let older = false;
     if (snap.head_seq > FULL_LOAD || !tail.more) {

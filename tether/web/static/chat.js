@@ -2,7 +2,7 @@
 // its log events (fed in seq order, each once), with Edit, Regenerate / Retry and the
 // alternatives of a message or a reply (‹ 2 / 3 ›).
 import { argsView, toolDoes } from "./args.js";
-import { copyButton, renderMarkdown } from "./markdown.js";
+import { copyButton, loadHighlighter, renderMarkdown } from "./markdown.js";
 import { exact, relative, sentence } from "./describe.js";
 import { ConversationTree } from "./conversation.js";
 import { h, setText } from "./dom.js";
@@ -24,17 +24,17 @@ const NEAR_END = 60;
 // turn is drawn from its events, replayed when it comes into the window, and a turn whose
 // events the page has not loaded (before a long session's tail) is drawn from the skeleton
 // and then, its events read (`/events?task=`), drawn again from them.
-const WINDOW = 20;
+export const WINDOW = 20;
 
 export class Conversation extends EventTarget {
   // api(path, init) -> JSON; isModelAgent(name) -> bool; pill: the "Jump to latest" button;
-  // loadTurn(id, after) -> {events, more, next_after}: a turn's events and its sub-agents'
-  constructor({ root, api, isModelAgent, pill = null, loadTurn = null, agentFor = () => undefined }) {
+  // loadTurns(ids, after) -> {events, more, next_after}: turns' events and their sub-agents'
+  constructor({ root, api, isModelAgent, pill = null, loadTurns = null, agentFor = () => undefined }) {
     super();
     this.root = root;
     this.api = api;
     this.isModelAgent = isModelAgent;
-    this.loadTurn = loadTurn;
+    this.loadTurns = loadTurns;
     this.agentFor = agentFor;
     this.pill = pill;
     this.pill?.addEventListener("click", () => this.jumpToLatest());
@@ -51,12 +51,15 @@ export class Conversation extends EventTarget {
     this.tree = new ConversationTree();
     this.buffers = new Map();   // turn id -> its events and its sub-agents', in seq order
     this.asks = new Map();      // approval id -> {task (the turn), tool, pending}
+    this.told = new Set();      // "turns", "approvals": to tell the page after this batch
     this.turns = new Map();     // task id -> its view (a turn's, or a sub-agent's inside it)
     this.messages = new Map();  // message id -> {el, text, queued, top}
     this.tools = new Map();     // tool call id -> {el, args, argsEl, resultEl, state, task, top}
     this.approvals = new Map(); // approval id -> {el, task, pending, top}
     this.times = [];            // {el, ms}: every timestamp shown, refreshed by refreshTimes
+    this.timeOf = new WeakMap(); // its element -> that record
     this.fetching = new Set();  // turns whose events are being read
+    this.toFetch = new Set();   // and those of them not asked for yet
     this.shown = WINDOW;        // how many turns of the branch are drawn, newest last
     this.editing = null;        // the turn whose message is being edited
     this.root.replaceChildren();
@@ -78,13 +81,26 @@ export class Conversation extends EventTarget {
   // The server's skeleton of the conversation (every turn, all branches), before its events
   // (then `layout()`, once they are applied: a turn whose events came with them is drawn
   // from them, not from the skeleton).
-  adopt(skeleton) { this.tree.adopt(skeleton); }
+  adopt(skeleton) {
+    this.tree.adopt(skeleton);
+    if (skeleton.length) loadHighlighter();  // replies are likely to hold code
+  }
 
   layout() { this._layout(); }
 
   apply(ev) { this.applyMany([ev]); }
 
   applyMany(evs) {
+    const [changed, grew] = this._take(evs);
+    if (changed) this._layout();
+    if (grew && !this.follow && this.pill?.hidden) this.pill.hidden = false;
+  }
+
+  // Events read with the skeleton (its newest turns'), before the log's tail: kept, drawn at
+  // the next layout.
+  preload(evs) { this._take(evs); }
+
+  _take(evs) {
     let changed = false;
     let grew = false;
     for (const ev of evs) {
@@ -103,8 +119,10 @@ export class Conversation extends EventTarget {
       if (this.turns.has(top)) { this._apply(ev); grew = true; }
       if (ev.type === "task.status" && top === ev.task_id) changed = true;
     }
-    if (changed) this._layout();
-    if (grew && !this.follow && this.pill?.hidden) this.pill.hidden = false;
+    // What changed is told once a batch (the tail of a long session holds hundreds of ends).
+    for (const what of this.told) this.dispatchEvent(new CustomEvent(what));
+    this.told.clear();
+    return [changed, grew];
   }
 
   // What the page needs to know of every turn, drawn or not: its status, its approvals,
@@ -114,16 +132,15 @@ export class Conversation extends EventTarget {
     if (ev.type === "task.status" && ev.task_id === top) {
       this.tree.status(top, d.status, d.error ? { error: d.error.message ?? null } : {});
       if (TERMINAL.has(d.status)) for (const a of this.asks.values()) if (a.task === top) a.pending = false;
-      this.dispatchEvent(new CustomEvent("turns"));
-      this.dispatchEvent(new CustomEvent("approvals"));
+      this.told.add("turns").add("approvals");
     } else if (ev.type === "approval.requested" && !this.asks.has(d.approvalId)) {
       const live = !TERMINAL.has(this.tree.get(top)?.status);
       this.asks.set(d.approvalId, { task: top, tool: d.tool, pending: live });
       if (live) this.dispatchEvent(new CustomEvent("needsyou", { detail: { tool: d.tool, task: top } }));
-      this.dispatchEvent(new CustomEvent("approvals"));
+      this.told.add("approvals");
     } else if (ev.type === "approval.answered" && this.asks.has(d.approvalId)) {
       this.asks.get(d.approvalId).pending = false;
-      this.dispatchEvent(new CustomEvent("approvals"));
+      this.told.add("approvals");
     } else if (ev.type === "context.trimmed" && ev.task_id === top) {
       this.tree.get(top).trimmed = d;
     }
@@ -141,6 +158,30 @@ export class Conversation extends EventTarget {
   // ---- the window of the branch shown ----------------------------------------------------
 
   _layout() {
+    const r = this.root;
+    const anchor = this.follow ? null : this._anchor();
+    this._arrange();
+    // The reader stays where they were: the first turn in view keeps its place on screen
+    // (turns drawn or grown above it, stand-ins replaced by the turn itself).
+    const el = anchor && this.turns.get(anchor.id)?.el;
+    if (el?.isConnected) r.scrollTop += el.getBoundingClientRect().top - anchor.top;
+  }
+
+  // The first turn that starts in view (not a stand-in, which may grow), and where it is.
+  _anchor() {
+    const top = this.root.getBoundingClientRect().top - 1;
+    let any = null;
+    for (const el of this.root.children) {
+      if (!el.dataset.task) continue;
+      const b = el.getBoundingClientRect();
+      if (b.bottom <= top) continue;
+      any ??= { id: el.dataset.task, top: b.top };
+      if (b.top >= top && !el.classList.contains("loading")) return { id: el.dataset.task, top: b.top };
+    }
+    return any;
+  }
+
+  _arrange() {
     const path = this.tree.path();
     const from = Math.max(0, path.length - this.shown);
     const ids = path.slice(from);
@@ -167,11 +208,9 @@ export class Conversation extends EventTarget {
 
   // Older turns of the branch, above; the reader stays where they were.
   showEarlier() {
-    const r = this.root;
-    const below = r.scrollHeight - r.scrollTop;
+    this.follow = false;  // (the anchor below is the reader's place, not the end)
     this.shown += WINDOW;
     this._layout();
-    r.scrollTop = r.scrollHeight - below;
   }
 
   // The view of a turn: drawn from its events (or from the skeleton while they load).
@@ -179,11 +218,16 @@ export class Conversation extends EventTarget {
     let v = this.turns.get(id);
     if (v) return v;
     const buf = this.buffers.get(id) ?? [];
+    this.replaying = true;
     if (buf[0]?.type === "task.created" && buf[0].task_id === id) {
-      for (const ev of buf) this._apply(ev);
+      try { for (const ev of buf) this._apply(ev); } finally { this.replaying = false; }
+      // A reply still being written: drawn as it stands (its deltas drew nothing).
+      for (const m of this.messages.values()) if (m.top === id && m.el.classList.contains("streaming")) renderMarkdown(m.el, m.text, true);
     } else {
-      for (const ev of this._summary(id)) this._apply(ev);
-      this.turns.get(id).summary = true;
+      try { for (const ev of this._summary(id)) this._apply(ev); } finally { this.replaying = false; }
+      const v = this.turns.get(id);
+      v.summary = true;
+      v.el.classList.toggle("loading", !this.tree.get(id).text);  // a stand-in, until its events come
       this._fetch(id);
     }
     v = this.turns.get(id);
@@ -203,25 +247,36 @@ export class Conversation extends EventTarget {
     return evs;
   }
 
-  async _fetch(id) {
-    if (!this.loadTurn || this.fetching.has(id)) return;
-    const tree = this.tree;
+  // Turns drawn before their events were read: read together, in one request a page.
+  _fetch(id) {
+    if (!this.loadTurns || this.fetching.has(id)) return;
     this.fetching.add(id);
+    this.toFetch.add(id);
+    if (this.toFetch.size === 1) queueMicrotask(() => this._fetchQueued());
+  }
+
+  async _fetchQueued() {
+    const ids = [...this.toFetch].slice(0, 100);
+    for (const id of ids) this.toFetch.delete(id);
+    if (this.toFetch.size) queueMicrotask(() => this._fetchQueued());
+    const tree = this.tree;
     try {
-      const got = [];
+      const got = new Map(ids.map((id) => [id, []]));
       for (let after = 0; ;) {
-        const page = await this.loadTurn(id, after);
+        const page = await this.loadTurns(ids, after);
         if (tree !== this.tree) return;  // another session since
-        got.push(...page.events);
+        for (const ev of page.events) got.get(ev.task_id.split(".")[0])?.push(ev);
         after = page.next_after;
         if (!page.more) break;
       }
-      const seen = new Set(got.map((e) => e.seq));
-      const live = (this.buffers.get(id) ?? []).filter((e) => !seen.has(e.seq));
-      this.buffers.set(id, [...got, ...live].sort((a, b) => a.seq - b.seq));
-      this._discard(id);
+      for (const [id, evs] of got) {
+        const seen = new Set(evs.map((e) => e.seq));
+        const live = (this.buffers.get(id) ?? []).filter((e) => !seen.has(e.seq));
+        this.buffers.set(id, [...evs, ...live].sort((a, b) => a.seq - b.seq));
+        this._discard(id);
+      }
       this._layout();
-    } catch { /* the summary stays; a later layout asks again */ } finally { this.fetching.delete(id); }
+    } catch { /* the stand-ins stay */ } finally { for (const id of ids) this.fetching.delete(id); }
   }
 
   // Forget a turn's view (to draw it again from its events).
@@ -373,12 +428,14 @@ export class Conversation extends EventTarget {
     const el = h("time", "when", relative(ms));
     el.dateTime = new Date(ms).toISOString();
     el.title = exact(ms);
-    this.times.push({ el, ms });
+    const rec = { el, ms };
+    this.times.push(rec);
+    this.timeOf.set(el, rec);
     return el;
   }
 
   _retime(el, ts) {
-    const t = this.times.find((x) => x.el === el);
+    const t = this.timeOf.get(el);
     if (!t || !ts) return;
     t.ms = ts * 1000;
     el.dateTime = new Date(t.ms).toISOString();
@@ -536,7 +593,7 @@ export class Conversation extends EventTarget {
     for (const el of t.el.querySelectorAll(".bubble.streaming")) {
       const m = this.messages.get(el.dataset.message);
       el.classList.remove("streaming");
-      if (m) renderMarkdown(m.el, m.text);
+      if (m) renderMarkdown(m.el, m.text, this.replaying);
     }
     for (const tc of this.tools.values()) {
       if (!tc.el.dataset.done && t.el.contains(tc.el)) setText(tc.state, t.status === "cancelled" ? "stopped" : "not finished");
@@ -578,6 +635,7 @@ export class Conversation extends EventTarget {
     if (!m) return;
     m.text += delta;
     m.el.dataset.text = m.text;  // what was received, exactly (tests compare it with the log)
+    if (this.replaying) return;  // drawn once, when the turn's events have all been applied
     if (!m.queued) { m.queued = true; requestAnimationFrame(() => { m.queued = false; if (m.el.isConnected) renderMarkdown(m.el, m.text); }); }
   }
 
@@ -585,7 +643,7 @@ export class Conversation extends EventTarget {
     const m = this.messages.get(mid);
     if (!m) return;
     m.el.classList.remove("streaming");
-    renderMarkdown(m.el, m.text);
+    renderMarkdown(m.el, m.text, this.replaying);
   }
 
   _superseded(taskId, d) {

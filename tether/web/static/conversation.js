@@ -14,6 +14,7 @@ export class ConversationTree {
   constructor() { this.reset(); }
 
   reset() {
+    this._kids = null;
     this.turns = new Map(); // id -> {id, parent, unode, rank, order, agent, status, text, reply, error, created_at, ended_at, loaded}
     this.last = null;       // the newest turn created (a turn stored before the tree follows it)
     this.count = 0;
@@ -38,7 +39,22 @@ export class ConversationTree {
       this.last = id;
     }
     Object.assign(t, fields);
+    this._kids = null;
     return t;
+  }
+
+  // parent id ("" for the first messages) -> its children, in creation order; made once
+  // per change (a thousand turns: `alternatives` of each turn drawn would scan them all).
+  _children() {
+    if (!this._kids) {
+      this._kids = new Map();
+      for (const t of this.turns.values()) {
+        const k = t.parent ?? "";
+        if (!this._kids.has(k)) this._kids.set(k, []);
+        this._kids.get(k).push(t);
+      }
+    }
+    return this._kids;
   }
 
   // The server's skeleton: every turn, its rank, its text (and its final reply's, once done).
@@ -84,16 +100,11 @@ export class ConversationTree {
     return t;
   }
 
-  children(parent) { return [...this.turns.values()].filter((t) => t.parent === parent); }
+  children(parent) { return this._children().get(parent ?? "") ?? []; }
 
   // The branch shown: from the first message down, the highest rank at each fork.
   path() {
-    const kids = new Map();
-    for (const t of this.turns.values()) {
-      const k = t.parent ?? "";
-      if (!kids.has(k)) kids.set(k, []);
-      kids.get(k).push(t);
-    }
+    const kids = this._children();
     const out = [];
     const seen = new Set();
     for (let node = ""; kids.has(node);) {
@@ -114,7 +125,7 @@ export class ConversationTree {
   alternatives(id) {
     const t = this.turns.get(id);
     if (!t) return { messages: [], message: 0, replies: [], reply: 0 };
-    const same = this.children(t.parent).sort((a, b) => a.order - b.order);
+    const same = [...this.children(t.parent)].sort((a, b) => a.order - b.order);
     const messages = [...new Set(same.map((s) => s.unode))];
     const replies = same.filter((s) => s.unode === t.unode).map((s) => s.id);
     return { messages, message: messages.indexOf(t.unode), replies, reply: replies.indexOf(t.id) };

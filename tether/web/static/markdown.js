@@ -13,7 +13,10 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 });
 const SANITIZE = { FORBID_TAGS: ["img", "style", "form", "input", "button", "iframe"], FORBID_ATTR: ["style"] };
 
-export function renderMarkdown(el, text) {
+// `lazy`: code is highlighted once it comes into view (a conversation drawn twenty turns at a
+// time has dozens of code blocks, most out of view); otherwise at once (a streaming reply,
+// drawn again each frame, must not flash plain).
+export function renderMarkdown(el, text, lazy = false) {
   el.innerHTML = DOMPurify.sanitize(marked.parse(text), SANITIZE);
   for (const table of el.querySelectorAll("table")) {
     const wrap = h("div", "table-wrap");
@@ -28,7 +31,7 @@ export function renderMarkdown(el, text) {
     pre.replaceWith(block);
     block.append(pre);
     pre.tabIndex = 0;
-    highlight(code, lang);
+    highlight(code, lang, lazy);
   }
 }
 
@@ -136,16 +139,35 @@ const waiting = new Set();  // code elements shown before the highlighter had lo
 const cache = new Map();
 const CACHE_MAX = 300;
 
-function highlight(code, lang) {
+function highlight(code, lang, lazy = false) {
   if (!lang || lang === "text" || lang === "plaintext") return;  // no guessing: slow and often wrong
   code.dataset.lang = lang;
-  if (hljs) { paint(code); return; }
+  if (hljs && (!lazy || cache.has(`${lang}\0${code.textContent}`))) { paint(code); return; }
+  if (lazy && typeof IntersectionObserver === "function") {
+    seen ??= new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        if (!e.isIntersecting) continue;
+        seen.unobserve(e.target);
+        if (hljs) paint(e.target); else { waiting.add(e.target); loadHighlighter(); }
+      }
+    }, { rootMargin: "300px 0px" });
+    seen.observe(code);
+    return;
+  }
   waiting.add(code);
+  loadHighlighter();
+}
+let seen = null;  // code waiting to come into view
+
+// The highlighter, loaded once: at the first code block, or earlier when a page knows code
+// is coming (a conversation opens), so that the first reply drawn is drawn highlighted.
+export function loadHighlighter() {
   loading ??= import("./vendor/highlight/highlight.min.js").then((m) => {
     hljs = m.default;
     for (const c of waiting) if (c.isConnected) paint(c);
     waiting.clear();
   }, () => { loading = null; waiting.clear(); });  // shown plain; tried again at the next block
+  return loading;
 }
 
 function paint(code) {
