@@ -239,12 +239,24 @@ def test_a_first_run_without_a_key_chats_with_the_offline_demo(
     assert page.locator(".tool .tool-name:text-is('Tool: list_files')").count() == 1
     assert "notes.md" in page.inner_text(".approval")
     shot(page, "demo-approval")
+    # On a phone, from the Tasks tab: the Chat tab and the task say it needs you.
+    phone = browser.new_context(viewport={"width": 390, "height": 844})
+    small = phone.new_page()
+    small.goto(f"{server.url}/?session={sid}#secret={SECRET}")
+    small.wait_for_selector(".approval")
+    small.click("#tab-tasks")
+    small.wait_for_selector("#tab-chat-needs:visible")
+    assert small.inner_text("#tab-chat-needs") == "needs you"
+    assert small.inner_text("li.task > .head .badge[data-status=needs]") == "Needs you"
+    shot(small, "demo-approval-phone-tasks")
+    phone.close()
     page.click(".approval button.approve")
     page.wait_for_selector(".turn[data-status=completed]", timeout=30_000)
     reply = page.locator(".turn .bubble.assistant").last
     reply.locator("table").wait_for()
     reply.locator("code.hljs").first.wait_for()
     assert page.locator(".subagent[data-status=completed]").count() == 2
+    assert page.locator("li.task .badge[data-status=needs]").count() == 0
     shot(page, "demo-done")
     ctx.close()
 

@@ -573,6 +573,10 @@ function renderChatChrome() {
   const n = conversation.pendingApprovals;
   setHidden($("needs-you"), n === 0);
   setText($("needs-you"), n === 1 ? "1 approval needs you" : `${n} approvals need you`);
+  // On a phone the Chat tab says so from the other tabs, and the task in the tree says which.
+  setHidden($("tab-chat-needs"), n === 0);
+  setText($("tab-chat-needs"), n === 1 ? "needs you" : `${n} need you`);
+  tree.setNeeds(conversation.needing());
   renderTitle();
 }
 

@@ -75,6 +75,9 @@ export class Conversation extends EventTarget {
 
   get pendingApprovals() { return [...this.asks.values()].filter((a) => a.pending && !TERMINAL.has(this.tree.get(a.task)?.status)).length; }
 
+  // The turns waiting for an approval.
+  needing() { return new Set([...this.asks.values()].filter((a) => a.pending && !TERMINAL.has(this.tree.get(a.task)?.status)).map((a) => a.task)); }
+
   // Top-level turns that have not ended (the composer's Stop stops these).
   unfinished() { return [...this.tree.turns.values()].filter((t) => !TERMINAL.has(t.status)).map((t) => t.id); }
 

@@ -27,11 +27,20 @@ export class TaskTree extends EventTarget {
     this.dirtyLists = new Set();// parents whose shown children may have changed
     this.expanded = new Map();  // parent id -> how many children "Show all" reveals
     this.asOf = null;           // ms: the tree is a picture from then (stale), or null
+    this.needs = new Set();     // tasks waiting for an approval
     this._queued = false;
     this.top?.sum?.remove();
     this.top = null;
     this.root.replaceChildren();
     this.empty.hidden = false;
+  }
+
+  // The tasks waiting for a person's answer (an approval): their badge says "Needs you".
+  setNeeds(ids) {
+    const was = this.needs ?? new Set();
+    this.needs = ids;
+    for (const id of new Set([...was, ...ids])) if (was.has(id) !== ids.has(id) && this.tasks.has(id)) this.dirty.add(id);
+    this._schedule();
   }
 
   get size() { return this.tasks.size; }
@@ -221,11 +230,13 @@ export class TaskTree extends EventTarget {
   }
 
   _patch(t, n) {
-    if (n.li.dataset.status !== t.status) { n.li.dataset.status = t.status; n.badge.dataset.status = t.status; }
+    const needs = !TERMINAL.has(t.status) && this.needs?.has(t.id);
+    if (n.li.dataset.status !== t.status) n.li.dataset.status = t.status;
+    const tone = needs ? "needs" : t.status;
+    if (n.badge.dataset.status !== tone) n.badge.dataset.status = tone;
     setText(n.name, taskName(t));
-    n.name.title = t.id;
     // A chat turn waiting for the one before it runs, but has not started its own work.
-    setText(n.badge, t.waiting && t.status === "running" ? "Waiting for the previous turn" : statusWord(t.status));
+    setText(n.badge, needs ? "Needs you" : t.waiting && t.status === "running" ? "Waiting for the previous turn" : statusWord(t.status));
     const p = t.progress && t.progress.m ? t.progress : null;
     if (n.prog.hidden !== !p) n.prog.hidden = n.progText.hidden = !p;
     if (p && (n.prog.value !== p.n || n.prog.max !== p.m)) {
