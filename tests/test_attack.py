@@ -222,7 +222,7 @@ def test_a_surrogate_pair_and_the_deepest_allowed_input_are_fine(api: Api) -> No
 def test_line_breakers_in_data_do_not_split_a_frame(api: Api, shared_server: Server) -> None:
     sid = api.session()
     text = "a\u2028b\u2029c\u0085d"
-    root = api.start(sid, "item", {"item": text})["id"]
+    root = api.start(sid, "one_item", {"item": text})["id"]
     api.wait_status(root, "completed")
     head = api.c.get(f"/api/sessions/{sid}").json()["head_seq"]
     lines = stream_lines(shared_server, sid, head)
@@ -235,7 +235,7 @@ def test_a_stream_stays_readable_after_an_agent_tried_nan(api: Api, shared_serve
     sid = api.session()
     bad = api.start(sid, "poison", {"mode": "nan"})["id"]
     api.wait_status(bad, "failed")
-    good = api.start(sid, "item", {"item": "after"})["id"]
+    good = api.start(sid, "one_item", {"item": "after"})["id"]
     api.wait_status(good, "completed")
     head = api.c.get(f"/api/sessions/{sid}").json()["head_seq"]
     for line in stream_lines(shared_server, sid, head):
@@ -252,7 +252,7 @@ def test_a_crash_answers_problem_json(make_server: Any) -> None:
     server = make_server()
     api = Api(server.client())
     sid = api.session()
-    root = api.start(sid, "item", {"item": 1})["id"]
+    root = api.start(sid, "one_item", {"item": 1})["id"]
     api.wait_status(root, "completed")
     # A row written by an older version (before values were checked) holds NaN.
     with sqlite3.connect(server.data_dir / "tether.db") as db:
@@ -314,12 +314,12 @@ def test_seeded_adversary_never_costs_another_user_an_event(
                 r = post_raw('{"agent":"batch","input":{"items":[NaN],"delay_s":Infinity}}')
             elif action == "deep":
                 d = rng.randint(65, 400)
-                r = post_raw('{"agent":"item","input":{"item":' + "[" * d + "]" * d + "}}")
+                r = post_raw('{"agent":"one_item","input":{"item":' + "[" * d + "]" * d + "}}")
             elif action == "huge":
                 size = rng.choice([200_000, 900_000, 2_000_000])
                 r = mallory.post(
                     f"/api/sessions/{msid}/tasks",
-                    json={"agent": "item", "input": {"item": "x" * size}},
+                    json={"agent": "one_item", "input": {"item": "x" * size}},
                 )
             elif action == "poison":
                 mode = rng.choice(sorted(POISON_ERRORS))

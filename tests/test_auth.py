@@ -195,14 +195,14 @@ def test_authorization_matrix(make_server: Any) -> None:
 
     sid = owner.post("/api/sessions", json={"title": "mine"}).json()["id"]
     root = owner.post(
-        f"/api/sessions/{sid}/tasks", json={"agent": "item", "input": {"item": 1}}
+        f"/api/sessions/{sid}/tasks", json={"agent": "one_item", "input": {"item": 1}}
     ).json()["id"]
     routes = [
         ("GET", f"/api/sessions/{sid}", None),
         ("GET", f"/api/sessions/{sid}/tasks", None),
         ("GET", f"/api/sessions/{sid}/events", None),
         ("GET", f"/api/sessions/{sid}/stream", None),
-        ("POST", f"/api/sessions/{sid}/tasks", {"agent": "item", "input": {}}),
+        ("POST", f"/api/sessions/{sid}/tasks", {"agent": "one_item", "input": {}}),
         ("GET", f"/api/tasks/{root}", None),
         ("POST", f"/api/tasks/{root}/cancel", None),
     ]

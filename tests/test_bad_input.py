@@ -21,7 +21,7 @@ def problem(r: httpx.Response, status: int) -> dict[str, Any]:
 @pytest.fixture
 def populated(api: Api) -> tuple[Api, str, str]:
     sid = api.session()
-    root = api.start(sid, "item", {"item": "x"})["id"]
+    root = api.start(sid, "one_item", {"item": "x"})["id"]
     api.wait_status(root, "completed")
     return api, sid, root
 
@@ -60,7 +60,7 @@ def test_unknown_ids_are_404(populated: tuple[Api, str, str]) -> None:
         ("GET", "/api/no-such-route"),
     ]:
         problem(api.c.request(method, path), 404)
-    problem(api.c.post("/api/sessions/s_nope/tasks", json={"agent": "item", "input": {}}), 404)
+    problem(api.c.post("/api/sessions/s_nope/tasks", json={"agent": "one_item", "input": {}}), 404)
     assert state(api) == before
 
 

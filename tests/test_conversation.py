@@ -297,3 +297,89 @@ def test_a_local_model_url_gives_a_default_assistant(
     assert done["status"] == "completed", done
     assert done["result"]["text"].startswith("Done:")
     assert SECRET not in str(_requests(fake_llm)[-1])
+
+
+def test_what_a_caller_cannot_do_to_a_conversation(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    """Found by trying as an attacker: no task of the caller's choosing waits on another's
+    (internal agents are not started on their own; `after` is the server's); turns queue
+    behind every unfinished one; odd input is refused, saying why."""
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=["write_file"])
+    # The demo's sub-agent, or the batch's item, started on its own: refused.
+    r = api.c.post(f"/api/sessions/{sid}/tasks", json={"agent": "item", "input": {"item": 1}})
+    assert r.status_code == 422 and "sub-agent" in r.json()["detail"]
+
+    # A turn waits for an approval; two more queue; the last one is cancelled; the next
+    # message still queues behind the unfinished one before it, never beside the first.
+    x = say(api, sid, "write a.txt: first")
+    wait_until(
+        lambda: any(e["type"] == "approval.requested" for e in api.all_events(sid)),
+        what="the approval",
+    )
+    y = say(api, sid, "second words 2")
+    z = say(api, sid, "third words 2")
+    assert (y["input"]["after"], z["input"]["after"]) == (x["id"], y["id"])
+    api.c.post(f"/api/tasks/{z['id']}/cancel").raise_for_status()
+    api.wait_status(z["id"], "cancelled")
+    w = say(api, sid, "fourth words 2")
+    assert w["input"]["after"] == y["id"]
+    # A model agent's task given its own `after` (another's, or its own id): the server's.
+    r = api.c.post(
+        f"/api/sessions/{sid}/tasks",
+        json={"agent": "assistant", "input": {"text": "hi", "after": "t_someone_elses"}},
+    )
+    assert r.status_code == 201 and r.json()["input"]["after"] == w["id"]
+    v = r.json()
+    # Regenerate: not while it runs; not with an agent that does not exist.
+    assert api.c.post(f"/api/tasks/{x['id']}/regenerate").status_code == 409
+    api.c.post(f"/api/tasks/{x['id']}/cancel").raise_for_status()
+    api.wait_status(x["id"], "cancelled")
+    r = api.c.post(f"/api/tasks/{x['id']}/regenerate", json={"agent": "nope"})
+    assert r.status_code == 422 and "nope" in r.json()["detail"]
+    # Text that is blank, or holds a NUL, is not a message.
+    for bad in (" \n ", "a\u0000b"):
+        r = api.c.post(f"/api/sessions/{sid}/messages", json={"text": bad})
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    # One session's page asks only for its own tasks' events.
+    other = api.session("other")
+    r = api.c.get(f"/api/sessions/{other}/events", params={"task": x["id"]})
+    assert r.status_code == 404
+    for t in (y, w, v):
+        api.c.post(f"/api/tasks/{t['id']}/cancel")
+
+
+def test_a_session_is_named_by_its_first_message_and_leaves_no_files_behind(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server, api, _ = model_session(make_server, fake_llm, tmp_path, approval=[])
+    r = api.c.post("/api/sessions", json={"title": " \u200b "})
+    assert r.status_code == 201 and r.json()["title"] == ""
+    sid = r.json()["id"]
+    turn = say(api, sid, "## Plan the\u202e trip\n\nwrite plan.txt: go north")
+    assert api.c.get(f"/api/sessions/{sid}").json()["title"] == "Plan the trip"
+    renamed = [e for e in api.all_events(sid) if e["type"] == "session.renamed"]
+    assert [e["data"]["title"] for e in renamed] == ["Plan the trip"]
+    _done(api, turn["id"])
+    # A second message does not rename it; a blank or invisible rename is refused.
+    _done(api, say(api, sid, "more words 2")["id"])
+    assert api.c.get(f"/api/sessions/{sid}").json()["title"] == "Plan the trip"
+    for bad in ("   ", "\u200b\ufeff"):
+        assert api.c.patch(f"/api/sessions/{sid}", json={"title": bad}).status_code == 400
+    workspace = server.data_dir / "workspaces" / sid
+    assert (workspace / "plan.txt").read_text() == "go north"
+    assert api.c.delete(f"/api/sessions/{sid}").status_code == 204
+    assert not workspace.exists()
+
+
+def test_a_write_outside_the_workspace_is_refused_before_anyone_is_asked(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server, api, sid = model_session(make_server, fake_llm, tmp_path)  # write_file asks first
+    turn = say(api, sid, "write ../../outside.txt: nope")
+    done = _done(api, turn["id"])
+    events = api.all_events(sid)
+    assert not [e for e in events if e["type"] == "approval.requested"]
+    assert done["status"] == "completed"
+    assert "outside the workspace" in _texts(_requests(fake_llm)[-1])
+    assert not (server.data_dir.parent / "outside.txt").exists()

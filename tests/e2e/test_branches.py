@@ -272,8 +272,54 @@ def test_a_stopped_reply_says_the_next_one_knows(
     control(fake_llm, tokens_per_s=15)
     send(page, "words 300")
     page.wait_for_selector(".turn .bubble.assistant.streaming")
+    turn = newest_turn(api, sid)
+    # Esc answers an open question "no" (delete the session? cancel the task?): it does not
+    # also stop the reply.
+    page.click("#delete")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#delete-confirm", state="hidden")
+    page.click(f'li.task[data-task="{turn}"] > .head button.danger')
+    page.keyboard.press("Escape")
+    page.wait_for_selector(f'li.task[data-task="{turn}"] .confirm', state="hidden")
+    assert api.task(turn)["status"] == "running"
     page.click("#stop")
     page.wait_for_selector(".turn[data-status=cancelled] .note-ended")
     assert "next reply is told it was stopped" in page.inner_text(".turn .note-ended")
     assert page.inner_text(".turn .again") == "Retry"
+    ctx.close()
+
+
+def test_an_approval_on_another_branch_is_found_and_images_are_links(
+    browser: Browser, make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server, api, sid = model_session(
+        make_server, fake_llm, tmp_path, "away", TETHER_HEARTBEAT_S="0.3"
+    )
+    ctx = browser.new_context(viewport=DESKTOP)
+    page = open_chat(ctx, server, sid)
+    send(page, "write away.txt: kept")
+    page.wait_for_selector(".approval button.approve")
+    first = newest_turn(api, sid)
+    # An edit sent while the first version waits for an answer: it queues behind it, and says
+    # where that is.
+    page.click(f'.turn[data-task="{first}"] .user-actions button:text-is("Edit")')
+    page.fill("form.edit textarea", "words 3")
+    page.press("form.edit textarea", "Enter")
+    second = wait_until(lambda: (n := newest_turn(api, sid)) != first and n)
+    note = page.locator(f'.turn[data-task="{second}"] .note-waiting')
+    note.locator("text=needs your answer").wait_for()
+    assert page.locator(".approval").count() == 0  # on the other version
+    # "1 approval needs you" goes to it, on its version, Approve focused.
+    page.click("#needs-you")
+    page.wait_for_selector(".approval button.approve:focus")
+    assert shown(page) == [first]
+    page.click(".approval button.approve")
+    api.wait_status(second, "completed")
+    assert api.task(first)["status"] == "completed"
+    # A reply's image is a link to it, never fetched.
+    send(page, "echo: look ![a cat](http://127.0.0.1:9/cat.png)")
+    link = page.locator("a.img-link", has_text="Image: a cat")
+    link.wait_for()
+    assert link.get_attribute("href") == "http://127.0.0.1:9/cat.png"
+    assert page.locator("#conversation img").count() == 0
     ctx.close()

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 import benchmarks.agents  # noqa: F401 - registers "blast", which emits events as fast as it can
 from tether import TaskContext, agent
+from tether.agents import batch
 
 
 class CountedInput(BaseModel):
@@ -311,3 +312,8 @@ async def nest_nap(ctx: TaskContext, inp: NestInput) -> dict[str, Any]:
     await ctx.sleep(inp.nap_s)
     woke = await ctx.step(lambda: _count(f"nap woke {ctx.task_id}") or time.time(), name="woke")
     return {"depth": 0, "began": began, "woke": woke}
+
+
+# The batch's `item`, startable on its own (the built-in one runs only as a sub-agent): a
+# quick task that emits item.started / item.result.
+agent("one_item", input=batch.ItemInput)(batch.item)

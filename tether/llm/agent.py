@@ -56,9 +56,11 @@ from tether.llm.stream import ReplyStream, emit_ag
 from tether.llm.tools import (
     BUILTIN,
     DelegateArgs,
+    ReadArgs,
     ToolEnv,
     ToolRefused,
     WriteArgs,
+    check_path,
     write_preview,
 )
 from tether.runtime.context import Child, TaskContext
@@ -439,15 +441,15 @@ async def _run_tools(
     together."""
     out: dict[int, Any] = {}
     todo: list[_Call] = []
+    env = ToolEnv(cfg, inst.data_dir / "workspaces" / ctx.session_id)
     for i, part in enumerate(calls):
         try:
-            todo.append(_Call(i, part, _validate(cfg, part, mcp_of)))
+            todo.append(_Call(i, part, _validate(cfg, env, part, mcp_of)))
         except ToolRefused as exc:
             out[i] = RetryPromptPart(
                 content=str(exc), tool_name=part.tool_name, tool_call_id=part.tool_call_id
             )
 
-    env = ToolEnv(cfg, inst.data_dir / "workspaces" / ctx.session_id)
     asking = [c for c in todo if cfg.needs_approval(c.part.tool_name)]
     ids = {}
     for c in asking:
@@ -502,7 +504,9 @@ def _preview(env: ToolEnv, c: _Call) -> dict[str, Any]:
     return {}
 
 
-def _validate(cfg: ModelAgentConfig, part: ToolCallPart, mcp_of: dict[str, Any]) -> Any:
+def _validate(
+    cfg: ModelAgentConfig, env: ToolEnv, part: ToolCallPart, mcp_of: dict[str, Any]
+) -> Any:
     name = part.tool_name
     if name in mcp_of:  # the server checks its own arguments
         try:
@@ -521,6 +525,8 @@ def _validate(cfg: ModelAgentConfig, part: ToolCallPart, mcp_of: dict[str, Any])
         raise ToolRefused(f"the arguments for {name} are invalid: {exc}") from None
     if name == "delegate" and args.agent not in cfg.delegates:
         raise ToolRefused(f"cannot delegate to {args.agent!r}; choose one of {cfg.delegates}")
+    if isinstance(args, ReadArgs | WriteArgs):
+        check_path(env, args.path)  # refused now, before anyone is asked to approve it
     return args
 
 

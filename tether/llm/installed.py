@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from tether.db.store import Store
 from tether.llm.config import McpCommand, ModelAgentConfig
@@ -24,8 +24,19 @@ from tether.runtime.context import TaskContext
 TURN_MODULE = "tether.llm.agent"
 
 
+def message_text(text: str) -> str:
+    """What a message may hold: some visible text, and no NUL (which no database keeps)."""
+    if not text.strip():
+        raise ValueError("a message needs some text")
+    if "\x00" in text:
+        raise ValueError("a message cannot hold a NUL character")
+    return text
+
+
 class TurnInput(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000, description="The user's message.")
+    text: Annotated[str, AfterValidator(message_text)] = Field(
+        min_length=1, max_length=100_000, description="The user's message."
+    )
     parent: str | None = Field(
         None,
         max_length=255,

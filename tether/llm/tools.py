@@ -59,6 +59,11 @@ class DelegateArgs(BaseModel):
     task: str = Field(min_length=1, description="What it should do, in full: it sees nothing else.")
 
 
+def check_path(env: ToolEnv, path: str) -> None:
+    """Refuse a path that leaves the workspace (before a person is asked to approve it)."""
+    _inside(env, path)
+
+
 def _inside(env: ToolEnv, path: str) -> Path:
     root = env.workspace.resolve()
     target = (root / path).resolve()

@@ -7,20 +7,20 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.responses import Response
 
-from tether.errors import InvalidInput, NotFound
+from tether.errors import Conflict, InvalidInput, NotFound
 from tether.events.log import Append
 from tether.llm import conversation
 from tether.llm.config import ModelAgentConfig
-from tether.llm.installed import Installed, installed
+from tether.llm.installed import Installed, installed, message_text
 from tether.model import Task, dumps
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
 from tether.web.responses import json_response
-from tether.web.routes.sessions import IDEMPOTENCY_KEY, idempotent_task_id
+from tether.web.routes.sessions import IDEMPOTENCY_KEY, clean_title, idempotent_task_id, retitle
 from tether.web.schemas import Approval, ApprovalList, ConversationOut, Selected, TaskOut
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
@@ -32,7 +32,9 @@ NO_MODEL = (
 
 
 class MessageIn(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000, description="What you say.")
+    text: Annotated[str, AfterValidator(message_text)] = Field(
+        min_length=1, max_length=100_000, description="What you say."
+    )
     agent: str | None = Field(
         None,
         min_length=1,
@@ -113,8 +115,9 @@ async def start_turn(
                 parent = conversation.tip(turns)
             elif parent is not None and all(t.id != parent for t in turns):
                 raise NotFound("the message to answer after is not in this conversation")
-            last = turns[-1] if turns else None
-            after = last.id if last is not None and not last.status.terminal else None
+            # Behind the newest turn that has not ended (each waits for the one before it,
+            # so the session's turns run one at a time, in the order sent).
+            after = next((t.id for t in reversed(turns) if not t.status.terminal), None)
             return await svc.runtime.create_task(
                 session_id,
                 agent,
@@ -189,7 +192,7 @@ async def post_message(
     sees the branch of the conversation it follows). Its reply streams into the session's
     log. `parent` answers after another message (editing a message: its parent); without
     it, the message follows the end of the branch shown."""
-    await svc.store.session(session_id, caller.user)
+    session = await svc.store.session(session_id, caller.user)
     cfg = _agent(_installed(), body.agent)
     task, new = await start_turn(
         svc,
@@ -199,7 +202,17 @@ async def post_message(
         parent=body.parent if "parent" in body.model_fields_set else MISSING,
         task_id=idempotent_task_id(caller.user, session_id, idempotency_key),
     )
+    if new and not session.title:
+        # An untitled session is named by its first message (as chat apps do).
+        await retitle(svc, session_id, caller.user, title_of(body.text))
     return json_response(task.to_dict(), 201 if new else 200)
+
+
+def title_of(text: str, limit: int = 60) -> str:
+    """A session's title from a message: its first line of words, markdown marks left out."""
+    line = next((ln for ln in text.splitlines() if ln.strip(" #>*-`")), text)
+    words = " ".join(line.strip(" #>*-`").split())
+    return clean_title(words if len(words) <= limit else words[: limit - 1].rstrip() + "…")
 
 
 async def _own_turn(
@@ -221,7 +234,7 @@ async def _own_turn(
     responses={
         201: {"model": TaskOut, "description": "A new reply to the same message was started."},
         200: {"model": TaskOut, "description": "A turn with this Idempotency-Key exists."},
-        **problems(400, 401, 404, 413, 422, 429),
+        **problems(400, 401, 404, 409, 413, 422, 429),
     },
 )
 async def regenerate(
@@ -234,9 +247,13 @@ async def regenerate(
     """Answer a message again (regenerate a reply, or retry one that failed or was
     stopped): a new turn beside this one, with the same message, shown from now on."""
     turn, turns = await _own_turn(svc, caller, task_id)
+    if not turn.status.terminal:
+        raise Conflict("this reply is still being written: stop it first, then regenerate it")
     inst = _installed()
-    name = body.agent if body is not None and body.agent else turn.agent
-    cfg = _agent(inst, name if name in inst.configs else None)
+    if body is not None and body.agent:
+        cfg = _agent(inst, body.agent)
+    else:  # the agent that answered, or the default if it is gone
+        cfg = _agent(inst, turn.agent if turn.agent in inst.configs else None)
     inp = turn.input if isinstance(turn.input, dict) else {}
     follows = next(t.follows for t in turns if t.id == task_id)
     new_task, new = await start_turn(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query
 from pydantic import StringConstraints
 from starlette.responses import Response, StreamingResponse
 
+from tether.db.schema import tasks
 from tether.db.store import read_session, read_task_summaries
-from tether.errors import BadRequest, CursorGone
+from tether.errors import BadRequest, CursorGone, NotFound
 from tether.events.log import page_is_full, read_after, read_before, read_task_events
 from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES, session_stream
 from tether.model import Event, Session, dumps
@@ -146,6 +148,13 @@ async def list_events(
                 f'"events":[{",".join(e.to_json() for e in events)}]}}'
             )
         if task is not None:
+            known = c.execute(
+                sa.select(sa.func.count())
+                .select_from(tasks)
+                .where(tasks.c.session_id == session_id, tasks.c.id.in_(set(task)))
+            ).scalar_one()
+            if known != len(set(task)):
+                raise NotFound("a task asked for is not in this session")
             events = read_task_events(c, session_id, task, cursor, n, page_bytes)
             next_after = events[-1].seq if events else cursor
             return (

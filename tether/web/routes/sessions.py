@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
+import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from tether.errors import BadRequest
+from tether.errors import BadRequest, InvalidInput
 from tether.events.log import Append
 from tether.model import Task, dumps
 from tether.runtime.engine import Runtime
@@ -89,8 +91,30 @@ def _page_cursor(raw: str | None) -> tuple[float, str] | None:
     responses={201: {"model": SessionOut}, **problems(400, 401, 413, 422, 429)},
 )
 async def create_session(caller: Caller, svc: Svc, body: SessionIn | None = None) -> Response:
-    s = await svc.store.create_session(caller.user, (body or SessionIn()).title)
+    """A new session. Without a title (or a blank one) it is untitled until its first
+    message names it."""
+    s = await svc.store.create_session(caller.user, clean_title((body or SessionIn()).title))
     return json_response(s.to_dict(), 201)
+
+
+# Characters that change how the text around them reads, shown as nothing: bidi controls
+# anywhere ("XSS ‮evil" would read "XSS live"), zero-width ones at the ends.
+_BIDI = dict.fromkeys(
+    map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+)
+_INVISIBLE_ENDS = " \t\n\r\f\v\u00a0\u200b\u200c\u200d\u2060\ufeff\u3000"
+
+
+def clean_title(title: str) -> str:
+    return title.translate(_BIDI).strip(_INVISIBLE_ENDS)
+
+
+async def retitle(svc: Svc, session_id: str, owner: str, title: str) -> dict[str, Any]:
+    """Rename, and say so in the session's log (`session.renamed`): every tab and device
+    that follows the session shows it."""
+    s = await svc.store.rename_session(session_id, owner, title)
+    await svc.log.append(Append(s.id, None, None, "session.renamed", dumps({"title": s.title})))
+    return s.to_dict()
 
 
 @router.get(
@@ -147,12 +171,10 @@ class SessionPatch(BaseModel):
 async def rename_session(session_id: str, body: SessionPatch, caller: Caller, svc: Svc) -> Response:
     """Rename a session. The new title is also a `session.renamed` event in its log, so
     every tab and device that follows the session shows it."""
-    title = body.title.strip()
+    title = clean_title(body.title)
     if not title:
-        raise BadRequest("a session's title cannot be blank")
-    s = await svc.store.rename_session(session_id, caller.user, title)
-    await svc.log.append(Append(s.id, None, None, "session.renamed", dumps({"title": s.title})))
-    return json_response(s.to_dict())
+        raise BadRequest("a session's title needs some visible text")
+    return json_response(await retitle(svc, session_id, caller.user, title))
 
 
 @router.delete(
@@ -162,8 +184,12 @@ async def rename_session(session_id: str, body: SessionPatch, caller: Caller, sv
     responses=problems(401, 404, 409, 429),
 )
 async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
-    """Delete a session and everything in it. 409 while any of its tasks has not ended."""
+    """Delete a session and everything in it, its workspace's files too. 409 while any of
+    its tasks has not ended."""
     await svc.store.delete_session(session_id, caller.user)
+    # The session's id is the server's own (`s_` and hex), never a path a client chose.
+    workspace = svc.settings.data_dir / "workspaces" / session_id
+    await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
     return Response(status_code=204)
 
 
@@ -187,7 +213,11 @@ async def create_task(
     await svc.store.session(session_id, caller.user)
     task_id = idempotent_task_id(caller.user, session_id, idempotency_key)
     spec = svc.registry.get(body.agent)
-    if spec.meta.get("kind") == "model" and not spec.meta.get("internal"):
+    if spec.internal or spec.meta.get("internal"):
+        raise InvalidInput(
+            f"{spec.name} runs only as a sub-agent of another agent; start that one instead"
+        )
+    if spec.meta.get("kind") == "model":
         # A model agent's task is a turn of the conversation: it is placed, and ordered
         # behind the running turn, as a message is (its `after` is the server's, never the
         # caller's).

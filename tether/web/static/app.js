@@ -335,7 +335,7 @@ $("rename").addEventListener("click", () => {
 const refocus = (el) => (el.offsetParent ? el : $("more")).focus();
 const endRename = () => { $("rename-form").hidden = true; $("rename").hidden = $("delete").hidden = $("session-title").hidden = false; refocus($("rename")); };
 $("rename-cancel").addEventListener("click", endRename);
-$("rename-form").addEventListener("keydown", (e) => { if (e.key === "Escape") endRename(); });
+$("rename-form").addEventListener("keydown", (e) => { if (e.key === "Escape") { e.preventDefault(); endRename(); } });
 $("rename-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
@@ -351,6 +351,8 @@ $("delete").addEventListener("click", () => {
 });
 const endDelete = () => { $("delete-confirm").hidden = true; $("rename").hidden = $("delete").hidden = false; };
 $("delete-no").addEventListener("click", () => { endDelete(); refocus($("delete")); });
+// Esc answers the question "Keep" (and is not also the page's Esc, which stops a reply).
+$("delete-confirm").addEventListener("keydown", (e) => { if (e.key === "Escape") { e.preventDefault(); endDelete(); refocus($("delete")); } });
 $("delete-yes").addEventListener("click", async () => {
   try {
     await api(`/api/sessions/${sessionId}`, { method: "DELETE" });
@@ -483,7 +485,7 @@ function fillAgents(agents) {
 function fillPicker(models, main) {
   const pick = $("chat-agent-pick");
   pick.replaceChildren(...models.map((a) => {
-    const label = `${a.name}${a.demo ? " (demo)" : ""}${a.ready ? "" : " — not ready"}`;
+    const label = `${a.name}${a.demo && !/demo/i.test(a.name) ? " (demo)" : ""}${a.ready ? "" : " — not ready"}`;
     const o = new Option(label, a.name);
     o.title = a.ready ? `${a.model ?? ""}${a.description ? ` · ${firstSentence(a.description)}` : ""}` : a.problem ?? "not ready";
     return o;
@@ -581,6 +583,8 @@ function renderChatChrome() {
 }
 
 conversation.addEventListener("approvals", () => { renderChatChrome(); refreshSessionsSoon(); });
+// "1 approval needs you": takes you to it (its version of the conversation shown).
+$("needs-you").addEventListener("click", () => { selectTab($("tab-chat")); conversation.showApproval(); });
 conversation.addEventListener("needsyou", (e) => {
   if (!loading) announce(`An agent needs you: it asks to run ${e.detail.tool}.`);
   if (document.visibilityState === "hidden" && "Notification" in window && Notification.permission === "granted") {

@@ -121,6 +121,9 @@ export class Conversation extends EventTarget {
       this._track(top, ev);
       if (this.turns.has(top)) { this._apply(ev); grew = true; }
       if (ev.type === "task.status" && top === ev.task_id) changed = true;
+      // (a turn waiting for another, or an approval asked or answered: what a waiting turn
+      // on the branch shown says of the one it waits for)
+      if (ev.type === "turn.waiting" || ev.type.startsWith("approval.")) changed = true;
     }
     // What changed is told once a batch (the tail of a long session holds hundreds of ends).
     for (const what of this.told) this.dispatchEvent(new CustomEvent(what));
@@ -191,6 +194,7 @@ export class Conversation extends EventTarget {
     const els = [];
     if (from > 0) { this.earlier.textContent = `Show earlier messages (${from})`; els.push(this.earlier); }
     const tip = [...ids].reverse().map((id) => this.tree.get(id)).find((t) => t.trimmed);
+    const onPath = new Set(path);
     for (const id of ids) {
       const v = this._view(id);
       if (tip && tip.trimmed.first === id && tip.trimmed.dropped) {
@@ -199,6 +203,7 @@ export class Conversation extends EventTarget {
         els.push(this.trimNote);
       }
       this._branches(id, v);
+      if (v.waiting) this._waitingElsewhere(v, onPath);
       els.push(v.el);
     }
     const same = els.length === this.root.childElementCount && els.every((el, i) => this.root.children[i] === el);
@@ -454,7 +459,7 @@ export class Conversation extends EventTarget {
     switch (ev.type) {
       case "task.created": return this._created(ev, d);
       case "task.status": return this._status(ev.task_id, d);
-      case "turn.waiting": return this._waiting(ev.task_id);
+      case "turn.waiting": return this._waiting(ev.task_id, d.after);
       case "RUN_STARTED": return this._started(ev.task_id, ev.ts);
       case "TEXT_MESSAGE_START": this._started(ev.task_id); return this._messageStart(ev.task_id, d.messageId);
       case "TEXT_MESSAGE_CONTENT": return this._messageDelta(d.messageId, d.delta);
@@ -548,12 +553,43 @@ export class Conversation extends EventTarget {
     }
   }
 
-  _waiting(id) {
+  _waiting(id, after) {
     const t = this.turns.get(id);
     if (!t || TERMINAL.has(t.status) || t.started) return;
     t.waiting = true;
+    t.after = after;
     this._note(id, "waiting", "Waiting for the previous turn to finish…");
     this._badge(t);
+  }
+
+  // A turn waiting for one that is not on the branch shown (an edit sent while a reply on
+  // the old branch waits for an approval, say) says so, with a way to go there.
+  _waitingElsewhere(t, onPath) {
+    const note = t.notes.get("waiting");
+    if (!note) return;
+    const away = t.after && !onPath.has(t.after.split(".")[0]) && !TERMINAL.has(this.tree.get(t.after)?.status);
+    const asks = away && this.needing().has(t.after);
+    const said = `${away}:${asks}`;
+    if (note.dataset.said === said) return;
+    note.dataset.said = said;
+    if (!away) { note.textContent = "Waiting for the previous turn to finish…"; return; }
+    const go = h("button", "linkish", "Show it");
+    go.type = "button";
+    go.addEventListener("click", () => this.select(t.after));
+    note.replaceChildren(`Waiting for the reply on another version of this conversation${asks ? ", which needs your answer" : " to finish"}. `, go);
+  }
+
+  // Where an approval waits: its branch shown, it in view, its Approve focused.
+  async showApproval() {
+    const ask = [...this.asks.entries()].find(([, a]) => a.pending && !TERMINAL.has(this.tree.get(a.task)?.status));
+    if (!ask) return;
+    const [aid, a] = ask;
+    if (!this.tree.path().includes(a.task)) await this.select(a.task);
+    const el = this.root.querySelector(`.approval[data-approval="${CSS.escape(aid)}"]`);
+    if (!el) return;
+    this.follow = false;
+    el.scrollIntoView({ block: "center" });
+    el.querySelector("button.approve")?.focus({ preventScroll: true });
   }
 
   // The turn's own work began (after any wait for the turn before it).
@@ -734,7 +770,7 @@ export class Conversation extends EventTarget {
     });
     (tc ? tc.el.querySelector(".tool-body") : t.body).append(el);
     // The card shows the arguments; the tool's own copy of them waits until it is answered.
-    if (tc) { tc.el.open = true; tc.argsEl.hidden = true; }
+    if (tc) { tc.el.open = true; tc.argsEl.hidden = true; setText(tc.state, "waiting for your OK"); }
     const a = { el, task: taskId, pending: true, tool: tc, top: t.top };
     this.approvals.set(d.approvalId, a);
   }
@@ -748,7 +784,10 @@ export class Conversation extends EventTarget {
 
   _closeApproval(a, text, decision = "none") {
     a.pending = false;
-    if (a.tool) a.tool.argsEl.hidden = false;
+    if (a.tool) {
+      a.tool.argsEl.hidden = false;
+      if (!a.tool.el.dataset.done) setText(a.tool.state, decision === "approve" ? "running…" : decision === "deny" ? "denied" : "not run");
+    }
     const done = h("p", "approval-done", text);
     done.dataset.approval = a.el.dataset.approval;
     done.dataset.decision = decision;

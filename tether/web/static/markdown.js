@@ -7,7 +7,10 @@ import DOMPurify from "./vendor/purify.es.js";
 import { h } from "./dom.js";
 
 const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-marked.use({ gfm: true, breaks: false, renderer: { html: (token) => escapeHtml(token.text ?? token.raw ?? "") } });
+// An image is shown as a link to it, never loaded (a reply must not make the page fetch from
+// wherever a model points it); its alt text says what it is.
+const image = (token) => `<a href="${escapeHtml(token.href ?? "")}" class="img-link">Image: ${escapeHtml(token.text || token.href || "")}</a>`;
+marked.use({ gfm: true, breaks: false, renderer: { html: (token) => escapeHtml(token.text ?? token.raw ?? ""), image } });
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   if (node.tagName === "A") { node.setAttribute("rel", "noopener noreferrer nofollow"); node.setAttribute("target", "_blank"); }
 });

@@ -283,7 +283,8 @@ export class TaskTree extends EventTarget {
     const showAsk = (on) => { cancel.hidden = on; ask.hidden = !on; n.confirming = on; (on ? no : cancel).focus(); };
     cancel.addEventListener("click", () => showAsk(true));
     no.addEventListener("click", () => showAsk(false));
-    ask.addEventListener("keydown", (e) => { if (e.key === "Escape") showAsk(false); });
+    // Esc keeps the task running (and is not also the page's Esc, which stops a reply).
+    ask.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.preventDefault(); showAsk(false); } });
     yes.addEventListener("click", async () => {
       yes.disabled = true; no.disabled = true; q.textContent = "Cancelling…";
       try { await this.api(`/api/tasks/${t.id}/cancel`, { method: "POST" }); }
