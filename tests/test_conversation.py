@@ -154,7 +154,7 @@ def test_edits_regenerations_and_selection_make_one_tree_every_reader_sees(
     assert h["id"] not in r.json()["detail"]
     batch = api.start(sid, "batch", {"items": ["a"], "delay_s": 0})
     for path in (f"/api/tasks/{batch['id']}/regenerate", f"/api/tasks/{batch['id']}/select"):
-        assert api.c.post(path).status_code == 422
+        assert api.c.post(path).status_code == 409
     for path in ("/api/tasks/t_nope/regenerate", "/api/tasks/t_nope/select"):
         assert api.c.post(path).status_code == 404
     _done(api, batch["id"])

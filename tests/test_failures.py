@@ -170,7 +170,7 @@ def test_a_full_disk_answers_503_and_each_outcome_is_recorded_once_there_is_room
                 interval=0.01,
                 what="a write to be refused",
             )
-            big = {"agent": "item", "input": {"item": "x" * 500_000}}
+            big = {"agent": "one_item", "input": {"item": "x" * 500_000}}
             for r in (refused, api.c.post(f"/api/sessions/{sid}/tasks", json=big)):
                 assert r.status_code == 503, r.text
                 assert r.headers["content-type"] == "application/problem+json"

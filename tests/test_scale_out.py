@@ -161,7 +161,7 @@ def test_a_parent_hears_at_once_that_a_task_on_another_worker_ended(make_server:
         api = Api(make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="api", **env).client())
         make_server(command="worker", TETHER_EXECUTOR_ID="w1", **env)
         sid = api.session("across workers")
-        other = str(api.start(sid, "item", {"item": "x", "delay_s": 6})["id"])
+        other = str(api.start(sid, "one_item", {"item": "x", "delay_s": 6})["id"])
         wait_until(lambda: api.task(other)["status"] == "running", what="w1 to run it")
         # w1 runs one task at a time: the waiting one goes to w2.
         make_server(command="worker", TETHER_EXECUTOR_ID="w2", **env)

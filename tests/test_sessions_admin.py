@@ -37,7 +37,7 @@ def test_delete_refuses_while_a_task_runs_then_removes_everything(shared_server:
     api = Api(shared_server.client())
     sid = api.session("doomed")
     keep = api.session("kept")
-    kept_task = api.start(keep, "item", {"item": "stays"})["id"]
+    kept_task = api.start(keep, "one_item", {"item": "stays"})["id"]
     root = api.start(sid, "batch", {"items": [1, 2, 3], "delay_s": 0.3})["id"]
     api.wait_status(root, "running")
     states = {s["id"]: s for s in api.c.get("/api/sessions").json()["sessions"]}

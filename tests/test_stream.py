@@ -82,7 +82,7 @@ def test_snapshot_first_then_backlog_then_live_with_headers_and_heartbeats(
     shared_server: Server, api: Api
 ) -> None:
     sid = api.session()
-    first = api.start(sid, "item", {"item": "x"})
+    first = api.start(sid, "one_item", {"item": "x"})
     api.wait_status(first["id"], "completed")
     with shared_server.client(timeout=10) as c:
         with c.stream("GET", f"/api/sessions/{sid}/stream") as r:
@@ -103,7 +103,7 @@ def test_snapshot_first_then_backlog_then_live_with_headers_and_heartbeats(
             assert beat.data["head_seq"] == snap.data["head_seq"]
             assert abs(beat.data["server_time"] - time.time()) < 5
             # Live: a new task's events arrive on the open stream.
-            second = api.start(sid, "item", {"item": "y"})
+            second = api.start(sid, "one_item", {"item": "y"})
             live = None
             for f in frames:
                 if f.event == "message":
@@ -156,7 +156,7 @@ def test_a_resuming_client_can_ask_for_a_snapshot_without_the_task_list(
     """A page that has just read the tree resumes with ?tasks=0: the snapshot says the head
     and the task count, the events after the cursor say every change; nonsense is a 400."""
     sid = api.session()
-    done = api.start(sid, "item", {"item": "x"})
+    done = api.start(sid, "one_item", {"item": "x"})
     api.wait_status(done["id"], "completed")
     head = len(api.all_events(sid))
     with shared_server.client(timeout=10) as c:
@@ -169,7 +169,7 @@ def test_a_resuming_client_can_ask_for_a_snapshot_without_the_task_list(
             assert snap.event == "snapshot"
             assert snap.data["tasks"] == [] and snap.data["task_count"] == 1
             assert snap.data["head_seq"] == head
-            second = api.start(sid, "item", {"item": "y"})
+            second = api.start(sid, "one_item", {"item": "y"})
             live = next(f for f in frames if f.event == "message")
             assert live.data["seq"] == head + 1 and live.data["task_id"] == second["id"]
         for bad in ("-1", "x", "99999999999"):

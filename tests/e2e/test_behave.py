@@ -107,7 +107,7 @@ def test_every_session_is_reachable_and_an_unknown_one_says_not_found(
     server, api, _ = setup(make_server, "s00")
     ids = [_] + [api.session(f"s{i:02d}") for i in range(1, 56)]  # 56 sessions, s55 the newest
     oldest = ids[0]
-    task = str(api.start(oldest, "item", {"item": "from the oldest"})["id"])
+    task = str(api.start(oldest, "one_item", {"item": "from the oldest"})["id"])
     ctx = browser.new_context(viewport=DESKTOP)
     page = open_app(ctx, server, ids[-1])
     page.wait_for_selector(f'#sessions li[data-session="{ids[-1]}"]')

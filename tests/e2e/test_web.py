@@ -191,7 +191,7 @@ def test_eight_tabs_of_one_session_stay_live(browser: Browser, make_server: Any)
     # Closing the tab that holds the stream (the first one opened took the lock) hands the
     # stream to another tab: one new stream request, and every other tab stays live.
     pages[0].close()
-    second = str(api.start(sid, "item", {"item": "after"})["id"])
+    second = str(api.start(sid, "one_item", {"item": "after"})["id"])
     for p in pages[1:]:
         p.wait_for_selector(
             f'li.task[data-task="{second}"][data-status="completed"]', timeout=30_000
@@ -253,7 +253,7 @@ def test_a_task_ending_in_a_hidden_tab_badges_the_title(browser: Browser, make_s
     page.evaluate(
         "Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true})"
     )
-    root = str(api.start(sid, "item", {"item": "x", "delay_s": 0.5})["id"])
+    root = str(api.start(sid, "one_item", {"item": "x", "delay_s": 0.5})["id"])
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]')
     wait_until(lambda: page.title() == "(1) Tether", timeout=5, what="the title badge")
     notes = page.evaluate("window.__notes")

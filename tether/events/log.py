@@ -701,9 +701,11 @@ def read_task_events(
     after: int,
     limit: int,
     max_bytes: int | None = None,
+    before: int | None = None,
 ) -> list[Event]:
-    """These tasks' events and their sub-agents' (whose ids are `<task>.<k>`), in seq order:
-    the ranges of their keys (`<task>:…`, `<task>.…`) on the (session, key) index."""
+    """These tasks' events and their sub-agents' (whose ids are `<task>.<k>`), in seq order
+    after `after` (and below `before`): the ranges of their keys (`<task>:…`, `<task>.…`) on
+    the (session, key) index."""
     ranges = [
         sa.and_(events.c.key >= task_id + sep, events.c.key < task_id + sep + "\U0010ffff")
         for task_id in dict.fromkeys(task_ids)
@@ -720,6 +722,7 @@ def read_task_events(
             sa.or_(*ranges),
             seq > after,
             seq > _low_seq(session_id),
+            seq < (before if before is not None else 2**62),
         )
         .order_by(seq)
         .limit(limit)

@@ -98,10 +98,15 @@ def _truthful_openapi(app: FastAPI, svc: Services) -> None:
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas["TaskIn"] = _task_in(svc, schemas)
-        models = [a.name for a in svc.registry.all() if a.meta.get("kind") == "model"]
-        if "MessageIn" in schemas:  # only the model agents there are
-            agent = {"type": "string", "enum": models} if models else {"not": {}}
-            schemas["MessageIn"]["properties"]["agent"]["anyOf"] = [agent, {"type": "null"}]
+        models = [
+            a.name
+            for a in svc.registry.all()
+            if a.meta.get("kind") == "model" and not a.meta.get("internal")
+        ]
+        for body in ("MessageIn", "RegenerateIn"):  # only the model agents one can talk to
+            if body in schemas:
+                agent = {"type": "string", "enum": models} if models else {"not": {}}
+                schemas[body]["properties"]["agent"]["anyOf"] = [agent, {"type": "null"}]
         schema["components"]["securitySchemes"] = SECURITY_SCHEMES
         for path, item in schema["paths"].items():
             for op in item.values():
@@ -136,9 +141,12 @@ def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task_in(svc: Services, schemas: dict[str, Any]) -> dict[str, Any]:
-    """`{agent, input}`: one alternative per agent, each with its own input schema."""
+    """`{agent, input}`: one alternative per agent that can be started on its own (not the
+    internal ones, which run only as sub-agents), each with its own input schema."""
     options = []
     for spec in svc.registry.all():
+        if spec.internal or spec.meta.get("internal"):
+            continue
         model = spec.input_model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(model.pop("$defs", {}))
         options.append(

@@ -223,7 +223,10 @@ async def _own_turn(
     task = await svc.store.task(task_id, caller.user)
     turns = await conversation.read_tree(svc.store.db, task.session_id, _turns_agents())
     if all(t.id != task_id for t in turns):
-        raise InvalidInput("only a message of a conversation can be answered again or shown")
+        raise Conflict(
+            "this task is not a message of a conversation: only a message can be "
+            "answered again or shown"
+        )
     return task, turns
 
 
@@ -271,7 +274,7 @@ async def regenerate(
 @router.post(
     "/tasks/{task_id}/select",
     response_model=None,
-    responses={200: {"model": Selected}, **problems(401, 404, 422, 429)},
+    responses={200: {"model": Selected}, **problems(401, 404, 409, 429)},
 )
 async def select(task_id: str, caller: Caller, svc: Svc) -> Response:
     """Show this message's branch of the conversation, in every tab and on every device (a

@@ -116,7 +116,8 @@ async def list_events(
         Query(
             max_length=100,
             description="Only these tasks' events and their sub-agents' (turns of a long "
-            "conversation, read as the page shows them; up to 100); pages with `after`.",
+            "conversation, read as the page shows them; up to 100), in seq order from `after` "
+            "(and below `before`, if given).",
         ),
     ] = None,
 ) -> Response:
@@ -124,8 +125,6 @@ async def list_events(
     again from `next_after`. A page also stops early at about `page_bytes` of event data.
     With `before`, the page ends just below that seq: a reader can show the tail of a long
     session first and load earlier pages as they are wanted."""
-    if task is not None and before is not None:
-        raise BadRequest("`task` pages with `after`, not with `before`")
     upto = parse_cursor(before, "before")
     cursor = parse_cursor(after, "after") or 0
     max_limit = svc.settings.page_limit
@@ -155,7 +154,7 @@ async def list_events(
             ).scalar_one()
             if known != len(set(task)):
                 raise NotFound("a task asked for is not in this session")
-            events = read_task_events(c, session_id, task, cursor, n, page_bytes)
+            events = read_task_events(c, session_id, task, cursor, n, page_bytes, upto)
             next_after = events[-1].seq if events else cursor
             return (
                 f'{{"session_id":{dumps(session_id)},"head_seq":{s.head_seq},'
