@@ -230,7 +230,7 @@ def test_a_first_run_without_a_key_chats_with_the_offline_demo(
     page.goto(f"{server.url}/?session={sid}#secret={SECRET}")
     page.wait_for_selector("#conn[data-kind=live]")
     assert page.is_visible("#composer") and page.is_hidden("#no-model")
-    assert "(demo)" in page.inner_text("#chat-agent-pick")
+    assert page.input_value("#chat-agent-pick") == "demo"
     assert "Scripted demo" in page.inner_text("#demo-note")
     page.fill("#message", "Hello, show me around")
     page.press("#message", "Enter")

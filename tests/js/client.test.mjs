@@ -188,6 +188,20 @@ test("a stalled stream is abandoned after 2.5 heartbeats and resumed", async () 
   assert.ok(Date.now() - t0 >= 400); // 2.5 x 0.2 s heartbeat
 });
 
+test("Retry asked while an attempt is under way tries again at once, not after a backoff", async () => {
+  const calls = [];
+  let fail = null;
+  const fetch = (url) => new Promise((resolve) => { calls.push(Date.now()); fail = () => resolve(new Response("down", { status: 503 })); });
+  const tokens = { authHeader: async () => ({}) };
+  const stream = new SessionStream({ sessionId: "s_x", tokens, fetch, random: () => 1, minDelay: 10000, maxDelay: 20000 });
+  stream.start();
+  await waitFor(() => calls.length === 1);
+  stream.poke();  // while the first attempt waits for its answer
+  fail();
+  await waitFor(() => calls.length === 2, 2000);  // a backoff would be 10 s or more
+  stream.stop();
+});
+
 test("410 rebuilds from the snapshot; a 404 stops with the reason", async () => {
   const srv = await startServer({ TETHER_RETENTION_EVENTS: "20" });
   const f = cookieFetch();
@@ -268,7 +282,7 @@ test("the poller reports the server's statuses and when it checked", async () =>
   const tokens = new TokenManager({ baseUrl: main.url, fetch: f, locks: null, channel: null });
   await tokens.signIn({ secret: SECRET });
   const sid = (await api(main.url, "/api/sessions", {})).id;
-  const root = (await api(main.url, `/api/sessions/${sid}/tasks`, { agent: "item", input: { item: 1, delay_s: 0.5 } })).id;
+  const root = (await api(main.url, `/api/sessions/${sid}/tasks`, { agent: "one_item", input: { item: 1, delay_s: 0.5 } })).id;
   const poller = new StatusPoller({ sessionId: sid, tokens, baseUrl: main.url, fetch: f, intervalMs: 100 });
   const seen = [];
   poller.addEventListener("status", (e) => seen.push([e.detail.tasks[0]?.status, e.detail.checkedAt]));

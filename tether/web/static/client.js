@@ -204,6 +204,7 @@ export class SessionStream extends LogEventTarget {
     this.reconnects = 0;
     this._stopped = true;
     this._wake = null;
+    this._poked = false;
     this._abort = null;
     this._lastLive = now();
     this._onWake = () => { if (!this.win?.document || this.win.document.visibilityState !== "hidden") this._wake?.(); };
@@ -231,8 +232,9 @@ export class SessionStream extends LogEventTarget {
     this._setState({ kind: "stopped", reason });
   }
 
-  // Immediately retry (e.g. the page became visible again).
-  poke() { this._wake?.(); }
+  // Immediately retry (e.g. the page became visible again, or "Retry now"). Asked while an
+  // attempt is under way, the next one follows it at once, not after a backoff.
+  poke() { if (this._wake) this._wake(); else this._poked = true; }
 
   _setState(s) {
     this.state = { since: this.now(), ...s };
@@ -248,9 +250,10 @@ export class SessionStream extends LogEventTarget {
       const outcome = await this._connect(attempt).catch((e) => ({ retry: true, reason: String(e?.message || e) }));
       if (this._stopped) return;
       if (outcome.fatal) { this.stop(outcome.reason); return; }
-      if (outcome.live) attempt = 0;
+      if (outcome.live) { attempt = 0; this._poked = false; }
       if (outcome.now) continue;
       attempt += 1;
+      if (this._poked) { this._poked = false; continue; }
       const delay = backoffDelay(attempt, { min: this.minDelay, max: this.maxDelay, random: this.random });
       const offline = (this.win?.navigator?.onLine === false || attempt >= this.offlineAfter) && this.now() - this._lastLive >= this.offlineAfterMs;
       this._setState({ kind: offline ? "offline" : "reconnecting", attempt, nextTryAt: this.now() + delay, reason: outcome.reason });
