@@ -99,7 +99,9 @@ def take(out: Path) -> list[Path]:
                 # the phone's Tasks tab (dark).
                 batch = api.session("Quarterly numbers")
                 api.start(
-                    batch, "batch", {"items": [f"region {i}" for i in range(40)], "delay_s": 1.5}
+                    batch,
+                    "batch",
+                    {"items": [f"region {i}" for i in range(60)], "delay_s": 1.5, "parallel": 8},
                 )
                 ctx = browser.new_context(viewport=DESKTOP, color_scheme="light")
                 page = _page(ctx, server, batch, "light")
