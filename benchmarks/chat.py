@@ -61,21 +61,20 @@ new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.p
   .observe({ type: "longtask", buffered: true });
 const tick = () => { if (window.__counting) window.__frames++; requestAnimationFrame(tick); };
 requestAnimationFrame(tick);
-document.addEventListener("DOMContentLoaded", () => {
+// Checked once a frame (a MutationObserver's check would force a layout in the middle of
+// every batch of changes, and slow down what it measures).
+const check = () => {
   const c = document.getElementById("conversation");
-  const usable = () => {
-    if (!document.querySelector("#conn[data-kind=live]")) return false;
-    const turns = c.querySelectorAll(":scope > .turn");
-    const last = turns[turns.length - 1];
-    return last && last.dataset.status === "completed" && last.querySelector(".bubble.assistant code.hljs")
-      && c.scrollHeight - c.scrollTop - c.clientHeight < 2;
-  };
-  const mo = new MutationObserver(() => {
-    if (window.__usable) return;
-    if (usable()) requestAnimationFrame(() => { window.__usable = performance.now(); mo.disconnect(); });
-  });
-  mo.observe(document.body, { subtree: true, childList: true, attributes: true });
-});
+  const turns = c ? c.querySelectorAll(":scope > .turn") : [];
+  const last = turns[turns.length - 1];
+  if (document.querySelector("#conn[data-kind=live]") && last && last.dataset.status === "completed"
+      && last.querySelector(".bubble.assistant code.hljs") && c.scrollHeight - c.scrollTop - c.clientHeight < 2) {
+    window.__usable = performance.now();
+    return;
+  }
+  requestAnimationFrame(check);
+};
+requestAnimationFrame(check);
 """
 
 

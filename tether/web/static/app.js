@@ -153,7 +153,8 @@ async function enter() {
   // The session to open is known before the list comes: its tree and newest events are
   // asked for alongside it (on a reload of a big session, most of the time to live).
   let early = wanted ? firstLoad(wanted) : null;
-  early?.catch(() => {});  // a session that is gone: openSession asks again and says so
+  // (a session that is gone: openSession asks again and says so)
+  if (early) for (const p of Object.values(early)) p.catch(() => {});
   const [page, { agents }] = await Promise.all([api(`/api/sessions?limit=${SESSION_PAGE}`), api("/api/agents")]);
   fillAgents(agents);
   // One older than the first page is looked up on its own (it is yours, or it is not found).
@@ -205,10 +206,14 @@ $("to-sessions").addEventListener("click", async () => {
   await enter();
 });
 
-// A session's task tree and its newest TAIL events, asked for at once.
-// With them, the conversation's skeleton (every turn, all branches): a long conversation is
-// drawn from it before the events of its older turns are read.
-const firstLoad = (id) => Promise.all([api(`/api/sessions/${id}/tasks?brief=true`), api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`), api(`/api/sessions/${id}/conversation?brief=true&events=${WINDOW}`)]);
+// A session's task tree and its newest TAIL events, asked for at once. With them, the
+// conversation's skeleton (every turn, all branches) and its newest turns' events: the chat
+// is drawn from it as soon as it comes, before the tree and the tail are in.
+const firstLoad = (id) => ({
+  tasks: api(`/api/sessions/${id}/tasks?brief=true`),
+  tail: api(`/api/sessions/${id}/events?before=${TAIL_FROM}&limit=${TAIL}`),
+  conversation: api(`/api/sessions/${id}/conversation?brief=true&events=${WINDOW}`),
+});
 
 const STATE_WORDS = { running: "Running", completed: "Done", failed: "Failed", interrupted: "Interrupted", cancelled: "Stopped", empty: "No tasks" };
 
@@ -390,11 +395,15 @@ async function openSession(id, { early = null, listed = false } = {}) {
   // the tail are asked for at once; a tail that reaches the start is the whole log.
   let cursor = 0;
   try {
-    const [snap, tail, skeleton] = await (early ?? firstLoad(id));
+    const load = early ?? firstLoad(id);
+    const skeleton = await load.conversation;
     if (gen !== generation) return;
-    tree.adopt(snap.tasks);
     conversation.adopt(skeleton.turns);
     conversation.preload(skeleton.events ?? []);
+    conversation.layout();
+    const [snap, tail] = await Promise.all([load.tasks, load.tail]);
+    if (gen !== generation) return;
+    tree.adopt(snap.tasks);
     const evs = [];
     let older = false;
     if (snap.head_seq > FULL_LOAD || !tail.more) {

@@ -41,9 +41,17 @@ export function taskName(t) {
   return cap(agent);
 }
 
-const HMS = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
-const HM = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hour12: false });
-export function clock(ms, seconds = true) { return (seconds ? HMS : HM).format(ms); }
+// Date formats, each made the first time it is used (making one costs milliseconds, and a
+// page opening a long session should not pay for those it does not show yet).
+const formats = new Map();
+const format = (opts) => {
+  const key = JSON.stringify(opts);
+  if (!formats.has(key)) formats.set(key, new Intl.DateTimeFormat("en-GB", opts));
+  return formats.get(key);
+};
+const HMS = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+const HM = { hour: "2-digit", minute: "2-digit", hour12: false };
+export function clock(ms, seconds = true) { return format(seconds ? HMS : HM).format(ms); }
 
 export function duration(s) {
   s = Math.max(0, Math.round(s));
@@ -161,17 +169,16 @@ export function plural(n, word) {
 }
 
 // "just now", "4 min ago", "3 h ago", then the date: how long ago a message was written.
-const DAY = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short" });
-const DAY_YEAR = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric" });
+const DAY = { day: "numeric", month: "short" };
+const DAY_YEAR = { day: "numeric", month: "short", year: "numeric" };
 export function relative(ms, now = Date.now()) {
   const s = Math.round((now - ms) / 1000);
   if (s < 45) return "just now";
   if (s < 3600) return `${Math.max(1, Math.round(s / 60))} min ago`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   const d = new Date(ms);
-  return (d.getFullYear() === new Date(now).getFullYear() ? DAY : DAY_YEAR).format(d);
+  return format(d.getFullYear() === new Date(now).getFullYear() ? DAY : DAY_YEAR).format(d);
 }
 
 // The exact time, for a tooltip: "Tuesday 3 June 2025 at 14:03:22".
-const EXACT = new Intl.DateTimeFormat("en-GB", { dateStyle: "full", timeStyle: "medium" });
-export function exact(ms) { return EXACT.format(ms); }
+export function exact(ms) { return format({ dateStyle: "full", timeStyle: "medium" }).format(ms); }
