@@ -133,6 +133,19 @@ def _truthful_openapi(app: FastAPI, svc: Services) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _name_agents(schema: Any, names: list[str]) -> None:
+    """A field that names an agent (`x-agent`) is one of the registered ones (a typo is a
+    422, so the schema says which names are valid)."""
+    if isinstance(schema, dict):
+        if schema.get("x-agent"):
+            schema["enum"] = names
+        for value in schema.values():
+            _name_agents(value, names)
+    elif isinstance(schema, list):
+        for value in schema:
+            _name_agents(value, names)
+
+
 def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
     for option in schema.get("anyOf", ()):
         if option.get("type") != "null":
@@ -148,6 +161,7 @@ def _task_in(svc: Services, schemas: dict[str, Any]) -> dict[str, Any]:
         if spec.internal or spec.meta.get("internal"):
             continue
         model = spec.input_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        _name_agents(model, [a.name for a in svc.registry.all()])
         schemas.update(model.pop("$defs", {}))
         options.append(
             {
