@@ -5,7 +5,7 @@ export const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupte
 
 const STATUS_WORDS = {
   queued: "Waiting to start", running: "Running", completed: "Done", failed: "Failed",
-  cancelled: "Cancelled", interrupted: "Interrupted",
+  cancelled: "Stopped", interrupted: "Interrupted",
 };
 export const statusWord = (s) => STATUS_WORDS[s] ?? s;
 
@@ -75,7 +75,7 @@ export function eventText(ev) {
       if (d.status === "running") return "Started working";
       if (d.status === "completed") return "Finished";
       if (d.status === "failed") return `Failed: ${d.error?.message ?? "no reason given"}`;
-      if (d.status === "cancelled") return "Cancelled";
+      if (d.status === "cancelled") return "Stopped";
       if (d.status === "interrupted") return "Interrupted";
       return statusWord(d.status);
     case "task.progress": return d.m ? `Progress ${d.n} of ${d.m}` : `Progress ${d.n}`;
