@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fake_llm import RunningFakeLLM
-from tests.helpers.models import control, messages_by_id, model_session, say
+from tests.helpers.models import (
+    control,
+    messages_by_id,
+    model_session,
+    say,
+    waited_for,
+    workspace_file,
+)
 from tests.helpers.server import SECRET, Api, Server, wait_until
 
 
@@ -19,6 +26,12 @@ def _done(api: Api, task_id: str, timeout: float = 60) -> dict[str, Any]:
     return api.wait_status(
         task_id, "completed", "failed", "cancelled", "interrupted", timeout=timeout
     )
+
+
+def _file_rows(server: Server, sid: str) -> list[str]:
+    with sqlite3.connect(server.data_dir / "tether.db") as c:
+        q = "SELECT path FROM tether_files WHERE session_id = ?"
+        return [p for (p,) in c.execute(q, (sid,))]
 
 
 def _requests(fake: RunningFakeLLM) -> list[dict[str, Any]]:
@@ -82,8 +95,8 @@ def test_edits_regenerations_and_selection_make_one_tree_every_reader_sees(
     a = say(api, sid, "first words 3")
     b = say(api, sid, "second words 3")
     assert a["input"]["parent"] is None and b["input"]["parent"] == a["id"]
-    assert b["input"]["after"] == a["id"]  # it queued behind the running turn
     _done(api, b["id"])
+    assert waited_for(api, sid, b["id"]) == a["id"]  # it queued behind the running turn
     assert "first words 3" in _texts(_request_for(fake_llm, "second words 3"))
 
     # Edit the first message: a new first turn, which sees nothing of the other branch.
@@ -268,7 +281,7 @@ def test_the_demo_shows_every_part_without_a_key(make_server: Any, tmp_path: Pat
     done = _done(api, turn["id"])
     assert done["status"] == "completed"
     assert "| Part |" in done["result"]["text"] and "```python" in done["result"]["text"]
-    assert (server.data_dir / "workspaces" / sid / "notes.md").is_file()
+    assert workspace_file(api, sid, "notes.md") is not None
 
     # The second time it overwrites notes.md: the approval shows the change as a diff.
     turn = say(api, sid, "again, please")
@@ -319,18 +332,25 @@ def test_what_a_caller_cannot_do_to_a_conversation(
     )
     y = say(api, sid, "second words 2")
     z = say(api, sid, "third words 2")
-    assert (y["input"]["after"], z["input"]["after"]) == (x["id"], y["id"])
+    wait_until(
+        lambda: (
+            (waited_for(api, sid, y["id"]), waited_for(api, sid, z["id"])) == (x["id"], y["id"])
+        ),
+        what="the turns to queue, each behind the one before",
+    )
     api.c.post(f"/api/tasks/{z['id']}/cancel").raise_for_status()
     api.wait_status(z["id"], "cancelled")
     w = say(api, sid, "fourth words 2")
-    assert w["input"]["after"] == y["id"]
-    # A model agent's task given its own `after` (another's, or its own id): the server's.
+    wait_until(lambda: waited_for(api, sid, w["id"]) == y["id"], what="w behind y")
+    # A model agent's task given an `after` of the caller's (another's, or its own id):
+    # not an input; it queues behind the turns before it, as any turn does.
     r = api.c.post(
         f"/api/sessions/{sid}/tasks",
         json={"agent": "assistant", "input": {"text": "hi", "after": "t_someone_elses"}},
     )
-    assert r.status_code == 201 and r.json()["input"]["after"] == w["id"]
+    assert r.status_code == 201 and "after" not in r.json()["input"]
     v = r.json()
+    wait_until(lambda: waited_for(api, sid, v["id"]) == w["id"], what="v behind w")
     # Regenerate: not while it runs; not with an agent that does not exist.
     assert api.c.post(f"/api/tasks/{x['id']}/regenerate").status_code == 409
     api.c.post(f"/api/tasks/{x['id']}/cancel").raise_for_status()
@@ -366,10 +386,10 @@ def test_a_session_is_named_by_its_first_message_and_leaves_no_files_behind(
     assert api.c.get(f"/api/sessions/{sid}").json()["title"] == "Plan the trip"
     for bad in ("   ", "\u200b\ufeff"):
         assert api.c.patch(f"/api/sessions/{sid}", json={"title": bad}).status_code == 400
-    workspace = server.data_dir / "workspaces" / sid
-    assert (workspace / "plan.txt").read_text() == "go north"
+    assert workspace_file(api, sid, "plan.txt") == "go north"
     assert api.c.delete(f"/api/sessions/{sid}").status_code == 204
-    assert not workspace.exists()
+    assert api.c.get(f"/api/sessions/{sid}/files").status_code == 404
+    assert not _file_rows(server, sid)  # the files went with it
 
 
 def test_a_write_outside_the_workspace_is_refused_before_anyone_is_asked(

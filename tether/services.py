@@ -7,7 +7,7 @@ import logging
 
 from dbos import DBOS
 
-from tether import __version__
+from tether import __version__, workspace
 from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
@@ -70,6 +70,8 @@ class Services:
             model_agents = default_agents(self.settings)
         install(model_agents, self.registry, self.store, self.settings.data_dir)
         await asyncio.to_thread(self.db.migrate)
+        # Workspaces an earlier version kept on this disk move into the database.
+        await workspace.import_from_disk(self.db, self.settings.data_dir)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
         if self.listener is not None:

@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.e2e.conftest import shot
 from tests.e2e.test_web import WATCH, seen
-from tests.helpers.models import control, messages_by_id, model_session
+from tests.helpers.models import control, messages_by_id, model_session, workspace_file
 from tests.helpers.server import SECRET, Api, Server, wait_until
 
 
@@ -167,9 +167,7 @@ def test_an_approval_answered_from_a_second_browser_after_a_restart(
     assert "Approved" in page.inner_text(".approval-done")
     api.wait_status(turn, "completed", timeout=30)
     page.wait_for_selector(f'.turn[data-task="{turn}"][data-status="completed"]')
-    assert (
-        server.data_dir / "workspaces" / sid / "notes.txt"
-    ).read_text() == "hello from the browser"
+    assert workspace_file(Api(server.client()), sid, "notes.txt") == "hello from the browser"
     wait_until(lambda: not page.title().startswith("(needs you)"), what="the title to clear")
     assert page.is_hidden("#needs-you")
     shot(page, "chat-approved-phone")

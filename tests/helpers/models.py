@@ -98,3 +98,20 @@ def messages_by_id(events: list[dict[str, Any]]) -> dict[str, str]:
         if e["type"] == "TEXT_MESSAGE_CONTENT":
             out[e["data"]["messageId"]] = out.get(e["data"]["messageId"], "") + e["data"]["delta"]
     return out
+
+
+def workspace_file(api: Api, sid: str, path: str) -> str | None:
+    """A file of the session's workspace, read through the API (None: no such file)."""
+    r = api.c.get(f"/api/sessions/{sid}/files/{path}")
+    if r.status_code == 404:
+        return None
+    r.raise_for_status()
+    return r.text
+
+
+def waited_for(api: Api, sid: str, task_id: str) -> str | None:
+    """The turn this one said it waited for (`turn.waiting`), or None: it waited for none."""
+    for e in api.all_events(sid):
+        if e["type"] == "turn.waiting" and e["task_id"] == task_id:
+            return str(e["data"]["after"])
+    return None

@@ -16,8 +16,10 @@ a second one would wait in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms ..
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,6 +96,15 @@ class Database:
             event.listen(self.reader, "connect", _sqlite_pragmas)
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="tether-read")
         self._pg_writer = None if self.sqlite else PgWriter(self.writer)
+        # Named locks (`lock`): on Postgres advisory locks, held on connections of their own.
+        self._locker = (
+            None
+            if self.sqlite
+            else sa.create_engine(
+                sync_url(url), pool_size=2, max_overflow=30, pool_reset_on_return=None
+            )
+        )
+        self._local_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     async def write(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run fn(connection) in one transaction on a writer thread: committed if fn returns,
@@ -139,6 +150,52 @@ class Database:
             return run()
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
 
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """Hold the lock `name` against every process on this database (a Postgres advisory
+        lock; on SQLite, whose file has one process, a lock of this process's). Keep what
+        runs under it short: a waiter holds a connection."""
+        if self._locker is None:
+            lock, users = self._local_locks.setdefault(name, (asyncio.Lock(), [0]))
+            users[0] += 1
+            try:
+                async with lock:
+                    yield
+            finally:
+                users[0] -= 1
+                if not users[0]:
+                    del self._local_locks[name]
+            return
+        key = int.from_bytes(
+            hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+        )
+        conn = await asyncio.to_thread(self._locker.connect)
+        attempt: asyncio.Future[Any] | None = None
+        try:
+            # Tries, never a blocking wait: a waiter cancelled between two tries holds
+            # nothing, and one cancelled during a try learns below whether it got the lock.
+            delay = 0.002
+            while True:
+                attempt = asyncio.ensure_future(
+                    asyncio.to_thread(_advisory, conn, "pg_try_advisory_lock", key)
+                )
+                if await asyncio.shield(attempt):
+                    break
+                attempt = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            yield
+        finally:
+            try:
+                if attempt is not None and await attempt:
+                    await asyncio.to_thread(_advisory, conn, "pg_advisory_unlock", key)
+            except BaseException:
+                # Closing the connection releases whatever it held.
+                await asyncio.to_thread(conn.invalidate)
+                raise
+            finally:
+                await asyncio.to_thread(conn.close)
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision (synchronous; run before serving)."""
         engine = sa.create_engine(sync_url(self.url))
@@ -161,6 +218,16 @@ class Database:
         self.writer.dispose()
         self._read_pool.shutdown(wait=True)
         self.reader.dispose()
+        if self._locker is not None:
+            self._locker.dispose()
+
+
+def _advisory(conn: sa.Connection, fn: str, key: int) -> Any:
+    # Committed at once: a session lock outlives it, and a connection idle in a
+    # transaction would be ended by Postgres (IDLE_IN_TRANSACTION_MS), lock and all.
+    out = conn.exec_driver_sql(f"SELECT {fn}(%s)", (key,)).scalar()
+    conn.commit()
+    return out
 
 
 def _immediate_driver(dbapi_conn: Any, _record: Any) -> None:

@@ -51,7 +51,11 @@ tasks = sa.Table(
     # The seq of the newest event that showed this turn's branch (its creation, or a
     # `conversation.selected`): at each fork the turn with the highest is the one shown.
     sa.Column("selected_seq", sa.BigInteger, nullable=True),
+    # The seq of its `task.created` event: a session's turns run one at a time in this
+    # order (a database rule, whichever process created them).
+    sa.Column("created_seq", sa.BigInteger, nullable=True),
     sa.Index("ix_tether_tasks_session", "session_id", "created_at"),
+    sa.Index("ix_tether_tasks_turn_order", "session_id", "created_seq"),
     sa.Index("ix_tether_tasks_parent", "parent_id"),
     sa.Index("ix_tether_tasks_status", "status"),
 )
@@ -83,6 +87,18 @@ steps = sa.Table(
     sa.Column("name", sa.String(256), nullable=False),
     sa.Column("output", sa.Text, nullable=False),  # base64 pickle of (ok, value)
     sa.Index("ix_tether_steps_session", "session_id"),
+)
+
+# A session's workspace: its files, in the database so that every worker sees them (a turn
+# moved to another worker after a crash finds the files the first one wrote).
+files = sa.Table(
+    "tether_files",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("path", sa.String(1024), primary_key=True),  # normalized: "dir/name.txt"
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 users = sa.Table(

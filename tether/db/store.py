@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.engine import Database, driver_sql
-from tether.db.schema import approvals, events, sessions, steps, tasks
+from tether.db.schema import approvals, events, files, sessions, steps, tasks
 from tether.errors import Conflict, NotFound
 from tether.model import TERMINAL, Session, Task, TaskStatus, escape_line_breakers
 
@@ -276,7 +276,7 @@ class Store:
         return await self.session(session_id, owner)
 
     async def delete_session(self, session_id: str, owner: str) -> None:
-        """Delete a session with its tasks, events and approvals. A session with a task that
+        """Delete a session with its tasks, events, approvals and files. A session with a task that
         has not ended is refused (409): cancel it first, so no work is cut off unseen."""
         unfinished = [s.value for s in TaskStatus if s not in TERMINAL]
 
@@ -303,7 +303,7 @@ class Store:
                     else f"{top} unfinished tasks; stop them"
                 )
                 raise Conflict(f"this session still has {tasks_left} first")
-            for table in (approvals, events, steps, tasks):
+            for table in (approvals, events, steps, files, tasks):
                 conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))
 

@@ -571,6 +571,8 @@ class _Plan:
                     if a.status in TERMINAL:
                         ended.append(a.task_id)
                 values["last_seq"] = i
+                if a.new_task is not None:
+                    values["created_seq"] = i  # the turn order: see conversation.queue
             for turn in a.selects:
                 self.task_values.setdefault(turn, {})["selected_seq"] = i
         new_head = head + len(accepted)

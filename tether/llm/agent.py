@@ -64,6 +64,7 @@ from tether.llm.tools import (
     write_preview,
 )
 from tether.runtime.context import Child, TaskContext
+from tether.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,19 @@ def _dump(messages: list[ModelMessage]) -> list[Any]:
 async def run_turn(
     ctx: TaskContext, inst: Installed, cfg: ModelAgentConfig, inp: TurnInput
 ) -> dict[str, Any]:
-    if inp.after:
-        ctx.emit("turn.waiting", {"after": inp.after})
-        await ctx.wait_for(inp.after)
+    if ctx.task.parent_id is None:
+        # One turn at a time per session, in the order sent: wait for every turn created
+        # before this one (the database's order, so it holds across processes).
+        before = await ctx.step(
+            lambda: conversation.queue(
+                inst.store.db, ctx.session_id, ctx.task_id, list(inst.configs)
+            ),
+            name="queue",
+        )
+        if before:
+            ctx.emit("turn.waiting", {"after": before[-1]})
+            for turn in before:
+                await ctx.wait_for(turn)
 
     async def branch() -> list[str]:
         """The turns this one answers after, as ids: the branch it follows (a sub-agent
@@ -441,7 +452,7 @@ async def _run_tools(
     together."""
     out: dict[int, Any] = {}
     todo: list[_Call] = []
-    env = ToolEnv(cfg, inst.data_dir / "workspaces" / ctx.session_id)
+    env = ToolEnv(cfg, Workspace(inst.store.db, ctx.session_id))
     for i, part in enumerate(calls):
         try:
             todo.append(_Call(i, part, _validate(cfg, env, part, mcp_of)))
@@ -452,11 +463,12 @@ async def _run_tools(
 
     asking = [c for c in todo if cfg.needs_approval(c.part.tool_name)]
     ids = {}
+
+    async def ask(c: _Call) -> str:
+        return await approvals.request(ctx, inst.store, c.part, c.args, await _preview(env, c))
+
     for c in asking:
-        ids[c.index] = await ctx.step(
-            lambda c=c: approvals.request(ctx, inst.store, c.part, c.args, _preview(env, c)),
-            name="approval",
-        )
+        ids[c.index] = await ctx.step(lambda c=c: ask(c), name="approval")
     if asking:
         # The requests are committed before the task waits (DBOS records its waits on its
         # own: they must not land before the steps that come before them).
@@ -498,9 +510,9 @@ async def _run_tools(
     return [out[i] for i in range(len(calls))]
 
 
-def _preview(env: ToolEnv, c: _Call) -> dict[str, Any]:
+async def _preview(env: ToolEnv, c: _Call) -> dict[str, Any]:
     if c.part.tool_name == "write_file" and isinstance(c.args, WriteArgs):
-        return write_preview(env, c.args)
+        return await write_preview(env, c.args)
     return {}
 
 
@@ -526,7 +538,7 @@ def _validate(
     if name == "delegate" and args.agent not in cfg.delegates:
         raise ToolRefused(f"cannot delegate to {args.agent!r}; choose one of {cfg.delegates}")
     if isinstance(args, ReadArgs | WriteArgs):
-        check_path(env, args.path)  # refused now, before anyone is asked to approve it
+        check_path(args.path)  # refused now, before anyone is asked to approve it
     return args
 
 

@@ -24,6 +24,32 @@ from tether.events.log import read_task_events
 from tether.model import Event, TaskStatus, events_size
 
 
+async def queue(db: Database, session_id: str, turn_id: str, agents: list[str]) -> list[str]:
+    """The turns a turn waits for: those of its session created before it (a lower
+    `created_seq`, which the log allocates under the session's row, whichever process made
+    them) that have not ended, oldest first. Each turn waits for all of them, so a
+    session's turns run one at a time, in the order they were sent, on any number of
+    processes."""
+    unfinished = [s.value for s in TaskStatus if not s.terminal]
+    mine = (
+        sa.select(tasks.c.created_seq)
+        .where(tasks.c.id == turn_id, tasks.c.session_id == session_id)
+        .scalar_subquery()
+    )
+    q = (
+        sa.select(tasks.c.id)
+        .where(
+            tasks.c.session_id == session_id,
+            tasks.c.parent_id.is_(None),
+            sa.or_(tasks.c.selected_seq.is_not(None), tasks.c.agent.in_(agents)),
+            tasks.c.created_seq < mine,
+            tasks.c.status.in_(unfinished),
+        )
+        .order_by(tasks.c.created_seq)
+    )
+    return list(await db.read(lambda c: c.execute(q).scalars().all()))
+
+
 @dataclass(slots=True)
 class TurnRef:
     id: str
@@ -44,7 +70,7 @@ async def read_tree(db: Database, session_id: str, agents: list[str]) -> list[Tu
             tasks.c.parent_id.is_(None),
             sa.or_(tasks.c.selected_seq.is_not(None), tasks.c.agent.in_(agents)),
         )
-        .order_by(tasks.c.created_at, tasks.c.id)
+        .order_by(sa.func.coalesce(tasks.c.created_seq, 0), tasks.c.created_at, tasks.c.id)
     )
     rows = await db.read(lambda c: c.execute(q).all())
     out: list[TurnRef] = []

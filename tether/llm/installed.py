@@ -47,9 +47,6 @@ class TurnInput(BaseModel):
         max_length=255,
         description="Answers this user message again (its node id): a regenerated reply.",
     )
-    after: str | None = Field(
-        None, max_length=255, description="A turn to wait for first (POST …/messages sets it)."
-    )
     tool_call_id: str | None = Field(
         None, max_length=255, description="For a sub-agent: the delegate call that started it."
     )

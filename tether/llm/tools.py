@@ -3,7 +3,8 @@
 - `fetch(url)`: GET a URL whose host is on the agent's `fetch_allow` list (no redirects
   followed, at most 256 KiB of text back);
 - `read_file(path)`, `write_file(path, content)`, `list_files()`: files in the session's own
-  workspace (`<data_dir>/workspaces/<session>`); a path that leaves it is refused.
+  workspace (`tether/workspace.py`: in the database, seen by every worker); a path that
+  leaves it is refused.
 
 A tool's failure is told to the model as the tool's result (it can try again); only the
 loop's own errors fail the task. `delegate(agent, task)` is the loop's, not here.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from tether.llm.config import ModelAgentConfig
+from tether.workspace import PathRefused, Workspace, normalize
 
 MAX_READ = 100 * 1024  # a turn keeps its messages in its result (max_event_bytes): keep tools small
 MAX_WRITE = 1 << 20
@@ -34,7 +35,7 @@ class ToolRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class ToolEnv:
     config: ModelAgentConfig
-    workspace: Path
+    workspace: Workspace
 
 
 class FetchArgs(BaseModel):
@@ -59,17 +60,13 @@ class DelegateArgs(BaseModel):
     task: str = Field(min_length=1, description="What it should do, in full: it sees nothing else.")
 
 
-def check_path(env: ToolEnv, path: str) -> None:
-    """Refuse a path that leaves the workspace (before a person is asked to approve it)."""
-    _inside(env, path)
-
-
-def _inside(env: ToolEnv, path: str) -> Path:
-    root = env.workspace.resolve()
-    target = (root / path).resolve()
-    if target != root and root not in target.parents:
-        raise ToolRefused(f"{path!r} is outside the workspace")
-    return target
+def check_path(path: str) -> str:
+    """The workspace's name for `path`; a path that leaves it is refused (before a person
+    is asked to approve it)."""
+    try:
+        return normalize(path)
+    except PathRefused as exc:
+        raise ToolRefused(str(exc)) from None
 
 
 async def fetch(env: ToolEnv, args: FetchArgs) -> str:
@@ -95,10 +92,9 @@ async def fetch(env: ToolEnv, args: FetchArgs) -> str:
 
 
 async def read_file(env: ToolEnv, args: ReadArgs) -> str:
-    target = _inside(env, args.path)
-    if not target.is_file():
+    data = await env.workspace.read(check_path(args.path))
+    if data is None:
         raise ToolRefused(f"there is no file {args.path!r} in the workspace")
-    data = target.read_bytes()
     text = data[:MAX_READ].decode("utf-8", "replace")
     return text if len(data) <= MAX_READ else text + f"\n… ({len(data) - MAX_READ} bytes more)"
 
@@ -107,29 +103,27 @@ async def write_file(env: ToolEnv, args: WriteArgs) -> str:
     data = args.content.encode("utf-8", "backslashreplace")
     if len(data) > MAX_WRITE:
         raise ToolRefused(f"a file holds at most {MAX_WRITE} bytes")
-    target = _inside(env, args.path)
-    if target == env.workspace.resolve():
-        raise ToolRefused("give a file name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)  # whole or not at all: a re-run after a crash writes it again
+    try:
+        # Whole or not at all, in one transaction: a re-run after a crash writes it again.
+        await env.workspace.write(check_path(args.path), data)
+    except PathRefused as exc:
+        raise ToolRefused(str(exc)) from None
     return f"wrote {len(data)} bytes to {args.path}"
 
 
 MAX_DIFF = 64 * 1024
 
 
-def write_preview(env: ToolEnv, args: WriteArgs) -> dict[str, Any]:
+async def write_preview(env: ToolEnv, args: WriteArgs) -> dict[str, Any]:
     """What a person approving a write should see besides the new content: whether it
     replaces a file, and if so the change as a unified diff (cut at 64 KiB)."""
     try:
-        target = _inside(env, args.path)
-    except ToolRefused:
+        old_bytes = await env.workspace.read(args.path)
+    except PathRefused:
         return {}
-    if not target.is_file():
+    if old_bytes is None:
         return {"replaces": False}
-    old = target.read_bytes()[:MAX_WRITE].decode("utf-8", "replace")
+    old = old_bytes[:MAX_WRITE].decode("utf-8", "replace")
     diff = "".join(
         difflib.unified_diff(
             old.splitlines(keepends=True),
@@ -144,11 +138,8 @@ def write_preview(env: ToolEnv, args: WriteArgs) -> dict[str, Any]:
 
 
 async def list_files(env: ToolEnv, _args: NoArgs) -> str:
-    root = env.workspace.resolve()
-    if not root.exists():
-        return "(the workspace is empty)"
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    return "\n".join(files) or "(the workspace is empty)"
+    found = await env.workspace.list()
+    return "\n".join(path for path, _size in found) or "(the workspace is empty)"
 
 
 @dataclass(frozen=True, slots=True)

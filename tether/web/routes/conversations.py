@@ -3,7 +3,6 @@ turn waits for are answered here, once."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -89,11 +88,6 @@ def _turns_agents() -> list[str]:
     return list(_installed().configs)
 
 
-# One at a time per session: a message's turn waits for the turn before it, so finding that
-# turn and starting this one must not interleave with another message's.
-_turn_locks: dict[str, asyncio.Lock] = {}
-
-
 async def start_turn(
     svc: Svc,
     session_id: str,
@@ -107,28 +101,23 @@ async def start_turn(
     """Start (or queue) a turn that follows `parent` (default: the end of the branch shown);
     it becomes the branch shown. Turns run one at a time in a session, in the order sent."""
     assert svc.runtime is not None
-    lock = _turn_locks.setdefault(session_id, asyncio.Lock())
-    try:
-        async with lock:
-            turns = await conversation.read_tree(svc.store.db, session_id, _turns_agents())
-            if isinstance(parent, Missing):
-                parent = conversation.tip(turns)
-            elif parent is not None and all(t.id != parent for t in turns):
-                raise NotFound("the message to answer after is not in this conversation")
-            # Behind the newest turn that has not ended (each waits for the one before it,
-            # so the session's turns run one at a time, in the order sent).
-            after = next((t.id for t in reversed(turns) if not t.status.terminal), None)
-            return await svc.runtime.create_task(
-                session_id,
-                agent,
-                {"text": text, "parent": parent, "regenerates": regenerates, "after": after},
-                task_id,
-                follows=parent,
-                shows=tuple(conversation.branch(turns, parent)),
-            )
-    finally:
-        if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
-            _turn_locks.pop(session_id, None)
+    # Placing it (reading the tree, creating it) is one at a time per session on every
+    # process: two messages sent at once follow one another, never the same turn. It runs
+    # after every turn created before it (conversation.queue: the log's order).
+    async with svc.store.db.lock(f"turns:{session_id}"):
+        turns = await conversation.read_tree(svc.store.db, session_id, _turns_agents())
+        if isinstance(parent, Missing):
+            parent = conversation.tip(turns)
+        elif parent is not None and all(t.id != parent for t in turns):
+            raise NotFound("the message to answer after is not in this conversation")
+        return await svc.runtime.create_task(
+            session_id,
+            agent,
+            {"text": text, "parent": parent, "regenerates": regenerates},
+            task_id,
+            follows=parent,
+            shows=tuple(conversation.branch(turns, parent)),
+        )
 
 
 @router.get(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
-import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -187,9 +185,6 @@ async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     """Delete a session and everything in it, its workspace's files too. 409 while any of
     its tasks has not ended."""
     await svc.store.delete_session(session_id, caller.user)
-    # The session's id is the server's own (`s_` and hex), never a path a client chose.
-    workspace = svc.settings.data_dir / "workspaces" / session_id
-    await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
     return Response(status_code=204)
 
 
