@@ -404,6 +404,11 @@ class Runtime:
                     task = await self.store.task_row(task_id)
                     if task.status.terminal:
                         return None
+                    # Or begun by another worker, which took it over while this one was
+                    # taken for dead (frozen, starved) before it began: that copy runs it
+                    # as new (nothing to look up), so this one must add nothing to it.
+                    if await self._moved_elsewhere(task_id):
+                        return None
                     ctx.recorded = await self.store.steps_of(task_id)
                 else:
                     ctx.fresh = True
@@ -428,6 +433,11 @@ class Runtime:
                 error={"type": "WorkflowError", "message": safe_text(str(exc))},
             )
             raise
+        except TaskMoved as exc:
+            # This copy was fenced off: another run of the task owns it now (on another
+            # worker, or on this one after the task came back to it). Never its outcome.
+            log.warning("%s", exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - an agent's failure is the task's failure
             log.info("task %s failed: %r", task_id, exc)
             if await self._moved_elsewhere(task_id):
@@ -435,7 +445,8 @@ class Runtime:
             await self._end_children(ctx, "its parent task failed")
             return await self._finish(task, TaskStatus.failed, error=error_of(exc))
         finally:
-            self._running.pop(task_id, None)
+            if self._running.get(task_id) is current:  # not a later run's of the same task
+                del self._running[task_id]
 
     async def _join_children(self, ctx: TaskContext) -> None:
         """A task whose body returned ends after the sub-agents it started and did not wait
