@@ -51,6 +51,9 @@ tasks = sa.Table(
     # The seq of the newest event that showed this turn's branch (its creation, or a
     # `conversation.selected`): at each fork the turn with the highest is the one shown.
     sa.Column("selected_seq", sa.BigInteger, nullable=True),
+    # A task started under an Idempotency-Key: the SHA-256 of what was asked (route, body),
+    # so that the key sent again with another request is refused, not answered with this.
+    sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Index("ix_tether_tasks_session", "session_id", "created_at"),
     sa.Index("ix_tether_tasks_parent", "parent_id"),
     sa.Index("ix_tether_tasks_status", "status"),
