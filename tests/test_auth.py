@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.helpers.server import SECRET, Api, Server, add_user, sse_frames
+from tests.helpers.server import SECRET, Api, Server, add_user, sse_frames, wait_until
 
 
 class Browser:
@@ -127,6 +127,34 @@ def test_a_running_task_keeps_the_sign_in_from_idling_out(make_server: Any) -> N
     owner.wait_status(root, "completed")
     time.sleep(3)  # now idle, with nothing running
     unauthorized(tab.refresh())
+    assert "idle" in unauthorized(tab.get("/api/me"))
+
+
+def test_one_long_task_keeps_its_sign_in_through_several_idle_timeouts(
+    make_server: Any,
+) -> None:
+    """The user's first task, one step with no sub-task ending (so "a task ended recently"
+    cannot stand in for "a task is running"), outlives three idle timeouts of 1 s."""
+    server = make_server(TETHER_IDLE_TIMEOUT_S="1")
+    tab = Browser(server)
+    owner = Api(server.client())  # watches through the secret header, which touches no sign-in
+    sid = owner.session()
+    root = owner.start(sid, "hold", {"hold_s": 120})["id"]
+    wait_until(lambda: owner.task(root)["status"] == "running", what="the task to run")
+
+    def quiet() -> None:
+        # The tab does nothing for over twice the idle timeout (time itself is under test).
+        since = time.monotonic()
+        wait_until(lambda: time.monotonic() - since > 2.2, timeout=10, interval=0.2)
+
+    for _ in range(3):
+        quiet()
+        assert owner.task(root)["status"] == "running"
+        assert tab.get("/api/me").status_code == 200
+        assert tab.refresh().status_code == 200
+    owner.c.post(f"/api/tasks/{root}/cancel").raise_for_status()
+    owner.wait_status(root, "cancelled")
+    quiet()
     assert "idle" in unauthorized(tab.get("/api/me"))
 
 
