@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import jwt
-import pytest
 
 from tests.helpers.server import SECRET, Api, Server, add_user, sse_frames, wait_until
 
@@ -350,9 +349,29 @@ def test_cookie_routes_refuse_cross_site_requests_and_pages_carry_security_heade
     assert "<script" in page.text and 'src="/static/app.js"' in page.text
 
 
-@pytest.mark.parametrize("body", [{"secret": "x" * 600}, {"username": "a"}, {}])
-def test_bad_sign_in_bodies(make_server: Any, body: dict[str, Any]) -> None:
-    server = make_server()
-    r = httpx.post(server.url + "/auth", json=body)
-    assert r.status_code in (401, 422)
-    assert r.headers["content-type"] == "application/problem+json"
+def test_bad_sign_in_bodies(shared_server: Server) -> None:
+    """A body that is not JSON is a 400; JSON that is not what /auth takes (a field too
+    long, of the wrong type, or not an object) is a 422 naming the field; a
+    well-formed body whose credentials are missing, incomplete or wrong is a 401 that says
+    how to sign in."""
+    url = shared_server.url + "/auth"
+    for body, status, field in [
+        ({"secret": "x" * 600}, 422, "secret"),
+        ({"secret": 5}, 422, "secret"),
+        ({"username": ["a"], "password": "p"}, 422, "username"),
+        ({"password": "p" * 2000, "username": "a"}, 422, "password"),
+        ([], 422, None),
+    ]:
+        r = httpx.post(url, json=body)
+        assert r.status_code == status, (body, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        if field is not None:
+            assert [e["loc"] for e in r.json()["errors"]] == [["body", field]], r.text
+    r = httpx.post(url, content=b"{secret:", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    # Fields /auth does not take are ignored, as on every route.
+    for body in ({}, {"username": "a"}, {"password": "p"}, {"token": "x"}, {"secret": "wrong"}):
+        assert "POST /auth" in unauthorized(httpx.post(url, json=body)), body
+    r = httpx.post(url, json={"username": "nobody", "password": "wrong"})
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "wrong user name or password"
