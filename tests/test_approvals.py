@@ -51,6 +51,11 @@ def test_concurrent_answers_make_one_answer(
     codes = sorted(r.status_code for r in answers)
     assert codes == [200] + [409] * (n - 1), [(r.status_code, r.text) for r in answers]
     (won,) = (r.json() for r in answers if r.status_code == 200)
+    # Each tab that lost is told the answer that stands, whichever guard stopped it.
+    for r in answers:
+        if r.status_code == 409:
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["approval"]["note"] == won["note"], r.text
     stored = _approvals(api, turn["id"])
     assert [(a["status"], a["note"]) for a in stored] == [(won["status"], won["note"])]
     done = api.wait_status(turn["id"], "completed", "failed", "cancelled", timeout=60)

@@ -489,7 +489,10 @@ class Store:
                 .values(status=status, note=note, answered_at=now, answered_by=user)
             )
             if done.rowcount != 1:  # answered by a racing request in the meantime
-                raise Conflict("this approval was already answered")
+                won = conn.execute(sa.select(approvals).where(approvals.c.id == aid)).one()
+                raise Conflict(
+                    f"this approval was already answered ({won.status})", approval=_approval(won)
+                )
             return _approval(row) | {
                 "status": status,
                 "decision": decision,
