@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 import jwt
-import pytest
 
-from tests.helpers.server import SECRET, Api, Server, add_user, sse_frames
+from tests.helpers.server import SECRET, Api, Server, add_user, sse_frames, wait_until
 
 
 class Browser:
@@ -127,6 +126,34 @@ def test_a_running_task_keeps_the_sign_in_from_idling_out(make_server: Any) -> N
     owner.wait_status(root, "completed")
     time.sleep(3)  # now idle, with nothing running
     unauthorized(tab.refresh())
+    assert "idle" in unauthorized(tab.get("/api/me"))
+
+
+def test_one_long_task_keeps_its_sign_in_through_several_idle_timeouts(
+    make_server: Any,
+) -> None:
+    """The user's first task, one step with no sub-task ending (so "a task ended recently"
+    cannot stand in for "a task is running"), outlives three idle timeouts of 1 s."""
+    server = make_server(TETHER_IDLE_TIMEOUT_S="1")
+    tab = Browser(server)
+    owner = Api(server.client())  # watches through the secret header, which touches no sign-in
+    sid = owner.session()
+    root = owner.start(sid, "hold", {"hold_s": 120})["id"]
+    wait_until(lambda: owner.task(root)["status"] == "running", what="the task to run")
+
+    def quiet() -> None:
+        # The tab does nothing for over twice the idle timeout (time itself is under test).
+        since = time.monotonic()
+        wait_until(lambda: time.monotonic() - since > 2.2, timeout=10, interval=0.2)
+
+    for _ in range(3):
+        quiet()
+        assert owner.task(root)["status"] == "running"
+        assert tab.get("/api/me").status_code == 200
+        assert tab.refresh().status_code == 200
+    owner.c.post(f"/api/tasks/{root}/cancel").raise_for_status()
+    owner.wait_status(root, "cancelled")
+    quiet()
     assert "idle" in unauthorized(tab.get("/api/me"))
 
 
@@ -322,9 +349,29 @@ def test_cookie_routes_refuse_cross_site_requests_and_pages_carry_security_heade
     assert "<script" in page.text and 'src="/static/app.js"' in page.text
 
 
-@pytest.mark.parametrize("body", [{"secret": "x" * 600}, {"username": "a"}, {}])
-def test_bad_sign_in_bodies(make_server: Any, body: dict[str, Any]) -> None:
-    server = make_server()
-    r = httpx.post(server.url + "/auth", json=body)
-    assert r.status_code in (401, 422)
-    assert r.headers["content-type"] == "application/problem+json"
+def test_bad_sign_in_bodies(shared_server: Server) -> None:
+    """A body that is not JSON is a 400; JSON that is not what /auth takes (a field too
+    long, of the wrong type, or not an object) is a 422 naming the field; a
+    well-formed body whose credentials are missing, incomplete or wrong is a 401 that says
+    how to sign in."""
+    url = shared_server.url + "/auth"
+    for body, status, field in [
+        ({"secret": "x" * 600}, 422, "secret"),
+        ({"secret": 5}, 422, "secret"),
+        ({"username": ["a"], "password": "p"}, 422, "username"),
+        ({"password": "p" * 2000, "username": "a"}, 422, "password"),
+        ([], 422, None),
+    ]:
+        r = httpx.post(url, json=body)
+        assert r.status_code == status, (body, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        if field is not None:
+            assert [e["loc"] for e in r.json()["errors"]] == [["body", field]], r.text
+    r = httpx.post(url, content=b"{secret:", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    # Fields /auth does not take are ignored, as on every route.
+    for body in ({}, {"username": "a"}, {"password": "p"}, {"token": "x"}, {"secret": "wrong"}):
+        assert "POST /auth" in unauthorized(httpx.post(url, json=body)), body
+    r = httpx.post(url, json={"username": "nobody", "password": "wrong"})
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "wrong user name or password"

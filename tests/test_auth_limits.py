@@ -3,6 +3,7 @@ once, pruning of ended sign-ins, and paged session lists."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -62,28 +63,56 @@ def test_the_limiter_forgets_and_stays_small() -> None:
     now = [0.0]
     limiter = FailureLimiter(3, 60, max_keys=1000, clock=lambda: now[0])
     for i in range(40_000):  # a spray of spoofed addresses
-        limiter.attempt(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+        limiter.attempt(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}").failed()
         assert len(limiter) <= 1000
     now[0] += 61
-    limiter.attempt("192.0.2.1")
+    limiter.attempt("192.0.2.1").failed()
     assert len(limiter) == 1  # everything else left the window
     for _ in range(3):
-        limiter.attempt("192.0.2.9")
+        limiter.attempt("192.0.2.9").failed()
     try:
         limiter.attempt("192.0.2.9")
         raise AssertionError("a fourth attempt in the window must be refused")
     except TooManyAttempts as exc:
         assert exc.extra["retry_after"] == 60
-    ok = limiter.attempt("192.0.2.10")
-    ok.succeeded()  # a right answer is forgiven
+    for _ in range(10):
+        limiter.attempt("192.0.2.10")  # right answers are not counted
     for _ in range(3):
-        limiter.attempt("192.0.2.10")
+        limiter.attempt("192.0.2.10").failed()
     # An IPv6 host cannot step around the limit by taking a new address from its /64.
     for i in range(3):
-        limiter.attempt(f"2001:db8:0:1::{i + 1}")
+        limiter.attempt(f"2001:db8:0:1::{i + 1}").failed()
     with pytest.raises(TooManyAttempts):
         limiter.attempt("2001:db8:0:1:ffff::9")
     limiter.attempt("2001:db8:0:2::1")  # another /64 is another client
+
+
+async def test_slow_checks_take_turns_and_only_failures_count() -> None:
+    """Checks that await (argon2): forty right ones at once all pass, at most `max` in
+    flight; forty wrong ones make `max` failures and the rest are refused."""
+    limiter = FailureLimiter(4, 60)
+    flying = [0]
+    most = [0]
+
+    async def check(right: bool) -> str:
+        try:
+            async with limiter.turn("192.0.2.7") as attempt:
+                flying[0] += 1
+                most[0] = max(most[0], flying[0])
+                await asyncio.sleep(0)  # the check's await (a thread's argon2)
+                await asyncio.sleep(0)
+                flying[0] -= 1
+                if not right:
+                    attempt.failed()
+                return "ok" if right else "wrong"
+        except TooManyAttempts:
+            return "limited"
+
+    assert await asyncio.gather(*(check(True) for _ in range(40))) == ["ok"] * 40
+    assert most[0] == 4
+    outcome = await asyncio.gather(*(check(False) for _ in range(40)))
+    assert outcome.count("wrong") == 4 and outcome.count("limited") == 36
+    assert await check(True) == "limited"
 
 
 # -- item 14: sign-out, pruning, pages ------------------------------------------------------
@@ -167,3 +196,53 @@ def test_sessions_come_in_pages(api: Api) -> None:
         assert (
             r.status_code in (400, 422) and r.headers["content-type"] == "application/problem+json"
         )
+
+
+# -- issue 26 item 11: only failures count ----------------------------------------------------
+
+
+def test_the_right_secret_is_never_limited_under_concurrency_on_postgres(make_server: Any) -> None:
+    """A right secret waiting on the database is not a failure: forty at once all pass (the
+    limiter counted pending checks as failures, and the eleventh concurrent one got 429).
+    Wrong ones are still limited, concurrent or not, and then the right one is refused too
+    (a 200 among the 429s would tell a guesser it had guessed right)."""
+    from tests.helpers.pg import fresh_database, shared_env
+
+    with fresh_database() as url:
+        server = make_server(TETHER_AUTH_MAX_FAILURES="10", **shared_env(url))
+        sid = Api(server.client()).session()
+        start = threading.Barrier(40)
+
+        def right(i: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                start.wait(30)
+                if i % 3 == 0:
+                    return c.post("/auth", json={"secret": SECRET}).status_code
+                headers = {"x-web-bootstrap-secret": SECRET}
+                if i % 3 == 1:
+                    return c.get("/api/sessions", headers=headers).status_code
+                r = c.post(
+                    f"/api/sessions/{sid}/tasks",
+                    json={"agent": "one_item", "input": {"item": i}},
+                    headers=headers,
+                )
+                return r.status_code
+
+        for _ in range(2):
+            with ThreadPoolExecutor(40) as pool:
+                codes = list(pool.map(right, range(40)))
+            assert 429 not in codes and set(codes) <= {200, 201}, codes
+            start.reset()
+
+        def wrong(i: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                start.wait(30)
+                return c.post("/auth", json={"secret": f"guess-{i}"}).status_code
+
+        with ThreadPoolExecutor(40) as pool:
+            codes = list(pool.map(wrong, range(40)))
+        assert codes.count(401) <= 10 and codes.count(429) >= 30, codes
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            assert c.post("/auth", json={"secret": SECRET}).status_code == 429
+            r = c.get("/api/me", headers={"x-web-bootstrap-secret": SECRET})
+            assert r.status_code == 429

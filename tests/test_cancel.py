@@ -37,28 +37,36 @@ def test_cancel_stops_task_and_children_within_a_second(make_server: Any) -> Non
     tree = api.c.get(f"/api/sessions/{sid}/tasks").json()["tasks"][0]
     assert len(tree["children"]) == 3  # no child started after the cancel
 
-    # The work really stopped: no step finished, nothing more is appended.
+    # The work really stopped: each child's coroutine was cancelled (each records that it
+    # stopped), no step finished, and nothing more was appended after the stop.
+    stopped = {"stopped 0", "stopped 1", "stopped 2"}
+    wait_until(
+        lambda: stopped <= set(counter_lines(server)), timeout=5, what="the children to stop"
+    )
     head = api.c.get(f"/api/sessions/{sid}").json()["head_seq"]
     log = api.all_events(sid)
+    assert log[-1]["seq"] == head
     cancelled = {
         e["task_id"]
         for e in log
         if e["type"] == "task.status" and e["data"]["status"] == "cancelled"
     }
     assert cancelled == {root, *(c["id"] for c in tree["children"])}
-    time.sleep(1.0)  # give a runaway task the chance to show itself
-    assert api.c.get(f"/api/sessions/{sid}").json()["head_seq"] == head
     assert not any(line.startswith("done") for line in counter_lines(server))
 
-    # Cancelling again is harmless, and a restart does not bring the task back.
+    # Cancelling again is harmless, and a restart does not bring the task back: once a task
+    # started after the restart has completed (recovery runs before it), none of the
+    # cancelled ones ran again.
     assert api.c.post(f"/api/tasks/{root}/cancel").json()["status"] == "cancelled"
     server.kill()
     server.start()
     api = Api(server.client())
-    time.sleep(1.0)
+    probe = api.start(api.session("probe"), "one_item", {"item": "x"})["id"]
+    api.wait_status(probe, "completed")
     assert api.task(root)["status"] == "cancelled"
     assert api.c.get(f"/api/sessions/{sid}").json()["head_seq"] == head
-    assert not any(line.startswith("done") for line in counter_lines(server))
+    runs = [line for line in counter_lines(server) if not line.startswith("stopped")]
+    assert sorted(runs) == ["run 0", "run 1", "run 2"], runs
 
 
 def test_cancel_of_one_child_lets_the_batch_continue(make_server: Any) -> None:

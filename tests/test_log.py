@@ -36,25 +36,63 @@ def ev(sid: str, i: int, key: str | None = None, task: str | None = None) -> App
 
 
 async def test_concurrent_appends_get_gapless_ordered_seqs(log: EventLog) -> None:
+    """Concurrent writers, with appends mixed in that are dropped (a key already there, a
+    straggler of an ended task) or fail (text no database can store): the seqs stay gapless
+    and in each writer's order, and a reader following the log never sees a gap."""
     store = Store(log.db)
     a = (await store.create_session("u", "a")).id
     b = (await store.create_session("u", "b")).id
+    for sid in (a, b):
+        row = task_row(sid, f"ended-{sid}")
+        await log.append(
+            Append(sid, row["id"], None, "task.created", "{}", key=f"{sid}:c", new_task=row),
+            Append(sid, row["id"], None, "task.status", "{}", status=TaskStatus.completed),
+        )
+    setup = 2
+    writing = True
+    seen: dict[str, list[int]] = {a: [], b: []}
+
+    async def reader(sid: str) -> None:
+        after = setup
+        while writing or after < setup + 1000:
+            got = await log.read_after(sid, after, 10_000)
+            # What a follower is shown starts right after its cursor and has no hole.
+            assert [e.seq for e in got] == list(range(after + 1, after + 1 + len(got)))
+            seen[sid].extend(e.seq for e in got)
+            after += len(got)
+            await asyncio.sleep(0)
 
     async def writer(sid: str, w: int) -> None:
+        dropped = []
         for i in range(200):
-            log.submit(ev(sid, w * 1000 + i))
+            log.submit(ev(sid, w * 1000 + i, key=f"w{w}.{i}"))
+            if i % 10 == 3:  # the same key again: dropped
+                dropped.append(log.submit(ev(sid, -1, key=f"w{w}.{i}")))
+            if i % 10 == 6:  # for a task that has ended: dropped
+                dropped.append(log.submit(ev(sid, -2, task=f"ended-{sid}")))
+            if i % 25 == 9:  # a lone surrogate: fails, alone
+                dropped.append(log.submit(Append(sid, None, None, "bad", '"\ud800"')))
             if i % 17 == 0:
                 await asyncio.sleep(0)
         await log.submit_many([])
+        outcomes = await asyncio.gather(*dropped, return_exceptions=True)
+        assert all(o is None or isinstance(o, Exception) for o in outcomes)
+        assert any(isinstance(o, Exception) for o in outcomes)
 
+    readers = [asyncio.ensure_future(reader(sid)) for sid in (a, b)]
     await asyncio.gather(*(writer(sid, w) for sid in (a, b) for w in range(5)))
+    writing = False
+    await asyncio.wait_for(asyncio.gather(*readers), 60)
     for sid in (a, b):
-        events = await log.read_after(sid, 0, 10_000)
-        assert [e.seq for e in events] == list(range(1, 1001))
-        # Each writer's events keep their submission order.
+        events = await log.read_after(sid, setup, 10_000)
+        assert [e.seq for e in events] == list(range(setup + 1, setup + 1001))
+        assert seen[sid] == [e.seq for e in events]
+        assert (await store.session(sid, "u")).head_seq == setup + 1000
+        # Each writer's events keep their submission order; nothing dropped was stored.
         for w in range(5):
             mine = [e.data for e in events if w * 1000 <= int(e.data[5:-1]) < w * 1000 + 1000]
             assert mine == [dumps({"i": w * 1000 + i}) for i in range(200)]
+        assert all(int(e.data[5:-1]) >= 0 for e in events)
 
 
 async def test_many_small_events_share_transactions(log: EventLog) -> None:

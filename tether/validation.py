@@ -88,3 +88,26 @@ def plain_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         {"loc": [str(x) for x in e.get("loc", ())], "msg": plain(e), "type": str(e.get("type", ""))}
         for e in errors
     ]
+
+
+NUL_REFUSED = (
+    "holds a NUL character (U+0000), which Tether does not store (Postgres keeps no NUL in text)"
+)
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a JSON value has a NUL in any of its strings or keys."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if "\x00" in k:
+                    return True
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False

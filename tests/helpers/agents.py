@@ -35,14 +35,19 @@ def _count(line: str) -> None:
 def _stepped_item(
     name: str, line: Callable[[str, TaskContext, CountedInput], str], own_workflow: bool = False
 ) -> None:
-    """An item agent whose one step records each run (and its end) in the counter file."""
+    """An item agent whose one step records each run (and its end, or that its coroutine
+    was cancelled: "stopped") in the counter file."""
 
     @agent(name, input=CountedInput, own_workflow=own_workflow)
     async def run(ctx: TaskContext, inp: CountedInput) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
             _count(line("run", ctx, inp))
             ctx.emit("item.started", {"index": inp.index})
-            await asyncio.sleep(inp.delay_s)
+            try:
+                await asyncio.sleep(inp.delay_s)
+            except asyncio.CancelledError:
+                _count(line("stopped", ctx, inp))
+                raise
             ctx.emit("item.result", {"index": inp.index, "item": inp.item})
             _count(line("done", ctx, inp))
             return {"index": inp.index, "item": inp.item}

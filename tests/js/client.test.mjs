@@ -83,23 +83,49 @@ test("backoff is full jitter between 0 and min(20 s, 0.5 s * 2^attempt)", () => 
   for (let a = 0; a < 30; a++) { const d = backoffDelay(a); assert.ok(d >= 0 && d <= 20000); }
 });
 
-test("the stream delivers the log exactly, across token refreshes", async () => {
-  const f = cookieFetch();
+// Every request that carries a bearer token, with the token's expiry and when it was sent.
+function watchTokens(f) {
+  const sent = [];
+  const watched = async (url, init = {}) => {
+    const auth = new Headers(init.headers || {}).get("authorization");
+    const at = Date.now() / 1000;
+    const r = await f(url, init);
+    if (auth) {
+      const token = auth.replace(/^Bearer /, "");
+      const claims = JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString());
+      sent.push({ url: String(url), token, exp: claims.exp, at, status: r.status });
+    }
+    return r;
+  };
+  return { watched, sent };
+}
+
+test("the stream delivers the log exactly, and no request carries an expired token", async () => {
+  const { watched: f, sent } = watchTokens(cookieFetch());
   const tokens = new TokenManager({ baseUrl: main.url, fetch: f, locks: null, channel: null });
   await tokens.signIn({ secret: SECRET });
   const sid = (await api(main.url, "/api/sessions", { title: "js" })).id;
   const root = (await api(main.url, `/api/sessions/${sid}/tasks`, { agent: "batch", input: { items: [1, 2, 3, 4, 5, 6], delay_s: 0.5 } })).id;
   const stream = new SessionStream({ sessionId: sid, tokens, baseUrl: main.url, fetch: f });
+  // The page polls the task tree beside the stream, each ask with the token of the moment.
+  const poller = new StatusPoller({ sessionId: sid, tokens, baseUrl: main.url, fetch: f, intervalMs: 100 });
   const got = [];
   const states = [];
   stream.addEventListener("event", (e) => got.push(e.detail));
   stream.addEventListener("state", (e) => states.push(e.detail.kind));
   stream.start();
+  poller.start();
   await waitFor(() => got.some((e) => e.task_id === root && e.type === "task.status" && e.data.status === "completed"));
   stream.stop();
+  poller.stop();
   tokens.close();
   assert.deepEqual(got, await allEvents(main.url, sid));
-  assert.ok(tokens.refreshes >= 2, `refreshed ${tokens.refreshes} times`); // TTL 1 s, a task of ~4 s
+  // TTL 1 s, a task of ~4 s: the requests span several tokens, and each was sent before its
+  // token expired (the server would have answered 401: none did).
+  const expired = sent.filter((s) => s.at >= s.exp || s.status === 401);
+  assert.deepEqual(expired, [], `${expired.length} of ${sent.length} requests carried an expired token`);
+  assert.ok(new Set(sent.map((s) => s.token)).size >= 3, `${sent.length} requests, ${new Set(sent.map((s) => s.token)).size} tokens`);
+  assert.ok(sent.some((s) => s.url.includes("/stream")) && sent.filter((s) => s.url.includes("/tasks")).length >= 10);
   assert.equal(states[0], "connecting");
   assert.ok(states.includes("live"));
 });

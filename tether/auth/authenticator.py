@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tether.auth.limiter import Attempt, FailureLimiter, SharedFailures
+from tether.auth.limiter import FailureLimiter, SharedFailures
 from tether.auth.passwords import verify_password
 from tether.auth.secrets import load_or_create, same
 from tether.auth.sessions import OWNER_ID, AuthStore, Rotation, SignInRevoked, User
 from tether.auth.tokens import SIGN_IN, AccessTokens
 from tether.db.engine import Database
-from tether.errors import TooManyAttempts, Unauthorized
+from tether.errors import Unauthorized
 from tether.settings import Settings
 
 
@@ -61,26 +61,23 @@ class Authenticator:
         # Told only of sign-ins ended by this process (to tell the other processes).
         self.on_sign_in_ended_here: list[Callable[[str, str], None]] = []
 
-    async def _attempt(self, address: str) -> Attempt:
-        attempt = self.limiter.attempt(address)
+    async def _shared_check(self, address: str) -> None:
         if self.shared is not None:
-            try:
-                await self.shared.check(address)
-            except TooManyAttempts:
-                attempt.succeeded()  # refused before any check: not a failure of its own
-                raise
-        return attempt
+            await self.shared.check(address)
 
     async def _failed(self, address: str) -> None:
         if self.shared is not None:
             await self.shared.failed(address)
 
     async def check_secret(self, given: str, address: str) -> None:
-        attempt = await self._attempt(address)
+        await self._shared_check(address)
+        # Judged and (if wrong) counted with no await in between: a right secret waiting on
+        # the database is never a failure, and concurrent guesses each see the ones before.
+        attempt = self.limiter.attempt(address)
         if not same(given, self.bootstrap_secret):
+            attempt.failed()
             await self._failed(address)
             raise Unauthorized("wrong bootstrap secret: " + SIGN_IN)
-        attempt.succeeded()
 
     async def authenticate(
         self, authorization: str | None, secret: str | None, address: str
@@ -114,14 +111,16 @@ class Authenticator:
             await self.check_secret(secret, address)
             user = await self.store.user(OWNER_ID)
         elif username is not None and password is not None:
-            # Counted before the (slow, awaited) check: concurrent guesses all count.
-            attempt = await self._attempt(address)
-            found = await self.store.user_by_name(username)
-            if not await verify_password(found.password_hash if found else None, password):
-                await self._failed(address)
-                raise Unauthorized("wrong user name or password")
+            # The check awaits (argon2): concurrent attempts take turns, at most as many in
+            # flight as the address has failures left.
+            async with self.limiter.turn(address) as attempt:
+                await self._shared_check(address)
+                found = await self.store.user_by_name(username)
+                if not await verify_password(found.password_hash if found else None, password):
+                    attempt.failed()
+                    await self._failed(address)
+                    raise Unauthorized("wrong user name or password")
             assert found is not None
-            attempt.succeeded()
             user = found
         else:
             raise Unauthorized(

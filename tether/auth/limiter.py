@@ -1,8 +1,12 @@
 """Failed sign-ins per client address, over a sliding window.
 
-An attempt is counted as a failure *before* its credentials are checked and forgiven when
-they turn out right: a hundred guesses sent at once are a hundred attempts against the
-limit, not a hundred checks that each saw an empty counter while argon2 ran.
+Only failures count. A check that needs no wait (the bootstrap secret: one constant-time
+comparison) is judged and, if wrong, counted in one step with no await between, so a burst
+of concurrent guesses sees each failure as it happens. A check that must wait (a password:
+argon2 in a thread) takes a turn: an address has at most as many checks in flight as it has
+failures left, and the others wait for theirs rather than being refused. A hundred guesses
+sent at once still make at most `max_failures` failures; forty right answers sent at once
+all pass (a pending check counted as a failure answered 429 to right secrets).
 
 Memory is bounded: addresses are kept in least-recently-failed order, those whose failures
 have all left the window are dropped from the front as new failures arrive (constant work
@@ -13,11 +17,13 @@ try from a new address each time.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
 
@@ -46,17 +52,16 @@ def too_many(retry: int) -> TooManyAttempts:
 
 
 class Attempt:
-    """One sign-in attempt, counted as failed until `succeeded()` says otherwise."""
+    """One sign-in attempt from an address under its limit: `failed()` if it was wrong."""
 
-    __slots__ = ("_limiter", "_key", "_at")
+    __slots__ = ("_limiter", "_key")
 
-    def __init__(self, limiter: FailureLimiter, key: str, at: float) -> None:
+    def __init__(self, limiter: FailureLimiter, key: str) -> None:
         self._limiter = limiter
         self._key = key
-        self._at = at
 
-    def succeeded(self) -> None:
-        self._limiter._forgive(self._key, self._at)
+    def failed(self) -> None:
+        self._limiter._failed(self._key)
 
 
 class FailureLimiter:
@@ -73,13 +78,46 @@ class FailureLimiter:
         self._clock = clock
         # Per key, the times of its failures in the window, oldest first (at most max_failures).
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        # Per key, its checks in flight (`turn`); waiters are woken when one ends.
+        self._busy: dict[str, int] = {}
+        self._ended: asyncio.Condition | None = None
 
     def __len__(self) -> int:
         return len(self._failures)
 
     def attempt(self, address: str) -> Attempt:
-        """Count an attempt from `address`; raise TooManyAttempts if it is over its limit."""
+        """An attempt from `address`; TooManyAttempts if its failures reached the limit.
+        Nothing is counted until `failed()`: call it with no await in between."""
+        return Attempt(self, self._check(limiter_key(address)))
+
+    @asynccontextmanager
+    async def turn(self, address: str) -> AsyncIterator[Attempt]:
+        """An attempt for a check that awaits: while this address's failures plus its checks
+        in flight would pass the limit, wait for one of them to end (not a failure of its
+        own); TooManyAttempts once its failures alone reach it."""
         key = limiter_key(address)
+        if self._ended is None:
+            self._ended = asyncio.Condition()
+        while True:
+            self._check(key)
+            q = self._failures.get(key, ())
+            if len(q) + self._busy.get(key, 0) < self.max_failures:
+                break
+            async with self._ended:
+                await self._ended.wait()
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            yield Attempt(self, key)
+        finally:
+            left = self._busy[key] - 1
+            if left:
+                self._busy[key] = left
+            else:
+                del self._busy[key]
+            async with self._ended:
+                self._ended.notify_all()
+
+    def _check(self, key: str) -> str:
         now = self._clock()
         self._expire(now)
         q = self._failures.get(key)
@@ -88,21 +126,19 @@ class FailureLimiter:
             if len(q) >= self.max_failures:
                 retry = max(1, math.ceil(q[0] + self.window_s - now))
                 raise too_many(retry)
+        return key
+
+    def _failed(self, key: str) -> None:
+        now = self._clock()
+        q = self._failures.get(key)
+        if q is not None:
             self._failures.move_to_end(key)
         else:
             q = self._failures[key] = []
             if len(self._failures) > self.max_keys:
                 self._failures.popitem(last=False)
         q.append(now)
-        return Attempt(self, key, now)
-
-    def _forgive(self, key: str, at: float) -> None:
-        q = self._failures.get(key)
-        if q is not None:
-            try:
-                q.remove(at)
-            except ValueError:
-                pass
+        del q[: -self.max_failures]
 
     def _expire(self, now: float) -> None:
         # Front = least recently failed: once its newest failure has left the window, so has
@@ -117,9 +153,10 @@ class FailureLimiter:
 class SharedFailures:
     """Failed sign-ins recorded in the database, so every process on it counts what the
     others saw (Postgres; on SQLite there is one process and the memory limiter is all).
-    Each process still counts attempts in memory before their check, so a burst of
+    Each process still counts its failures in memory as they happen, so a burst of
     concurrent guesses is limited per process at once and across processes as the failures
-    are written: at most `max_failures` per process can be in flight over the shared limit."""
+    are written: at most `max_failures` per process can be in flight over the shared limit.
+    Only failures are written: a right answer leaves no row."""
 
     def __init__(self, db: Database, max_failures: int, window_s: float) -> None:
         self.db, self.max_failures, self.window_s = db, max_failures, window_s

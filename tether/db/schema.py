@@ -54,6 +54,9 @@ tasks = sa.Table(
     # The seq of its `task.created` event: a session's turns run one at a time in this
     # order (a database rule, whichever process created them).
     sa.Column("created_seq", sa.BigInteger, nullable=True),
+    # A task started under an Idempotency-Key: the SHA-256 of what was asked (route, body),
+    # so that the key sent again with another request is refused, not answered with this.
+    sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Index("ix_tether_tasks_session", "session_id", "created_at"),
     sa.Index("ix_tether_tasks_turn_order", "session_id", "created_seq"),
     sa.Index("ix_tether_tasks_parent", "parent_id"),

@@ -329,6 +329,11 @@ class Store:
         the hand-off to a reader thread)."""
         return await self.db.read(lambda c: _one_task_row(c, task_id), inline=True)
 
+    async def request_hash(self, task_id: str) -> str | None:
+        """The fingerprint of the request that started a task under an Idempotency-Key."""
+        q = sa.select(tasks.c.request_hash).where(tasks.c.id == task_id)
+        return await self.db.read(lambda c: c.scalar(q))
+
     async def task(self, task_id: str, owner: str | None) -> Task:
         """A task and its direct children. owner=None is for the runtime's own reads."""
         query = sa.select(tasks).where(tasks.c.id == task_id)
@@ -484,7 +489,10 @@ class Store:
                 .values(status=status, note=note, answered_at=now, answered_by=user)
             )
             if done.rowcount != 1:  # answered by a racing request in the meantime
-                raise Conflict("this approval was already answered")
+                won = conn.execute(sa.select(approvals).where(approvals.c.id == aid)).one()
+                raise Conflict(
+                    f"this approval was already answered ({won.status})", approval=_approval(won)
+                )
             return _approval(row) | {
                 "status": status,
                 "decision": decision,

@@ -69,6 +69,7 @@ _NEW_TASK_COLUMNS = (
     "app_version",
     "created_at",
     "follows",
+    "request_hash",
 )
 
 _NEW_TASK_SET = frozenset(_NEW_TASK_COLUMNS)

@@ -30,6 +30,7 @@ from dbos import error as dbos_error
 from tether.db.store import Store, new_id
 from tether.errors import (
     DelegationFailed,
+    InvalidInput,
     NotDeterministic,
     NotFound,
     TaskCancelled,
@@ -202,16 +203,20 @@ class Runtime:
         *,
         follows: str | None = None,
         shows: tuple[str, ...] | None = None,
+        request_hash: str | None = None,
     ) -> tuple[Task, bool]:
         """Validate, record (task row + `task.created`), then start the workflow. With a
         given task_id (from an idempotency key) a task that exists is returned as it is:
         (task, False). A task whose workflow cannot be started is marked failed. A
         conversation turn (`shows` given: the turns before it on its branch) follows the
-        turn `follows`, and its branch is the one shown from now."""
+        turn `follows`, and its branch is the one shown from now. `request_hash` (with a
+        task_id from an idempotency key) fingerprints the request: the key sent again with
+        another request is InvalidInput, never the first request's task."""
         clean = self._validated(agent, input)
         task_id = task_id or new_id("t")
         row = self._new_task_row(task_id, session_id, None, agent, clean)
         row["follows"] = follows
+        row["request_hash"] = request_hash
         created = await self.log.append(
             Append(
                 session_id,
@@ -231,6 +236,13 @@ class Runtime:
                 raise NotFound("session not found") from None
             if existing.session_id != session_id:
                 raise NotFound("session not found")
+            if request_hash is not None:
+                first = await self.store.request_hash(task_id)
+                if first is not None and first != request_hash:
+                    raise InvalidInput(
+                        "this Idempotency-Key was already used for another request (a "
+                        "different body); send a new key for a new request"
+                    )
         try:
             await self._start_workflow(task_id)
         except Exception as exc:

@@ -15,6 +15,7 @@ from tether import __version__
 from tether.services import Services
 from tether.settings import Settings
 from tether.web import problems
+from tether.web.bodies import RefuseNul
 from tether.web.limits import BodyLimit
 from tether.web.routes import auth, conversations, events, files, sessions, tasks
 from tether.web.schemas import Health, Problem
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RefuseNul)
     app.add_middleware(problems.CrashGuard)
     app.add_middleware(SecurityHeaders)
     _truthful_openapi(app, svc)

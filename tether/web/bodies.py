@@ -5,7 +5,9 @@ Python's `json.loads` accepts NaN and Infinity (not JSON; a browser's JSON.parse
 them, so one such value would poison a stream for every reader), lone surrogates such as
 "\\ud800" (valid JSON text, but not storable as UTF-8: the write fails), and nesting deep
 enough to break serialisers downstream. All three are refused here, before anything is
-written, so that no later step can fail on them after a task was started.
+written, so that no later step can fail on them after a task was started. So is a NUL
+(U+0000) in any string or key: SQLite stores one, Postgres cannot (`RefuseNul` below refuses
+it in a path, a query or a header), and one request must get one answer on both.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from typing import Any
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.model import MAX_JSON_DEPTH, json_depth
+from tether.validation import NUL_REFUSED, holds_nul
+from tether.web.problems import problem
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _THREAD_ABOVE = 64 * 1024  # parse bodies larger than this off the event loop
@@ -52,7 +57,32 @@ def parse_json_body(body: bytes) -> Any:
                 "a string holds a lone surrogate (\\ud800-\\udfff without its pair); "
                 "strings must be valid Unicode"
             ) from None
+    if b"\\u0000" in body and holds_nul(value):
+        raise _bad("a string " + NUL_REFUSED)
     return value
+
+
+class RefuseNul:
+    """Pure ASGI: a request with a NUL in its path, its query or a header is a 400 before
+    any route reads it (an id with a NUL was a 500 on Postgres, a 404 on SQLite)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _nul_in(scope):
+            await problem(400, "Bad request", "the request " + NUL_REFUSED)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> bool:
+    # Percent-decoding is one pass, so "%00" in the raw query is exactly a NUL once decoded.
+    return (
+        "\x00" in scope["path"]
+        or b"%00" in scope.get("query_string", b"")
+        or any(b"\x00" in value for _, value in scope["headers"])
+    )
 
 
 class StrictJSONRequest(Request):

@@ -40,7 +40,8 @@ _TITLES = {
 }
 _WHEN = {
     400: "Malformed request: a cursor or limit that is not a number, a body that is not "
-    "JSON (NaN, lone surrogates and nesting deeper than 64 levels are refused).",
+    "JSON (NaN, lone surrogates and nesting deeper than 64 levels are refused), a NUL "
+    "character (U+0000) anywhere in the path, query, headers or body.",
     401: "No, bad or expired credentials; `detail` says how to sign in.",
     403: "A cross-site request to a cookie route.",
     404: "No such session or task, or not yours.",
@@ -64,10 +65,10 @@ def problem(
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error statuses (plus 500 and 503, which any route can
-    answer), each a problem+json body."""
+    """OpenAPI `responses` for these error statuses (plus 400, 500 and 503, which any route
+    can answer: a NUL in a path is a 400 everywhere), each a problem+json body."""
     out: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*statuses, 500, 503}):
+    for status in sorted({*statuses, 400, 500, 503}):
         out[status] = {
             "description": _WHEN[status],
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},

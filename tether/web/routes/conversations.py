@@ -19,7 +19,7 @@ from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
 from tether.web.responses import json_response
-from tether.web.routes.sessions import IDEMPOTENCY_KEY, clean_title, idempotent_task_id, retitle
+from tether.web.routes.sessions import IDEMPOTENCY_KEY, clean_title, idempotent, retitle
 from tether.web.schemas import Approval, ApprovalList, ConversationOut, Selected, TaskOut
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
@@ -97,6 +97,7 @@ async def start_turn(
     parent: str | None | Missing = MISSING,
     regenerates: str | None = None,
     task_id: str | None = None,
+    request_hash: str | None = None,
 ) -> tuple[Task, bool]:
     """Start (or queue) a turn that follows `parent` (default: the end of the branch shown);
     it becomes the branch shown. Turns run one at a time in a session, in the order sent."""
@@ -117,6 +118,7 @@ async def start_turn(
             task_id,
             follows=parent,
             shows=tuple(conversation.branch(turns, parent)),
+            request_hash=request_hash,
         )
 
 
@@ -183,13 +185,16 @@ async def post_message(
     it, the message follows the end of the branch shown."""
     session = await svc.store.session(session_id, caller.user)
     cfg = _agent(_installed(), body.agent)
+    asked = body.model_dump(mode="json", exclude_unset=True)  # an absent parent is not null
+    once = idempotent(caller.user, session_id, "messages", idempotency_key, asked)
     task, new = await start_turn(
         svc,
         session_id,
         cfg.name,
         body.text,
         parent=body.parent if "parent" in body.model_fields_set else MISSING,
-        task_id=idempotent_task_id(caller.user, session_id, idempotency_key),
+        task_id=once.task_id,
+        request_hash=once.request_hash,
     )
     if new and not session.title:
         # An untitled session is named by its first message (as chat apps do).
@@ -248,6 +253,8 @@ async def regenerate(
         cfg = _agent(inst, turn.agent if turn.agent in inst.configs else None)
     inp = turn.input if isinstance(turn.input, dict) else {}
     follows = next(t.follows for t in turns if t.id == task_id)
+    asked = {"task": task_id, **(body.model_dump(mode="json") if body is not None else {})}
+    once = idempotent(caller.user, turn.session_id, "regenerate", idempotency_key, asked)
     new_task, new = await start_turn(
         svc,
         turn.session_id,
@@ -255,7 +262,8 @@ async def regenerate(
         str(inp.get("text", "")),
         parent=follows,
         regenerates=inp.get("regenerates") or turn.id,
-        task_id=idempotent_task_id(caller.user, turn.session_id, idempotency_key),
+        task_id=once.task_id,
+        request_hash=once.request_hash,
     )
     return json_response(new_task.to_dict(), 201 if new else 200)
 

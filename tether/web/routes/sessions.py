@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -40,17 +42,32 @@ IDEMPOTENCY_KEY = Annotated[
     str | None,
     Header(
         pattern=r"^[\x21-\x7e]{1,200}$",
-        description="Retrying with the same key returns the task the first try started.",
+        description="Retrying the same request with the same key returns the task the first "
+        "try started (200). A key belongs to one route of one session: the same key with "
+        "another body is a 422.",
     ),
 ]
 
 
-def idempotent_task_id(user: str, session_id: str, key: str | None) -> str | None:
-    """The task id a request with this Idempotency-Key starts (None: a fresh one)."""
+@dataclass(frozen=True, slots=True)
+class Idempotent:
+    """What an Idempotency-Key makes of a request: the task id it starts, and the
+    fingerprint of what it asks (kept with the task: the key sent again with another
+    request is refused)."""
+
+    task_id: str | None = None
+    request_hash: str | None = None
+
+
+def idempotent(user: str, session_id: str, route: str, key: str | None, request: Any) -> Idempotent:
+    """A key is scoped to its user, session and route (the key of a batch task sent with a
+    message starts a message's turn, not that batch task); `request` is what was asked (the
+    body as sent, and any id in the path)."""
     if key is None:
-        return None
-    digest = hashlib.sha256(f"{user}\0{session_id}\0{key}".encode())
-    return "t_" + digest.hexdigest()[:24]
+        return Idempotent()
+    task = hashlib.sha256(f"{user}\0{session_id}\0{route}\0{key}".encode())
+    asked = hashlib.sha256(json.dumps(request, sort_keys=True).encode())
+    return Idempotent("t_" + task.hexdigest()[:24], asked.hexdigest())
 
 
 def _runtime(svc: Svc) -> Runtime:
@@ -206,7 +223,9 @@ async def create_task(
     idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> Response:
     await svc.store.session(session_id, caller.user)
-    task_id = idempotent_task_id(caller.user, session_id, idempotency_key)
+    once = idempotent(
+        caller.user, session_id, "tasks", idempotency_key, body.model_dump(mode="json")
+    )
     spec = svc.registry.get(body.agent)
     if spec.internal or spec.meta.get("internal"):
         raise InvalidInput(
@@ -225,10 +244,13 @@ async def create_task(
             spec.name,
             inp["text"],
             parent=inp["parent"] if "parent" in (body.input or {}) else MISSING,
-            task_id=task_id,
+            task_id=once.task_id,
+            request_hash=once.request_hash,
         )
     else:
-        task, new = await _runtime(svc).create_task(session_id, body.agent, body.input, task_id)
+        task, new = await _runtime(svc).create_task(
+            session_id, body.agent, body.input, once.task_id, request_hash=once.request_hash
+        )
     return json_response(task.to_dict(), 201 if new else 200)
 
 
