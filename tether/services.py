@@ -7,7 +7,7 @@ import logging
 
 from dbos import DBOS
 
-from tether import __version__
+from tether import __version__, quotas
 from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
@@ -53,11 +53,13 @@ class Services:
         self.workers: workers.Workers | None = None
         self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
+        self.streams = quotas.StreamSlots(settings.max_streams_per_user)
         self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        quotas.configure(self.settings)
         # The sign-in check's stand-in hash, made beside the rest of the start (argon2
         # releases the GIL), so that no sign-in pays for it.
         dummy = asyncio.ensure_future(asyncio.to_thread(passwords.warm))

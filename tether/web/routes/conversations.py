@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.responses import Response
 
+from tether import quotas
 from tether.errors import Conflict, InvalidInput, NotFound
 from tether.events.log import Append
 from tether.llm import conversation
@@ -118,6 +119,9 @@ async def start_turn(
             # Behind the newest turn that has not ended (each waits for the one before it,
             # so the session's turns run one at a time, in the order sent).
             after = next((t.id for t in reversed(turns) if not t.status.terminal), None)
+            if after is not None and (task_id is None or all(t.id != task_id for t in turns)):
+                unfinished = sum(1 for t in turns if not t.status.terminal)
+                quotas.check_queued_turns(unfinished, svc.settings)
             return await svc.runtime.create_task(
                 session_id,
                 agent,
@@ -178,7 +182,7 @@ async def get_conversation(
     responses={
         201: {"model": TaskOut, "description": "The turn was started (or queued)."},
         200: {"model": TaskOut, "description": "A turn with this Idempotency-Key exists."},
-        **problems(400, 401, 404, 413, 422, 429),
+        **problems(400, 401, 404, 413, 422, 429, 507),
     },
 )
 async def post_message(
@@ -193,6 +197,7 @@ async def post_message(
     log. `parent` answers after another message (editing a message: its parent); without
     it, the message follows the end of the branch shown."""
     session = await svc.store.session(session_id, caller.user)
+    await quotas.check_storage(svc.db, svc.settings, caller.user)
     cfg = _agent(_installed(), body.agent)
     task, new = await start_turn(
         svc,
@@ -237,7 +242,7 @@ async def _own_turn(
     responses={
         201: {"model": TaskOut, "description": "A new reply to the same message was started."},
         200: {"model": TaskOut, "description": "A turn with this Idempotency-Key exists."},
-        **problems(400, 401, 404, 409, 413, 422, 429),
+        **problems(400, 401, 404, 409, 413, 422, 429, 507),
     },
 )
 async def regenerate(
@@ -252,6 +257,7 @@ async def regenerate(
     turn, turns = await _own_turn(svc, caller, task_id)
     if not turn.status.terminal:
         raise Conflict("this reply is still being written: stop it first, then regenerate it")
+    await quotas.check_storage(svc.db, svc.settings, caller.user)
     inst = _installed()
     if body is not None and body.agent:
         cfg = _agent(inst, body.agent)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from tether import quotas
 from tether.errors import BadRequest, InvalidInput
 from tether.events.log import Append
 from tether.model import Task, dumps
@@ -92,7 +93,8 @@ def _page_cursor(raw: str | None) -> tuple[float, str] | None:
 )
 async def create_session(caller: Caller, svc: Svc, body: SessionIn | None = None) -> Response:
     """A new session. Without a title (or a blank one) it is untitled until its first
-    message names it."""
+    message names it. 429 once you have `max_sessions_per_user`."""
+    await quotas.check_sessions(svc.db, svc.settings, caller.user)
     s = await svc.store.create_session(caller.user, clean_title((body or SessionIn()).title))
     return json_response(s.to_dict(), 201)
 
@@ -200,7 +202,7 @@ async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     responses={
         201: {"model": TaskOut, "description": "The task was started."},
         200: {"model": TaskOut, "description": "A task with this Idempotency-Key exists."},
-        **problems(400, 401, 404, 413, 422, 429),
+        **problems(400, 401, 404, 413, 422, 429, 507),
     },
 )
 async def create_task(
@@ -211,6 +213,7 @@ async def create_task(
     idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> Response:
     await svc.store.session(session_id, caller.user)
+    await quotas.check_storage(svc.db, svc.settings, caller.user)
     task_id = idempotent_task_id(caller.user, session_id, idempotency_key)
     spec = svc.registry.get(body.agent)
     if spec.internal or spec.meta.get("internal"):
