@@ -9,9 +9,13 @@ are counted in the process that serves them.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +24,8 @@ from tether.db.schema import metadata, sessions
 from tether.errors import QuotaExceeded, StorageQuotaExceeded
 from tether.events.hub import Subscription
 from tether.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # The limits the model agents' turns read (set from the settings when the services start).
 _limits = Settings.model_construct()
@@ -115,6 +121,42 @@ async def session_storage_full(db: Any, session_id: str) -> str | None:
         return 0 if owner is None else storage_bytes(c, owner)
 
     return storage_full(await db.read(read), limit)
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+RESERVE = "reserve"
+
+
+def make_reserve(data_dir: Path, size: int) -> bool:
+    """Keep `size` bytes of the disk in `data_dir/reserve` (if the disk has room for it and
+    as much again): a delete on a full disk gets them back (`free_reserve`)."""
+    path = data_dir / RESERVE
+    if not size:
+        path.unlink(missing_ok=True)
+        return False
+    try:
+        if path.exists() and path.stat().st_size >= size:
+            return True
+        if shutil.disk_usage(data_dir).free < 2 * size:
+            return False
+        with path.open("wb") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+        return True
+    except OSError as exc:
+        log.warning("could not keep a disk reserve in %s: %s", data_dir, exc)
+        path.unlink(missing_ok=True)
+        return False
+
+
+def free_reserve(data_dir: Path) -> bool:
+    """Give the reserve's room back to the disk; False if there was none."""
+    try:
+        (data_dir / RESERVE).unlink()
+    except FileNotFoundError:
+        return False
+    log.warning("the disk is full: the reserve in %s was given back to delete a session", data_dir)
+    return True
 
 
 # -- counts ---------------------------------------------------------------------------------

@@ -72,6 +72,9 @@ class Services:
             model_agents = default_agents(self.settings)
         install(model_agents, self.registry, self.store, self.settings.data_dir)
         await asyncio.to_thread(self.db.migrate)
+        if self.db.sqlite:
+            data_dir, reserve = self.settings.data_dir, self.settings.disk_reserve_bytes
+            await asyncio.to_thread(quotas.make_reserve, data_dir, reserve)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
         if self.listener is not None:

@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         description="A tool's result (MCP included) and a sub-agent's answer are cut to this "
         "many characters before they are stored or sent to the model (the cut is said).",
     )
+    disk_reserve_bytes: int = Field(
+        16 << 20,
+        ge=0,
+        description="On SQLite: room kept in a file in the data dir (`reserve`) and given back "
+        "when the disk is full and a session is being deleted, so that the delete, which "
+        "frees room, can be written. Made again at the next start.",
+    )
     max_saved_response_bytes: int = Field(
         1 << 20,
         ge=4096,

@@ -8,13 +8,14 @@ import math
 import shutil
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from tether import quotas
 from tether.errors import BadRequest, InvalidInput
-from tether.events.log import Append
+from tether.events.log import Append, is_storage_failure
 from tether.model import Task, dumps
 from tether.runtime.engine import Runtime
 from tether.web.bodies import StrictRoute
@@ -188,7 +189,15 @@ async def rename_session(session_id: str, body: SessionPatch, caller: Caller, sv
 async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     """Delete a session and everything in it, its workspace's files too. 409 while any of
     its tasks has not ended."""
-    await svc.store.delete_session(session_id, caller.user)
+    try:
+        await svc.store.delete_session(session_id, caller.user)
+    except sa.exc.SQLAlchemyError as exc:
+        # The disk is full: the delete, which frees room, is written in the reserve's room
+        # and a part at a time, each part reusing the WAL the one before it used.
+        if not (is_storage_failure(exc) and svc.db.sqlite):
+            raise
+        await asyncio.to_thread(quotas.free_reserve, svc.settings.data_dir)
+        await svc.store.delete_session(session_id, caller.user, parts=500)
     # The session's id is the server's own (`s_` and hex), never a path a client chose.
     workspace = svc.settings.data_dir / "workspaces" / session_id
     await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
