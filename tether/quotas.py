@@ -228,7 +228,7 @@ class StreamSlots:
         """A slot for a new stream, or 429. At the limit, the oldest stream of the same
         sign-in on the same session is ended to make room: a page that reloads (or lost its
         connection without the server noticing yet) gets back in at once."""
-        held = self.held.setdefault(user, [])
+        held = self.held.get(user, [])
         if self.limit and len(held) >= self.limit:
             stale = next(
                 (
@@ -239,8 +239,6 @@ class StreamSlots:
                 None,
             )
             if stale is None:
-                if not held:
-                    del self.held[user]
                 raise QuotaExceeded(
                     f"you have {len(held)} streams open, the most one user may "
                     f"(max_streams_per_user = {self.limit}): close a tab or two",
