@@ -56,6 +56,19 @@ TARGETS = {
 }
 
 
+# A benchmark measures the server, not one user's quotas: thousands of streams, sessions and
+# queued turns of one user.
+UNLIMITED = {
+    f"TETHER_{name}": "0"
+    for name in (
+        "MAX_STREAMS_PER_USER",
+        "MAX_SESSIONS_PER_USER",
+        "MAX_QUEUED_TURNS",
+        "MAX_STORAGE_BYTES_PER_USER",
+    )
+}
+
+
 class Bench:
     def __init__(self, tmp: Path, **env: str) -> None:
         d = tmp / f"server-{time.time_ns()}"
@@ -66,6 +79,7 @@ class Bench:
                 "TETHER_AGENTS": json.dumps(["benchmarks.agents"]),
                 "TETHER_ACCESS_TTL_S": "3600",
                 "TETHER_HEARTBEAT_S": "15",
+                **UNLIMITED,
                 **env,
             },
         )
@@ -128,6 +142,7 @@ class Cluster(Bench):
             TETHER_ACCESS_TTL_S="3600",
             TETHER_HEARTBEAT_S="15",
             TETHER_TRUSTED_PROXIES='["127.0.0.1"]',
+            **UNLIMITED,
         )
         self.servers: list[Server] = []
         base = tmp / f"cluster-{time.time_ns()}"

@@ -89,7 +89,14 @@ def long_conversation(tmp: Path, runs: int) -> dict[str, Any]:
     agents.write_text(agents_toml(fake, approval=[]))
     server = Server(
         d / "data",
-        env={"TETHER_AGENTS_FILE": str(agents), "TETHER_HEARTBEAT_S": "5", **KEYS},
+        env={
+            "TETHER_AGENTS_FILE": str(agents),
+            "TETHER_HEARTBEAT_S": "5",
+            # 2,000 messages of one user, not one user's quotas
+            "TETHER_MAX_QUEUED_TURNS": "0",
+            "TETHER_MAX_STORAGE_BYTES_PER_USER": "0",
+            **KEYS,
+        },
     )
     server.start()
     out: dict[str, list[float]] = {}

@@ -222,6 +222,7 @@ def test_a_long_conversation_fits_the_context_window_and_stays_small(
         fake_llm,
         tmp_path,
         extra=f"context_tokens = {context}\nmax_tokens = 2000",
+        TETHER_MAX_QUEUED_TURNS="100",  # all 100 messages are sent at once
     )
     # ~56 KB in 100 words (the model streams a word a delta: 100 deltas, not 8,000)
     filler = " ".join("-".join(f"x{i:05d}" for i in range(j, j + 80)) for j in range(0, 8000, 80))

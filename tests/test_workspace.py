@@ -18,6 +18,7 @@ from tests.helpers.pg import fresh_database
 from tests.helpers.server import Api
 from tether.db.engine import Database
 from tether.db.store import Store
+from tether.quotas import file_bytes
 from tether.workspace import PathRefused, Workspace, normalize
 
 
@@ -68,6 +69,8 @@ def test_files_and_folders_on_both_backends(db: Database) -> None:
         assert await ws.read("b.txt") == b"\x00\xff binary"
         assert await ws.list() == [("b.txt", 9), ("notes/a.txt", 4)]
         assert await ws2.read("notes/a.txt") is None and await ws2.list() == []
+        # A user's files count against their storage quota (quotas.storage_bytes).
+        assert await db.read(lambda c: file_bytes(c, "owner")) == 13
         # A name is a file or a folder, never both.
         with pytest.raises(PathRefused, match="'notes' is a folder"):
             await ws.write("notes", b"x")

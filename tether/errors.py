@@ -11,6 +11,8 @@ TetherError
 ├── Unauthorized             401: no, bad or expired credentials; says how to sign in
 ├── Forbidden                403: e.g. a cross-origin request to a cookie route
 ├── TooManyAttempts          429: too many failed sign-ins; carries Retry-After
+├── QuotaExceeded            429: a per-user count limit (streams, sessions, queued turns)
+├── StorageQuotaExceeded     507: the user's storage quota is used up
 ├── StorageUnavailable       503: the database refused a write (disk full, I/O error)
 └── TaskError                raised inside agents
     ├── TaskCancelled        the task (or its parent) was cancelled
@@ -92,6 +94,26 @@ class TooManyAttempts(TetherError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.extra.get("retry_after", 60))}
+
+
+class QuotaExceeded(TetherError):
+    """A per-user limit on how many of something exist at once (settings, "issue 26
+    limits"): `limit` names the setting, Retry-After says when to look again."""
+
+    status = 429
+    title = "Quota exceeded"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.extra.get("retry_after", 5))}
+
+
+class StorageQuotaExceeded(TetherError):
+    """The user's sessions hold their storage quota: nothing new is started until some are
+    deleted. 507 (Insufficient Storage), not 413: the request is not too large, the
+    account is full, and no retry helps until something is deleted."""
+
+    status = 507
+    title = "Storage quota exceeded"
 
 
 class StorageUnavailable(TetherError):

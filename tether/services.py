@@ -7,7 +7,7 @@ import logging
 
 from dbos import DBOS
 
-from tether import __version__, workspace
+from tether import __version__, quotas, workspace
 from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
@@ -53,11 +53,13 @@ class Services:
         self.workers: workers.Workers | None = None
         self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
+        self.streams = quotas.StreamSlots(settings.max_streams_per_user)
         self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        quotas.configure(self.settings)
         # The sign-in check's stand-in hash, made beside the rest of the start (argon2
         # releases the GIL), so that no sign-in pays for it.
         dummy = asyncio.ensure_future(asyncio.to_thread(passwords.warm))
@@ -72,6 +74,9 @@ class Services:
         await asyncio.to_thread(self.db.migrate)
         # Workspaces an earlier version kept on this disk move into the database.
         await workspace.import_from_disk(self.db, self.settings.data_dir)
+        if self.db.sqlite:
+            data_dir, reserve = self.settings.data_dir, self.settings.disk_reserve_bytes
+            await asyncio.to_thread(quotas.make_reserve, data_dir, reserve)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
         if self.listener is not None:

@@ -150,6 +150,60 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How often ended sign-ins and spent refresh tokens are deleted."
     )
 
+    # --- issue 26 limits ---
+    # Per-user quotas (docs/reliability.md, "Limits"): past each one a request gets a
+    # problem+json saying which limit it met; 0 turns a count or size limit off.
+    max_streams_per_user: int = Field(
+        50,
+        ge=0,
+        description="Open streams one user may hold in this process (a stream per open tab); "
+        "more get 429. At the limit, a new stream of the same sign-in and session replaces "
+        "that sign-in's oldest one there (a reloaded page is not locked out by its own "
+        "dead stream).",
+    )
+    max_sessions_per_user: int = Field(
+        10_000, ge=0, description="Sessions one user may have; creating more gets 429."
+    )
+    max_queued_turns: int = Field(
+        20,
+        ge=0,
+        description="Unfinished turns (running or waiting their turn) one session may hold; "
+        "a message beyond them gets 429.",
+    )
+    max_storage_bytes_per_user: int = Field(
+        1 << 30,
+        ge=0,
+        description="What one user's sessions may store (events, steps, files); past it new "
+        "turns and tasks get 507 and a running turn fails before its next model call. "
+        "Deleting a session frees its share.",
+    )
+    max_delegations_per_reply: int = Field(
+        20,
+        ge=0,
+        description="Sub-agents one model reply may start; the calls beyond get a tool "
+        "result saying so (the model sees the limit).",
+    )
+    max_tool_result_chars: int = Field(
+        100 * 1024,
+        ge=1024,
+        description="A tool's result (MCP included) and a sub-agent's answer are cut to this "
+        "many characters before they are stored or sent to the model (the cut is said).",
+    )
+    disk_reserve_bytes: int = Field(
+        16 << 20,
+        ge=0,
+        description="On SQLite: room kept in a file in the data dir (`reserve`) and given back "
+        "when the disk is full and a session is being deleted, so that the delete, which "
+        "frees room, can be written. Made again at the next start.",
+    )
+    max_saved_response_bytes: int = Field(
+        1 << 20,
+        ge=4096,
+        description="A model reply (its text and tool arguments) is stored, and read from the "
+        "model, up to this size: a tool call whose arguments do not fit is refused to the "
+        "model with the limit, and a reply that streams past it is cut there.",
+    )
+
     def missing_shared_secrets(self) -> list[str]:
         """On a shared database (not SQLite) every process must sign and check tokens with
         one key and accept one owner secret: generating them into each process's data dir

@@ -19,6 +19,10 @@ sessions = sa.Table(
     sa.Column("low_seq", sa.BigInteger, nullable=False, server_default="0"),
     # How many tasks the session has (kept by the log writer, which creates them).
     sa.Column("task_count", sa.BigInteger, nullable=False, server_default="0"),
+    # Bytes written for the session (its events' data, its steps' records, its tasks' inputs
+    # and results), kept by the log writer under this row: a user's storage is the sum over
+    # their sessions, read without scanning the log (tether/quotas.py).
+    sa.Column("used_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_tether_sessions_owner_created", "owner", "created_at", "id"),
 )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -275,12 +277,17 @@ class Store:
             raise NotFound("session not found")
         return await self.session(session_id, owner)
 
-    async def delete_session(self, session_id: str, owner: str) -> None:
+    async def delete_session(self, session_id: str, owner: str, parts: int = 0) -> None:
         """Delete a session with its tasks, events, approvals and files. A session with a task that
-        has not ended is refused (409): cancel it first, so no work is cut off unseen."""
+        has not ended is refused (409): cancel it first, so no work is cut off unseen.
+
+        `parts` (SQLite, a full disk): its events, steps and files go first, that many rows per
+        transaction, the WAL checkpointed after each so the next reuses its room; the rest
+        goes in one transaction at the end (a delete cut short leaves the session there, to
+        be deleted again)."""
         unfinished = [s.value for s in TaskStatus if s not in TERMINAL]
 
-        def tx(conn: sa.Connection) -> None:
+        def check(conn: sa.Connection) -> None:
             owned = conn.execute(
                 sa.select(sessions.c.id).where(
                     sessions.c.id == session_id, sessions.c.owner == owner
@@ -303,11 +310,38 @@ class Store:
                     else f"{top} unfinished tasks; stop them"
                 )
                 raise Conflict(f"this session still has {tasks_left} first")
+
+        def some(table: sa.Table) -> Callable[[sa.Connection], int]:
+            def tx(conn: sa.Connection) -> int:
+                check(conn)
+                rowids = (
+                    sa.select(sa.literal_column("rowid"))
+                    .select_from(table)
+                    .where(table.c.session_id == session_id)
+                    .limit(parts)
+                    .scalar_subquery()
+                )
+                done = conn.execute(sa.delete(table).where(sa.literal_column("rowid").in_(rowids)))
+                return int(done.rowcount)
+
+            return tx
+
+        if parts and self.db.sqlite:
+            for table in (events, steps, files):
+                while await self.db.write(some(table)):
+                    await asyncio.to_thread(self._checkpoint)
+
+        def tx(conn: sa.Connection) -> None:
+            check(conn)
             for table in (approvals, events, steps, files, tasks):
                 conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))
 
         await self.db.write(tx)
+
+    def _checkpoint(self) -> None:
+        with self.db.writer.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")
 
     async def session(self, session_id: str, owner: str) -> Session:
         q = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner)

@@ -505,6 +505,8 @@ class _Plan:
         self.sessions: list[dict[str, Any]] = []
         # session -> (old low, new head, its index in self.sessions, tasks that ended)
         self.retention_of: dict[str, tuple[int, int, int, list[str]]] = {}
+        # session -> bytes this batch writes for it (its `used_bytes`: tether/quotas.py)
+        self.written: dict[str, int] = {}
 
     def add(
         self,
@@ -544,6 +546,7 @@ class _Plan:
                 (self.replaced if replace else self.steps).append(
                     (a.task_id, n, session_id, name, output)
                 )
+                self.written[session_id] = self.written.get(session_id, 0) + len(output)
                 continue
             if a.key is not None:
                 seen.add((session_id, a.key))
@@ -556,7 +559,9 @@ class _Plan:
         self.new_tasks.extend(new_tasks)
         evs: list[Event] = []
         ended: list[str] = []
+        written = 0
         for i, a in enumerate(accepted, start=head + 1):
+            written += _written(a)
             ev = Event(i, session_id, a.task_id, a.parent_task_id, a.type, a.data, now)
             a.event = ev
             evs.append(ev)
@@ -576,6 +581,7 @@ class _Plan:
                     values["created_seq"] = i  # the turn order: see conversation.queue
             for turn in a.selects:
                 self.task_values.setdefault(turn, {})["selected_seq"] = i
+        self.written[session_id] = self.written.get(session_id, 0) + written
         new_head = head + len(accepted)
         self.sessions.append(
             {"_id": session_id, "_head": new_head, "_low": low, "_tasks": len(new_tasks)}
@@ -643,11 +649,44 @@ class _Plan:
             out.append(
                 (
                     "UPDATE tether_sessions SET head_seq = ?, low_seq = ?,"
-                    " task_count = task_count + ? WHERE id = ?",
-                    [(x["_head"], x["_low"], x["_tasks"], x["_id"]) for x in self.sessions],
+                    " task_count = task_count + ?, used_bytes = used_bytes + ? WHERE id = ?",
+                    [
+                        (
+                            x["_head"],
+                            x["_low"],
+                            x["_tasks"],
+                            self.written.pop(x["_id"], 0),
+                            x["_id"],
+                        )
+                        for x in self.sessions
+                    ],
+                )
+            )
+        if any(self.written.values()):  # a session that got only step records
+            out.append(
+                (
+                    "UPDATE tether_sessions SET used_bytes = used_bytes + ? WHERE id = ?",
+                    [(n, sid) for sid, n in self.written.items() if n],
                 )
             )
         return out
+
+
+ROW_BYTES = 64  # what a stored event costs beyond its data (seq, ids, key, index entries)
+
+
+def _written(a: Append) -> int:
+    """The bytes an append stores: its event, and the task input or result riding on it.
+    (Retention's pruning is not subtracted: a session's count is what was written.)"""
+    n = ROW_BYTES + len(a.data)
+    if a.new_task is not None:
+        n += len(a.new_task.get("input") or "")
+    if a.task_values:
+        for column in ("result", "error"):
+            value = a.task_values.get(column)
+            if isinstance(value, str):
+                n += len(value)
+    return n
 
 
 def read_after(

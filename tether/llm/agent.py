@@ -39,6 +39,8 @@ from pydantic_ai.messages import (
     ModelMessagesTypeAdapter,
     ModelRequest,
     ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
     RetryPromptPart,
     TextPart,
     ToolCallPart,
@@ -63,6 +65,7 @@ from tether.llm.tools import (
     check_path,
     write_preview,
 )
+from tether.quotas import limits, session_storage_full
 from tether.runtime.context import Child, TaskContext
 from tether.workspace import Workspace
 
@@ -70,10 +73,12 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 MAX_RETRY_AFTER = 300.0
-# What a turn keeps: a tool's result (MCP included) and a reply's text, each at most this
-# many characters (the cut is said where it is); a turn's result holds its messages.
-MAX_TOOL_RESULT = 100 * 1024
+# What a turn keeps: a tool's result (MCP included; the setting max_tool_result_chars) and
+# a reply's text, each at most this many characters (the cut is said where it is); a turn's
+# result holds its messages. A reply whole: max_saved_response_bytes.
 MAX_REPLY_TEXT = 200 * 1024
+# In place of a tool call's arguments that did not fit in the saved reply.
+CUT_ARGS = "_tether_cut"
 
 
 def build_model(cfg: ModelAgentConfig) -> Model:
@@ -168,6 +173,8 @@ async def run_turn(
                     },
                 )
                 told = cut
+            if (full := await session_storage_full(inst.store.db, ctx.session_id)) is not None:
+                raise ModelFailed(f"the turn stops here: {full}")
             raw = await ctx.step(
                 lambda m=fitted.messages: _call_model(ctx, inst, cfg, m, tools), name="model"
             )
@@ -230,14 +237,53 @@ def bounded(text: str, limit: int, what: str) -> str:
     return f"{text[:limit]}\n… ({len(text) - limit:,} characters of {what} cut: Tether keeps {limit // 1024} KiB)"
 
 
-def _bounded_response(response: ModelResponse) -> ModelResponse:
-    parts = [
-        dataclasses.replace(p, content=bounded(p.content, MAX_REPLY_TEXT, "this reply"))
-        if isinstance(p, TextPart) and len(p.content) > MAX_REPLY_TEXT
-        else p
-        for p in response.parts
-    ]
+def _bounded_response(response: ModelResponse, limit: int) -> ModelResponse:
+    """The reply as it is saved (and sent back to the model): within about `limit` bytes.
+    A tool call whose arguments do not fit keeps, instead of them, why (the call is then
+    refused to the model, saying so)."""
+    parts = []
+    room = limit
+    for p in response.parts:
+        if isinstance(p, TextPart):
+            keep = min(MAX_REPLY_TEXT, max(room, 1024))
+            if len(p.content) > keep:
+                p = dataclasses.replace(p, content=bounded(p.content, keep, "this reply"))
+            room -= len(p.content.encode())
+        elif isinstance(p, ToolCallPart):
+            size = _args_size(p.args)
+            if size > room:
+                why = (
+                    f"the arguments of this call ({size:,} bytes) did not fit in what a reply "
+                    f"may hold (max_saved_response_bytes = {limit:,} bytes, the reply's other "
+                    "parts included): make smaller calls, e.g. write a file in parts"
+                )
+                p = dataclasses.replace(p, args={CUT_ARGS: why})
+                size = len(why)
+            room -= size
+        parts.append(p)
     return dataclasses.replace(response, parts=parts)
+
+
+def _args_size(args: Any) -> int:
+    if args is None:
+        return 0
+    return len(args.encode() if isinstance(args, str) else json.dumps(args).encode())
+
+
+def _event_size(event: Any) -> int:
+    """About how many bytes a streamed event adds to the reply."""
+    if isinstance(event, PartStartEvent):
+        part = event.part
+        if isinstance(part, TextPart):
+            return len(part.content.encode())
+        return _args_size(part.args) if isinstance(part, ToolCallPart) else 0
+    if isinstance(event, PartDeltaEvent):
+        delta: Any = event.delta
+        text = getattr(delta, "content_delta", None)
+        if isinstance(text, str):
+            return len(text.encode())
+        return _args_size(getattr(delta, "args_delta", None))
+    return 0
 
 
 async def _list_mcp(inst: Installed, cfg: ModelAgentConfig) -> list[dict[str, Any]]:
@@ -329,14 +375,18 @@ async def _call_model(
         )
         reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}")
         try:
+            limit, size = limits().max_saved_response_bytes, 0
             async with model_request_stream(
                 model, messages, model_settings=settings, model_request_parameters=params
             ) as stream:
                 async for event in stream:
                     reply.feed(event)
+                    size += _event_size(event)
+                    if size > limit:
+                        break  # cut here: the rest is neither read nor kept
                 response = stream.get()
             reply.close()
-            saved = _bounded_response(response)
+            saved = _bounded_response(response, limit)
             return ModelMessagesTypeAdapter.dump_python([saved], mode="json")[0]
         except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
             reply.close()
@@ -453,8 +503,17 @@ async def _run_tools(
     out: dict[int, Any] = {}
     todo: list[_Call] = []
     env = ToolEnv(cfg, Workspace(inst.store.db, ctx.session_id))
+    most, delegations = limits().max_delegations_per_reply, 0
     for i, part in enumerate(calls):
         try:
+            if part.tool_name == "delegate":
+                delegations += 1
+                if most and delegations > most:
+                    raise ToolRefused(
+                        f"not started: a reply may delegate {most} tasks at most "
+                        f"(max_delegations_per_reply); this was call {delegations}. Wait for "
+                        "these answers, then delegate the rest in a later reply"
+                    )
             todo.append(_Call(i, part, _validate(cfg, env, part, mcp_of)))
         except ToolRefused as exc:
             out[i] = RetryPromptPart(
@@ -505,7 +564,7 @@ async def _run_tools(
         elif isinstance(res, BaseException):
             raise res
         else:
-            text = bounded(str((res or {}).get("text", "")), MAX_TOOL_RESULT, "this answer")
+            text = bounded(str((res or {}).get("text", "")), _tool_limit(), "this answer")
         out[i] = _result(ctx, calls[i], text)
     return [out[i] for i in range(len(calls))]
 
@@ -520,6 +579,8 @@ def _validate(
     cfg: ModelAgentConfig, env: ToolEnv, part: ToolCallPart, mcp_of: dict[str, Any]
 ) -> Any:
     name = part.tool_name
+    if isinstance(part.args, dict) and CUT_ARGS in part.args:
+        raise ToolRefused(str(part.args[CUT_ARGS]))
     if name in mcp_of:  # the server checks its own arguments
         try:
             return part.args_as_dict()
@@ -548,15 +609,20 @@ async def _run_tool(inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, A
     try:
         if mcp is None:
             text = await BUILTIN[c.part.tool_name].run(env, c.args)
-            return bounded(text, MAX_TOOL_RESULT, "this result")
+            return bounded(text, _tool_limit(), "this result")
         server = env.config.mcp[mcp["server"]]
         out = await inst.mcp(server).direct_call_tool(mcp["tool"], c.args)
     except ToolRefused as exc:
         return f"Error: {exc}"
     except Exception as exc:  # noqa: BLE001 - an MCP tool's error (ModelRetry, its own)
-        return f"Error: the tool {c.part.tool_name} failed: {exc}"
+        text = f"Error: the tool {c.part.tool_name} failed: {exc}"
+        return bounded(text, _tool_limit(), "this error")
     text = out if isinstance(out, str) else json.dumps(out, default=str)
-    return bounded(text, MAX_TOOL_RESULT, "this result")
+    return bounded(text, _tool_limit(), "this result")
+
+
+def _tool_limit() -> int:
+    return limits().max_tool_result_chars
 
 
 def _result(ctx: TaskContext, part: ToolCallPart, text: str) -> ToolReturnPart:

@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from tether.llm.config import ModelAgentConfig
+from tether.quotas import session_storage_full
 from tether.workspace import PathRefused, Workspace, normalize
 
 MAX_READ = 100 * 1024  # a turn keeps its messages in its result (max_event_bytes): keep tools small
@@ -103,6 +104,8 @@ async def write_file(env: ToolEnv, args: WriteArgs) -> str:
     data = args.content.encode("utf-8", "backslashreplace")
     if len(data) > MAX_WRITE:
         raise ToolRefused(f"a file holds at most {MAX_WRITE} bytes")
+    if (full := await session_storage_full(env.workspace.db, env.workspace.session_id)) is not None:
+        raise ToolRefused(f"nothing was written: {full}")
     try:
         # Whole or not at all, in one transaction: a re-run after a crash writes it again.
         await env.workspace.write(check_path(args.path), data)

@@ -37,6 +37,7 @@ _TITLES = {
     429: "Too many attempts",
     500: "Internal error",
     503: "Storage unavailable",
+    507: "Storage quota exceeded",
 }
 _WHEN = {
     400: "Malformed request: a cursor or limit that is not a number, a body that is not "
@@ -51,9 +52,12 @@ _WHEN = {
     "`snapshot` and resume from its `head_seq`.",
     413: "The request body is too large.",
     422: "Unknown agent, or input that does not validate; `errors` lists the fields.",
-    429: "Too many failed sign-ins from this address; see Retry-After.",
+    429: "Too many failed sign-ins from this address, or a per-user limit (open streams, "
+    "sessions, unfinished turns of a session) is met: `detail` and `limit` say which; "
+    "see Retry-After.",
     500: "The server failed; `detail` has a reference to its log.",
     503: "The database refused a write (disk full, I/O error); nothing was recorded.",
+    507: "Your sessions hold your storage quota: delete some to start new work.",
 }
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.responses import Response
 
+from tether import quotas
 from tether.errors import Conflict, InvalidInput, NotFound
 from tether.events.log import Append
 from tether.llm import conversation
@@ -111,6 +112,9 @@ async def start_turn(
             parent = conversation.tip(turns)
         elif parent is not None and all(t.id != parent for t in turns):
             raise NotFound("the message to answer after is not in this conversation")
+        # A retry with its Idempotency-Key gets its turn, whatever the queue holds now.
+        if task_id is None or all(t.id != task_id for t in turns):
+            quotas.check_queued_turns(sum(not t.status.terminal for t in turns), svc.settings)
         return await svc.runtime.create_task(
             session_id,
             agent,
@@ -169,7 +173,7 @@ async def get_conversation(
     responses={
         201: {"model": TaskOut, "description": "The turn was started (or queued)."},
         200: {"model": TaskOut, "description": "A turn with this Idempotency-Key exists."},
-        **problems(400, 401, 404, 413, 422, 429),
+        **problems(400, 401, 404, 413, 422, 429, 507),
     },
 )
 async def post_message(
@@ -184,6 +188,7 @@ async def post_message(
     log. `parent` answers after another message (editing a message: its parent); without
     it, the message follows the end of the branch shown."""
     session = await svc.store.session(session_id, caller.user)
+    await quotas.check_storage(svc.db, svc.settings, caller.user)
     cfg = _agent(_installed(), body.agent)
     asked = body.model_dump(mode="json", exclude_unset=True)  # an absent parent is not null
     once = idempotent(caller.user, session_id, "messages", idempotency_key, asked)
@@ -231,7 +236,7 @@ async def _own_turn(
     responses={
         201: {"model": TaskOut, "description": "A new reply to the same message was started."},
         200: {"model": TaskOut, "description": "A turn with this Idempotency-Key exists."},
-        **problems(400, 401, 404, 409, 413, 422, 429),
+        **problems(400, 401, 404, 409, 413, 422, 429, 507),
     },
 )
 async def regenerate(
@@ -246,6 +251,7 @@ async def regenerate(
     turn, turns = await _own_turn(svc, caller, task_id)
     if not turn.status.terminal:
         raise Conflict("this reply is still being written: stop it first, then regenerate it")
+    await quotas.check_storage(svc.db, svc.settings, caller.user)
     inst = _installed()
     if body is not None and body.agent:
         cfg = _agent(inst, body.agent)

@@ -180,7 +180,7 @@ async def list_events(
 @router.get(
     "/{session_id}/stream",
     response_class=EventStreamResponse,
-    responses={200: _STREAM_DOC, **problems(400, 401, 404, 410, 429)},
+    responses={200: _STREAM_DOC, **problems(400, 401, 404, 410, 429)},  # 429: max_streams_per_user
 )
 async def stream_events(
     session_id: str,
@@ -213,6 +213,11 @@ async def stream_events(
         cursor = parse_cursor(after, "after") or 0
     # Subscribe before reading, so nothing committed in between is missed.
     sub = svc.hub.subscribe(session_id, caller.auth_session_id)
+    try:
+        slot = svc.streams.take(caller.user, caller.auth_session_id, session_id, sub)
+    except BaseException:
+        sub.close()
+        raise
     heartbeat_s = svc.settings.heartbeat_s
     full = svc.settings.snapshot_tasks
     limit = full if tasks is None else min(tasks, full)
@@ -237,18 +242,22 @@ async def stream_events(
             s, first, snap_text = await svc.db.read(lambda c: read(c, True))
     except BaseException:
         sub.close()
+        slot.release()
         raise
     assert snap_text is not None
     sub.head = max(sub.head, s.head_seq)
-    body = session_stream(
-        sub,
-        svc.log,
-        snap_text,
-        cursor,
-        heartbeat_s,
-        svc.settings.stream_retry_ms,
-        lambda: auth.still_valid(caller),
-        first,
+    body = svc.streams.counted(
+        slot,
+        session_stream(
+            sub,
+            svc.log,
+            snap_text,
+            cursor,
+            heartbeat_s,
+            svc.settings.stream_retry_ms,
+            lambda: auth.still_valid(caller),
+            first,
+        ),
     )
     return EventStreamResponse(
         body,

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from tether import quotas
 from tether.errors import BadRequest, InvalidInput
-from tether.events.log import Append
+from tether.events.log import Append, is_storage_failure
 from tether.model import Task, dumps
 from tether.runtime.engine import Runtime
 from tether.web.bodies import StrictRoute
@@ -107,7 +110,8 @@ def _page_cursor(raw: str | None) -> tuple[float, str] | None:
 )
 async def create_session(caller: Caller, svc: Svc, body: SessionIn | None = None) -> Response:
     """A new session. Without a title (or a blank one) it is untitled until its first
-    message names it."""
+    message names it. 429 once you have `max_sessions_per_user`."""
+    await quotas.check_sessions(svc.db, svc.settings, caller.user)
     s = await svc.store.create_session(caller.user, clean_title((body or SessionIn()).title))
     return json_response(s.to_dict(), 201)
 
@@ -201,7 +205,15 @@ async def rename_session(session_id: str, body: SessionPatch, caller: Caller, sv
 async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     """Delete a session and everything in it, its workspace's files too. 409 while any of
     its tasks has not ended."""
-    await svc.store.delete_session(session_id, caller.user)
+    try:
+        await svc.store.delete_session(session_id, caller.user)
+    except sa.exc.SQLAlchemyError as exc:
+        # The disk is full: the delete, which frees room, is written in the reserve's room
+        # and a part at a time, each part reusing the WAL the one before it used.
+        if not (is_storage_failure(exc) and svc.db.sqlite):
+            raise
+        await asyncio.to_thread(quotas.free_reserve, svc.settings.data_dir)
+        await svc.store.delete_session(session_id, caller.user, parts=500)
     return Response(status_code=204)
 
 
@@ -212,7 +224,7 @@ async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     responses={
         201: {"model": TaskOut, "description": "The task was started."},
         200: {"model": TaskOut, "description": "A task with this Idempotency-Key exists."},
-        **problems(400, 401, 404, 413, 422, 429),
+        **problems(400, 401, 404, 413, 422, 429, 507),
     },
 )
 async def create_task(
@@ -223,6 +235,7 @@ async def create_task(
     idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> Response:
     await svc.store.session(session_id, caller.user)
+    await quotas.check_storage(svc.db, svc.settings, caller.user)
     once = idempotent(
         caller.user, session_id, "tasks", idempotency_key, body.model_dump(mode="json")
     )
