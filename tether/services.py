@@ -69,7 +69,9 @@ class Services:
         else:
             model_agents = default_agents(self.settings)
         install(model_agents, self.registry, self.store, self.settings.data_dir)
-        await asyncio.to_thread(self.db.migrate)
+        # DBOS's system tables are set up under the same lock as ours (its launch only
+        # checks them on a shared database): one process migrates, the others wait for it.
+        await asyncio.to_thread(self.db.migrate, None if self.db.sqlite else self._migrate_dbos)
         self.auth = Authenticator(self.settings, self.db)
         self.auth.on_sign_in_ended.append(self.hub.end_sign_in)
         if self.listener is not None:
@@ -124,6 +126,7 @@ class Services:
                 "executor_id": self.settings.executor_id,
                 "notification_listener_polling_interval_sec": self.settings.dbos_poll_s,
                 "log_level": "WARNING",
+                "run_migrations": self.db.sqlite,
             }
         )
         if self.runtime.task_queue is not None:
@@ -141,6 +144,9 @@ class Services:
         self._pruner = asyncio.create_task(self._prune_forever(), name="tether-auth-pruner")
         await dummy
         log.info("tether started (code version %s)", version)
+
+    def _migrate_dbos(self) -> None:
+        DBOS.migrate(sync_url(self.db.url))
 
     def _tell_signout(self, auth_session_id: str, message: str) -> None:
         """The other processes close this sign-in's streams now, not at their heartbeat."""
