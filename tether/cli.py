@@ -103,7 +103,10 @@ def serve(
         # Streams are long-lived; HTTP keep-alive between requests can be short.
         timeout_keep_alive=30,
         http=guarded_protocol(
-            settings.max_header_bytes, settings.header_timeout_s, settings.max_connections
+            settings.max_header_bytes,
+            settings.header_timeout_s,
+            settings.max_connections,
+            body_timeout_s=settings.body_timeout_s,
         ),
         # X-Forwarded-For is believed from the configured proxies only: otherwise anyone on
         # loopback could pick the address the sign-in limiter counts against.

@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How often ended sign-ins and spent refresh tokens are deleted."
     )
 
+    # --- issue 26 boot ---
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A request's whole body must arrive within this time of its head (else 408).",
+    )
+
     def missing_shared_secrets(self) -> list[str]:
         """On a shared database (not SQLite) every process must sign and check tokens with
         one key and accept one owner secret: generating them into each process's data dir
