@@ -94,6 +94,7 @@ def serve(
         )
     _start_logging(settings)
     services = Services(settings)
+    _claim(services)
     config = uvicorn.Config(
         create_app(settings, services),
         host=settings.host,
@@ -135,6 +136,7 @@ def worker_command(
 
 async def _run_worker(settings: Settings) -> None:
     services = Services(settings)
+    _claim(services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,6 +148,14 @@ async def _run_worker(settings: Settings) -> None:
         await stop.wait()
     finally:
         await services.stop()
+
+
+def _claim(services: Services) -> None:
+    """Refuse to start under an executor id another live process holds."""
+    try:
+        services.claim_executor_id()
+    except TetherError as exc:
+        _refuse(exc.detail)
 
 
 def _settings(**given: Any) -> Settings:

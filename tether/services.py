@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from dbos import DBOS
 
@@ -51,12 +52,23 @@ class Services:
         self.registry = registry
         self.runtime: Runtime | None = None
         self.workers: workers.Workers | None = None
+        self.claim: workers.ExecutorClaim | None = None
         self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
         self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def claim_executor_id(self) -> None:
+        """On a shared database: hold this process's executor id while it lives, or raise
+        `Conflict` if another live process holds it (before anything else is started)."""
+        if self.db.sqlite or self.claim is not None:
+            return
+        claim = workers.ExecutorClaim(self.db.url, self.settings.executor_id)
+        claim.acquire()
+        self.claim = claim
+
     async def start(self) -> None:
+        await asyncio.to_thread(self.claim_executor_id)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         # The sign-in check's stand-in hash, made beside the rest of the start (argon2
         # releases the GIL), so that no sign-in pays for it.
@@ -109,6 +121,10 @@ class Services:
                     self.settings.executor_id,
                     self.settings.worker_heartbeat_s,
                     self.settings.worker_stale_s,
+                    claim=self.claim,
+                    # The process stops as at SIGTERM (`tether serve` and `tether worker`
+                    # both stop cleanly on it), without handing over work not its own.
+                    on_claim_lost=lambda: signal.raise_signal(signal.SIGTERM),
                 )
                 # Half the stale time: a silence that long may end with this worker's
                 # tasks moved (the leader's clock and ours differ by a commit or two).
@@ -192,3 +208,6 @@ class Services:
             await self.listener.stop()
         DBOS.destroy()
         await self.db.close()
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
