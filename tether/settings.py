@@ -88,7 +88,8 @@ class Settings(BaseSettings):
         min_length=1,
         max_length=100,
         description="This process's stable name in DBOS: at start it resumes the work it had "
-        "begun. Every process on one shared database needs its own.",
+        "begun. Every process on one shared database needs its own (a process started under "
+        "an id a live one holds is refused).",
     )
     worker: bool = Field(
         True,
