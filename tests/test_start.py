@@ -132,6 +132,9 @@ def test_a_hold_on_an_executor_id_lost_with_its_connection_is_taken_again_or_giv
         a = ExecutorClaim(db, "w1")
         a.acquire()
         try:
+            # A lost host's session (and the id) is let go in seconds, not the OS's 2 h.
+            assert a._conn is not None
+            assert a._conn.exec_driver_sql("SHOW tcp_keepalives_idle").scalar() == "10"
             _end_session_of(db, a)  # the database restarted, or the network broke
             assert a.holds()  # nobody else had it: taken again
             with pytest.raises(Conflict, match="in use by another live process"):

@@ -46,6 +46,7 @@ CHILD_QUEUE = "tether-children"  # sub-agents handed over from a dead worker
 # worker spent 19-20% of a core instead of 14-16% (docs/benchmarks.md).
 CHILD_POLL_S = 1.0
 _LEADER_LOCK = 0x7E7E_0001  # the advisory lock whose holder looks for dead workers
+_CLAIM_KEEPALIVE = (("idle", 10), ("interval", 5), ("count", 3))  # seconds, seconds, probes
 
 
 class ExecutorClaim:
@@ -69,6 +70,11 @@ class ExecutorClaim:
         """Take the id, or raise `Conflict` if a live process holds it."""
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
+            # A process that dies closes its connection; a host that is lost cannot, and
+            # Postgres would hold its lock until the OS's keepalive gave up (2 h by
+            # default). These end that session (and free the id) within about 25 s.
+            for name, value in _CLAIM_KEEPALIVE:
+                conn.exec_driver_sql(f"SET tcp_keepalives_{name} = {value}")
             got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({self.key})").scalar()
         except BaseException:
             conn.close()
