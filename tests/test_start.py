@@ -62,7 +62,9 @@ def test_two_apis_and_two_workers_started_at_once_on_a_fresh_database_all_come_u
                 # ready (healthz 200 for an API, "TETHER_WORKER=" for a worker) and fails
                 # at once if it exits.
                 with ThreadPoolExecutor(len(procs)) as pool:
-                    list(pool.map(Server.start, procs))
+                    starts = [pool.submit(p.start) for p in procs]
+                failed = [f.exception() for f in starts if f.exception() is not None]
+                assert not failed, f"round {round_}: {failed[0]}\n{_logs(procs)}"
                 for api in procs[:2]:
                     with api.client() as c:
                         assert c.get("/healthz").status_code == 200
@@ -74,7 +76,7 @@ def test_two_apis_and_two_workers_started_at_once_on_a_fresh_database_all_come_u
                     what=f"both workers' heartbeats (round {round_}): {_logs(procs)}",
                 )
                 alive = [p.proc is not None and p.proc.poll() is None for p in procs]
-                assert all(alive), _logs(procs)
+                assert all(alive), f"round {round_}: {_logs(procs)}"
             finally:
                 for p in procs:
                     p.stop()
