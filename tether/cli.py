@@ -94,6 +94,7 @@ def serve(
         )
     _start_logging(settings)
     services = Services(settings)
+    _claim(services)
     config = uvicorn.Config(
         create_app(settings, services),
         host=settings.host,
@@ -103,7 +104,10 @@ def serve(
         # Streams are long-lived; HTTP keep-alive between requests can be short.
         timeout_keep_alive=30,
         http=guarded_protocol(
-            settings.max_header_bytes, settings.header_timeout_s, settings.max_connections
+            settings.max_header_bytes,
+            settings.header_timeout_s,
+            settings.max_connections,
+            body_timeout_s=settings.body_timeout_s,
         ),
         # X-Forwarded-For is believed from the configured proxies only: otherwise anyone on
         # loopback could pick the address the sign-in limiter counts against.
@@ -132,6 +136,7 @@ def worker_command(
 
 async def _run_worker(settings: Settings) -> None:
     services = Services(settings)
+    _claim(services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,6 +148,14 @@ async def _run_worker(settings: Settings) -> None:
         await stop.wait()
     finally:
         await services.stop()
+
+
+def _claim(services: Services) -> None:
+    """Refuse to start under an executor id another live process holds."""
+    try:
+        services.claim_executor_id()
+    except TetherError as exc:
+        _refuse(exc.detail)
 
 
 def _settings(**given: Any) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from dbos import DBOS
 
@@ -51,13 +52,24 @@ class Services:
         self.registry = registry
         self.runtime: Runtime | None = None
         self.workers: workers.Workers | None = None
+        self.claim: workers.ExecutorClaim | None = None
         self.auth: Authenticator | None = None
         self.stopping = asyncio.Event()
         self.streams = quotas.StreamSlots(settings.max_streams_per_user)
         self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def claim_executor_id(self) -> None:
+        """On a shared database: hold this process's executor id while it lives, or raise
+        `Conflict` if another live process holds it (before anything else is started)."""
+        if self.db.sqlite or self.claim is not None:
+            return
+        claim = workers.ExecutorClaim(self.db.url, self.settings.executor_id)
+        claim.acquire()
+        self.claim = claim
+
     async def start(self) -> None:
+        await asyncio.to_thread(self.claim_executor_id)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         quotas.configure(self.settings)
         # The sign-in check's stand-in hash, made beside the rest of the start (argon2
@@ -71,7 +83,9 @@ class Services:
         else:
             model_agents = default_agents(self.settings)
         install(model_agents, self.registry, self.store, self.settings.data_dir)
-        await asyncio.to_thread(self.db.migrate)
+        # DBOS's system tables are set up under the same lock as ours (its launch only
+        # checks them on a shared database): one process migrates, the others wait for it.
+        await asyncio.to_thread(self.db.migrate, None if self.db.sqlite else self._migrate_dbos)
         # Workspaces an earlier version kept on this disk move into the database.
         await workspace.import_from_disk(self.db, self.settings.data_dir)
         if self.db.sqlite:
@@ -114,6 +128,10 @@ class Services:
                     self.settings.executor_id,
                     self.settings.worker_heartbeat_s,
                     self.settings.worker_stale_s,
+                    claim=self.claim,
+                    # The process stops as at SIGTERM (`tether serve` and `tether worker`
+                    # both stop cleanly on it), without handing over work not its own.
+                    on_claim_lost=lambda: signal.raise_signal(signal.SIGTERM),
                 )
                 # Half the stale time: a silence that long may end with this worker's
                 # tasks moved (the leader's clock and ours differ by a commit or two).
@@ -131,6 +149,7 @@ class Services:
                 "executor_id": self.settings.executor_id,
                 "notification_listener_polling_interval_sec": self.settings.dbos_poll_s,
                 "log_level": "WARNING",
+                "run_migrations": self.db.sqlite,
             }
         )
         if self.runtime.task_queue is not None:
@@ -148,6 +167,9 @@ class Services:
         self._pruner = asyncio.create_task(self._prune_forever(), name="tether-auth-pruner")
         await dummy
         log.info("tether started (code version %s)", version)
+
+    def _migrate_dbos(self) -> None:
+        DBOS.migrate(sync_url(self.db.url))
 
     def _tell_signout(self, auth_session_id: str, message: str) -> None:
         """The other processes close this sign-in's streams now, not at their heartbeat."""
@@ -193,3 +215,6 @@ class Services:
             await self.listener.stop()
         DBOS.destroy()
         await self.db.close()
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None

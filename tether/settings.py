@@ -88,7 +88,8 @@ class Settings(BaseSettings):
         min_length=1,
         max_length=100,
         description="This process's stable name in DBOS: at start it resumes the work it had "
-        "begun. Every process on one shared database needs its own.",
+        "begun. Every process on one shared database needs its own (a process started under "
+        "an id a live one holds is refused).",
     )
     worker: bool = Field(
         True,
@@ -202,6 +203,13 @@ class Settings(BaseSettings):
         description="A model reply (its text and tool arguments) is stored, and read from the "
         "model, up to this size: a tool call whose arguments do not fit is refused to the "
         "model with the limit, and a reply that streams past it is cut there.",
+    )
+
+    # --- issue 26 boot ---
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A request's whole body must arrive within this time of its head (else 408).",
     )
 
     def missing_shared_secrets(self) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -34,6 +35,8 @@ T = TypeVar("T")
 READ_THREADS = 8
 WRITE_THREADS = 4  # Postgres; SQLite has one writer
 IDLE_IN_TRANSACTION_MS = 5000
+MIGRATION_LOCK = 0x7E7E_0002  # Postgres advisory lock held while a process migrates
+MIGRATION_POLL_S = 0.05  # how often a process waiting for another's migration tries the lock
 
 
 def is_sqlite(url: str) -> bool:
@@ -196,20 +199,47 @@ class Database:
             finally:
                 await asyncio.to_thread(conn.close)
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (synchronous; run before serving)."""
-        engine = sa.create_engine(sync_url(self.url))
-        if self.sqlite:
-            with engine.connect() as conn:
-                # WAL is a property of the file: set once, every later connection uses it.
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        cfg = Config(str(Path(__file__).with_name("alembic.ini")))
+    def migrate(self, then: Callable[[], None] | None = None) -> None:
+        """Bring the schema to the newest revision, then run `then` (DBOS's own schema
+        setup), synchronously, before serving.
+
+        On Postgres both run under an advisory lock: processes started together (as
+        systemd, compose or k8s start them) take turns; the first migrates, the others find
+        it done. Without it each ran the migrations itself, and all but one died on a
+        duplicate key (`alembic_version`, or DBOS's schema)."""
+        engine = sa.create_engine(sync_url(self.url), poolclass=sa.pool.NullPool)
         try:
-            with engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+            if self.sqlite:
+                with engine.connect() as conn:
+                    # WAL is a property of the file: set once, every later connection uses it.
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                self._upgrade(engine)
+                if then is not None:
+                    then()
+                return
+            # A session lock on its own connection, let go if its process dies. Tried, not
+            # waited for in `pg_advisory_lock`: a waiting statement is an open transaction,
+            # and DBOS's CREATE INDEX CONCURRENTLY (under the lock) waits for every open
+            # transaction to end; neither would ever go on.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+                try_lock = f"SELECT pg_try_advisory_lock({MIGRATION_LOCK})"
+                while not lock.exec_driver_sql(try_lock).scalar():
+                    time.sleep(MIGRATION_POLL_S)
+                try:
+                    self._upgrade(engine)
+                    if then is not None:
+                        then()
+                finally:
+                    lock.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
         finally:
             engine.dispose()
+
+    @staticmethod
+    def _upgrade(engine: sa.Engine) -> None:
+        cfg = Config(str(Path(__file__).with_name("alembic.ini")))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
     async def close(self) -> None:
         if self._pg_writer is not None:

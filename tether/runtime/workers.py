@@ -10,21 +10,27 @@ advisory lock for that moment: the leader) looks for workers whose heartbeat is 
 hands their PENDING workflows back to the queues: top-level tasks to `tether-tasks`,
 sub-agents to `tether-children`. A live worker dequeues each and DBOS replays it from its
 last completed step. Each task moved gets a `task.moved` event saying from where and why.
+
+An executor id belongs to one live process at a time (`ExecutorClaim`): DBOS knows a
+worker's work by that name alone, so a second process under it would beat for the first,
+and the work of whichever died would never be found stale.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from dbos import DBOS
 
-from tether.db.engine import Database
+from tether.db.engine import Database, sync_url
 from tether.db.schema import executors
-from tether.errors import NotFound
+from tether.errors import Conflict, NotFound
 from tether.events.log import Append
 from tether.model import dumps
 
@@ -40,6 +46,73 @@ CHILD_QUEUE = "tether-children"  # sub-agents handed over from a dead worker
 # worker spent 19-20% of a core instead of 14-16% (docs/benchmarks.md).
 CHILD_POLL_S = 1.0
 _LEADER_LOCK = 0x7E7E_0001  # the advisory lock whose holder looks for dead workers
+_CLAIM_KEEPALIVE = (("idle", 10), ("interval", 5), ("count", 3))  # seconds, seconds, probes
+
+
+class ExecutorClaim:
+    """This process's hold on its executor id for as long as it lives: a Postgres session
+    advisory lock, on a connection of its own, keyed by the id.
+
+    A second live process under the same id cannot take it, and is refused at start. A
+    process that dies (kill -9, a crash, a lost host) lets it go with its connection, so
+    its replacement under the same id starts at once and resumes its work. A frozen process
+    (SIGSTOP) keeps it until it is killed. Session locks need a session: not through a
+    transaction-pooling proxy such as pgbouncer in transaction mode."""
+
+    def __init__(self, url: str, executor_id: str) -> None:
+        self.executor_id = executor_id
+        digest = hashlib.sha256(b"tether-executor:" + executor_id.encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+        self._engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+        self._conn: sa.Connection | None = None
+
+    def acquire(self) -> None:
+        """Take the id, or raise `Conflict` if a live process holds it."""
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            # A process that dies closes its connection; a host that is lost cannot, and
+            # Postgres would hold its lock until the OS's keepalive gave up (2 h by
+            # default). These end that session (and free the id) within about 25 s.
+            for name, value in _CLAIM_KEEPALIVE:
+                conn.exec_driver_sql(f"SET tcp_keepalives_{name} = {value}")
+            got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({self.key})").scalar()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise Conflict(
+                f"executor id {self.executor_id!r} is in use by another live process on this "
+                "database; give each process its own TETHER_EXECUTOR_ID (a process restarted "
+                "under its old id starts once the old one has exited)"
+            )
+        self._conn = conn
+
+    def holds(self) -> bool:
+        """Whether this process still holds its id: its connection is alive, or it was lost
+        (the database restarted, the network broke) and the id was taken again. False if
+        another process took it meanwhile. Raises if the database cannot be reached."""
+        if self._conn is not None:
+            try:
+                self._conn.exec_driver_sql("SELECT 1")
+                return True
+            except sa.exc.DBAPIError:
+                self._conn.close()
+                self._conn = None
+        try:
+            self.acquire()
+        except Conflict:
+            return False
+        log.warning(
+            "executor id %r: its connection was lost and the id taken again", self.executor_id
+        )
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # the lock goes with its session
+            self._conn = None
+        self._engine.dispose()
 
 
 def listen(worker: bool) -> None:
@@ -88,9 +161,13 @@ class Workers:
         executor_id: str,
         heartbeat_s: float,
         stale_s: float,
+        claim: ExecutorClaim | None = None,
+        on_claim_lost: Callable[[], None] | None = None,
     ) -> None:
         self.db, self.runtime, self.executor_id = db, runtime, executor_id
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
+        self.claim, self.on_claim_lost = claim, on_claim_lost
+        self.claim_lost = False
         self.started_at = time.time()
         self.moved = 0  # workflows this worker handed over (while it led)
         self._task: asyncio.Task[None] | None = None
@@ -137,6 +214,18 @@ class Workers:
     async def _run(self) -> None:
         while True:
             try:
+                if self.claim is not None and not await asyncio.to_thread(self.claim.holds):
+                    # Another process runs under this name now: beating for it, or handing
+                    # its work over at the stop, would pass its live tasks off as ours.
+                    self.claim_lost = True
+                    log.error(
+                        "executor id %r was taken by another process while this one's hold "
+                        "on it was lost; stopping",
+                        self.executor_id,
+                    )
+                    if self.on_claim_lost is not None:
+                        self.on_claim_lost()
+                    return
                 await self.beat()
                 for dead, started_at, last_beat in await self._stale_if_leader():
                     age = time.time() - last_beat
@@ -174,6 +263,8 @@ class Workers:
         Its heartbeat is then marked stale rather than removed: a workflow whose start was
         still being written as the worker stopped is moved by the leader at a later beat."""
         me = self.executor_id
+        if self.claim_lost:
+            return 0
         try:
             moved = await self.take_over(me, self.started_at, f"worker {me} shut down", 0.0)
             await self.db.write(
