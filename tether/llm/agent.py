@@ -50,7 +50,7 @@ from pydantic_ai.tools import ToolDefinition
 
 from tether.errors import DelegationFailed, ModelFailed
 from tether.llm import approvals, conversation, history
-from tether.llm.config import ModelAgentConfig
+from tether.llm.config import ModelAgentConfig, seconds
 from tether.llm.installed import Installed, TurnInput
 from tether.llm.stream import ReplyStream, emit_ag
 from tether.llm.tools import (
@@ -91,11 +91,46 @@ def build_model(cfg: ModelAgentConfig) -> Model:
             cfg.model_name, provider=AnthropicProvider(api_key=key, base_url=cfg.base_url)
         )
     from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.profiles.openai import OpenAIModelProfile
     from pydantic_ai.providers.openai import OpenAIProvider
 
     return OpenAIChatModel(
-        cfg.model_name, provider=OpenAIProvider(api_key=key, base_url=cfg.base_url)
+        cfg.model_name,
+        provider=OpenAIProvider(api_key=key, base_url=cfg.base_url),
+        # A stream that ends without a finish_reason was cut off (raised, so it is retried),
+        # not a finished reply.
+        profile=OpenAIModelProfile(
+            openai_chat_streaming_requires_finish_reason=cfg.stream_end_required
+        ),
     )
+
+
+@dataclass(slots=True)
+class _Deadline:
+    """When the turn must have answered (wall-clock, recorded in a step: a replay after a
+    restart keeps it); time spent waiting for a person is added to it."""
+
+    at: float
+    cfg: ModelAgentConfig
+
+    def left(self) -> float:
+        return self.at - time.time()
+
+    def passed(self, last: str | None = None) -> ModelFailed:
+        why = f" (the last model call: {last})" if last else ""
+        return ModelFailed(
+            f"the turn took longer than {seconds(self.cfg.turn_timeout_s)}, the limit for agent "
+            f"{self.cfg.name!r} (turn_timeout_s), and was stopped{why}. Send the message again "
+            "to retry; the limit is set in the agents file."
+        )
+
+
+class _CallTimedOut(Exception):
+    """The model call ran past call_timeout_s (a stalled or trickling stream)."""
+
+
+class _StreamCut(Exception):
+    """The reply's stream ended without the provider's end marker: the call broke off."""
 
 
 # -- the turn -------------------------------------------------------------------------------
@@ -122,6 +157,9 @@ async def run_turn(
             turns, next((t.follows for t in turns if t.id == ctx.task_id), None)
         )
 
+    deadline = _Deadline(
+        await ctx.step(lambda: time.time() + cfg.turn_timeout_s, name="turn.deadline"), cfg
+    )
     past = history.Past(inst.store.db, ctx.session_id, await ctx.step(branch, name="history"))
     # The MCP servers' tools, as this turn first saw them (a replay sees the same list).
     mcp_tools: list[dict[str, Any]] = (
@@ -158,7 +196,8 @@ async def run_turn(
                 )
                 told = cut
             raw = await ctx.step(
-                lambda m=fitted.messages: _call_model(ctx, inst, cfg, m, tools), name="model"
+                lambda m=fitted.messages: _call_model(ctx, inst, cfg, m, tools, deadline),
+                name="model",
             )
             response = ModelMessagesTypeAdapter.validate_python([raw])[0]
             assert isinstance(response, ModelResponse)
@@ -166,7 +205,7 @@ async def run_turn(
             calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
             if not calls:
                 break
-            parts = await _run_tools(ctx, inst, cfg, calls, mcp_of)
+            parts = await _run_tools(ctx, inst, cfg, calls, mcp_of, deadline)
             own.append(ModelRequest(parts=parts, instructions=cfg.system))
         else:
             raise ModelFailed(
@@ -299,9 +338,12 @@ async def _call_model(
     cfg: ModelAgentConfig,
     messages: list[ModelMessage],
     tools: list[ToolDefinition],
+    deadline: _Deadline,
 ) -> Any:
     """One model call, streamed into the log; retried (as new attempts) on rate limits,
-    overload and network errors; a hard error raises ModelFailed with the provider's words."""
+    overload and network errors, on a stream cut before its end marker, and on an attempt
+    that takes longer than call_timeout_s; a hard error raises ModelFailed with the
+    provider's words, and so does the turn's deadline."""
     model = inst.model(cfg)
     params = ModelRequestParameters(function_tools=tools)
     settings: Any = {"max_retries": 0, "max_tokens": cfg.max_tokens}
@@ -317,16 +359,39 @@ async def _call_model(
             else "the server restarted while this reply was being written",
         )
         reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}")
+        left = deadline.left()
+        if left <= 0:
+            raise deadline.passed()
+        limit = asyncio.timeout(min(cfg.call_timeout_s, left))
         try:
-            async with model_request_stream(
-                model, messages, model_settings=settings, model_request_parameters=params
-            ) as stream:
-                async for event in stream:
-                    reply.feed(event)
-                response = stream.get()
+            try:
+                async with limit:
+                    async with model_request_stream(
+                        model, messages, model_settings=settings, model_request_parameters=params
+                    ) as stream:
+                        async for event in stream:
+                            reply.feed(event)
+                        response = stream.get()
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                if cfg.call_timeout_s >= left:
+                    raise deadline.passed() from None
+                raise _CallTimedOut(
+                    f"{cfg.model} did not finish its reply within "
+                    f"{seconds(cfg.call_timeout_s)} (call_timeout_s)"
+                ) from None
+            if cfg.stream_end_required and response.state == "incomplete":
+                raise _StreamCut(
+                    f"the reply from {cfg.model} broke off: its stream ended without the "
+                    "provider's end marker"
+                )
             reply.close()
             saved = _bounded_response(response)
             return ModelMessagesTypeAdapter.dump_python([saved], mode="json")[0]
+        except ModelFailed:
+            reply.close()
+            raise
         except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
             reply.close()
             delay, status = _retry_delay(exc, retries)
@@ -334,6 +399,8 @@ async def _call_model(
             if delay is None or retries >= cfg.max_retries:
                 log.info("task %s: model call failed: %s", ctx.task_id, reason)
                 raise ModelFailed(reason) from None
+            if delay >= deadline.left():
+                raise deadline.passed(reason) from None
             retries += 1
             broke_off = bool(reply.message_ids or reply.tool_call_ids)
             ctx.emit(
@@ -385,8 +452,8 @@ def _retry_delay(exc: BaseException, retries: int) -> tuple[float | None, int | 
             return None, exc.status_code
         after = _retry_after((exc.headers or {}).get("retry-after"))
         return (backoff if after is None else after), exc.status_code
-    if isinstance(exc, ModelAPIError | OSError | asyncio.TimeoutError):
-        return backoff, None  # the network: refused, reset, timed out
+    if isinstance(exc, ModelAPIError | OSError | asyncio.TimeoutError | _CallTimedOut | _StreamCut):
+        return backoff, None  # the network: refused, reset, timed out, cut
     return None, None
 
 
@@ -415,6 +482,8 @@ def _describe(exc: BaseException, cfg: ModelAgentConfig) -> str:
             f"{cfg.provider} answered HTTP {exc.status_code} for {cfg.model_name}: "
             f"{message or body or exc}"
         )
+    if isinstance(exc, _CallTimedOut | _StreamCut):
+        return str(exc)
     return f"calling {cfg.model} failed: {exc}"
 
 
@@ -434,6 +503,7 @@ async def _run_tools(
     cfg: ModelAgentConfig,
     calls: list[ToolCallPart],
     mcp_of: dict[str, dict[str, Any]],
+    deadline: _Deadline,
 ) -> list[Any]:
     """Run the tool calls of one reply. Order of what is durable is fixed, so a replay repeats
     it: approvals asked (all, so a person sees every one at once), then answered in order;
@@ -461,6 +531,7 @@ async def _run_tools(
         # The requests are committed before the task waits (DBOS records its waits on its
         # own: they must not land before the steps that come before them).
         await ctx.flush()
+        asked = await ctx.step(time.time, name="approval.asked")
     for c in asking:
         answer = await approvals.wait(ids[c.index])
         ctx.emit(
@@ -470,6 +541,8 @@ async def _run_tools(
         if answer["decision"] != "approve":
             note = f" Their note: {answer['note']}" if answer.get("note") else ""
             out[c.index] = _result(ctx, c.part, f"The user denied this tool call.{note}")
+    if asking:  # a person's time is not the turn's
+        deadline.at += await ctx.step(time.time, name="approval.answered") - asked
     todo = [c for c in todo if c.index not in out]
 
     children: dict[int, Child] = {}
