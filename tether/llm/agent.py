@@ -52,6 +52,7 @@ from tether.errors import DelegationFailed, ModelFailed
 from tether.llm import approvals, conversation, history
 from tether.llm.config import ModelAgentConfig, seconds
 from tether.llm.installed import Installed, TurnInput
+from tether.llm.mcp_servers import McpUnavailable, where
 from tether.llm.stream import ReplyStream, emit_ag
 from tether.llm.tools import (
     BUILTIN,
@@ -161,11 +162,17 @@ async def run_turn(
         await ctx.step(lambda: time.time() + cfg.turn_timeout_s, name="turn.deadline"), cfg
     )
     past = history.Past(inst.store.db, ctx.session_id, await ctx.step(branch, name="history"))
-    # The MCP servers' tools, as this turn first saw them (a replay sees the same list).
-    mcp_tools: list[dict[str, Any]] = (
-        await ctx.step(lambda: _list_mcp(inst, cfg), name="mcp.tools") if cfg.mcp else []
-    )
     emit_ag(ctx, ag.RunStartedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
+    # The MCP servers' tools, as this turn first saw them (a replay sees the same list).
+    mcp_tools: list[dict[str, Any]] = []
+    if cfg.mcp:
+        try:
+            mcp_tools = await ctx.step(
+                lambda: _list_mcp(inst, cfg, ctx.session_id), name="mcp.tools"
+            )
+        except ModelFailed as exc:  # shown in the chat, as a model call's failure is
+            emit_ag(ctx, ag.RunErrorEvent(message=str(exc)))
+            raise
     own: list[ModelMessage] = [
         ModelRequest(parts=[UserPromptPart(content=inp.text)], instructions=cfg.system)
     ]
@@ -268,17 +275,22 @@ def _bounded_response(response: ModelResponse) -> ModelResponse:
     return dataclasses.replace(response, parts=parts)
 
 
-async def _list_mcp(inst: Installed, cfg: ModelAgentConfig) -> list[dict[str, Any]]:
+async def _list_mcp(
+    inst: Installed, cfg: ModelAgentConfig, session_id: str
+) -> list[dict[str, Any]]:
     """Every tool of the agent's MCP servers. A name the agent has already (a built-in tool,
     or another server's) gets its server's number in front."""
     taken = set(cfg.tools) | {"delegate"}
     out: list[dict[str, Any]] = []
     for i, ref in enumerate(cfg.mcp):
         try:
-            listed = await inst.mcp(ref).list_tools()
+            listed = await inst.mcp.list_tools(session_id, ref, cfg.mcp_timeout_s)
+        except McpUnavailable as exc:
+            raise ModelFailed(f"the agent's tools could not be listed: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a server that is down fails the turn, saying which
-            where = ref if isinstance(ref, str) else ref.command
-            raise ModelFailed(f"the MCP server {where} did not list its tools: {exc!r}") from None
+            raise ModelFailed(
+                f"the MCP server {where(ref)} did not list its tools: {exc!r}"
+            ) from None
         for tool in listed:
             name = tool.name if tool.name not in taken else f"mcp{i}_{tool.name}"
             taken.add(name)
@@ -554,7 +566,8 @@ async def _run_tools(
     for c in todo:
         if c.part.tool_name != "delegate":
             text = await ctx.step(
-                lambda c=c: _run_tool(inst, env, c, mcp_of), name=f"tool.{c.part.tool_name}"
+                lambda c=c: _run_tool(inst, env, c, mcp_of, ctx.session_id),
+                name=f"tool.{c.part.tool_name}",
             )
             out[c.index] = _result(ctx, c.part, text)
     results = await asyncio.gather(
@@ -603,7 +616,9 @@ def _validate(
     return args
 
 
-async def _run_tool(inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, Any]) -> str:
+async def _run_tool(
+    inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, Any], session_id: str
+) -> str:
     """A plain tool's result as text; its failure is the model's to read, not the turn's."""
     mcp = mcp_of.get(c.part.tool_name)
     try:
@@ -611,7 +626,9 @@ async def _run_tool(inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, A
             text = await BUILTIN[c.part.tool_name].run(env, c.args)
             return bounded(text, MAX_TOOL_RESULT, "this result")
         server = env.config.mcp[mcp["server"]]
-        out = await inst.mcp(server).direct_call_tool(mcp["tool"], c.args)
+        out = await inst.mcp.call_tool(
+            session_id, server, mcp["tool"], c.args, env.config.mcp_timeout_s
+        )
     except ToolRefused as exc:
         return f"Error: {exc}"
     except Exception as exc:  # noqa: BLE001 - an MCP tool's error (ModelRetry, its own)

@@ -14,6 +14,7 @@ may do.
            { command = "npx", args = ["-y", "some-mcp"], env = { TOKEN = "${MY_TOKEN}" } }]
     call_timeout_s = 300                     # one model call at most (then retried)
     turn_timeout_s = 1800                    # one turn at most (approval waits not counted)
+    mcp_timeout_s = 120                      # one MCP listing or tool call at most
     default = true                           # the agent a new message goes to
 
 A file that names an unknown tool, provider or delegate is refused at start, with the reason.
@@ -107,6 +108,13 @@ class ModelAgentConfig(BaseModel):
         description="One turn, from its start (after the turn before it) to its answer, at most "
         "this long: every model call, retry and tool run counts, time waiting for a person's "
         "approval does not. Past it the turn fails and says so.",
+    )
+    mcp_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description="Listing an MCP server's tools, or one call of its tool, at most this long; "
+        "a server that stalls past it is restarted and the call is reported as failed.",
     )
     stream_end_required: bool = Field(
         True,
