@@ -24,7 +24,9 @@ def _done(api: Api, task_id: str, timeout: float = 90) -> dict[str, Any]:
 
 
 def _mcp_extra(timeout: float | None = None) -> str:
-    """The agent's MCP server: the test calculator over stdio, its env from the server's."""
+    """The agent's MCP server: the test calculator over stdio, its env from the server's.
+    (A fresh server's first request can take seconds on a loaded 2-core machine: with 3 s
+    the test failed now and then.)"""
     env = (
         '{ TETHER_TEST_COUNTER = "${TETHER_TEST_COUNTER}", '
         'TETHER_TEST_MCP_STALL_LIST = "${TETHER_TEST_MCP_STALL_LIST}" }'
@@ -45,11 +47,11 @@ def test_a_stalled_tool_call_fails_within_the_timeout_and_the_next_call_works(
         fake_llm,
         tmp_path,
         approval=[],
-        extra=_mcp_extra(timeout=3),
+        extra=_mcp_extra(timeout=5),
         TETHER_TEST_MCP_STALL_LIST=str(tmp_path / "no-stall"),
     )
     warm = _done(api, say(api, sid, "mcp add a=2 b=3")["id"])
-    assert warm["result"]["text"] == "Done: 5", warm
+    assert warm["status"] == "completed" and warm["result"]["text"] == "Done: 5", warm.get("error")
     assert len(_starts(server)) == 1
 
     began = time.monotonic()
@@ -57,13 +59,15 @@ def test_a_stalled_tool_call_fails_within_the_timeout_and_the_next_call_works(
     took = time.monotonic() - began
     # The turn goes on: the model reads the failure, which says what happened.
     assert stalled["status"] == "completed", stalled
-    assert "did not answer within 3 s (mcp_timeout_s)" in stalled["result"]["text"]
+    assert "did not answer within 5 s (mcp_timeout_s)" in stalled["result"]["text"]
     assert "restarted" in stalled["result"]["text"]
     assert took < 30, took
     assert any(line.startswith("mcp stall") for line in counter_lines(server))
 
     after = _done(api, say(api, sid, "mcp add a=1 b=1")["id"])
-    assert after["result"]["text"] == "Done: 2", after
+    assert after["status"] == "completed" and after["result"]["text"] == "Done: 2", after.get(
+        "error"
+    )
     assert len(_starts(server)) == 2  # the stalled server was replaced by a new one
 
 
@@ -77,7 +81,7 @@ def test_a_stalled_listing_fails_the_turn_clearly_and_the_next_turn_works(
         fake_llm,
         tmp_path,
         approval=[],
-        extra=_mcp_extra(timeout=3),
+        extra=_mcp_extra(timeout=5),
         TETHER_TEST_MCP_STALL_LIST=str(flag),
     )
     began = time.monotonic()
@@ -85,8 +89,8 @@ def test_a_stalled_listing_fails_the_turn_clearly_and_the_next_turn_works(
     took = time.monotonic() - began
     assert failed["status"] == "failed", failed
     message = failed["error"]["message"]
-    assert "could not be listed" in message and "did not answer within 3 s" in message
-    assert took < 40, took  # the server's start has its own bound; the listing 3 s
+    assert "could not be listed" in message and "did not answer within 5 s" in message
+    assert took < 40, took  # the start has its own bound; the listing 5 s
     shown = [e["data"]["message"] for e in api.all_events(sid) if e["type"] == "RUN_ERROR"]
     assert shown == [message]
 
