@@ -52,6 +52,7 @@ def test_a_trickling_stream_is_cut_at_call_timeout_and_the_turn_fails_clearly(
     sup = [e["data"] for e in events if e["type"] == "message.superseded"]
     starts = [e["data"]["messageId"] for e in events if e["type"] == "TEXT_MESSAGE_START"]
     assert len(starts) == 2 and [s["messageIds"] for s in sup] == [starts[:1]]
+    assert "took longer than 1 s (call_timeout_s)" in sup[0]["reason"]
     _assert_streams_well_formed(events)
     # The next message is not stuck behind the failed turn, and answers.
     again = _done(api, say(api, sid, "words 2")["id"])

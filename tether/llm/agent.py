@@ -360,15 +360,13 @@ async def _call_model(
     params = ModelRequestParameters(function_tools=tools)
     settings: Any = {"max_retries": 0, "max_tokens": cfg.max_tokens}
     retries = 0
-    broke_off = False
+    broke_off: str | None = None  # why the last attempt stopped mid-reply
     while True:
         attempt, prior = await ctx.new_attempt()
         _supersede(
             ctx,
             prior,
-            "the connection to the model broke off mid-reply"
-            if broke_off
-            else "the server restarted while this reply was being written",
+            broke_off or "the server restarted while this reply was being written",
         )
         reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}")
         left = deadline.left()
@@ -414,7 +412,13 @@ async def _call_model(
             if delay >= deadline.left():
                 raise deadline.passed(reason) from None
             retries += 1
-            broke_off = bool(reply.message_ids or reply.tool_call_ids)
+            broke_off = (
+                None
+                if not (reply.message_ids or reply.tool_call_ids)
+                else f"the model took longer than {seconds(cfg.call_timeout_s)} (call_timeout_s)"
+                if isinstance(exc, _CallTimedOut)
+                else "the connection to the model broke off mid-reply"
+            )
             ctx.emit(
                 "model.retry",
                 {
