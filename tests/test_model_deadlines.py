@@ -14,7 +14,7 @@ import pytest
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.helpers.models import control, messages_by_id, model_session, say
 from tests.helpers.server import Api
-from tests.test_model_agents import _assert_streams_well_formed
+from tests.test_model_agents import _assert_streams_well_formed, approval_request
 
 
 def _done(api: Api, task_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -75,6 +75,20 @@ def test_a_turn_past_turn_timeout_fails_with_a_message_a_person_understands(
     assert "the turn took longer than 2 s" in message
     assert "turn_timeout_s" in message and "'assistant'" in message
     assert not any(e["type"] == "model.retry" for e in api.all_events(sid))
+
+
+def test_time_waiting_for_a_persons_approval_is_not_the_turns(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, extra="turn_timeout_s = 5")
+    turn = say(api, sid, "write notes.txt: draft")
+    req = approval_request(api, sid)
+    time.sleep(6)  # the person takes longer than the turn's whole limit (what is tested)
+    url = f"/api/tasks/{turn['id']}/approvals/{req['data']['approvalId']}"
+    assert api.c.post(url, json={"decision": "approve"}).status_code == 200
+    done = _done(api, turn["id"])
+    assert done["status"] == "completed", done.get("error")
+    assert done["result"]["text"].startswith("Done: ")  # the model answered after the tool
 
 
 @pytest.mark.parametrize("main", ["anthropic", "openai"])
