@@ -48,6 +48,7 @@ class _Conn:
     busy: int = 0
     used: float = field(default_factory=time.monotonic)
     entered: bool = False
+    dropped: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
@@ -152,6 +153,9 @@ class McpConnections:
     def _drop(self, key: tuple[str, str], conn: _Conn) -> None:
         if self._conns.get(key) is conn:
             del self._conns[key]
+        if conn.dropped:  # two requests on it failed: it is being stopped already
+            return
+        conn.dropped = True
         task = asyncio.get_running_loop().create_task(_stop(conn))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
