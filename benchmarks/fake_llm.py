@@ -25,7 +25,10 @@ tests can predict it. The last message decides:
 
 Speed: `tokens_per_s` (settable at POST /_control) paces the deltas, one word per delta.
 Faults: POST /_control {"faults": [{"status": 429, "retry_after": 1}, ...]} fails the next
-requests in order; an API key containing `bad` gets 401 every time. GET /_requests lists
+requests in order; an API key containing `bad` gets 401 every time. A fault without a status
+breaks the stream instead: `{"cut_after": N}` sends N deltas and closes it without the end
+marker (no `message_delta`/`message_stop`; no `finish_reason`/`[DONE]`); `{"trickle_s": S}`
+sends one word every S seconds and never ends. GET /_requests lists
 what was asked (for assertions).
 """
 
@@ -189,7 +192,8 @@ class FakeLLM:
         # The SDK sends the key as x-api-key or, in newer versions, as a bearer token.
         key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
         await self._record("anthropic", request, body, key)
-        if fault := self.brain.next_fault(key):
+        fault = self.brain.next_fault(key)
+        if fault and "status" in fault:
             return self._fault(fault, "anthropic")
         turns: list[tuple[str, Any]] = []
         for msg in body.get("messages", []):
@@ -205,7 +209,7 @@ class FakeLLM:
                 turns.append((msg["role"], text))
         parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
         return StreamingResponse(
-            self._anthropic_stream(body.get("model", "fake"), parts),
+            _broken(self._anthropic_stream(body.get("model", "fake"), parts), fault, 2),
             media_type="text/event-stream",
         )
 
@@ -299,7 +303,8 @@ class FakeLLM:
         body = await request.json()
         key = request.headers.get("authorization", "")
         await self._record("openai", request, body, key)
-        if fault := self.brain.next_fault(key):
+        fault = self.brain.next_fault(key)
+        if fault and "status" in fault:
             return self._fault(fault, "openai")
         turns: list[tuple[str, Any]] = []
         pending_tools: list[Any] = []
@@ -319,7 +324,8 @@ class FakeLLM:
             turns.append(("tool", pending_tools))
         parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
         return StreamingResponse(
-            self._openai_stream(body.get("model", "fake"), parts), media_type="text/event-stream"
+            _broken(self._openai_stream(body.get("model", "fake"), parts), fault, 1),
+            media_type="text/event-stream",
         )
 
     async def _openai_stream(
@@ -370,6 +376,28 @@ class FakeLLM:
             },
         )
         yield b"data: [DONE]\n\n"
+
+
+async def _broken(
+    stream: AsyncIterator[bytes], fault: dict[str, Any] | None, head: int
+) -> AsyncIterator[bytes]:
+    """The stream as a fault breaks it (`head`: the frames before the first delta)."""
+    if not fault:
+        async for frame in stream:
+            yield frame
+        return
+    sent = 0
+    async for frame in stream:
+        if "trickle_s" in fault and sent >= head:
+            break
+        if "cut_after" in fault and sent >= head + int(fault["cut_after"]):
+            return  # closed without the end marker
+        sent += 1
+        yield frame
+    if "trickle_s" in fault:  # the first delta, again and again
+        while True:
+            yield frame
+            await asyncio.sleep(float(fault["trickle_s"]))
 
 
 def _flat(content: Any) -> str:

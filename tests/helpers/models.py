@@ -44,7 +44,7 @@ approval = {json.dumps(["write_file"] if approval is None else approval)}
 delegates = ["helper"]
 fetch_allow = ["127.0.0.1:{fake.port}"]
 default = true
-max_retries = 3
+{"" if "max_retries" in extra else "max_retries = 3"}
 {extra}
 
 [agents.helper]

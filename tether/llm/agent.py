@@ -52,8 +52,9 @@ from pydantic_ai.tools import ToolDefinition
 
 from tether.errors import DelegationFailed, ModelFailed
 from tether.llm import approvals, conversation, history
-from tether.llm.config import ModelAgentConfig
+from tether.llm.config import ModelAgentConfig, seconds
 from tether.llm.installed import Installed, TurnInput
+from tether.llm.mcp_servers import McpUnavailable, where
 from tether.llm.stream import ReplyStream, emit_ag
 from tether.llm.tools import (
     BUILTIN,
@@ -97,11 +98,46 @@ def build_model(cfg: ModelAgentConfig) -> Model:
             cfg.model_name, provider=AnthropicProvider(api_key=key, base_url=cfg.base_url)
         )
     from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.profiles.openai import OpenAIModelProfile
     from pydantic_ai.providers.openai import OpenAIProvider
 
     return OpenAIChatModel(
-        cfg.model_name, provider=OpenAIProvider(api_key=key, base_url=cfg.base_url)
+        cfg.model_name,
+        provider=OpenAIProvider(api_key=key, base_url=cfg.base_url),
+        # A stream that ends without a finish_reason was cut off (raised, so it is retried),
+        # not a finished reply.
+        profile=OpenAIModelProfile(
+            openai_chat_streaming_requires_finish_reason=cfg.stream_end_required
+        ),
     )
+
+
+@dataclass(slots=True)
+class _Deadline:
+    """When the turn must have answered (wall-clock, recorded in a step: a replay after a
+    restart keeps it); time spent waiting for a person is added to it."""
+
+    at: float
+    cfg: ModelAgentConfig
+
+    def left(self) -> float:
+        return self.at - time.time()
+
+    def passed(self, last: str | None = None) -> ModelFailed:
+        why = f" (the last model call: {last})" if last else ""
+        return ModelFailed(
+            f"the turn took longer than {seconds(self.cfg.turn_timeout_s)}, the limit for agent "
+            f"{self.cfg.name!r} (turn_timeout_s), and was stopped{why}. Send the message again "
+            "to retry; the limit is set in the agents file."
+        )
+
+
+class _CallTimedOut(Exception):
+    """The model call ran past call_timeout_s (a stalled or trickling stream)."""
+
+
+class _StreamCut(Exception):
+    """The reply's stream ended without the provider's end marker: the call broke off."""
 
 
 # -- the turn -------------------------------------------------------------------------------
@@ -138,12 +174,21 @@ async def run_turn(
             turns, next((t.follows for t in turns if t.id == ctx.task_id), None)
         )
 
-    past = history.Past(inst.store.db, ctx.session_id, await ctx.step(branch, name="history"))
-    # The MCP servers' tools, as this turn first saw them (a replay sees the same list).
-    mcp_tools: list[dict[str, Any]] = (
-        await ctx.step(lambda: _list_mcp(inst, cfg), name="mcp.tools") if cfg.mcp else []
+    deadline = _Deadline(
+        await ctx.step(lambda: time.time() + cfg.turn_timeout_s, name="turn.deadline"), cfg
     )
+    past = history.Past(inst.store.db, ctx.session_id, await ctx.step(branch, name="history"))
     emit_ag(ctx, ag.RunStartedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
+    # The MCP servers' tools, as this turn first saw them (a replay sees the same list).
+    mcp_tools: list[dict[str, Any]] = []
+    if cfg.mcp:
+        try:
+            mcp_tools = await ctx.step(
+                lambda: _list_mcp(inst, cfg, ctx.session_id), name="mcp.tools"
+            )
+        except ModelFailed as exc:  # shown in the chat, as a model call's failure is
+            emit_ag(ctx, ag.RunErrorEvent(message=str(exc)))
+            raise
     own: list[ModelMessage] = [
         ModelRequest(parts=[UserPromptPart(content=inp.text)], instructions=cfg.system)
     ]
@@ -176,7 +221,8 @@ async def run_turn(
             if (full := await session_storage_full(inst.store.db, ctx.session_id)) is not None:
                 raise ModelFailed(f"the turn stops here: {full}")
             raw = await ctx.step(
-                lambda m=fitted.messages: _call_model(ctx, inst, cfg, m, tools), name="model"
+                lambda m=fitted.messages: _call_model(ctx, inst, cfg, m, tools, deadline),
+                name="model",
             )
             response = ModelMessagesTypeAdapter.validate_python([raw])[0]
             assert isinstance(response, ModelResponse)
@@ -184,7 +230,7 @@ async def run_turn(
             calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
             if not calls:
                 break
-            parts = await _run_tools(ctx, inst, cfg, calls, mcp_of)
+            parts = await _run_tools(ctx, inst, cfg, calls, mcp_of, deadline)
             own.append(ModelRequest(parts=parts, instructions=cfg.system))
         else:
             raise ModelFailed(
@@ -286,17 +332,22 @@ def _event_size(event: Any) -> int:
     return 0
 
 
-async def _list_mcp(inst: Installed, cfg: ModelAgentConfig) -> list[dict[str, Any]]:
+async def _list_mcp(
+    inst: Installed, cfg: ModelAgentConfig, session_id: str
+) -> list[dict[str, Any]]:
     """Every tool of the agent's MCP servers. A name the agent has already (a built-in tool,
     or another server's) gets its server's number in front."""
     taken = set(cfg.tools) | {"delegate"}
     out: list[dict[str, Any]] = []
     for i, ref in enumerate(cfg.mcp):
         try:
-            listed = await inst.mcp(ref).list_tools()
+            listed = await inst.mcp.list_tools(session_id, ref, cfg.mcp_timeout_s)
+        except McpUnavailable as exc:
+            raise ModelFailed(f"the agent's tools could not be listed: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a server that is down fails the turn, saying which
-            where = ref if isinstance(ref, str) else ref.command
-            raise ModelFailed(f"the MCP server {where} did not list its tools: {exc!r}") from None
+            raise ModelFailed(
+                f"the MCP server {where(ref)} did not list its tools: {exc!r}"
+            ) from None
         for tool in listed:
             name = tool.name if tool.name not in taken else f"mcp{i}_{tool.name}"
             taken.add(name)
@@ -356,38 +407,64 @@ async def _call_model(
     cfg: ModelAgentConfig,
     messages: list[ModelMessage],
     tools: list[ToolDefinition],
+    deadline: _Deadline,
 ) -> Any:
     """One model call, streamed into the log; retried (as new attempts) on rate limits,
-    overload and network errors; a hard error raises ModelFailed with the provider's words."""
+    overload and network errors, on a stream cut before its end marker, and on an attempt
+    that takes longer than call_timeout_s; a hard error raises ModelFailed with the
+    provider's words, and so does the turn's deadline."""
     model = inst.model(cfg)
     params = ModelRequestParameters(function_tools=tools)
     settings: Any = {"max_retries": 0, "max_tokens": cfg.max_tokens}
     retries = 0
-    broke_off = False
+    broke_off: str | None = None  # why the last attempt stopped mid-reply
     while True:
         attempt, prior = await ctx.new_attempt()
         _supersede(
             ctx,
             prior,
-            "the connection to the model broke off mid-reply"
-            if broke_off
-            else "the server restarted while this reply was being written",
+            broke_off or "the server restarted while this reply was being written",
         )
         reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}")
+        left = deadline.left()
+        if left <= 0:
+            raise deadline.passed()
+        limit = asyncio.timeout(min(cfg.call_timeout_s, left))
         try:
-            limit, size = limits().max_saved_response_bytes, 0
-            async with model_request_stream(
-                model, messages, model_settings=settings, model_request_parameters=params
-            ) as stream:
-                async for event in stream:
-                    reply.feed(event)
-                    size += _event_size(event)
-                    if size > limit:
-                        break  # cut here: the rest is neither read nor kept
-                response = stream.get()
+            max_bytes, size, cut = limits().max_saved_response_bytes, 0, False
+            try:
+                async with limit:
+                    async with model_request_stream(
+                        model, messages, model_settings=settings, model_request_parameters=params
+                    ) as stream:
+                        async for event in stream:
+                            reply.feed(event)
+                            size += _event_size(event)
+                            if size > max_bytes:
+                                cut = True
+                                break  # cut here: the rest is neither read nor kept
+                        response = stream.get()
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                if cfg.call_timeout_s >= left:
+                    raise deadline.passed() from None
+                raise _CallTimedOut(
+                    f"{cfg.model} did not finish its reply within "
+                    f"{seconds(cfg.call_timeout_s)} (call_timeout_s)"
+                ) from None
+            # A reply cut at max_saved_response_bytes ends without its end marker too.
+            if cfg.stream_end_required and response.state == "incomplete" and not cut:
+                raise _StreamCut(
+                    f"the reply from {cfg.model} broke off: its stream ended without the "
+                    "provider's end marker"
+                )
             reply.close()
-            saved = _bounded_response(response, limit)
+            saved = _bounded_response(response, max_bytes)
             return ModelMessagesTypeAdapter.dump_python([saved], mode="json")[0]
+        except ModelFailed:
+            reply.close()
+            raise
         except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
             reply.close()
             delay, status = _retry_delay(exc, retries)
@@ -395,8 +472,16 @@ async def _call_model(
             if delay is None or retries >= cfg.max_retries:
                 log.info("task %s: model call failed: %s", ctx.task_id, reason)
                 raise ModelFailed(reason) from None
+            if delay >= deadline.left():
+                raise deadline.passed(reason) from None
             retries += 1
-            broke_off = bool(reply.message_ids or reply.tool_call_ids)
+            broke_off = (
+                None
+                if not (reply.message_ids or reply.tool_call_ids)
+                else f"the model took longer than {seconds(cfg.call_timeout_s)} (call_timeout_s)"
+                if isinstance(exc, _CallTimedOut)
+                else "the connection to the model broke off mid-reply"
+            )
             ctx.emit(
                 "model.retry",
                 {
@@ -446,8 +531,8 @@ def _retry_delay(exc: BaseException, retries: int) -> tuple[float | None, int | 
             return None, exc.status_code
         after = _retry_after((exc.headers or {}).get("retry-after"))
         return (backoff if after is None else after), exc.status_code
-    if isinstance(exc, ModelAPIError | OSError | asyncio.TimeoutError):
-        return backoff, None  # the network: refused, reset, timed out
+    if isinstance(exc, ModelAPIError | OSError | asyncio.TimeoutError | _CallTimedOut | _StreamCut):
+        return backoff, None  # the network: refused, reset, timed out, cut
     return None, None
 
 
@@ -476,6 +561,8 @@ def _describe(exc: BaseException, cfg: ModelAgentConfig) -> str:
             f"{cfg.provider} answered HTTP {exc.status_code} for {cfg.model_name}: "
             f"{message or body or exc}"
         )
+    if isinstance(exc, _CallTimedOut | _StreamCut):
+        return str(exc)
     return f"calling {cfg.model} failed: {exc}"
 
 
@@ -495,6 +582,7 @@ async def _run_tools(
     cfg: ModelAgentConfig,
     calls: list[ToolCallPart],
     mcp_of: dict[str, dict[str, Any]],
+    deadline: _Deadline,
 ) -> list[Any]:
     """Run the tool calls of one reply. Order of what is durable is fixed, so a replay repeats
     it: approvals asked (all, so a person sees every one at once), then answered in order;
@@ -532,6 +620,7 @@ async def _run_tools(
         # The requests are committed before the task waits (DBOS records its waits on its
         # own: they must not land before the steps that come before them).
         await ctx.flush()
+        asked = await ctx.step(time.time, name="approval.asked")
     for c in asking:
         answer = await approvals.wait(ids[c.index])
         ctx.emit(
@@ -541,6 +630,8 @@ async def _run_tools(
         if answer["decision"] != "approve":
             note = f" Their note: {answer['note']}" if answer.get("note") else ""
             out[c.index] = _result(ctx, c.part, f"The user denied this tool call.{note}")
+    if asking:  # a person's time is not the turn's
+        deadline.at += await ctx.step(time.time, name="approval.answered") - asked
     todo = [c for c in todo if c.index not in out]
 
     children: dict[int, Child] = {}
@@ -552,7 +643,8 @@ async def _run_tools(
     for c in todo:
         if c.part.tool_name != "delegate":
             text = await ctx.step(
-                lambda c=c: _run_tool(inst, env, c, mcp_of), name=f"tool.{c.part.tool_name}"
+                lambda c=c: _run_tool(inst, env, c, mcp_of, ctx.session_id),
+                name=f"tool.{c.part.tool_name}",
             )
             out[c.index] = _result(ctx, c.part, text)
     results = await asyncio.gather(
@@ -603,7 +695,9 @@ def _validate(
     return args
 
 
-async def _run_tool(inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, Any]) -> str:
+async def _run_tool(
+    inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, Any], session_id: str
+) -> str:
     """A plain tool's result as text; its failure is the model's to read, not the turn's."""
     mcp = mcp_of.get(c.part.tool_name)
     try:
@@ -611,7 +705,9 @@ async def _run_tool(inst: Installed, env: ToolEnv, c: _Call, mcp_of: dict[str, A
             text = await BUILTIN[c.part.tool_name].run(env, c.args)
             return bounded(text, _tool_limit(), "this result")
         server = env.config.mcp[mcp["server"]]
-        out = await inst.mcp(server).direct_call_tool(mcp["tool"], c.args)
+        out = await inst.mcp.call_tool(
+            session_id, server, mcp["tool"], c.args, env.config.mcp_timeout_s
+        )
     except ToolRefused as exc:
         return f"Error: {exc}"
     except Exception as exc:  # noqa: BLE001 - an MCP tool's error (ModelRetry, its own)

@@ -12,6 +12,9 @@ may do.
     fetch_allow = ["docs.python.org"]        # hosts `fetch` may read
     mcp = ["http://127.0.0.1:9000/mcp", "tools/calc.py",   # MCP servers: URL, stdio script,
            { command = "npx", args = ["-y", "some-mcp"], env = { TOKEN = "${MY_TOKEN}" } }]
+    call_timeout_s = 300                     # one model call at most (then retried)
+    turn_timeout_s = 1800                    # one turn at most (approval waits not counted)
+    mcp_timeout_s = 120                      # one MCP listing or tool call at most
     default = true                           # the agent a new message goes to
 
 A file that names an unknown tool, provider or delegate is refused at start, with the reason.
@@ -33,6 +36,13 @@ TOOLS = ("fetch", "read_file", "write_file", "list_files")
 # provider -> the variable its API key is read from by default. `demo` is Tether's own
 # scripted model (offline, no key): what a first run offers when no provider key is set.
 PROVIDERS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "demo": ""}
+
+
+def seconds(value: float) -> str:
+    """A time limit as a person reads it: "3 s", "5 min"."""
+    if value >= 120:
+        return f"{value / 60:g} min"
+    return f"{value:g} s"
 
 
 class AgentsFileError(TetherError):
@@ -82,6 +92,35 @@ class ModelAgentConfig(BaseModel):
         description="The model's context window: a request (history, tools and the reply's "
         "max_tokens) is fitted under it, oldest tool results shortened first, then the oldest "
         "turns left out.",
+    )
+    call_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="One model call, from the request to the reply's last byte, at most this "
+        "long (a stalled or trickling stream is cut, then retried like a network error). Raise "
+        "it with max_tokens for a slow model: 4,096 tokens at 15 a second take 270 s.",
+    )
+    turn_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        le=7 * 86_400,
+        description="One turn, from its start (after the turn before it) to its answer, at most "
+        "this long: every model call, retry and tool run counts, time waiting for a person's "
+        "approval does not. Past it the turn fails and says so.",
+    )
+    mcp_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description="Listing an MCP server's tools, or one call of its tool, at most this long; "
+        "a server that stalls past it is restarted and the call is reported as failed.",
+    )
+    stream_end_required: bool = Field(
+        True,
+        description="A reply stream that ends without the provider's end marker (Anthropic "
+        "`message_stop`, an OpenAI `finish_reason`) is a broken call and is retried. Turn off "
+        "only for an OpenAI-compatible server that never sends a finish_reason.",
     )
     internal: bool = Field(
         False, description="Only a sub-agent: not offered as an agent to talk to."

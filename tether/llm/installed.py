@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field
 
 from tether.db.store import Store
-from tether.llm.config import McpCommand, ModelAgentConfig
+from tether.llm.config import ModelAgentConfig
+from tether.llm.mcp_servers import McpConnections
 from tether.runtime.agent import AgentRegistry, AgentSpec
 from tether.runtime.context import TaskContext
 
@@ -58,21 +59,8 @@ class Installed:
     store: Store
     data_dir: Path
     models: dict[str, Any] = field(default_factory=dict)
-    toolsets: dict[str, Any] = field(default_factory=dict)
-
-    def mcp(self, ref: str | McpCommand) -> Any:
-        """One pydantic-ai MCP toolset per server per process (it connects as needed)."""
-        key = ref if isinstance(ref, str) else ref.model_dump_json()
-        if key not in self.toolsets:
-            from pydantic_ai.mcp import MCPToolset
-
-            client: Any = ref
-            if isinstance(ref, McpCommand):
-                from fastmcp.client.transports import StdioTransport
-
-                client = StdioTransport(ref.command, ref.args, env=ref.resolved_env())
-            self.toolsets[key] = MCPToolset(client, id=f"mcp{len(self.toolsets)}")
-        return self.toolsets[key]
+    # The MCP servers' connections: one per chat session and server (see mcp_servers).
+    mcp: McpConnections = field(default_factory=McpConnections)
 
     def model(self, cfg: ModelAgentConfig) -> Any:
         if cfg.name not in self.models:
