@@ -182,11 +182,22 @@ def test_a_careless_agent_fails_only_its_own_task(
         '{"agent":"batch","input":{"items":[NaN]}}',
         '{"agent":"batch","input":{"items":[Infinity]}}',
         '{"agent":"batch","input":{"items":[-Infinity]}}',
+        '{"agent":"batch","input":{"items":[1e400,-1e400]}}',  # stored as null, null before
         '{"agent":"batch","input":{"items":[' + "[" * 65 + "1" + "]" * 65 + "]}}",
         '{"agent":"batch","input":{"items":[' + "[" * 253 + "1" + "]" * 253 + "]}}",
         '{"agent":"batch","input":{"items":[' + "[" * 5000 + "1" + "]" * 5000 + "]}}",
     ],
-    ids=["surrogate", "low-surrogate", "nan", "inf", "-inf", "depth-66", "depth-254", "depth-5001"],
+    ids=[
+        "surrogate",
+        "low-surrogate",
+        "nan",
+        "inf",
+        "-inf",
+        "overflow",
+        "depth-66",
+        "depth-254",
+        "depth-5001",
+    ],
 )
 def test_input_json_cannot_carry_is_refused_at_the_door(api: Api, raw: str) -> None:
     sid = api.session()

@@ -69,6 +69,13 @@ def test_sessions_per_user_are_limited_and_a_deleted_one_frees_its_place(
     assert bob.post("/api/sessions", json={}).status_code == 201  # not the owner's quota
     assert api.c.delete(f"/api/sessions/{made[0]}").status_code == 204
     assert api.c.post("/api/sessions", json={}).status_code == 201
+    # Found by an attacker: 40 creates sent at once each saw room for one more (40 × 201
+    # against a limit of 5). Counted and made one at a time per user, they stop at it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda _: bob.post("/api/sessions", json={}).status_code, range(20)))
+    assert codes.count(201) == 2 and codes.count(429) == 18, codes
 
 
 def test_unfinished_turns_per_session_are_limited(
@@ -295,3 +302,36 @@ def test_on_a_full_disk_deleting_a_session_works_and_frees_room(
             assert done(api, small)["status"] == "completed"
         finally:
             server.stop()
+
+
+def test_a_batch_past_the_storage_quota_starts_no_more_sub_agents(
+    make_server: Any, database_env: dict[str, str]
+) -> None:
+    """Found by an attacker: a batch admitted at the door (its owner under quota) went on
+    writing its sub-agents' inputs, events and results: 71.5 MB against a 300 KB quota.
+    A new sub-agent is not started past the quota; the batch fails saying why."""
+    server = make_server(TETHER_MAX_STORAGE_BYTES_PER_USER="300000", **database_env)
+    api = Api(server.client())
+    sid = api.session()
+    items = ["x" * 20_000] * 40  # 800 KB asked for; each item stores its input again
+    task = api.start(sid, "batch", {"items": items, "delay_s": 0.05})
+    ended = done(api, task["id"])
+    assert ended["status"] == "failed", ended
+    assert "was not started" in ended["error"]["message"]
+    assert "max_storage_bytes_per_user" in ended["error"]["message"]
+    started = len(api.task(task["id"])["children"])
+    assert started < 30, started
+    # A retry of an accepted request gets its task, quota or not; a new one gets 507.
+    key = {"Idempotency-Key": "again-1"}
+    small = {"agent": "batch", "input": {"items": [1], "delay_s": 0}}
+    other = api.session()
+    problem(
+        api.c.post(f"/api/sessions/{other}/tasks", json=small), 507, "max_storage_bytes_per_user"
+    )
+    assert api.c.delete(f"/api/sessions/{sid}").status_code == 204
+    first = api.c.post(f"/api/sessions/{other}/tasks", json=small, headers=key)
+    assert first.status_code == 201
+    filler = api.start(other, "big_events", {"count": 4, "size": 100_000})
+    done(api, filler["id"])
+    again = api.c.post(f"/api/sessions/{other}/tasks", json=small, headers=key)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text

@@ -130,7 +130,13 @@ def test_the_files_api_is_the_owners_and_serves_downloads(
     assert r.status_code == 200 and r.text == "<script>alert(1)</script>"
     assert r.headers["content-type"] == "application/octet-stream"
     assert r.headers["content-disposition"].startswith("attachment")
-    assert "sandbox" in r.headers["content-security-policy"].split(", ")
+    assert r.headers["content-security-policy"] == "sandbox; default-src 'none'"
+    assert r.headers["x-content-type-options"] == "nosniff"  # once, not twice
+    slash = api.c.get(f"/api/sessions/{sid}/files/./page.html/")
+    assert (
+        slash.status_code == 200
+        and "filename*=UTF-8''page.html" in slash.headers["content-disposition"]
+    )
     assert api.c.get(f"/api/sessions/{sid}/files/nope.txt").status_code == 404
     bad = api.c.get(f"/api/sessions/{sid}/files/..%2F..%2Fetc%2Fpasswd")
     assert (

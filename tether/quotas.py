@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -91,17 +92,31 @@ async def check_storage(db: Any, settings: Settings, owner: str) -> None:
         raise StorageQuotaExceeded(why, limit="max_storage_bytes_per_user", used=used, quota=limit)
 
 
-async def session_storage_full(db: Any, session_id: str) -> str | None:
-    """For a running turn: why its owner may store nothing more (None: there is room)."""
+# session -> (when it was read, why it is full): `recent` answers within RECENT_S.
+_recent: dict[str, tuple[float, str | None]] = {}
+RECENT_S = 0.2
+
+
+async def session_storage_full(db: Any, session_id: str, *, recent: bool = False) -> str | None:
+    """For running work: why its owner may store nothing more (None: there is room).
+    `recent`: an answer read less than RECENT_S ago will do (a batch starting sub-agents
+    one after another reads it a few times a second, not once for each)."""
     limit = _limits.max_storage_bytes_per_user
     if not limit:
         return None
+    now = time.monotonic()
+    if recent and (hit := _recent.get(session_id)) is not None and now - hit[0] < RECENT_S:
+        return hit[1]
 
     def read(c: sa.Connection) -> int:
         owner = owner_of(c, session_id)
         return 0 if owner is None else storage_bytes(c, owner)
 
-    return storage_full(await db.read(read), limit)
+    why = storage_full(await db.read(read), limit)
+    if len(_recent) > 10_000:
+        _recent.clear()
+    _recent[session_id] = (now, why)
+    return why
 
 
 # -- a full disk ----------------------------------------------------------------------------

@@ -363,6 +363,10 @@ class Store:
         the hand-off to a reader thread)."""
         return await self.db.read(lambda c: _one_task_row(c, task_id), inline=True)
 
+    async def task_exists(self, task_id: str) -> bool:
+        q = sa.select(tasks.c.id).where(tasks.c.id == task_id)
+        return await self.db.read(lambda c: c.execute(q).first() is not None, inline=True)
+
     async def request_hash(self, task_id: str) -> str | None:
         """The fingerprint of the request that started a task under an Idempotency-Key."""
         q = sa.select(tasks.c.request_hash).where(tasks.c.id == task_id)

@@ -27,6 +27,7 @@ from typing import Any
 from dbos import DBOS, SetWorkflowID
 from dbos import error as dbos_error
 
+from tether import quotas
 from tether.db.store import Store, new_id
 from tether.errors import (
     DelegationFailed,
@@ -301,6 +302,12 @@ class Runtime:
             raise TaskError(
                 f"sub-agents nest at most {MAX_DEPTH} levels deep; this one would be deeper"
             )
+        if ctx.fresh or not await self.store.task_exists(child_id):
+            # A new sub-agent stores its input, events and result: not past the owner's
+            # storage quota (a batch admitted at the door would otherwise write on).
+            full = await quotas.session_storage_full(self.store.db, ctx.session_id, recent=True)
+            if full is not None:
+                raise TaskError(f"the sub-agent {agent!r} was not started: {full}")
         row = self._new_task_row(child_id, ctx.session_id, ctx.task_id, agent, clean)
         data = dumps_within(
             {"agent": agent, "input": clean, "parent_id": ctx.task_id},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -35,6 +36,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON: numbers must be finite")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: not NaN or Infinity by name, but no finite number either
+        raise ValueError(f"{text[:40]} is too large: numbers must be finite")
+    return value
+
+
 def _bad(message: str) -> json.JSONDecodeError:
     # FastAPI turns a JSONDecodeError into its `json_invalid` validation error (our 400).
     return json.JSONDecodeError(message, "", 0)
@@ -42,7 +50,7 @@ def _bad(message: str) -> json.JSONDecodeError:
 
 def parse_json_body(body: bytes) -> Any:
     try:
-        value = json.loads(body, parse_constant=_refuse_constant)
+        value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, invalid UTF-8
         raise _bad(str(exc)) from None
     except RecursionError:

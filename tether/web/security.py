@@ -31,7 +31,10 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + extra
+                # A response that sets one of these itself (a file download) keeps its own.
+                headers = list(message.get("headers", []))
+                have = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [h for h in extra if h[0] not in have]
             await send(message)
 
         await self.app(scope, receive, with_headers)

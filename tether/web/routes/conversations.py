@@ -20,7 +20,13 @@ from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
 from tether.web.responses import json_response
-from tether.web.routes.sessions import IDEMPOTENCY_KEY, clean_title, idempotent, retitle
+from tether.web.routes.sessions import (
+    IDEMPOTENCY_KEY,
+    check_storage,
+    clean_title,
+    idempotent,
+    retitle,
+)
 from tether.web.schemas import Approval, ApprovalList, ConversationOut, Selected, TaskOut
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
@@ -188,10 +194,10 @@ async def post_message(
     log. `parent` answers after another message (editing a message: its parent); without
     it, the message follows the end of the branch shown."""
     session = await svc.store.session(session_id, caller.user)
-    await quotas.check_storage(svc.db, svc.settings, caller.user)
     cfg = _agent(_installed(), body.agent)
     asked = body.model_dump(mode="json", exclude_unset=True)  # an absent parent is not null
     once = idempotent(caller.user, session_id, "messages", idempotency_key, asked)
+    await check_storage(svc, caller.user, once)
     task, new = await start_turn(
         svc,
         session_id,
@@ -251,7 +257,6 @@ async def regenerate(
     turn, turns = await _own_turn(svc, caller, task_id)
     if not turn.status.terminal:
         raise Conflict("this reply is still being written: stop it first, then regenerate it")
-    await quotas.check_storage(svc.db, svc.settings, caller.user)
     inst = _installed()
     if body is not None and body.agent:
         cfg = _agent(inst, body.agent)
@@ -261,6 +266,7 @@ async def regenerate(
     follows = next(t.follows for t in turns if t.id == task_id)
     asked = {"task": task_id, **(body.model_dump(mode="json") if body is not None else {})}
     once = idempotent(caller.user, turn.session_id, "regenerate", idempotency_key, asked)
+    await check_storage(svc, caller.user, once)
     new_task, new = await start_turn(
         svc,
         turn.session_id,

@@ -12,7 +12,7 @@ from tether.errors import NotFound
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
-from tether.workspace import PathRefused, Workspace
+from tether.workspace import PathRefused, Workspace, normalize
 
 router = APIRouter(prefix="/api", tags=["files"], route_class=StrictRoute)
 
@@ -50,18 +50,19 @@ async def get_file(session_id: str, path: str, caller: Caller, svc: Svc) -> Resp
     """One file's content, as a download (never shown as a page of this site)."""
     await svc.store.session(session_id, caller.user)
     try:
-        data = await Workspace(svc.store.db, session_id).read(path)
+        name = normalize(path)
+        data = await Workspace(svc.store.db, session_id).read(name)
     except PathRefused:  # a name no file can have
         data = None
     if data is None:
         raise NotFound("there is no such file in this session's workspace")
-    name = path.rsplit("/", 1)[-1]
+    name = name.rsplit("/", 1)[-1]
     return Response(
         data,
         media_type="application/octet-stream",
         headers={
             "content-disposition": f"attachment; filename*=UTF-8''{quote(name)}",
             "x-content-type-options": "nosniff",
-            "content-security-policy": "sandbox",
+            "content-security-policy": "sandbox; default-src 'none'",
         },
     )

@@ -73,6 +73,13 @@ def idempotent(user: str, session_id: str, route: str, key: str | None, request:
     return Idempotent("t_" + task.hexdigest()[:24], asked.hexdigest())
 
 
+async def check_storage(svc: Svc, user: str, once: Idempotent) -> None:
+    """507 past the user's storage quota, unless this is a retry of a request that was
+    accepted (its task exists): that retry gets its task, as any retry does."""
+    if once.task_id is None or not await svc.store.task_exists(once.task_id):
+        await quotas.check_storage(svc.db, svc.settings, user)
+
+
 def _runtime(svc: Svc) -> Runtime:
     assert svc.runtime is not None
     return svc.runtime
@@ -111,8 +118,15 @@ def _page_cursor(raw: str | None) -> tuple[float, str] | None:
 async def create_session(caller: Caller, svc: Svc, body: SessionIn | None = None) -> Response:
     """A new session. Without a title (or a blank one) it is untitled until its first
     message names it. 429 once you have `max_sessions_per_user`."""
-    await quotas.check_sessions(svc.db, svc.settings, caller.user)
-    s = await svc.store.create_session(caller.user, clean_title((body or SessionIn()).title))
+    title = clean_title((body or SessionIn()).title)
+    if not svc.settings.max_sessions_per_user:
+        s = await svc.store.create_session(caller.user, title)
+    else:
+        # Counted and made one at a time per user, on every process: concurrent creates
+        # cannot each see room for one more.
+        async with svc.db.lock(f"sessions:{caller.user}"):
+            await quotas.check_sessions(svc.db, svc.settings, caller.user)
+            s = await svc.store.create_session(caller.user, title)
     return json_response(s.to_dict(), 201)
 
 
@@ -235,10 +249,10 @@ async def create_task(
     idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> Response:
     await svc.store.session(session_id, caller.user)
-    await quotas.check_storage(svc.db, svc.settings, caller.user)
     once = idempotent(
         caller.user, session_id, "tasks", idempotency_key, body.model_dump(mode="json")
     )
+    await check_storage(svc, caller.user, once)
     spec = svc.registry.get(body.agent)
     if spec.internal or spec.meta.get("internal"):
         raise InvalidInput(
