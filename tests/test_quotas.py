@@ -5,9 +5,7 @@ what frees the quota (a closed stream, a deleted session, a finished turn) frees
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,21 +15,7 @@ import sqlalchemy as sa
 
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.helpers.models import model_server, model_session, say, workspace_file
-from tests.helpers.server import ROOT, Api, Server, sse_frames, user_client, wait_until
-
-
-def add_user(server: Server, name: str, password: str, env: dict[str, str] | None = None) -> None:
-    """`tether users add` on the server's database (its env names a shared one)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "tether.cli", "users", "add", name, "--password-stdin"]
-        + ["--data-dir", str(server.data_dir)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
-    assert out.returncode == 0, out.stderr + out.stdout
+from tests.helpers.server import ROOT, Api, Server, add_user, sse_frames, user_client, wait_until
 
 
 def problem(r: httpx.Response, status: int, limit: str) -> dict[str, Any]:

@@ -156,8 +156,9 @@ def slow_batch_with_a_running_child(
     return sid, root["id"], children[0]
 
 
-def add_user(server: Server, name: str, password: str) -> None:
-    """`tether users add NAME --password-stdin` on the server's data dir."""
+def add_user(server: Server, name: str, password: str, env: dict[str, str] | None = None) -> None:
+    """`tether users add NAME --password-stdin` on the server's data dir (`env` names a
+    shared database, if the server is on one)."""
     out = subprocess.run(
         [
             sys.executable,
@@ -174,6 +175,7 @@ def add_user(server: Server, name: str, password: str) -> None:
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     assert out.returncode == 0, out.stderr + out.stdout
 
