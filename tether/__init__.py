@@ -3,7 +3,7 @@ per-session event log and a stream that resumes exactly."""
 
 __version__ = "0.2.0"
 
-from tether.errors import (  # noqa: E402
+from tether.errors import (
     BadRequest,
     CursorGone,
     DelegationFailed,
@@ -17,10 +17,10 @@ from tether.errors import (  # noqa: E402
     TooManyAttempts,
     Unauthorized,
 )
-from tether.model import Event, Session, Task, TaskStatus  # noqa: E402
-from tether.runtime.agent import agent  # noqa: E402
-from tether.runtime.context import Child, TaskContext  # noqa: E402
-from tether.settings import Settings  # noqa: E402
+from tether.model import Event, Session, Task, TaskStatus
+from tether.runtime.agent import agent
+from tether.runtime.context import Child, TaskContext
+from tether.settings import Settings
 
 __all__ = [
     "BadRequest",

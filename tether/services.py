@@ -191,7 +191,7 @@ class Services:
                     await self.auth.shared.prune()
                 if any(removed):
                     log.info("pruned %d ended sign-ins and %d refresh tokens", *removed)
-            except Exception:  # noqa: BLE001 - tried again at the next round
+            except Exception:
                 log.exception("pruning sign-ins failed")
             await asyncio.sleep(self.settings.auth_prune_s)
 

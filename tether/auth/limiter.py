@@ -61,7 +61,7 @@ class Attempt:
         self._key = key
 
     def failed(self) -> None:
-        self._limiter._failed(self._key)
+        self._limiter.record_failure(self._key)
 
 
 class FailureLimiter:
@@ -128,7 +128,7 @@ class FailureLimiter:
                 raise too_many(retry)
         return key
 
-    def _failed(self, key: str) -> None:
+    def record_failure(self, key: str) -> None:
         now = self._clock()
         q = self._failures.get(key)
         if q is not None:

@@ -270,7 +270,7 @@ class EventLog:
             try:
                 for i in range(0, len(batch), MAX_BATCH):
                     await self._commit_isolated(batch[i : i + MAX_BATCH])
-            except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure
+            except Exception as exc:
                 log.exception("event log writer failed")
                 for a in batch:
                     if a.event is None and a.error is None:
@@ -294,7 +294,7 @@ class EventLog:
                 try:
                     committed = await self._commit(batch)
                     break
-                except Exception as exc:  # noqa: BLE001 - a conflict is retried, others not
+                except Exception as exc:
                     if attempt == CONFLICT_RETRIES or not is_conflict(exc):
                         raise
                     self.conflicts += 1
@@ -328,7 +328,7 @@ class EventLog:
             for listener in self.listeners:
                 try:
                     listener(session_id, evs)
-                except Exception:  # noqa: BLE001 - one listener must not stop the log
+                except Exception:
                     log.exception("event listener failed")
 
     async def _commit(self, batch: list[Append]) -> dict[str, list[Event]]:

@@ -145,7 +145,7 @@ class RemoteFeed:
                     break
                 self._have[session_id] = events[-1].seq
                 self.hub.publish(session_id, events)
-        except Exception:  # noqa: BLE001 - the subscribers read the log themselves
+        except Exception:
             log.exception("reading another process's commits to %s failed", session_id)
             self._have.pop(session_id, None)
             self.hub.publish_head(session_id, self._want.get(session_id, 0))
@@ -241,5 +241,5 @@ def _call(callbacks: list[Callable[..., None]], *args: Any) -> None:
     for callback in callbacks:
         try:
             callback(*args)
-        except Exception:  # noqa: BLE001 - one callback must not stop the listener
+        except Exception:
             log.exception("notification callback failed")

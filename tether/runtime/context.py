@@ -355,7 +355,7 @@ class TaskContext:
     def _step_append(self, n: int, name: str, ok: bool, value: Any, replace: bool) -> Append:
         try:
             text = _encode(ok, value)
-        except Exception as exc:  # noqa: BLE001 - told to the agent, as its own mistake
+        except Exception as exc:
             raise TypeError(
                 f"the output of step {name!r} cannot be recorded (it must pickle): {exc}"
             ) from exc

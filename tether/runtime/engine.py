@@ -260,7 +260,7 @@ class Runtime:
                         ended_at=time.time(),
                     )
                 )
-            except Exception:  # noqa: BLE001 - left queued: started by recovery at the next start
+            except Exception:
                 log.exception("task %s: recording that it did not start failed too", task_id)
             raise
         return await self.store.task(task_id, None), created[0] is not None
@@ -485,7 +485,7 @@ class Runtime:
             if not run.done():
                 try:
                     await self._cancel_tree(child_id, reason)
-                except Exception:  # noqa: BLE001 - the parent's own outcome comes first
+                except Exception:
                     log.exception("task %s: cancelling sub-agent %s failed", ctx.task_id, child_id)
 
     async def _finish(
@@ -531,7 +531,7 @@ class Runtime:
             try:
                 landed = await self.log.append(append)
                 return None if landed[0] is None else outcome
-            except Exception as exc:  # noqa: BLE001 - retried until it lands
+            except Exception as exc:
                 if self._stopping:
                     raise
                 log.warning(

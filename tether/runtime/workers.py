@@ -237,7 +237,7 @@ class Workers:
                     await self.take_over(dead, started_at, reason, last_beat)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the next beat tries again
+            except Exception:
                 log.exception("worker heartbeat failed")
             await asyncio.sleep(self.heartbeat_s)
 
@@ -273,7 +273,7 @@ class Workers:
                 )
             )
             return moved
-        except Exception:  # noqa: BLE001 - left PENDING: taken over when found stale
+        except Exception:
             log.exception("handing this worker's tasks over at shutdown failed")
             return 0
 

@@ -149,7 +149,7 @@ class CrashGuard:
         tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
-        except Exception as exc:  # noqa: BLE001 - answered here
+        except Exception as exc:
             if tracked.started:
                 raise  # a stream that broke midway: nothing to answer with
             await crash_response(scope["method"], scope["path"], exc)(scope, receive, send)
