@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -26,6 +27,8 @@ class TaskStatus(StrEnum):
 TERMINAL = frozenset(
     {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled, TaskStatus.interrupted}
 )
+# The same, as the strings stored in `tether_tasks.status` (for SQL `IN (...)`).
+TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in TERMINAL))
 
 
 # Nesting deeper than this is refused wherever JSON enters: request bodies, events, results.
@@ -107,6 +110,10 @@ def json_depth(value: Any, stop: int = MAX_JSON_DEPTH) -> int:
 EVENT_OVERHEAD = 200
 
 
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
 def events_size(events: list[Event]) -> int:
     """About how many bytes these events take, for bounds (not exact)."""
     return sum(len(e.data) for e in events) + EVENT_OVERHEAD * len(events)
@@ -167,6 +174,30 @@ class Task:
     ended_at: float | None
     last_seq: int
     children: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Task:
+        """The one reading of a `tether_tasks` row: a row's `._mapping`, or the dict of a row
+        about to be inserted (columns it lacks read as a new task's: queued, no progress,
+        no result). JSON columns (input, result, error) are stored as text."""
+        get = row.get
+        return cls(
+            id=row["id"],
+            session_id=row["session_id"],
+            parent_id=get("parent_id"),
+            agent=row["agent"],
+            input=_loads(get("input")),
+            status=TaskStatus(get("status") or TaskStatus.queued),
+            progress_n=get("progress_n"),
+            progress_m=get("progress_m"),
+            result=_loads(get("result")),
+            error=_loads(get("error")),
+            app_version=get("app_version"),
+            created_at=row["created_at"],
+            started_at=get("started_at"),
+            ended_at=get("ended_at"),
+            last_seq=get("last_seq") or 0,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
