@@ -191,7 +191,7 @@ def users_add(
     from tether.auth.sessions import AuthStore
     from tether.db.engine import Database
 
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

@@ -153,7 +153,8 @@ class Event:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(self.to_json())
+        data: dict[str, Any] = json.loads(self.to_json())
+        return data
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -135,7 +136,7 @@ class AuthStore:
         and the whole auth session is revoked."""
         now = time.time()
 
-        def tx(conn: sa.Connection) -> tuple[sa.Row, str | None]:
+        def tx(conn: sa.Connection) -> tuple[sa.Row[Any], str | None]:
             row = conn.execute(
                 sa.select(refresh_tokens)
                 .where(refresh_tokens.c.token_hash == hash_refresh_token(token))
@@ -222,13 +223,13 @@ class AuthStore:
         return AuthSession(row.id, row.user_id, row.created_at, now, row.expires_at)
 
     @staticmethod
-    def _session_row(conn: sa.Connection, sid: str) -> sa.Row:
+    def _session_row(conn: sa.Connection, sid: str) -> sa.Row[Any]:
         row = conn.execute(sa.select(auth_sessions).where(auth_sessions.c.id == sid)).first()
         if row is None:
             raise Unauthorized("unknown sign-in: " + SIGN_IN)
         return row
 
-    def _raise_if_ended(self, conn: sa.Connection | None, row: sa.Row, now: float) -> None:
+    def _raise_if_ended(self, conn: sa.Connection | None, row: sa.Row[Any], now: float) -> None:
         """Unauthorized saying why, if this sign-in has ended. Needs a connection only for one
         idle past the timeout (whether a task of its user still runs)."""
         if row.revoked_at is not None:

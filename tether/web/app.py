@@ -107,7 +107,9 @@ def _truthful_openapi(app: FastAPI, svc: Services) -> None:
         ]
         for body in ("MessageIn", "RegenerateIn"):  # only the model agents one can talk to
             if body in schemas:
-                agent = {"type": "string", "enum": models} if models else {"not": {}}
+                agent: dict[str, object] = (
+                    {"type": "string", "enum": models} if models else {"not": {}}
+                )
                 schemas[body]["properties"]["agent"]["anyOf"] = [agent, {"type": "null"}]
         schema["components"]["securitySchemes"] = SECURITY_SCHEMES
         for path, item in schema["paths"].items():
@@ -132,6 +134,7 @@ def _truthful_openapi(app: FastAPI, svc: Services) -> None:
         app.openapi_schema = schema
         return schema
 
+    # FastAPI's documented way to shape the schema is to replace this method.
     app.openapi = openapi  # type: ignore[method-assign]
 
 

@@ -11,7 +11,8 @@ from tether.services import Services
 
 
 def get_services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: Services = request.app.state.services
+    return services
 
 
 def get_auth(request: Request) -> Authenticator:

@@ -61,6 +61,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._over_limit = False
         self._refused = False
 
+    # uvicorn's protocols take the narrower asyncio.Transport where asyncio.Protocol names
+    # BaseTransport (uvicorn silences the same error in its own definition).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Over the limit: answered (and closed) once the request arrives, so that the client
