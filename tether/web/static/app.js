@@ -8,7 +8,22 @@ import { Timeline } from "./timeline.js";
 import { TaskTree } from "./tree.js";
 import { setText } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
+/**
+ * The page's element with this id (index.html has every one the script asks for); `tag`
+ * names its kind for the type checker: `$("message", "textarea").value`.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @overload
+ * @param {string} id
+ * @param {K} tag
+ * @returns {HTMLElementTagNameMap[K]}
+ */
+/**
+ * @overload
+ * @param {string} id
+ * @returns {HTMLElement}
+ */
+/** @param {string} id @param {string} [_tag] */
+function $(id, _tag) { return /** @type {HTMLElement} */ (document.getElementById(id)); }
 const setHidden = (el, on) => { if (el.hidden !== on) el.hidden = on; };
 const params = new URLSearchParams(location.search);
 // Test and soak runs shrink the status poll; the default suits people.
@@ -22,7 +37,8 @@ class ApiError extends Error {
     // A body that did not validate: what is wrong with it, in the server's plain words.
     const fields = problem?.errors?.length ? problem.errors.map((e) => clause(e.msg)).join("; ") : "";
     super(fields || problem?.detail || problem?.title || `HTTP ${status}`);
-    Object.assign(this, { status, problem });
+    this.status = status;
+    this.problem = problem;
   }
 }
 
@@ -55,7 +71,7 @@ const conversation = new Conversation({
   // An edit goes to the agent that answered, if one can still be talked to.
   agentFor: (n) => (agentsByName.get(n)?.kind === "model" && !agentsByName.get(n).internal && agentsByName.get(n).ready ? n : undefined),
 });
-conversation.addEventListener("problem", (e) => { $("composer-error").textContent = e.detail; });
+conversation.addEventListener("problem", (/** @type {CustomEvent} */ e) => { $("composer-error").textContent = e.detail; });
 const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}`, agents: () => [...agentsByName.values()] });
 // Tests and the benchmark read the page's model through this (never needed by the page).
 window.tether = { timeline, tree, conversation, conn: () => conn, stats: () => ({ events: timeline.events.length, rows: timeline.rows, tasks: tree.size, nodes: document.getElementsByTagName("*").length }) };
@@ -103,8 +119,8 @@ function showSignIn(why = "") {
   showMore(false);
   $("signin-why").textContent = why;
   setConn({ kind: "stopped", reason: "signed out" });
-  $("secret").value = "";
-  $("secret").focus();
+  $("secret", "input").value = "";
+  $("secret", "input").focus();
 }
 
 async function trySignIn(body) {
@@ -113,10 +129,10 @@ async function trySignIn(body) {
   catch (e) { $("signin-error").textContent = e instanceof AuthError ? e.message : `Could not reach the server: ${e.message}`; }
 }
 
-$("signin-secret").addEventListener("submit", (e) => { e.preventDefault(); trySignIn({ secret: $("secret").value }); });
-$("signin-user").addEventListener("submit", (e) => { e.preventDefault(); trySignIn({ username: $("username").value, password: $("password").value }); });
+$("signin-secret").addEventListener("submit", (e) => { e.preventDefault(); trySignIn({ secret: $("secret", "input").value }); });
+$("signin-user").addEventListener("submit", (e) => { e.preventDefault(); trySignIn({ username: $("username", "input").value, password: $("password", "input").value }); });
 $("signout").addEventListener("click", async () => { await tokens.signOut(); });
-tokens.addEventListener("signedout", (e) => {
+tokens.addEventListener("signedout", (/** @type {CustomEvent} */ e) => {
   const why = e.detail.reason === "signed out" ? "You signed out. Your tasks keep running on the server." : `Your sign-in ended (${e.detail.reason}). Sign in again to continue; your tasks kept running.`;
   showSignIn(why);
 });
@@ -331,10 +347,10 @@ $("new-session").addEventListener("click", async () => {
 
 // Rename and delete the open session.
 $("rename").addEventListener("click", () => {
-  $("rename-input").value = $("session-title").textContent;
+  $("rename-input", "input").value = $("session-title").textContent;
   $("rename-form").hidden = false;
   $("rename").hidden = $("delete").hidden = $("session-title").hidden = true;
-  $("rename-input").select();
+  $("rename-input", "input").select();
 });
 // Back to the button that opened it: Rename beside the title, or the phone's menu button.
 const refocus = (el) => (el.offsetParent ? el : $("more")).focus();
@@ -344,7 +360,7 @@ $("rename-form").addEventListener("keydown", (e) => { if (e.key === "Escape") { 
 $("rename-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
-    const s = await api(`/api/sessions/${sessionId}`, { method: "PATCH", body: JSON.stringify({ title: $("rename-input").value }) });
+    const s = await api(`/api/sessions/${sessionId}`, { method: "PATCH", body: JSON.stringify({ title: $("rename-input", "input").value }) });
     endRename();
     renamed(s.id, s.title);
   } catch (err) { $("session-error").textContent = sentence(err.message); }
@@ -383,7 +399,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
   tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
   conversation.sessionId = id;
   renderChatChrome();
-  $("message").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
+  $("message", "textarea").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   if (form.agent) form.build(form.agent);
   const known = sessionsById.get(id);
   setTitle(known ? known.title || "Untitled session" : null);
@@ -423,7 +439,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
     applyEvents(evs);
     conversation.layout();
     // The form is open where it is the way to start: no model to talk to, nothing run yet.
-    $("advanced").open = document.body.classList.contains("no-model") && tree.size === 0;
+    $("advanced", "details").open = document.body.classList.contains("no-model") && tree.size === 0;
   } catch (e) {
     if (gen !== generation) return;
     if (e instanceof ApiError && e.status === 404) { localStorage.removeItem("tether.session"); notFound(); return; }
@@ -431,19 +447,19 @@ async function openSession(id, { early = null, listed = false } = {}) {
   } finally { if (gen === generation) { loading = false; setBusy(false); } }
 
   const p = (poller = new StatusPoller({ sessionId: id, tokens, intervalMs: POLL_MS, path: `/api/sessions/${id}/tasks?brief=true` }));
-  p.addEventListener("status", (e) => { if (p === poller) polledOk(e.detail); });
-  p.addEventListener("error", (e) => {
+  p.addEventListener("status", (/** @type {CustomEvent} */ e) => { if (p === poller) polledOk(e.detail); });
+  p.addEventListener("error", (/** @type {CustomEvent} */ e) => {
     // A poll asked before the network came back (its token refresh failed offline, say) says
     // nothing about the server.
     if (p === poller && e.detail.checkedAt >= onlineAt) { pollError = e.detail; renderConn(); }
   });
 
   const s = (session = new SharedSession({ sessionId: id, tokens }));
-  s.addEventListener("events", (e) => { if (s === session) applyEvents(e.detail); });
-  s.addEventListener("snapshot", (e) => { if (s === session) adopt(e.detail.tasks); });
+  s.addEventListener("events", (/** @type {CustomEvent} */ e) => { if (s === session) applyEvents(e.detail); });
+  s.addEventListener("snapshot", (/** @type {CustomEvent} */ e) => { if (s === session) adopt(e.detail.tasks); });
   s.addEventListener("reset", () => { if (s === session) openSession(id); });
   s.addEventListener("heartbeat", () => { if (s === session) { lastLiveAt = Date.now(); } });
-  s.addEventListener("state", (e) => { if (s === session) setConn(e.detail); });
+  s.addEventListener("state", (/** @type {CustomEvent} */ e) => { if (s === session) setConn(e.detail); });
   s.start(cursor);
 }
 
@@ -468,13 +484,13 @@ function fillAgents(agents) {
   // Internal agents (sub-agents only, say) are not offered to talk to.
   const models = agents.filter((a) => a.kind === "model" && !a.internal);
   const main = models.find((a) => a.default) ?? models[0];
-  $("composer").hidden = !main;
+  $("composer", "form").hidden = !main;
   $("no-model").hidden = !!main;
   document.body.classList.toggle("no-model", !main);
   if (main) fillPicker(models, main);
   // Internal agents (the batch's item agent) run only under another: not offered here.
   const startable = agents.filter((a) => a.kind !== "model" && !a.internal);
-  const sel = $("agent");
+  const sel = $("agent", "select");
   sel.replaceChildren(...startable.map((a) => new Option(a.name[0].toUpperCase() + a.name.slice(1), a.name)));
   sel.value = localStorage.getItem("tether.agent") ?? (startable.some((a) => a.name === "batch") ? "batch" : startable[0]?.name);
   if (!sel.value) sel.value = startable[0]?.name ?? "";
@@ -492,7 +508,7 @@ function fillAgents(agents) {
 // The model agents one can talk to, with whether each is ready (and why not); the one picked
 // last in this browser, else the default.
 function fillPicker(models, main) {
-  const pick = $("chat-agent-pick");
+  const pick = $("chat-agent-pick", "select");
   pick.replaceChildren(...models.map((a) => {
     const label = `${a.name}${a.demo && !/demo/i.test(a.name) ? " (demo)" : ""}${a.ready ? "" : " — not ready"}`;
     const o = new Option(label, a.name);
@@ -506,11 +522,11 @@ function fillPicker(models, main) {
 }
 
 function pickedAgent() {
-  const a = agentsByName.get($("chat-agent-pick").value);
+  const a = agentsByName.get($("chat-agent-pick", "select").value);
   if (!a) return;
   setText($("chat-agent"), a.ready ? a.model ?? "" : `Not ready: ${a.problem}`);
   $("chat-agent").classList.toggle("error", !a.ready);
-  $("send").disabled = !a.ready;
+  $("send", "button").disabled = !a.ready;
   setHidden($("demo-note"), !a.demo);
 }
 
@@ -519,34 +535,34 @@ $("newtask").addEventListener("submit", async (e) => {
   $("newtask-error").textContent = "";
   const input = form.value();
   if (!input) { $("newtask-error").textContent = "Some fields need fixing."; return; }
-  $("start").disabled = true;
+  $("start", "button").disabled = true;
   try {
-    await api(`/api/sessions/${sessionId}/tasks`, { method: "POST", body: JSON.stringify({ agent: $("agent").value, input }) });
+    await api(`/api/sessions/${sessionId}/tasks`, { method: "POST", body: JSON.stringify({ agent: $("agent", "select").value, input }) });
     form.forget();
     refreshSessionsSoon();
   } catch (err) {
     const rest = err instanceof ApiError && err.problem?.errors ? form.showErrors(err.problem.errors) : err.message;
     $("newtask-error").textContent = rest || "Some fields need fixing.";
-  } finally { $("start").disabled = false; }
+  } finally { $("start", "button").disabled = false; }
 });
 
 // ---- conversation -------------------------------------------------------------------------
 
-$("composer").addEventListener("submit", async (e) => {
+$("composer", "form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const text = $("message").value.trim();
+  const text = $("message", "textarea").value.trim();
   if (!text) return;
   $("composer-error").textContent = "";
-  $("send").disabled = true;
+  $("send", "button").disabled = true;
   conversation.followNow();  // what one sends is in view, however far up one had scrolled
   try {
-    const agent = $("chat-agent-pick").value || undefined;
+    const agent = $("chat-agent-pick", "select").value || undefined;
     await api(`/api/sessions/${sessionId}/messages`, { method: "POST", body: JSON.stringify({ text, agent }) });
-    $("message").value = "";
+    $("message", "textarea").value = "";
     localStorage.removeItem(`tether.draft.${sessionId}`);
     refreshSessionsSoon();
   } catch (err) { $("composer-error").textContent = sentence(err.message); }
-  finally { pickedAgent(); $("message").focus(); }
+  finally { pickedAgent(); $("message", "textarea").focus(); }
 });
 
 // Stop: every turn of this session that has not ended (the one writing, and any waiting
@@ -555,29 +571,29 @@ async function stopTurns() {
   const ids = conversation.unfinished();
   if (!ids.length) return false;
   $("composer-error").textContent = "";
-  $("stop").disabled = true;
+  $("stop", "button").disabled = true;
   try {
     await Promise.all(ids.map((id) => api(`/api/tasks/${id}/cancel`, { method: "POST" })));
     announce("Stopped.");
   } catch (err) { $("composer-error").textContent = `Not stopped: ${clause(err.message)}.`; }
-  finally { $("stop").disabled = false; }
+  finally { $("stop", "button").disabled = false; }
   return true;
 }
-$("stop").addEventListener("click", () => stopTurns());
+$("stop", "button").addEventListener("click", () => stopTurns());
 conversation.addEventListener("turns", () => {
   const ids = conversation.unfinished();
-  setHidden($("stop"), ids.length === 0);
-  $("stop").setAttribute("aria-label", ids.length > 1 ? `Stop the reply and the ${ids.length - 1} waiting (Esc)` : "Stop the reply (Esc)");
+  setHidden($("stop", "button"), ids.length === 0);
+  $("stop", "button").setAttribute("aria-label", ids.length > 1 ? `Stop the reply and the ${ids.length - 1} waiting (Esc)` : "Stop the reply (Esc)");
 });
-$("message").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
+$("message", "textarea").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer", "form").requestSubmit(); }
   // ↑ in an empty box edits the last message (the conversation provides editLast).
-  if (e.key === "ArrowUp" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && !e.isComposing && $("message").value === "" && typeof conversation.editLast === "function") {
+  if (e.key === "ArrowUp" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && !e.isComposing && $("message", "textarea").value === "" && typeof conversation.editLast === "function") {
     e.preventDefault();
     conversation.editLast();
   }
 });
-$("message").addEventListener("input", () => { if (sessionId) localStorage.setItem(`tether.draft.${sessionId}`, $("message").value); });
+$("message", "textarea").addEventListener("input", () => { if (sessionId) localStorage.setItem(`tether.draft.${sessionId}`, $("message", "textarea").value); });
 
 function renderChatChrome() {
   setHidden($("chat-empty"), conversation.size > 0);
@@ -594,7 +610,7 @@ function renderChatChrome() {
 conversation.addEventListener("approvals", () => { renderChatChrome(); refreshSessionsSoon(); });
 // "1 approval needs you": takes you to it (its version of the conversation shown).
 $("needs-you").addEventListener("click", () => { selectTab($("tab-chat")); conversation.showApproval(); });
-conversation.addEventListener("needsyou", (e) => {
+conversation.addEventListener("needsyou", (/** @type {CustomEvent} */ e) => {
   if (!loading) announce(`An agent needs you: it asks to run ${e.detail.tool}.`);
   if (document.visibilityState === "hidden" && "Notification" in window && Notification.permission === "granted") {
     new Notification("Tether: an agent needs you", { body: `It asks to run ${e.detail.tool}.`, tag: `approval-${e.detail.task}` });
@@ -743,16 +759,18 @@ if ("Notification" in window && Notification.permission === "default") {
 
 // ---- phone: one panel at a time, sessions in a drawer ---------------------------------------
 
-for (const tab of document.querySelectorAll("[role=tab]")) {
+// The phone's tabs (buttons in index.html).
+const tabList = () => /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll("[role=tab]"));
+for (const tab of tabList()) {
   tab.addEventListener("click", () => selectTab(tab));
-  tab.addEventListener("keydown", (e) => {
-    const tabs = [...document.querySelectorAll("[role=tab]")];
+  tab.addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => {
+    const tabs = [...tabList()];
     const i = tabs.indexOf(tab);
     if (e.key === "ArrowRight" || e.key === "ArrowLeft") { const next = tabs[(i + (e.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length]; selectTab(next); next.focus(); }
   });
 }
 function selectTab(tab) {
-  for (const t of document.querySelectorAll("[role=tab]")) {
+  for (const t of tabList()) {
     const on = t === tab;
     t.setAttribute("aria-selected", String(on));
     t.tabIndex = on ? 0 : -1;
@@ -766,7 +784,7 @@ selectTab($(localStorage.getItem("tether.tab") ?? "tab-chat") ?? $("tab-chat"));
 function showSidebar(on) {
   document.body.classList.toggle("drawer", on);
   $("menu").setAttribute("aria-expanded", String(on));
-  if (on && $("menu").offsetParent) $("sidebar").querySelector("a[aria-current]")?.focus();
+  if (on && $("menu").offsetParent) /** @type {HTMLElement | null} */ ($("sidebar").querySelector("a[aria-current]"))?.focus();
 }
 $("menu").addEventListener("click", () => showSidebar(!document.body.classList.contains("drawer")));
 // A tap beside the open drawer closes it, as on every phone.
@@ -778,13 +796,13 @@ function showMore(on) {
   $("more").setAttribute("aria-expanded", String(on));
 }
 $("more").addEventListener("click", () => showMore(!document.body.classList.contains("more-open")));
-document.addEventListener("click", (e) => { if (document.body.classList.contains("more-open") && !e.target.closest("#bar-actions, #more")) showMore(false); });
+document.addEventListener("click", (e) => { if (document.body.classList.contains("more-open") && !/** @type {Element} */ (e.target).closest("#bar-actions, #more")) showMore(false); });
 $("m-rename").addEventListener("click", () => { showMore(false); $("rename").click(); });
 $("m-delete").addEventListener("click", () => { showMore(false); $("delete").click(); });
 
 // ---- theme: light, dark or the system's (theme.js applied it before the first paint) ------------
 
-const themePicker = $("theme");
+const themePicker = $("theme", "select");
 themePicker.value = window.tetherTheme?.pref() ?? "system";
 themePicker.addEventListener("change", () => window.tetherTheme?.set(themePicker.value));
 document.addEventListener("themechange", (e) => { if (themePicker.value !== e.detail.pref) themePicker.value = e.detail.pref; });
@@ -795,7 +813,7 @@ document.addEventListener("themechange", (e) => { if (themePicker.value !== e.de
 const typing = (el) => el instanceof HTMLElement && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
 
 function showShortcuts() {
-  const d = $("shortcuts");
+  const d = $("shortcuts", "dialog");
   if (!d.open) d.showModal();
   $("shortcuts-close").focus();
 }
@@ -808,24 +826,24 @@ document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && !e.altKey && !e.shiftKey && e.key.toLowerCase() === "k") {
     if (!signedIn) return;
     e.preventDefault();
-    $("shortcuts").close();
+    $("shortcuts", "dialog").close();
     $("new-session").click();
     return;
   }
   if (e.key === "Escape") {
     // What is open closes first (a dialog closes itself); then Esc stops the reply.
-    if ($("shortcuts").open) return;
+    if ($("shortcuts", "dialog").open) return;
     if (document.body.classList.contains("more-open")) { showMore(false); $("more").focus(); return; }
     if (document.body.classList.contains("drawer")) { showSidebar(false); $("menu").focus(); return; }
-    if (!signedIn || (typing(e.target) && e.target !== $("message"))) return;
+    if (!signedIn || (typing(e.target) && e.target !== $("message", "textarea"))) return;
     if (conversation.unfinished().length) { e.preventDefault(); stopTurns(); }
     return;
   }
-  if (e.ctrlKey || e.metaKey || e.altKey || typing(e.target) || !signedIn || $("shortcuts").open) return;
-  if (e.key === "/" && !$("composer").hidden && !$("main").hidden) {
+  if (e.ctrlKey || e.metaKey || e.altKey || typing(e.target) || !signedIn || $("shortcuts", "dialog").open) return;
+  if (e.key === "/" && !$("composer", "form").hidden && !$("main").hidden) {
     e.preventDefault();
     selectTab($("tab-chat"));
-    $("message").focus();
+    $("message", "textarea").focus();
   } else if (e.key === "?") {
     e.preventDefault();
     showShortcuts();

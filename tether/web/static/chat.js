@@ -29,8 +29,11 @@ export const WINDOW = 20;
 export class Conversation extends EventTarget {
   // api(path, init) -> JSON; isModelAgent(name) -> bool; pill: the "Jump to latest" button;
   // loadTurns(ids, after) -> {events, more, next_after}: turns' events and their sub-agents'
+  /** @param {{ root: HTMLElement, api: Function, isModelAgent: (name: string) => boolean, pill?: HTMLElement | null, loadTurns?: Function | null, agentFor?: (name: string) => string | undefined }} options */
   constructor({ root, api, isModelAgent, pill = null, loadTurns = null, agentFor = () => undefined }) {
     super();
+    /** @type {string | undefined} the open session (set by the page) */
+    this.sessionId = undefined;
     this.root = root;
     this.api = api;
     this.isModelAgent = isModelAgent;
@@ -177,7 +180,7 @@ export class Conversation extends EventTarget {
   _anchor() {
     const top = this.root.getBoundingClientRect().top - 1;
     let any = null;
-    for (const el of this.root.children) {
+    for (const el of /** @type {HTMLCollectionOf<HTMLElement>} */ (this.root.children)) {
       if (!el.dataset.task) continue;
       const b = el.getBoundingClientRect();
       if (b.bottom <= top) continue;
@@ -246,6 +249,7 @@ export class Conversation extends EventTarget {
   // until its events are read.
   _summary(id) {
     const t = this.tree.get(id);
+    /** @type {{ type: string, task_id: string, ts?: number, data: object }[]} */
     const evs = [{ type: "task.created", task_id: id, ts: t.created_at, data: { agent: t.agent, input: { text: t.text, parent: t.parent } } }];
     if (t.reply) {
       const mid = `summary-${id}`;
@@ -292,7 +296,7 @@ export class Conversation extends EventTarget {
     const v = this.turns.get(id);
     if (!v) return;
     const mine = (x) => x.top === id;
-    for (const [k, x] of this.turns) if (k === id || k.startsWith(`${id}.`)) this.turns.delete(k);
+    for (const k of this.turns.keys()) if (k === id || k.startsWith(`${id}.`)) this.turns.delete(k);
     for (const map of [this.messages, this.tools, this.approvals]) for (const [k, x] of map) if (mine(x)) map.delete(k);
     this.times = this.times.filter((t) => !v.el.contains(t.el));
     this.resize.unobserve(v.el);
@@ -589,7 +593,7 @@ export class Conversation extends EventTarget {
     if (!el) return;
     this.follow = false;
     el.scrollIntoView({ block: "center" });
-    el.querySelector("button.approve")?.focus({ preventScroll: true });
+    /** @type {HTMLButtonElement | null} */ (el.querySelector("button.approve"))?.focus({ preventScroll: true });
   }
 
   // The turn's own work began (after any wait for the turn before it).

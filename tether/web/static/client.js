@@ -20,7 +20,11 @@ export class AuthError extends Error {}
 export class TokenManager extends EventTarget {
   constructor({ baseUrl = "", fetch = globalThis.fetch.bind(globalThis), locks = globalThis.navigator?.locks, channel = makeChannel("tether-auth"), now = () => Date.now() } = {}) {
     super();
-    Object.assign(this, { baseUrl, fetch, locks, channel, now });
+    this.baseUrl = baseUrl;
+    this.fetch = fetch;
+    this.locks = locks;
+    this.channel = channel;
+    this.now = now;
     this.token = null;
     this.expiresAt = 0; // ms
     this.issuedAt = 0;
@@ -165,9 +169,10 @@ export async function* sseFrames(body, signal = null) {
 // and `event` {detail: envelope} for each, only once someone listens for it (a page taking
 // thousands of events a second takes them in batches).
 class LogEventTarget extends EventTarget {
-  addEventListener(type, ...rest) {
+  /** @param {string} type @param {any} listener (passed on as it is) @param {boolean | AddEventListenerOptions} [options] */
+  addEventListener(type, listener, options) {
     if (type === "event") this._perEvent = true;
-    super.addEventListener(type, ...rest);
+    super.addEventListener(type, listener, options);
   }
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -194,10 +199,25 @@ export function backoffDelay(attempt, { min = 500, max = 20000, random = Math.ra
 //   reset {snapshot}           the cursor was gone (410): drop what you have, events follow from the start
 //   heartbeat {server_time, head_seq}
 //   state {kind, attempt, nextTryAt, since, reason}   kind: connecting | live | reconnecting | offline | stopped
+/**
+ * How one connection ended: `fatal` stop, `now` try again at once, `live` it had been live
+ * (the backoff starts over); otherwise try again after a backoff.
+ * @typedef {{ fatal?: boolean, now?: boolean, live?: boolean, retry?: boolean, reason: string }} Outcome
+ */
 export class SessionStream extends LogEventTarget {
   constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), win = globalThis.window, random = Math.random, minDelay = 500, maxDelay = 20000, offlineAfter = 3, offlineAfterMs = 10000, now = () => Date.now() }) {
     super();
-    Object.assign(this, { sessionId, tokens, baseUrl, fetch, win, random, minDelay, maxDelay, offlineAfter, offlineAfterMs, now });
+    this.sessionId = sessionId;
+    this.tokens = tokens;
+    this.baseUrl = baseUrl;
+    this.fetch = fetch;
+    this.win = win;
+    this.random = random;
+    this.minDelay = minDelay;
+    this.maxDelay = maxDelay;
+    this.offlineAfter = offlineAfter;
+    this.offlineAfterMs = offlineAfterMs;
+    this.now = now;
     this.cursor = 0;
     this.heartbeatMs = 15000;
     this.state = { kind: "stopped" };
@@ -247,7 +267,7 @@ export class SessionStream extends LogEventTarget {
     while (!this._stopped) {
       if (!first) this.reconnects += 1;
       first = false;
-      const outcome = await this._connect(attempt).catch((e) => ({ retry: true, reason: String(e?.message || e) }));
+      const outcome = await this._connect(attempt).catch((e) => /** @type {Outcome} */ ({ retry: true, reason: String(e?.message || e) }));
       if (this._stopped) return;
       if (outcome.fatal) { this.stop(outcome.reason); return; }
       if (outcome.live) { attempt = 0; this._poked = false; }
@@ -265,6 +285,7 @@ export class SessionStream extends LogEventTarget {
     }
   }
 
+  /** @returns {Promise<Outcome>} */
   async _connect(attempt) {
     this._setState({ kind: attempt === 0 ? "connecting" : "reconnecting", attempt, nextTryAt: this.now() });
     let headers;
@@ -294,6 +315,7 @@ export class SessionStream extends LogEventTarget {
     return this._read(r, abort);
   }
 
+  /** @returns {Promise<Outcome>} */
   async _read(r, abort) {
     let live = false;
     let watchdog = null;
@@ -372,7 +394,12 @@ export async function catchUp(target, fetchImpl) {
 export class StatusPoller extends EventTarget {
   constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), intervalMs = 2000, now = () => Date.now(), path = null }) {
     super();
-    Object.assign(this, { sessionId, tokens, baseUrl, fetch, intervalMs, now });
+    this.sessionId = sessionId;
+    this.tokens = tokens;
+    this.baseUrl = baseUrl;
+    this.fetch = fetch;
+    this.intervalMs = intervalMs;
+    this.now = now;
     this.path = path ?? `/api/sessions/${sessionId}/tasks`;
     this.running = false;
     this.last = null; // {tasks, head_seq, checkedAt}
@@ -423,7 +450,11 @@ export class SharedSession extends LogEventTarget {
     super();
     this.opts = opts;
     const { sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), locks = globalThis.navigator?.locks } = opts;
-    Object.assign(this, { sessionId, tokens, baseUrl, fetch, locks });
+    this.sessionId = sessionId;
+    this.tokens = tokens;
+    this.baseUrl = baseUrl;
+    this.fetch = fetch;
+    this.locks = locks;
     this.cursor = 0;
     this.leader = false;
     this.state = { kind: "connecting" };
@@ -444,7 +475,7 @@ export class SharedSession extends LogEventTarget {
     this._fill().catch(() => {});
     this._post({ type: "hello" });
     this.locks.request(`tether-stream:${this.sessionId}`, () => {
-      if (this._closed) return;
+      if (this._closed) return undefined;
       this._lead();
       return new Promise((resolve) => { this._release = resolve; });
     });
@@ -475,14 +506,14 @@ export class SharedSession extends LogEventTarget {
   _lead() {
     this.leader = true;
     const s = (this.stream = new SessionStream({ ...this.opts, sessionId: this.sessionId, tokens: this.tokens }));
-    s.addEventListener("events", (e) => {
+    s.addEventListener("events", (/** @type {CustomEvent} */ e) => {
       const evs = e.detail.filter((ev) => ev.seq > this.cursor);
       if (!evs.length) return;
       this._emitEvents(evs);
       this._post({ type: "events", detail: evs });
     });
     for (const type of ["snapshot", "reset", "heartbeat", "state"]) {
-      s.addEventListener(type, (e) => {
+      s.addEventListener(type, (/** @type {CustomEvent} */ e) => {
         if (type === "reset") this.cursor = e.detail.first_seq - 1;
         if (type === "state") this.state = e.detail;
         this._emit(type, e.detail);

@@ -12,7 +12,7 @@
     const theme = p === "system" ? (system.matches ? "dark" : "light") : p;
     document.documentElement.dataset.theme = theme;
     // The highlighter's two themes: only the one for this theme applies.
-    for (const link of document.querySelectorAll("link[data-theme-for]")) link.media = link.dataset.themeFor === theme ? "all" : "not all";
+    for (const link of /** @type {NodeListOf<HTMLLinkElement>} */ (document.querySelectorAll("link[data-theme-for]"))) link.media = link.dataset.themeFor === theme ? "all" : "not all";
     document.dispatchEvent(new CustomEvent("themechange", { detail: { pref: p, theme } }));
   };
   system.addEventListener("change", apply);

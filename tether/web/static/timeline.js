@@ -22,7 +22,9 @@ export class Timeline extends EventTarget {
   // loadBefore(seq, n) -> Promise<{events, more}>; nameOf(taskId) -> string
   constructor({ root, loadBefore, nameOf }) {
     super();
-    Object.assign(this, { root, loadBefore, nameOf });
+    this.root = root;
+    this.loadBefore = loadBefore;
+    this.nameOf = nameOf;
     this.list = h("ol", "events");
     this.list.setAttribute("aria-label", "Events, oldest first");
     this.earlier = h("button", "ghost small earlier", "Load earlier events");

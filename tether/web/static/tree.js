@@ -14,7 +14,9 @@ export class TaskTree extends EventTarget {
   // api(path, init) -> JSON
   constructor({ root, empty, api }) {
     super();
-    Object.assign(this, { root, empty, api });
+    this.root = root;
+    this.empty = empty;
+    this.api = api;
     this.reset();
   }
 
@@ -47,6 +49,7 @@ export class TaskTree extends EventTarget {
   get(id) { return this.tasks.get(id); }
 
   // Merge fields into a task. Returns [old status, new status].
+  /** @returns {[string | undefined, string]} its status before and now */
   upsert(id, fields) {
     const old = this.tasks.get(id);
     const t = old ?? { id, status: "queued" };
@@ -74,6 +77,7 @@ export class TaskTree extends EventTarget {
   }
 
   // A tree from the REST API or a snapshot (children nested or as ids).
+  /** @param {(old: any, change: [string | undefined, string]) => void} [visit] each task, with its record before and [its status before, now] */
   adopt(list, visit = () => {}) {
     const walk = (ts) => {
       for (const t of ts) {
