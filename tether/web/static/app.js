@@ -191,7 +191,7 @@ async function enter() {
   }
   adoptSessions(page);
   if (extra) sessionsById.set(extra.id, extra);
-  await openSession(wanted, { early, listed: true });
+  await openSession(/** @type {string} */ (wanted), { early, listed: true });
 }
 
 // ---- a session that is not there ------------------------------------------------------------
@@ -387,6 +387,7 @@ $("delete-yes").addEventListener("click", async () => {
   } catch (e) { $("delete-q").textContent = `Not deleted: ${clause(e.message)}.`; $("delete-no").focus(); }
 });
 
+/** @param {string} id @param {{ early?: object | null, listed?: boolean }} [options] */
 async function openSession(id, { early = null, listed = false } = {}) {
   closeSession();
   showNotFound(false);
@@ -774,7 +775,7 @@ function selectTab(tab) {
     const on = t === tab;
     t.setAttribute("aria-selected", String(on));
     t.tabIndex = on ? 0 : -1;
-    $(t.getAttribute("aria-controls")).classList.toggle("active", on);
+    $(/** @type {string} */ (t.getAttribute("aria-controls"))).classList.toggle("active", on);
   }
   if (tab.id === "tab-timeline" && timeline.follow) timeline.render();
   localStorage.setItem("tether.tab", tab.id);

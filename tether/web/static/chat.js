@@ -27,6 +27,24 @@ const NEAR_END = 60;
 export const WINDOW = 20;
 
 export class Conversation extends EventTarget {
+  // What reset() sets (see there).
+  /** @type {ConversationTree} */ tree;
+  /** @type {Map<string, any[]>} */ buffers;
+  /** @type {Map<string, any>} */ asks;
+  /** @type {Set<string>} */ told;
+  /** @type {Map<string, any>} */ turns;
+  /** @type {Map<string, any>} */ messages;
+  /** @type {Map<string, any>} */ tools;
+  /** @type {Map<string, any>} */ approvals;
+  /** @type {{ el: HTMLElement, ms: number }[]} */ times;
+  /** @type {WeakMap<Element, { el: HTMLElement, ms: number }>} */ timeOf;
+  /** @type {Set<string>} */ fetching;
+  /** @type {Set<string>} */ toFetch;
+  /** @type {number} */ shown;
+  /** @type {string | null} */ editing;
+  /** @type {boolean} */ follow;
+  /** @type {number} */ pinned;
+
   // api(path, init) -> JSON; isModelAgent(name) -> bool; pill: the "Jump to latest" button;
   // loadTurns(ids, after) -> {events, more, next_after}: turns' events and their sub-agents'
   /** @param {{ root: HTMLElement, api: Function, isModelAgent: (name: string) => boolean, pill?: HTMLElement | null, loadTurns?: Function | null, agentFor?: (name: string) => string | undefined }} options */
@@ -173,7 +191,7 @@ export class Conversation extends EventTarget {
     // The reader stays where they were: the first turn in view keeps its place on screen
     // (turns drawn or grown above it, stand-ins replaced by the turn itself).
     const el = anchor && this.turns.get(anchor.id)?.el;
-    if (el?.isConnected) r.scrollTop += el.getBoundingClientRect().top - anchor.top;
+    if (anchor && el?.isConnected) r.scrollTop += el.getBoundingClientRect().top - anchor.top;
   }
 
   // The first turn that starts in view (not a stand-in, which may grow), and where it is.
@@ -273,9 +291,10 @@ export class Conversation extends EventTarget {
     if (this.toFetch.size) queueMicrotask(() => this._fetchQueued());
     const tree = this.tree;
     try {
+      /** @type {Map<string, any[]>} */
       const got = new Map(ids.map((id) => [id, []]));
       for (let after = 0; ;) {
-        const page = await this.loadTurns(ids, after);
+        const page = await /** @type {Function} */ (this.loadTurns)(ids, after);  // set: _fetch asks only then
         if (tree !== this.tree) return;  // another session since
         for (const ev of page.events) got.get(ev.task_id.split(".")[0])?.push(ev);
         after = page.next_after;

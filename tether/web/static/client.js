@@ -31,7 +31,8 @@ export class TokenManager extends EventTarget {
     this.user = null;
     this.refreshes = 0;
     this._inflight = null;
-    this._timer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._timer = undefined;
     this.channel?.addEventListener("message", (e) => {
       const m = e.data;
       if (m?.type === "token" && m.expiresAt > this.expiresAt) this._adopt(m, false);
@@ -128,6 +129,7 @@ function makeChannel(name) {
 // Parse an SSE byte stream into {event, data, id} frames, one array per read from the
 // network: a busy stream brings hundreds of frames a read, and whoever takes them handles
 // them as one batch (one watchdog reset, one dispatch, one cross-tab message).
+/** @param {ReadableStream<Uint8Array>} body @param {AbortSignal | null} [signal] */
 export async function* sseChunks(body, signal = null) {
   const reader = body.getReader();
   const decoder = new TextDecoder();
@@ -169,7 +171,7 @@ export async function* sseFrames(body, signal = null) {
 // and `event` {detail: envelope} for each, only once someone listens for it (a page taking
 // thousands of events a second takes them in batches).
 class LogEventTarget extends EventTarget {
-  /** @param {string} type @param {any} listener (passed on as it is) @param {boolean | AddEventListenerOptions} [options] */
+  /** @override @param {string} type @param {any} listener (passed on as it is) @param {boolean | AddEventListenerOptions} [options] */
   addEventListener(type, listener, options) {
     if (type === "event") this._perEvent = true;
     super.addEventListener(type, listener, options);
@@ -277,10 +279,10 @@ export class SessionStream extends LogEventTarget {
       const delay = backoffDelay(attempt, { min: this.minDelay, max: this.maxDelay, random: this.random });
       const offline = (this.win?.navigator?.onLine === false || attempt >= this.offlineAfter) && this.now() - this._lastLive >= this.offlineAfterMs;
       this._setState({ kind: offline ? "offline" : "reconnecting", attempt, nextTryAt: this.now() + delay, reason: outcome.reason });
-      await new Promise((resolve) => {
+      await /** @type {Promise<void>} */ (new Promise((resolve) => {
         const t = setTimeout(resolve, delay);
         this._wake = () => { clearTimeout(t); resolve(); };
-      });
+      }));
       this._wake = null;
     }
   }
@@ -318,7 +320,8 @@ export class SessionStream extends LogEventTarget {
   /** @returns {Promise<Outcome>} */
   async _read(r, abort) {
     let live = false;
-    let watchdog = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let watchdog;
     const arm = () => {
       clearTimeout(watchdog);
       // No byte for 2.5 heartbeats: the connection is dead even if no error says so.
@@ -392,6 +395,7 @@ export async function catchUp(target, fetchImpl) {
 // Asks GET /api/sessions/{id}/tasks every `intervalMs` while running. Emits
 //   status {tasks, checkedAt}   and   error {reason, checkedAt}
 export class StatusPoller extends EventTarget {
+  /** @param {{ sessionId: string, tokens: TokenManager, baseUrl?: string, fetch?: typeof globalThis.fetch, intervalMs?: number, now?: () => number, path?: string | null }} options */
   constructor({ sessionId, tokens, baseUrl = "", fetch = globalThis.fetch.bind(globalThis), intervalMs = 2000, now = () => Date.now(), path = null }) {
     super();
     this.sessionId = sessionId;
@@ -404,7 +408,8 @@ export class StatusPoller extends EventTarget {
     this.running = false;
     this.last = null; // {tasks, head_seq, checkedAt}
     this._gen = 0;   // bumped by stop(): an answer to an older ask is dropped
-    this._timer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._timer = undefined;
   }
 
   start() {
@@ -462,6 +467,7 @@ export class SharedSession extends LogEventTarget {
     this.channel = locks ? makeChannel(`tether-stream:${sessionId}`) : null;
     this._closed = false;
     this._filling = null;
+    /** @type {(() => void) | null} */
     this._release = null;
   }
 
@@ -477,7 +483,7 @@ export class SharedSession extends LogEventTarget {
     this.locks.request(`tether-stream:${this.sessionId}`, () => {
       if (this._closed) return undefined;
       this._lead();
-      return new Promise((resolve) => { this._release = resolve; });
+      return /** @type {Promise<void>} */ (new Promise((resolve) => { this._release = resolve; }));
     });
     return this;
   }

@@ -11,6 +11,12 @@
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
 
 export class ConversationTree {
+  // What reset() sets (see there).
+  /** @type {Map<string, any[]> | null} */ _kids;
+  /** @type {Map<string, any>} */ turns;
+  /** @type {any} */ last;
+  /** @type {number} */ count;
+
   constructor() { this.reset(); }
 
   reset() {
@@ -50,8 +56,9 @@ export class ConversationTree {
       this._kids = new Map();
       for (const t of this.turns.values()) {
         const k = t.parent ?? "";
-        if (!this._kids.has(k)) this._kids.set(k, []);
-        this._kids.get(k).push(t);
+        let siblings = this._kids.get(k);
+        if (!siblings) this._kids.set(k, (siblings = []));
+        siblings.push(t);
       }
     }
     return this._kids;
@@ -108,7 +115,7 @@ export class ConversationTree {
     const out = [];
     const seen = new Set();
     for (let node = ""; kids.has(node);) {
-      const best = kids.get(node).reduce((a, b) => (b.rank > a.rank || (b.rank === a.rank && b.order > a.order) ? b : a));
+      const best = /** @type {any[]} */ (kids.get(node)).reduce((a, b) => (b.rank > a.rank || (b.rank === a.rank && b.order > a.order) ? b : a));
       if (seen.has(best.id)) break;
       seen.add(best.id);
       out.push(best.id);

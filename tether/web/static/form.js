@@ -59,6 +59,7 @@ export function limitProblem(s, kind, value) {
 
 export class SchemaForm {
   // agents() -> every registered agent, for a field that names one (`x-agent` in its schema)
+  /** @param {{ root: HTMLElement, storageKey: () => string, agents?: () => any[] }} options */
   constructor({ root, storageKey, agents = () => [] }) {
     this.root = root;
     this.agents = agents;

@@ -73,10 +73,10 @@ const BY_EXT = {
   jsonl: "json", toml: "ini", cfg: "ini", conf: "ini", h: "c", hpp: "cpp", cc: "cpp", txt: "", text: "", log: "",
 };
 export function langOfPath(path) {
-  const name = String(path ?? "").split("/").pop().toLowerCase();
+  const name = (String(path ?? "").split("/").pop() ?? "").toLowerCase();
   if (name === "dockerfile") return "dockerfile";
   if (name === "makefile") return "makefile";
-  const ext = name.includes(".") ? name.split(".").pop() : "";
+  const ext = name.includes(".") ? name.split(".").pop() ?? "" : "";
   return ext in BY_EXT ? BY_EXT[ext] : ext;
 }
 

@@ -19,6 +19,18 @@ const CLOSES = new Set(["TEXT_MESSAGE_END", "TOOL_CALL_END", "task.status"]);
 const grows = (ev) => (ev.type === "TEXT_MESSAGE_CONTENT" || ev.type === "TOOL_CALL_ARGS" ? (ev.data?.delta ?? "").length : 0);
 
 export class Timeline extends EventTarget {
+  // What reset() sets (see there).
+  /** @type {any[]} */ events;
+  /** @type {Set<number>} */ bySeq;
+  /** @type {any[]} */ entries;
+  /** @type {Map<string, any>} */ open;
+  /** @type {Set<any>} */ dirty;
+  /** @type {number} */ lo;
+  /** @type {number} */ hi;
+  /** @type {boolean} */ follow;
+  /** @type {boolean} */ olderOnServer;
+  /** @type {boolean} */ pending;
+
   // loadBefore(seq, n) -> Promise<{events, more}>; nameOf(taskId) -> string
   constructor({ root, loadBefore, nameOf }) {
     super();

@@ -11,6 +11,19 @@ const PICK_ACTIVE = 20, PICK_FAILED = 10, PICK_RECENT = 5;
 const FAILED = new Set(["failed", "interrupted"]);
 
 export class TaskTree extends EventTarget {
+  // What reset() sets (see there).
+  /** @type {Map<string, any>} */ tasks;
+  /** @type {Map<string, string[]>} */ kids;
+  /** @type {Map<string, any>} */ counts;
+  /** @type {Map<string, any>} */ nodes;
+  /** @type {Set<string>} */ dirty;
+  /** @type {Set<string>} */ dirtyLists;
+  /** @type {Map<string, number>} */ expanded;
+  /** @type {number | null} */ asOf;
+  /** @type {Set<string>} */ needs;
+  /** @type {boolean} */ _queued;
+  /** @type {any} the root's node (built when first drawn) */ top;
+
   // api(path, init) -> JSON
   constructor({ root, empty, api }) {
     super();
@@ -62,9 +75,10 @@ export class TaskTree extends EventTarget {
     if (!old) {
       this.tasks.set(id, t);
       const p = t.parent_id ?? "";
-      if (!this.kids.has(p)) { this.kids.set(p, []); this.counts.set(p, { failedAt: [] }); }
-      t._i = this.kids.get(p).length;  // its place among its siblings
-      this.kids.get(p).push(id);
+      let siblings = this.kids.get(p);
+      if (!siblings) { this.kids.set(p, (siblings = [])); this.counts.set(p, { failedAt: [] }); }
+      t._i = siblings.length;  // its place among its siblings
+      siblings.push(id);
       this._count(p, t, undefined);
       this.dirtyLists.add(p);
     } else if (was !== t.status) {
