@@ -92,7 +92,7 @@ async def test_flush_raises_what_failed_and_nothing_after_it_commits_until_then(
     ctx: TaskContext,
 ) -> None:
     ctx.emit("a", 1)
-    ctx._submit(bad(ctx))
+    ctx.enqueue(bad(ctx))
     ctx.emit("b", 2)  # after what failed: refused, so the log never holds b without bad
     with pytest.raises(EventNotRecorded, match="could not be recorded"):
         await ctx.flush()
@@ -112,7 +112,7 @@ async def test_a_step_whose_event_is_refused_fails_its_task_and_replays_so(
     async def work() -> str:
         runs.append(1)
         ctx.emit("a", 1)
-        ctx._submit(bad(ctx))
+        ctx.enqueue(bad(ctx))
         return "out"
 
     # The step returns before its record is committed; the body goes on from its output.
@@ -166,7 +166,7 @@ async def test_a_step_whose_events_fail_after_its_task_moved_leaves_the_record_a
 
     async def work() -> str:
         nonlocal frozen
-        ctx._submit(bad(ctx))
+        ctx.enqueue(bad(ctx))
         frozen = True
         return "out"
 
@@ -229,7 +229,7 @@ async def test_a_task_whose_last_step_was_not_recorded_does_not_end_as_completed
     ctx: TaskContext,
 ) -> None:
     def work() -> str:
-        ctx._submit(bad(ctx))
+        ctx.enqueue(bad(ctx))
         return "out"
 
     await ctx.step(work, name="work")

@@ -6,9 +6,7 @@ import asyncio
 import logging
 import signal
 
-from dbos import DBOS
-
-from tether import __version__, quotas, workspace
+from tether import __version__, agents, quotas, workspace
 from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
@@ -24,7 +22,7 @@ from tether.events.pg_notify import (
 )
 from tether.llm import approvals, config, install
 from tether.llm.defaults import default_agents
-from tether.runtime import workers
+from tether.runtime import durable, workers
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
 from tether.settings import Settings
@@ -69,12 +67,15 @@ class Services:
         self.claim = claim
 
     async def start(self) -> None:
+        # Before anything is done: a DBOS that lacks what durable.py relies on stops here.
+        durable.check()
         await asyncio.to_thread(self.claim_executor_id)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         quotas.configure(self.settings)
         # The sign-in check's stand-in hash, made beside the rest of the start (argon2
         # releases the GIL), so that no sign-in pays for it.
         dummy = asyncio.ensure_future(asyncio.to_thread(passwords.warm))
+        agents.register(self.registry)
         load_agent_modules(self.settings.agents)
         # Model agents: the agents file's, else a default assistant (a provider key or
         # TETHER_MODEL_URL in the environment), else the offline demo.
@@ -100,6 +101,12 @@ class Services:
         if self.listener is not None:
             self.listener.start()
         version = self.settings.app_version or self.registry.code_version(f"tether-{__version__}")
+        fence: workers.Fence | None = None
+        if self.listener is not None:
+            # On a worker, half the stale time: a silence that long may end with this
+            # worker's tasks moved (the leader's clock and ours differ by a commit or two).
+            stale_s = self.settings.worker_stale_s / 2 if self.settings.worker else None
+            fence = workers.Fence(self.settings.executor_id, stale_s)
         self.runtime = Runtime(
             self.store,
             self.log,
@@ -107,55 +114,40 @@ class Services:
             version,
             child_poll_s=self.settings.child_poll_s,
             max_event_bytes=self.settings.max_event_bytes,
+            fence=fence,
+            task_queue=None if fence is None else workers.TASK_QUEUE,
+            broadcast_cancel=None if self.listener is None else self._broadcast_cancel,
         )
-        self.runtime.activate()
         if self.listener is not None:
-            origin, db = self.listener.origin, self.db
             self.listener.on_cancel.append(self.runtime.stop_running)
-            self.listener.on_head.append(self.runtime.on_remote_commit)
-            self.listener.on_relisten.append(self.runtime.wake_waiters)
-
-            async def broadcast(ids: list[str]) -> None:
-                await db.write(lambda conn: notify_cancel(conn, origin, ids))
-
-            self.runtime.broadcast_cancel = broadcast
-            self.runtime.executor_id = self.settings.executor_id
-            self.runtime.task_queue = workers.TASK_QUEUE
-            if self.settings.worker:
-                self.workers = workers.Workers(
-                    self.db,
-                    self.runtime,
-                    self.settings.executor_id,
-                    self.settings.worker_heartbeat_s,
-                    self.settings.worker_stale_s,
-                    claim=self.claim,
-                    # The process stops as at SIGTERM (`tether serve` and `tether worker`
-                    # both stop cleanly on it), without handing over work not its own.
-                    on_claim_lost=lambda: signal.raise_signal(signal.SIGTERM),
-                )
-                # Half the stale time: a silence that long may end with this worker's
-                # tasks moved (the leader's clock and ours differ by a commit or two).
-                self.runtime.stale_s = self.settings.worker_stale_s / 2
-                # Seen alive before it runs anything: a crash from here on is noticed.
-                await self.workers.beat()
-                executor_id = self.settings.executor_id
-                await self.db.write(lambda c: workers.pin_own_children(c, executor_id))
-        DBOS(
-            config={
-                "name": "tether",
-                "system_database_url": sync_url(self.db.url),
-                **({"system_database_engine": self.db.writer} if self.db.sqlite else {}),
-                "application_version": version,
-                "executor_id": self.settings.executor_id,
-                "notification_listener_polling_interval_sec": self.settings.dbos_poll_s,
-                "log_level": "WARNING",
-                "run_migrations": self.db.sqlite,
-            }
+            self.listener.on_head.append(self.runtime.waiters.on_remote_commit)
+            self.listener.on_relisten.append(self.runtime.waiters.wake_all)
+        if fence is not None and self.settings.worker:
+            self.workers = workers.Workers(
+                self.db,
+                self.runtime,
+                fence,
+                heartbeat_s=self.settings.worker_heartbeat_s,
+                stale_s=self.settings.worker_stale_s,
+                claim=self.claim,
+                # The process stops as at SIGTERM (`tether serve` and `tether worker`
+                # both stop cleanly on it), without handing over work not its own.
+                on_claim_lost=lambda: signal.raise_signal(signal.SIGTERM),
+            )
+            # Seen alive before it runs anything: a crash from here on is noticed.
+            await self.workers.beat()
+            executor_id = self.settings.executor_id
+            await self.db.write(lambda c: workers.pin_own_children(c, executor_id))
+        durable.launch(
+            execute=self.runtime.execute,
+            database_url=sync_url(self.db.url),
+            engine=self.db.writer if self.db.sqlite else None,
+            app_version=version,
+            executor_id=self.settings.executor_id,
+            poll_s=self.settings.dbos_poll_s,
+            run_migrations=self.db.sqlite,
+            queues=None if fence is None else workers.queues(self.settings.worker),
         )
-        if self.runtime.task_queue is not None:
-            workers.listen(self.settings.worker)
-        # Launched from the server's event loop, so DBOS runs recovered workflows on it.
-        DBOS.launch()
         if self.workers is not None:
             await workers.register_queues(
                 self.settings.worker_concurrency, self.settings.queue_poll_s
@@ -168,8 +160,14 @@ class Services:
         await dummy
         log.info("tether started (code version %s)", version)
 
+    async def _broadcast_cancel(self, task_ids: list[str]) -> None:
+        """The other processes stop these tasks' coroutines."""
+        assert self.listener is not None
+        origin = self.listener.origin
+        await self.db.write(lambda conn: notify_cancel(conn, origin, task_ids))
+
     def _migrate_dbos(self) -> None:
-        DBOS.migrate(sync_url(self.db.url))
+        durable.migrate(sync_url(self.db.url))
 
     def _tell_signout(self, auth_session_id: str, message: str) -> None:
         """The other processes close this sign-in's streams now, not at their heartbeat."""
@@ -213,7 +211,7 @@ class Services:
         await self.log.stop()
         if self.listener is not None:
             await self.listener.stop()
-        DBOS.destroy()
+        durable.destroy()
         await self.db.close()
         if self.claim is not None:
             self.claim.release()

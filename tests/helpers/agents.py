@@ -165,12 +165,12 @@ async def poison(ctx: TaskContext, inp: PoisonInput) -> Any:
         return {"value": math.nan}
     elif inp.mode == "raw":
         # Straight into the log, past every check at emit: the writer must isolate it.
-        ctx._submit(
+        ctx.enqueue(
             Append(ctx.session_id, ctx.task_id, ctx.task.parent_id, "bad", '"\ud800"', key=None)
         )
         await ctx.flush()
     elif inp.mode == "raw_int":
-        ctx._submit(
+        ctx.enqueue(
             Append(
                 ctx.session_id,
                 ctx.task_id,

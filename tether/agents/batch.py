@@ -1,6 +1,7 @@
 """The offline batch agent: process a list of items one by one, each by a sub-agent.
 
 Deterministic and offline, so it can be run, killed and resumed in tests and demos.
+Registered by the services (`register`), like every built-in agent.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from tether.errors import DelegationFailed
 from tether.model import dumps
-from tether.runtime.agent import agent, registry
+from tether.runtime.agent import AgentRegistry, AgentSpec, registry
 from tether.runtime.context import Child, TaskContext
 
 
@@ -33,7 +34,6 @@ def describe(item: Any) -> dict[str, Any]:
     }
 
 
-@agent("item", input=ItemInput, internal=True)
 async def item(ctx: TaskContext, inp: ItemInput) -> dict[str, Any]:
     """Process one item: emits progress, then its result."""
 
@@ -68,13 +68,14 @@ class BatchInput(BaseModel):
     @field_validator("item_agent")
     @classmethod
     def _known_agent(cls, name: str) -> str:
-        # A typo is refused when the batch is started, not found at its first item.
+        # A typo is refused when the batch is started, not found at its first item. (The
+        # services register every agent in this registry: the built-in ones, those of
+        # `@agent` and the model agents.)
         if name not in registry:
             raise ValueError(f"there is no agent named {name!r}")
         return name
 
 
-@agent("batch", input=BatchInput)
 async def batch(ctx: TaskContext, inp: BatchInput) -> dict[str, Any]:
     """Process items one by one (or `parallel` at a time), each delegated to a sub-agent."""
     m = len(inp.items)
@@ -114,3 +115,9 @@ async def batch(ctx: TaskContext, inp: BatchInput) -> dict[str, Any]:
     }
     ctx.emit("batch.summary", {k: v for k, v in summary.items() if k != "results"})
     return summary
+
+
+def register(into: AgentRegistry) -> None:
+    """Add the batch agent and its item agent."""
+    into.add(AgentSpec.of("item", item, input=ItemInput, internal=True))
+    into.add(AgentSpec.of("batch", batch, input=BatchInput))

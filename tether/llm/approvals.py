@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from dbos import DBOS
 from pydantic import BaseModel
 
 from tether.db.store import Store
 from tether.model import dumps
+from tether.runtime import durable
 from tether.runtime.context import TaskContext
 
 if TYPE_CHECKING:
@@ -61,13 +61,13 @@ async def request(
 
 async def wait(aid: str) -> dict[str, Any]:
     while True:
-        answer = await DBOS.recv_async(topic=_topic(aid), timeout_seconds=WAIT_S)
+        answer = await durable.recv(_topic(aid), WAIT_S)
         if answer is not None:
             return dict(answer)
 
 
 async def send(row: dict[str, Any]) -> None:
-    await DBOS.send_async(
+    await durable.send(
         row["task_id"],
         {"decision": row["decision"], "note": row["note"], "by": row["answered_by"]},
         topic=_topic(row["id"]),

@@ -55,14 +55,14 @@ def _assistant(model: str, **extra: object) -> list[ModelAgentConfig]:
             approval=["write_file"],
             delegates=["researcher"],
             default=True,
-            **extra,  # type: ignore[arg-type]  # base_url, keyless: checked by pydantic
+            **extra,  # base_url, keyless: checked by pydantic
         ),
         ModelAgentConfig(
             name="researcher",
             model=model,
             system=RESEARCHER_SYSTEM,
             description="Looks one question up and reports back.",
-            **extra,  # type: ignore[arg-type]
+            **extra,
         ),
     ]
 

@@ -44,6 +44,29 @@ class AgentSpec:
     # Run only as another agent's sub-agent: not offered as a thing to start.
     internal: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        fn: AgentFn,
+        *,
+        input: type[BaseModel],
+        description: str = "",
+        own_workflow: bool = False,
+        internal: bool = False,
+    ) -> AgentSpec:
+        """An agent's spec; its description is the first paragraph of `fn`'s docstring
+        unless given (see `agent`)."""
+        doc = description or inspect.getdoc(fn) or ""
+        return cls(
+            name,
+            fn,
+            input,
+            doc.strip().split("\n\n")[0],
+            own_workflow=own_workflow,
+            internal=internal,
+        )
+
     def validate(self, value: Any) -> BaseModel:
         try:
             return self.input_model.model_validate(value)
@@ -123,13 +146,12 @@ def agent(
     thing to start (it can still be started by name)."""
 
     def register(fn: AgentFn) -> AgentFn:
-        doc = description or inspect.getdoc(fn) or ""
         registry.add(
-            AgentSpec(
+            AgentSpec.of(
                 name,
                 fn,
-                input,
-                doc.strip().split("\n\n")[0],
+                input=input,
+                description=description,
                 own_workflow=own_workflow,
                 internal=internal,
             )
@@ -140,6 +162,6 @@ def agent(
 
 
 def load_agent_modules(modules: list[str]) -> None:
-    importlib.import_module("tether.agents")
+    """Import modules whose `@agent` functions register themselves (settings `agents`)."""
     for name in modules:
         importlib.import_module(name)

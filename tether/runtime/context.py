@@ -35,16 +35,44 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tether.errors import EventNotRecorded, NotDeterministic, StepFailed
-from tether.events.log import Append, Chain
+from tether.events.log import Append, Chain, EventLog
 from tether.model import Event, Task, dumps_within
 
-if TYPE_CHECKING:
-    from tether.runtime.engine import Runtime
-
 T = TypeVar("T")
+
+
+class Host(Protocol):
+    """What a task's context needs of the runtime that runs it (`engine.Runtime`)."""
+
+    @property
+    def log(self) -> EventLog:
+        """The event log the task appends to."""
+        ...
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event, sub-agent input or result a task may record."""
+        ...
+
+    def suspect(self) -> bool:
+        """Whether this worker may have been taken for dead (its tasks moved elsewhere): the
+        task then calls `fence` before a step, a child's start or a step's failure."""
+        ...
+
+    async def fence(self, task_id: str) -> None:
+        """Raise TaskMoved if the task was handed to another worker: its copy here stops."""
+        ...
+
+    async def start_child(self, ctx: TaskContext, k: int, agent: str, input: Any) -> Child:
+        """Start the task's k-th sub-agent (or, on a replay, find the one started then)."""
+        ...
+
+    async def wait_terminal(self, task_id: str) -> Task:
+        """Wait until a task has ended (any way); returns it."""
+        ...
 
 
 @dataclass(slots=True)
@@ -84,24 +112,18 @@ _scope: ContextVar[_StepScope | None] = ContextVar("tether_step_scope", default=
 class Child:
     """A delegated task that has been started. `await child.result()` waits for it."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        task_id: str,
-        parent: TaskContext | None = None,
-        run: asyncio.Task[Any] | None = None,
-    ) -> None:
-        self._runtime = runtime
+    def __init__(self, task_id: str, result: Callable[[], Awaitable[Any]]) -> None:
         self.task_id = task_id
-        self._parent = parent
-        self._run = run  # the child's coroutine, when it runs here inside its parent
+        self._result = result
 
     async def result(self) -> Any:
-        return await self._runtime.child_result(self.task_id, self._run, self._parent)
+        """The child's result once it has ended; raises DelegationFailed if it did not
+        complete."""
+        return await self._result()
 
 
 class TaskContext:
-    def __init__(self, runtime: Runtime, task: Task) -> None:
+    def __init__(self, runtime: Host, task: Task) -> None:
         self._runtime = runtime
         self.task = task
         self.task_id = task.id
@@ -139,12 +161,26 @@ class TaskContext:
             raise ValueError(f"an event type is a string of 1-128 characters, got {type!r}")
         if type.startswith("task."):
             raise ValueError(f"event types starting with 'task.' are the runtime's: {type!r}")
-        self._submit(self._append(type, data, None))
+        self.enqueue(self._append(type, data, None))
 
-    def _submit(self, append: Append) -> None:
+    def enqueue(self, append: Append) -> None:
+        """Queue an append of this task's behind what it queued before, on its chain (it
+        commits only if they do). It is durable by the next flush, which raises if it could
+        not be recorded."""
         append.chain = self._chain
         self._runtime.log.enqueue(append)
         self._unflushed = True
+
+    def mark_flushed(self) -> None:
+        """Everything this task queued is committed (the caller awaited an append queued
+        behind it): the next flush need not wait for the log."""
+        self._unflushed = False
+
+    @property
+    def has_unconfirmed_step(self) -> bool:
+        """Whether the record of the task's last step is still on its way (`end` then
+        commits the task's end with it)."""
+        return self._unconfirmed is not None
 
     @property
     def failed(self) -> bool:
@@ -264,7 +300,7 @@ class TaskContext:
                 raise ValueError(
                     f"progress {name} must be an integer 0..{_MAX_PROGRESS}, got {v!r}"
                 )
-        self._submit(
+        self.enqueue(
             self._append(
                 "task.progress", {**data, "n": n, "m": m}, {"progress_n": n, "progress_m": m}
             )
@@ -284,11 +320,11 @@ class TaskContext:
         waits for that (and fails the task if the record did not land). A body that calls
         DBOS itself (`DBOS.recv`) flushes first, so DBOS's record of the call never lands
         before the step it follows."""
-        name = (name or getattr(fn, "__name__", "step"))[:256]  # as the record keeps it
+        name = str(name or getattr(fn, "__name__", "step"))[:256]  # as the record keeps it
         outer = _scope.get()
         if outer is not None and outer.ctx is self:
             out = fn(*args)
-            return await out if inspect.isawaitable(out) else out  # type: ignore[return-value]
+            return await out if inspect.isawaitable(out) else out
         await self._confirm()
         if self._runtime.suspect():
             await self._runtime.fence(self.task_id)
@@ -316,7 +352,7 @@ class TaskContext:
                 await self._close_step(n, name, False, _storable_error(exc))
                 raise
             await self._close_step(n, name, True, out)
-            return out  # type: ignore[return-value]
+            return out
         finally:
             _scope.reset(token)
 
@@ -349,7 +385,7 @@ class TaskContext:
 
     def _record(self, n: int, name: str, ok: bool, value: Any, replace: bool = False) -> Append:
         record = self._step_append(n, name, ok, value, replace)
-        self._submit(record)
+        self.enqueue(record)
         return record
 
     def _step_append(self, n: int, name: str, ok: bool, value: Any, replace: bool) -> Append:

@@ -14,6 +14,9 @@ last completed step. Each task moved gets a `task.moved` event saying from where
 An executor id belongs to one live process at a time (`ExecutorClaim`): DBOS knows a
 worker's work by that name alone, so a second process under it would beat for the first,
 and the work of whichever died would never be found stale.
+
+A worker silent past the stale time (frozen, cut off) may have been taken for dead and its
+tasks moved: the `Fence`, given to the runtime, keeps its copies of them from acting.
 """
 
 from __future__ import annotations
@@ -23,16 +26,16 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from dbos import DBOS
 
 from tether.db.engine import Database, sync_url
 from tether.db.schema import executors
-from tether.errors import Conflict, NotFound
+from tether.errors import Conflict, NotFound, TaskMoved
 from tether.events.log import Append
 from tether.model import dumps
+from tether.runtime import durable
 
 if TYPE_CHECKING:
     from tether.runtime.engine import Runtime
@@ -45,6 +48,7 @@ CHILD_QUEUE = "tether-children"  # sub-agents handed over from a dead worker
 # anyway), and each poll is three queries. Polled as often as the tasks' queue, an idle
 # worker spent 19-20% of a core instead of 14-16% (docs/benchmarks.md).
 CHILD_POLL_S = 1.0
+_LOOKUP_TRIES = 6  # a workflow's status, looked up for about 6 s
 _LEADER_LOCK = 0x7E7E_0001  # the advisory lock whose holder looks for dead workers
 _CLAIM_KEEPALIVE = (("idle", 10), ("interval", 5), ("count", 3))  # seconds, seconds, probes
 
@@ -115,40 +119,83 @@ class ExecutorClaim:
         self._engine.dispose()
 
 
-def listen(worker: bool) -> None:
-    """Before DBOS launches: a worker dequeues Tether's queues, an API-only process none."""
-    DBOS.listen_queues([TASK_QUEUE, CHILD_QUEUE] if worker else [])
+def queues(worker: bool) -> list[str]:
+    """The queues a process dequeues: a worker Tether's, an API-only process none."""
+    return [TASK_QUEUE, CHILD_QUEUE] if worker else []
 
 
 async def register_queues(worker_concurrency: int | None, poll_s: float) -> None:
-    await DBOS.register_queue_async(
-        TASK_QUEUE,
-        worker_concurrency=worker_concurrency,
-        polling_interval_sec=poll_s,
-        on_conflict="always_update",
-    )
-    await DBOS.register_queue_async(
-        CHILD_QUEUE, polling_interval_sec=max(poll_s, CHILD_POLL_S), on_conflict="always_update"
-    )
-
-
-def _sys_db() -> Any:
-    from dbos._dbos import _get_dbos_instance
-
-    return _get_dbos_instance()._sys_db
+    await durable.register_queue(TASK_QUEUE, concurrency=worker_concurrency, poll_s=poll_s)
+    await durable.register_queue(CHILD_QUEUE, poll_s=max(poll_s, CHILD_POLL_S))
 
 
 def pin_own_children(conn: sa.Connection, executor_id: str) -> None:
     """Before DBOS launches: this worker's unfinished sub-agents are recovered onto the
     children's queue (DBOS would put a workflow that came from no queue on its internal
     queue, which API-only processes dequeue too)."""
-    if conn.exec_driver_sql("SELECT to_regclass('dbos.workflow_status')").scalar() is None:
-        return  # DBOS has not created its tables yet: nothing ran here
-    conn.exec_driver_sql(
-        "UPDATE dbos.workflow_status SET queue_name = %s "
-        "WHERE status = 'PENDING' AND executor_id = %s AND queue_name IS NULL",
-        (CHILD_QUEUE, executor_id),
-    )
+    durable.pin_pending(conn, executor_id, CHILD_QUEUE)
+
+
+class Fence:
+    """On a shared database: whether a task running here is still this process's own.
+
+    A worker's stale time (half the leader's, on a worker; None in an API-only process) and
+    its last heartbeat: a worker silent for longer may have been taken for dead and its
+    tasks moved. Until it knows, every step and child start checks that its task is still
+    its own (`suspect`, then `check`)."""
+
+    def __init__(self, executor_id: str, stale_s: float | None = None) -> None:
+        self.executor_id = executor_id
+        self.stale_s = stale_s
+        self.beat_at = 0.0  # monotonic; 0 before the first beat
+        self.waking = False  # set by the heartbeat while it stops what was moved
+
+    def overdue(self) -> bool:
+        """Whether the last heartbeat is older than the stale time."""
+        return (
+            bool(self.beat_at)
+            and self.stale_s is not None
+            and time.monotonic() - self.beat_at > self.stale_s
+        )
+
+    def suspect(self) -> bool:
+        """Whether this worker may have been taken for dead: steps and child starts then
+        `check` before they run (an in-memory test otherwise)."""
+        return self.stale_s is not None and (
+            self.waking or time.monotonic() - self.beat_at > self.stale_s
+        )
+
+    async def check(self, task_id: str) -> None:
+        """Raise TaskMoved if this task was handed to another worker (this one was frozen
+        or cut off past the stale time): its copy here must do nothing more."""
+        if await self.moved_elsewhere(task_id):
+            raise TaskMoved(f"task {task_id} moved to another worker; its copy here stops")
+
+    async def moved_elsewhere(self, task_id: str) -> bool:
+        """Whether this task was handed to another worker while it ran here (this worker was
+        taken for dead). Its failure here is then not its outcome: a frozen worker waking up
+        must not fail a task that another runs."""
+        # A sub-agent run inside its parent moves with the nearest workflow above it. A
+        # worker waking from a freeze may find its connections dead: the lookup is retried
+        # for a while, since "not moved" would let it record the failure of a moved task.
+        parts = task_id.split(".")
+        status = None
+        for attempt in range(_LOOKUP_TRIES):
+            try:
+                for i in range(len(parts), 0, -1):
+                    status = await durable.status(".".join(parts[:i]), strict=True)
+                    if status is not None:
+                        break
+                break
+            except Exception as exc:  # noqa: BLE001 - retried, then taken as not moved
+                log.warning("task %s: looking up its workflow failed (%r)", task_id, exc)
+                await asyncio.sleep(0.1 * 2**attempt)
+        moved = status is not None and (
+            status.status == "ENQUEUED" or status.executor_id not in (None, self.executor_id)
+        )
+        if moved:
+            log.warning("task %s moved to another worker while it ran here; left to it", task_id)
+        return moved
 
 
 class Workers:
@@ -158,13 +205,21 @@ class Workers:
         self,
         db: Database,
         runtime: Runtime,
-        executor_id: str,
+        fence: Fence,
+        *,
         heartbeat_s: float,
         stale_s: float,
         claim: ExecutorClaim | None = None,
         on_claim_lost: Callable[[], None] | None = None,
     ) -> None:
-        self.db, self.runtime, self.executor_id = db, runtime, executor_id
+        """
+        :param fence: the runtime's fence; its heartbeat is this worker's.
+        :param stale_s: a worker silent this long is taken for dead (its work moved).
+        :param claim: this process's hold on its executor id, checked at every beat.
+        :param on_claim_lost: called when another process took the id (this one stops).
+        """
+        self.db, self.runtime, self.fence = db, runtime, fence
+        self.executor_id = fence.executor_id
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
         self.claim, self.on_claim_lost = claim, on_claim_lost
         self.claim_lost = False
@@ -176,14 +231,10 @@ class Workers:
         """Write this worker's heartbeat. After a silence past the stale time (the process
         was frozen, or the database out of reach), first stop what was moved meanwhile;
         until then every step checks (`Runtime.suspect`)."""
-        rt = self.runtime
-        silent = (
-            bool(rt.beat_at)
-            and rt.stale_s is not None
-            and time.monotonic() - rt.beat_at > rt.stale_s
-        )
+        fence = self.fence
+        silent = fence.overdue()
         if silent:
-            rt.waking = True
+            fence.waking = True
         now, me = time.time(), self.executor_id
 
         def write(c: sa.Connection) -> None:
@@ -196,12 +247,12 @@ class Workers:
                 )
 
         await self.db.write(write)
-        rt.beat_at = time.monotonic()
+        fence.beat_at = time.monotonic()
         if silent:
             try:
-                await rt.stop_moved()
+                await self.runtime.stop_moved()
             finally:
-                rt.waking = False
+                fence.waking = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tether-worker-heartbeat")
@@ -284,11 +335,11 @@ class Workers:
         re-enqueues a workflow only while the dead worker still owns it, and the events
         carry keys."""
         runtime = self.runtime
-        pending = await DBOS.list_workflows_async(status="PENDING", executor_id=dead)
+        pending = await durable.pending_of(dead)
         moved: list[Append] = []
         for wf in pending:
             try:
-                task = await runtime.store.task_row(wf.workflow_id)
+                task = await runtime.store.task_row(wf.id)
             except NotFound:
                 continue  # not a Tether task
             if wf.app_version != runtime.app_version:
@@ -296,10 +347,7 @@ class Workers:
                     task, f"{reason}, and it ran another code version ({wf.app_version})"
                 )
                 continue
-            queued = await asyncio.to_thread(
-                _sys_db().reenqueue_for_recovery, wf.workflow_id, [dead], CHILD_QUEUE
-            )
-            if queued:
+            if await durable.reenqueue(wf.id, dead, CHILD_QUEUE):
                 moved.append(
                     Append(
                         task.session_id,
