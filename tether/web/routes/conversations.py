@@ -18,16 +18,10 @@ from tether.model import Task, dumps
 from tether.web import render
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
+from tether.web.idempotency import IDEMPOTENCY_KEY, check_storage, idempotent
 from tether.web.problems import problems
 from tether.web.responses import json_response
-from tether.web.routes.sessions import (
-    IDEMPOTENCY_KEY,
-    check_storage,
-    clean_title,
-    idempotent,
-    retitle,
-    runtime_of,
-)
+from tether.web.routes.sessions import clean_title, retitle, runtime_of
 from tether.web.schemas import Approval, ApprovalList, ConversationOut, Selected, TaskOut
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
