@@ -9,32 +9,22 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.responses import Response
 
-from tether import quotas
-from tether.errors import Conflict, InvalidInput, NotFound
+from tether.errors import Conflict
 from tether.events.log import Append
 from tether.llm import conversation
-from tether.llm.config import ModelAgentConfig
-from tether.llm.installed import Installed, installed, message_text
+from tether.llm.installed import message_text
+from tether.llm.turns import MISSING, model_agent, model_agents, start_turn, turns_agents
 from tether.model import Task, dumps
+from tether.web import render
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
+from tether.web.idempotency import IDEMPOTENCY_KEY, check_storage, idempotent
 from tether.web.problems import problems
 from tether.web.responses import json_response
-from tether.web.routes.sessions import (
-    IDEMPOTENCY_KEY,
-    check_storage,
-    clean_title,
-    idempotent,
-    retitle,
-)
+from tether.web.routes.sessions import clean_title, retitle, runtime_of
 from tether.web.schemas import Approval, ApprovalList, ConversationOut, Selected, TaskOut
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
-
-NO_MODEL = (
-    "no model agent is configured: point TETHER_AGENTS_FILE at a TOML file of agents "
-    "(README, 'Model agents') and set the provider's API key in the server's environment"
-)
 
 
 class MessageIn(BaseModel):
@@ -55,13 +45,6 @@ class MessageIn(BaseModel):
     )
 
 
-class Missing:
-    """Not given (as opposed to given as null)."""
-
-
-MISSING = Missing()
-
-
 class AnswerIn(BaseModel):
     decision: Literal["approve", "deny"]
     note: str | None = Field(None, max_length=2000, description="Told to the agent.")
@@ -71,65 +54,6 @@ class RegenerateIn(BaseModel):
     agent: str | None = Field(
         None, min_length=1, max_length=128, description="Another model agent to answer."
     )
-
-
-def _installed() -> Installed:
-    inst = installed()
-    if inst is None or not inst.configs:
-        raise InvalidInput(NO_MODEL)
-    return inst
-
-
-def _agent(inst: Installed, name: str | None) -> ModelAgentConfig:
-    cfg = inst.default_agent() if name is None else inst.configs.get(name)
-    if cfg is None or cfg.internal:
-        known = ", ".join(sorted(n for n, c in inst.configs.items() if not c.internal))
-        raise InvalidInput(f"there is no model agent called {name!r}; you can use {known}")
-    if (why := cfg.problem()) is not None:
-        raise InvalidInput(f"{cfg.name} is not ready: {why}")
-    return cfg
-
-
-def _turns_agents() -> list[str]:
-    """The model agents: a turn stored before the conversation tree is one of theirs."""
-    return list(_installed().configs)
-
-
-async def start_turn(
-    svc: Svc,
-    session_id: str,
-    agent: str,
-    text: str,
-    *,
-    parent: str | None | Missing = MISSING,
-    regenerates: str | None = None,
-    task_id: str | None = None,
-    request_hash: str | None = None,
-) -> tuple[Task, bool]:
-    """Start (or queue) a turn that follows `parent` (default: the end of the branch shown);
-    it becomes the branch shown. Turns run one at a time in a session, in the order sent."""
-    assert svc.runtime is not None
-    # Placing it (reading the tree, creating it) is one at a time per session on every
-    # process: two messages sent at once follow one another, never the same turn. It runs
-    # after every turn created before it (conversation.queue: the log's order).
-    async with svc.store.db.lock(f"turns:{session_id}"):
-        turns = await conversation.read_tree(svc.store.db, session_id, _turns_agents())
-        if isinstance(parent, Missing):
-            parent = conversation.tip(turns)
-        elif parent is not None and all(t.id != parent for t in turns):
-            raise NotFound("the message to answer after is not in this conversation")
-        # A retry with its Idempotency-Key gets its turn, whatever the queue holds now.
-        if task_id is None or all(t.id != task_id for t in turns):
-            quotas.check_queued_turns(sum(not t.status.terminal for t in turns), svc.settings)
-        return await svc.runtime.create_task(
-            session_id,
-            agent,
-            {"text": text, "parent": parent, "regenerates": regenerates},
-            task_id,
-            follows=parent,
-            shows=tuple(conversation.branch(turns, parent)),
-            request_hash=request_hash,
-        )
 
 
 @router.get(
@@ -161,7 +85,7 @@ async def get_conversation(
     an older turn's events (`/events?task=`) as it shows it."""
     s = await svc.store.session(session_id, caller.user)
     db = svc.store.db
-    turns = await conversation.read_turns(db, session_id, _turns_agents(), texts=not brief)
+    turns = await conversation.read_turns(db, session_id, turns_agents(), texts=not brief)
     body = dumps({"session_id": session_id, "head_seq": s.head_seq, "turns": turns})
     if events:
         newest = conversation.shown(turns)[-events:]
@@ -194,12 +118,14 @@ async def post_message(
     log. `parent` answers after another message (editing a message: its parent); without
     it, the message follows the end of the branch shown."""
     session = await svc.store.session(session_id, caller.user)
-    cfg = _agent(_installed(), body.agent)
+    cfg = model_agent(model_agents(), body.agent)
     asked = body.model_dump(mode="json", exclude_unset=True)  # an absent parent is not null
     once = idempotent(caller.user, session_id, "messages", idempotency_key, asked)
     await check_storage(svc, caller.user, once)
     task, new = await start_turn(
-        svc,
+        runtime_of(svc),
+        svc.db,
+        svc.settings,
         session_id,
         cfg.name,
         body.text,
@@ -210,7 +136,7 @@ async def post_message(
     if new and not session.title:
         # An untitled session is named by its first message (as chat apps do).
         await retitle(svc, session_id, caller.user, title_of(body.text))
-    return json_response(task.to_dict(), 201 if new else 200)
+    return json_response(render.task(task), 201 if new else 200)
 
 
 def title_of(text: str, limit: int = 60) -> str:
@@ -226,7 +152,7 @@ async def _own_turn(
     """The caller's turn, and its session's conversation (404 for another's; 422 for a task
     that is not a turn)."""
     task = await svc.store.task(task_id, caller.user)
-    turns = await conversation.read_tree(svc.store.db, task.session_id, _turns_agents())
+    turns = await conversation.read_tree(svc.store.db, task.session_id, turns_agents())
     if all(t.id != task_id for t in turns):
         raise Conflict(
             "this task is not a message of a conversation: only a message can be "
@@ -257,18 +183,20 @@ async def regenerate(
     turn, turns = await _own_turn(svc, caller, task_id)
     if not turn.status.terminal:
         raise Conflict("this reply is still being written: stop it first, then regenerate it")
-    inst = _installed()
+    inst = model_agents()
     if body is not None and body.agent:
-        cfg = _agent(inst, body.agent)
+        cfg = model_agent(inst, body.agent)
     else:  # the agent that answered, or the default if it is gone
-        cfg = _agent(inst, turn.agent if turn.agent in inst.configs else None)
+        cfg = model_agent(inst, turn.agent if turn.agent in inst.configs else None)
     inp = turn.input if isinstance(turn.input, dict) else {}
     follows = next(t.follows for t in turns if t.id == task_id)
     asked = {"task": task_id, **(body.model_dump(mode="json") if body is not None else {})}
     once = idempotent(caller.user, turn.session_id, "regenerate", idempotency_key, asked)
     await check_storage(svc, caller.user, once)
     new_task, new = await start_turn(
-        svc,
+        runtime_of(svc),
+        svc.db,
+        svc.settings,
         turn.session_id,
         cfg.name,
         str(inp.get("text", "")),
@@ -277,7 +205,7 @@ async def regenerate(
         task_id=once.task_id,
         request_hash=once.request_hash,
     )
-    return json_response(new_task.to_dict(), 201 if new else 200)
+    return json_response(render.task(new_task), 201 if new else 200)
 
 
 @router.post(

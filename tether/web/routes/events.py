@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query
 from pydantic import StringConstraints
 from starlette.responses import Response, StreamingResponse
 
-from tether.db.schema import tasks
-from tether.db.store import read_session, read_task_summaries
-from tether.errors import BadRequest, CursorGone, NotFound
-from tether.events.log import page_is_full, read_after, read_before, read_task_events
-from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES, session_stream
-from tether.model import Event, Session, dumps
+from tether.errors import BadRequest, CursorGone
+from tether.events import reader
+from tether.events.stream import session_stream
+from tether.web import render
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Auth, Caller, Svc
 from tether.web.problems import problems
@@ -37,7 +34,6 @@ _STREAM_DOC = {
 
 _MAX_CURSOR = 2**62
 CURSOR_PATTERN = r"^[0-9]{1,18}$"  # a seq: 18 digits stay below _MAX_CURSOR
-INLINE_TASKS = 50  # a stream on a session with more tasks reads its snapshot on a thread
 
 
 def parse_cursor(raw: str | None, name: str) -> int | None:
@@ -49,40 +45,9 @@ def parse_cursor(raw: str | None, name: str) -> int | None:
     return int(text)
 
 
-def snapshot_of(c: Any, s: Session, limit: int, heartbeat_s: float | None = None) -> dict[str, Any]:
-    """A bounded snapshot of the session (task summaries, unfinished tasks first)."""
-    summaries, total = read_task_summaries(c, s, limit)
-    return {
-        "session_id": s.id,
-        "heartbeat_s": heartbeat_s,
-        "head_seq": s.head_seq,
-        "first_seq": s.low_seq + 1,
-        "server_time": time.time(),
-        "task_count": total,
-        "tasks_truncated": total > len(summaries),
-        "tasks": summaries,
-    }
-
-
-def gone_reason(cursor: int, s: Session, first: list[Event]) -> str | None:
-    """Why events after `cursor` cannot be served from this read, or None if they can. The
-    cursor must lie within what the log holds (low_seq <= cursor <= head_seq), and the first
-    event read must be cursor + 1: retention may prune between the session read and the
-    event read (on Postgres they are separate snapshots). A gap is never served."""
-    if cursor < s.low_seq:
-        return f"events after seq {cursor} are no longer retained (first kept: {s.low_seq + 1})"
-    if cursor > s.head_seq:
-        return f"seq {cursor} is beyond the head of this session's log ({s.head_seq})"
-    if first and first[0].seq != cursor + 1:
-        return f"events after seq {cursor} were pruned while this request ran"
-    return None
-
-
-def raise_gone(c: Any, reason: str, s: Session, limit: int) -> None:
-    raise CursorGone(
-        reason + "; rebuild from the snapshot and resume from its head_seq",
-        snapshot=snapshot_of(c, s, limit),
-    )
+def gone(exc: reader.Gone) -> CursorGone:
+    """The 410 a client rebuilds from."""
+    return CursorGone(exc.detail, snapshot=render.snapshot(exc.snapshot))
 
 
 @router.get(
@@ -132,49 +97,21 @@ async def list_events(
     if not 1 <= n <= max_limit:
         raise BadRequest(f"limit must be between 1 and {max_limit}, got {n}")
     page_bytes = svc.settings.page_bytes
+    user = caller.user
 
-    def read(c: Any) -> str:
-        s = read_session(c, session_id, caller.user)
+    def read(c: sa.Connection) -> reader.Page:
         if upto is not None:
-            events = read_before(c, session_id, upto, n, page_bytes, cursor)
-            older = bool(events) and events[0].seq > max(s.low_seq, cursor) + 1
-            return (
-                f'{{"session_id":{dumps(session_id)},"head_seq":{s.head_seq},'
-                f'"first_seq":{s.low_seq + 1},'
-                f'"next_after":{events[-1].seq if events else min(upto - 1, s.head_seq)},'
-                f'"next_before":{events[0].seq if events else upto},'
-                f'"more":{"true" if older else "false"},'
-                f'"events":[{",".join(e.to_json() for e in events)}]}}'
-            )
+            return reader.page_before(c, session_id, user, upto, n, page_bytes, cursor)
         if task is not None:
-            known = c.execute(
-                sa.select(sa.func.count())
-                .select_from(tasks)
-                .where(tasks.c.session_id == session_id, tasks.c.id.in_(set(task)))
-            ).scalar_one()
-            if known != len(set(task)):
-                raise NotFound("a task asked for is not in this session")
-            events = read_task_events(c, session_id, task, cursor, n, page_bytes, upto)
-            next_after = events[-1].seq if events else cursor
-            return (
-                f'{{"session_id":{dumps(session_id)},"head_seq":{s.head_seq},'
-                f'"first_seq":{s.low_seq + 1},"next_after":{next_after},'
-                f'"more":{"true" if page_is_full(events, n, page_bytes) else "false"},'
-                f'"events":[{",".join(e.to_json() for e in events)}]}}'
-            )
-        events = read_after(c, session_id, cursor, n, page_bytes)
-        reason = gone_reason(cursor, s, events)
-        if reason is not None:
-            raise_gone(c, reason, s, svc.settings.snapshot_tasks)
-        next_after = events[-1].seq if events else cursor
-        return (
-            f'{{"session_id":{dumps(session_id)},"head_seq":{max(s.head_seq, next_after)},'
-            f'"first_seq":{s.low_seq + 1},"next_after":{next_after},'
-            f'"more":{"true" if page_is_full(events, n, page_bytes) else "false"},'
-            f'"events":[{",".join(e.to_json() for e in events)}]}}'
-        )
+            return reader.page_of_tasks(c, session_id, user, task, cursor, n, page_bytes, upto)
+        snapshot_tasks = svc.settings.snapshot_tasks
+        return reader.page_after(c, session_id, user, cursor, n, page_bytes, snapshot_tasks)
 
-    return Response(await svc.db.read(read), media_type="application/json")
+    try:
+        text = await svc.db.read(lambda c: render.event_page(read(c)))
+    except reader.Gone as exc:
+        raise gone(exc) from None
+    return Response(text, media_type="application/json")
 
 
 @router.get(
@@ -222,41 +159,28 @@ async def stream_events(
     full = svc.settings.snapshot_tasks
     limit = full if tasks is None else min(tasks, full)
 
-    def read(c: Any, whole: bool) -> tuple[Session, list[Event], str | None]:
-        # The snapshot and the first page of the backlog in one read. A session of a few
-        # tasks is read right here on the loop (a hand-off to a thread costs more than the
-        # read); a large one (`whole`) on a reader thread, so that ten thousand tasks do not
-        # stall every other stream; its snapshot's JSON is made there too.
-        s = read_session(c, session_id, caller.user)
-        if not whole and limit and s.task_count > INLINE_TASKS:
-            return s, [], None
-        first = read_after(c, session_id, cursor, FIRST_PAGE, FIRST_PAGE_BYTES)
-        reason = gone_reason(cursor, s, first)
-        if reason is not None:
-            raise_gone(c, reason, s, full)  # a rebuild needs the tasks
-        return s, first, dumps(snapshot_of(c, s, limit, heartbeat_s))
-
     try:
-        s, first, snap_text = await svc.db.read(lambda c: read(c, False), inline=True)
-        if snap_text is None:
-            s, first, snap_text = await svc.db.read(lambda c: read(c, True))
-    except BaseException:
+        start = await reader.stream_start(
+            svc.db, session_id, caller.user, cursor, limit, full, heartbeat_s, render.snapshot_text
+        )
+    except BaseException as exc:
         sub.close()
         slot.release()
+        if isinstance(exc, reader.Gone):
+            raise gone(exc) from None
         raise
-    assert snap_text is not None
-    sub.head = max(sub.head, s.head_seq)
+    sub.head = max(sub.head, start.session.head_seq)
     body = svc.streams.counted(
         slot,
         session_stream(
             sub,
             svc.log,
-            snap_text,
+            start.snapshot,
             cursor,
             heartbeat_s,
             svc.settings.stream_retry_ms,
             lambda: auth.still_valid(caller),
-            first,
+            start.first,
         ),
     )
     return EventStreamResponse(

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import math
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from tether import quotas
+from tether.db.tasks import read_brief_rows
 from tether.errors import BadRequest, InvalidInput
 from tether.events.log import Append, is_storage_failure
-from tether.model import Task, dumps
+from tether.llm.turns import MISSING, start_turn
+from tether.model import Session, dumps
 from tether.runtime.engine import Runtime
+from tether.web import render
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
+from tether.web.idempotency import IDEMPOTENCY_KEY, check_storage, idempotent
 from tether.web.problems import problems
 from tether.web.responses import json_response
 from tether.web.schemas import AgentList, SessionDetail, SessionOut, SessionPage, TaskOut, TaskTree
@@ -41,59 +42,10 @@ class TaskIn(BaseModel):
     input: Any = Field(default_factory=dict, description="The agent's input (see GET /api/agents).")
 
 
-IDEMPOTENCY_KEY = Annotated[
-    str | None,
-    Header(
-        pattern=r"^[\x21-\x7e]{1,200}$",
-        description="Retrying the same request with the same key returns the task the first "
-        "try started (200). A key belongs to one route of one session: the same key with "
-        "another body is a 422.",
-    ),
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotent:
-    """What an Idempotency-Key makes of a request: the task id it starts, and the
-    fingerprint of what it asks (kept with the task: the key sent again with another
-    request is refused)."""
-
-    task_id: str | None = None
-    request_hash: str | None = None
-
-
-def idempotent(user: str, session_id: str, route: str, key: str | None, request: Any) -> Idempotent:
-    """A key is scoped to its user, session and route (the key of a batch task sent with a
-    message starts a message's turn, not that batch task); `request` is what was asked (the
-    body as sent, and any id in the path)."""
-    if key is None:
-        return Idempotent()
-    task = hashlib.sha256(f"{user}\0{session_id}\0{route}\0{key}".encode())
-    asked = hashlib.sha256(json.dumps(request, sort_keys=True).encode())
-    return Idempotent("t_" + task.hexdigest()[:24], asked.hexdigest())
-
-
-async def check_storage(svc: Svc, user: str, once: Idempotent) -> None:
-    """507 past the user's storage quota, unless this is a retry of a request that was
-    accepted (its task exists): that retry gets its task, as any retry does."""
-    if once.task_id is None or not await svc.store.task_exists(once.task_id):
-        await quotas.check_storage(svc.db, svc.settings, user)
-
-
-def _runtime(svc: Svc) -> Runtime:
+def runtime_of(svc: Svc) -> Runtime:
+    """The runtime (a server's services always have one)."""
     assert svc.runtime is not None
     return svc.runtime
-
-
-def tree(tasks: list[Task]) -> list[dict[str, Any]]:
-    """Nest tasks under their parents: roots in creation order, each with its children."""
-    nodes = {t.id: {**t.to_dict(), "children": []} for t in tasks}
-    roots = []
-    for t in tasks:
-        node = nodes[t.id]
-        parent = nodes.get(t.parent_id) if t.parent_id else None
-        (parent["children"] if parent is not None else roots).append(node)
-    return roots
 
 
 def _page_cursor(raw: str | None) -> tuple[float, str] | None:
@@ -127,7 +79,7 @@ async def create_session(caller: Caller, svc: Svc, body: SessionIn | None = None
         async with svc.db.lock(f"sessions:{caller.user}"):
             await quotas.check_sessions(svc.db, svc.settings, caller.user)
             s = await svc.store.create_session(caller.user, title)
-    return json_response(s.to_dict(), 201)
+    return json_response(render.session(s), 201)
 
 
 # Characters that change how the text around them reads, shown as nothing: bidi controls
@@ -147,7 +99,7 @@ async def retitle(svc: Svc, session_id: str, owner: str, title: str) -> dict[str
     that follows the session shows it."""
     s = await svc.store.rename_session(session_id, owner, title)
     await svc.log.append(Append(s.id, None, None, "session.renamed", dumps({"title": s.title})))
-    return s.to_dict()
+    return render.session(s)
 
 
 @router.get(
@@ -175,7 +127,8 @@ async def list_sessions(
     return json_response(
         {
             "sessions": [
-                {**s.to_dict(), "needs_you": waiting.get(s.id, 0), **states[s.id]} for s in page
+                {**render.session(s), "needs_you": waiting.get(s.id, 0), **states[s.id]}
+                for s in page
             ],
             "next": nxt,
         }
@@ -189,7 +142,7 @@ async def list_sessions(
 )
 async def get_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     s, tasks = await svc.store.snapshot(session_id, caller.user)
-    return json_response({**s.to_dict(), "tasks": tree(tasks)})
+    return json_response({**render.session(s), "tasks": render.tree(tasks)})
 
 
 class SessionPatch(BaseModel):
@@ -262,11 +215,11 @@ async def create_task(
         # A model agent's task is a turn of the conversation: it is placed, and ordered
         # behind the running turn, as a message is (its `after` is the server's, never the
         # caller's).
-        from tether.web.routes.conversations import MISSING, start_turn
-
         inp = spec.validate(body.input).model_dump(mode="json")
         task, new = await start_turn(
-            svc,
+            runtime_of(svc),
+            svc.db,
+            svc.settings,
             session_id,
             spec.name,
             inp["text"],
@@ -275,10 +228,10 @@ async def create_task(
             request_hash=once.request_hash,
         )
     else:
-        task, new = await _runtime(svc).create_task(
+        task, new = await runtime_of(svc).create_task(
             session_id, body.agent, body.input, once.task_id, request_hash=once.request_hash
         )
-    return json_response(task.to_dict(), 201 if new else 200)
+    return json_response(render.task(task), 201 if new else 200)
 
 
 @router.get(
@@ -299,13 +252,18 @@ async def list_tasks(
     ] = False,
 ) -> Response:
     if brief:
-        s, text = await svc.store.brief_tree(session_id, caller.user)
+        s, text = await svc.db.read(lambda c: _brief_tree(c, session_id, caller.user))
         return Response(
             f'{{"session_id":{dumps(s.id)},"head_seq":{s.head_seq},"tasks":{text}}}',
             media_type="application/json",
         )
     s, tasks = await svc.store.snapshot(session_id, caller.user)
-    return json_response({"session_id": s.id, "head_seq": s.head_seq, "tasks": tree(tasks)})
+    return json_response({"session_id": s.id, "head_seq": s.head_seq, "tasks": render.tree(tasks)})
+
+
+def _brief_tree(c: sa.Connection, session_id: str, owner: str) -> tuple[Session, str]:
+    s, rows = read_brief_rows(c, session_id, owner)
+    return s, render.brief_tree(session_id, rows)
 
 
 @router.get(

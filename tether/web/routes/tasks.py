@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from tether.web import render
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=StrictRoute)
 )
 async def get_task(task_id: str, caller: Caller, svc: Svc) -> Response:
     """The task's server-side status: readable at any time, whatever the stream is doing."""
-    return json_response((await svc.store.task(task_id, caller.user)).to_dict())
+    return json_response(render.task(await svc.store.task(task_id, caller.user)))
 
 
 @router.post(
@@ -32,4 +33,4 @@ async def get_task(task_id: str, caller: Caller, svc: Svc) -> Response:
 async def cancel_task(task_id: str, caller: Caller, svc: Svc) -> Response:
     """Cancel the task and everything under it. Cancelling an ended task changes nothing."""
     assert svc.runtime is not None
-    return json_response((await svc.runtime.cancel(task_id, caller.user)).to_dict())
+    return json_response(render.task(await svc.runtime.cancel(task_id, caller.user)))
