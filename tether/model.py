@@ -177,7 +177,7 @@ class Task:
     children: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Task:
+    def from_row(cls, row: Mapping[Any, Any]) -> Task:
         """The one reading of a `tether_tasks` row: a row's `._mapping`, or the dict of a row
         about to be inserted (columns it lacks read as a new task's: queued, no progress,
         no result). JSON columns (input, result, error) are stored as text."""

@@ -8,8 +8,7 @@ owner of its session; `owner=None` is the runtime's own read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -49,8 +48,7 @@ _TASK_BY_ID = f"SELECT {', '.join(c.name for c in tasks.c)} FROM {tasks.name} WH
 
 def task_of(row: sa.RowMapping) -> Task:
     """`Task.from_row` of a result's row (`result.mappings()`)."""
-    # A RowMapping's keys are typed str or Column; a plain select's are its columns' names.
-    return Task.from_row(cast("Mapping[str, Any]", row))
+    return Task.from_row(row)
 
 
 def _with_children(found: list[Task]) -> list[Task]:
