@@ -80,5 +80,6 @@ def installed() -> Installed | None:
 
 
 def set_installed(inst: Installed) -> None:
+    """Make `inst` what `installed()` returns (registering does, `register.install`)."""
     global _installed
     _installed = inst

@@ -1,10 +1,9 @@
 """A turn's tools as its model sees them, and one tool call checked, run and answered.
 
 The tools a model is offered are the agent's built-in tools, `delegate` (when it has
-sub-agents) and its MCP servers' tools. A call is checked before anything runs (unknown
-tool, invalid arguments, a path outside the workspace: refused to the model, saying why);
-a plain tool's failure is the model's to read, not the turn's; every result is cut to
-`max_tool_result_chars`. The order in which a reply's calls run is `turn.py`'s.
+sub-agents) and its MCP servers' tools. A plain tool's failure is the model's to read, not
+the turn's; every result is cut to `max_tool_result_chars`. Which of a reply's calls run,
+and in what order, is `turn.py`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ag_ui import core as ag
-from pydantic import BaseModel, ValidationError
 from pydantic_ai.messages import ToolCallPart, ToolReturnPart
 from pydantic_ai.tools import ToolDefinition
 
@@ -23,18 +21,9 @@ from tether.errors import ModelFailed
 from tether.llm.config import ModelAgentConfig
 from tether.llm.installed import Installed
 from tether.llm.mcp_servers import McpUnavailable, where
-from tether.llm.reply import CUT_ARGS, bounded
+from tether.llm.reply import bounded
 from tether.llm.stream import emit_ag
-from tether.llm.tools import (
-    BUILTIN,
-    DelegateArgs,
-    ReadArgs,
-    ToolEnv,
-    ToolRefused,
-    WriteArgs,
-    check_path,
-    write_preview,
-)
+from tether.llm.tools import BUILTIN, DelegateArgs, ToolEnv, ToolRefused, WriteArgs, write_preview
 from tether.quotas import limits
 from tether.runtime.context import TaskContext
 
@@ -111,36 +100,6 @@ class Call:
     index: int
     part: ToolCallPart
     args: Any = None
-
-
-def validate(
-    cfg: ModelAgentConfig, env: ToolEnv, part: ToolCallPart, mcp_of: dict[str, Any]
-) -> Any:
-    """The call's arguments, checked (an MCP tool's as a JSON object: its server checks
-    them); raises ToolRefused, saying why, for a call that must not run."""
-    name = part.tool_name
-    if isinstance(part.args, dict) and CUT_ARGS in part.args:
-        raise ToolRefused(str(part.args[CUT_ARGS]))
-    if name in mcp_of:  # the server checks its own arguments
-        try:
-            return part.args_as_dict()
-        except ValueError as exc:
-            raise ToolRefused(f"the arguments for {name} are not a JSON object: {exc}") from None
-    if name == "delegate" and cfg.delegates:
-        model: type[BaseModel] = DelegateArgs
-    elif name in cfg.tools:
-        model = BUILTIN[name].args
-    else:
-        raise ToolRefused(f"there is no tool {name!r}")
-    try:
-        args = model.model_validate(part.args_as_dict())
-    except (ValidationError, ValueError) as exc:
-        raise ToolRefused(f"the arguments for {name} are invalid: {exc}") from None
-    if isinstance(args, DelegateArgs) and args.agent not in cfg.delegates:
-        raise ToolRefused(f"cannot delegate to {args.agent!r}; choose one of {cfg.delegates}")
-    if isinstance(args, ReadArgs | WriteArgs):
-        check_path(args.path)  # refused now, before anyone is asked to approve it
-    return args
 
 
 async def preview(env: ToolEnv, c: Call) -> dict[str, Any]:

@@ -8,9 +8,11 @@ the model, until it answers without tools. A replay after a crash returns every 
 model call and tool call from its checkpoint, so none runs twice; the call in flight runs
 again as a new attempt and supersedes what the old one had shown (`message.superseded`).
 
-This module fixes the order of a turn's durable steps (the code version hashes its source);
-the parts are elsewhere: one model call in `model_call.py`, one tool call in
-`tool_calls.py`, what the turn keeps in `reply.py`, what it sends in `history.py`.
+This module decides which durable steps a turn takes and in what order (so it also holds
+`validate`, which decides which tool calls run): the code version hashes its source, and a
+change here interrupts turns left running by the old code instead of replaying them. The
+parts are elsewhere: one model call in `model_call.py`, one tool call in `tool_calls.py`,
+what the turn keeps in `reply.py`, what it sends in `history.py`.
 
 Why this loop is ours and the model layer is pydantic-ai's: pydantic-ai's direct API gives
 one streaming interface over the providers' wire formats (Anthropic Messages, OpenAI Chat
@@ -28,6 +30,7 @@ import time
 from typing import Any
 
 from ag_ui import core as ag
+from pydantic import BaseModel, ValidationError
 from pydantic_ai.messages import (
     ModelMessage,
     ModelMessagesTypeAdapter,
@@ -44,7 +47,7 @@ from tether.llm import approvals, conversation, history
 from tether.llm.config import ModelAgentConfig
 from tether.llm.installed import Installed, TurnInput
 from tether.llm.model_call import Deadline, call_model
-from tether.llm.reply import bounded, history_of, text_of
+from tether.llm.reply import CUT_ARGS, bounded, history_of, text_of
 from tether.llm.stream import emit_ag
 from tether.llm.tool_calls import (
     Call,
@@ -55,9 +58,16 @@ from tether.llm.tool_calls import (
     run_tool,
     tool_defs,
     tool_limit,
-    validate,
 )
-from tether.llm.tools import ToolEnv, ToolRefused
+from tether.llm.tools import (
+    BUILTIN,
+    DelegateArgs,
+    ReadArgs,
+    ToolEnv,
+    ToolRefused,
+    WriteArgs,
+    check_path,
+)
 from tether.quotas import limits, session_storage_full
 from tether.runtime.context import Child, TaskContext
 from tether.workspace import Workspace
@@ -248,3 +258,33 @@ async def run_tools(
             text = bounded(str((res or {}).get("text", "")), tool_limit(), "this answer")
         out[i] = result(ctx, calls[i], text)
     return [out[i] for i in range(len(calls))]
+
+
+def validate(
+    cfg: ModelAgentConfig, env: ToolEnv, part: ToolCallPart, mcp_of: dict[str, Any]
+) -> Any:
+    """The call's arguments, checked (an MCP tool's as a JSON object: its server checks
+    them); raises ToolRefused, saying why, for a call that must not run."""
+    name = part.tool_name
+    if isinstance(part.args, dict) and CUT_ARGS in part.args:
+        raise ToolRefused(str(part.args[CUT_ARGS]))
+    if name in mcp_of:  # the server checks its own arguments
+        try:
+            return part.args_as_dict()
+        except ValueError as exc:
+            raise ToolRefused(f"the arguments for {name} are not a JSON object: {exc}") from None
+    if name == "delegate" and cfg.delegates:
+        model: type[BaseModel] = DelegateArgs
+    elif name in cfg.tools:
+        model = BUILTIN[name].args
+    else:
+        raise ToolRefused(f"there is no tool {name!r}")
+    try:
+        args = model.model_validate(part.args_as_dict())
+    except (ValidationError, ValueError) as exc:
+        raise ToolRefused(f"the arguments for {name} are invalid: {exc}") from None
+    if isinstance(args, DelegateArgs) and args.agent not in cfg.delegates:
+        raise ToolRefused(f"cannot delegate to {args.agent!r}; choose one of {cfg.delegates}")
+    if isinstance(args, ReadArgs | WriteArgs):
+        check_path(args.path)  # refused now, before anyone is asked to approve it
+    return args
