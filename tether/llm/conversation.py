@@ -119,7 +119,8 @@ def _field(db: Database, column: sa.Column[str], key: str) -> sa.ColumnElement[s
     value: a turn's result holds its messages)."""
     if db.sqlite:
         return sa.func.json_extract(column, f"$.{key}")
-    return sa.cast(column, JSONB)[key].astext
+    field: sa.ColumnElement[str] = sa.cast(column, JSONB)[key].astext
+    return field
 
 
 async def read_turns(

@@ -22,6 +22,7 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelMessagesTypeAdapter,
     ModelRequest,
+    ModelRequestPart,
     ModelResponse,
     TextPart,
     ToolReturnPart,
@@ -147,14 +148,15 @@ def _shorten(messages: list[ModelMessage], keep: int) -> tuple[list[ModelMessage
     n = 0
     for m in messages:
         if isinstance(m, ModelRequest):
-            parts = []
+            parts: list[ModelRequestPart] = []
             for p in m.parts:
                 if isinstance(p, ToolReturnPart):
                     text = p.content if isinstance(p.content, str) else json.dumps(p.content)
                     if len(text) > keep:
                         more = len(text) - keep
                         cut = f"{text[:keep]}… ({more} characters cut to fit the context window)"
-                        p = dataclasses.replace(p, content=cut)
+                        result: ToolReturnPart[Any, Any] = p  # typed subclasses narrow it
+                        p = dataclasses.replace(result, content=cut)
                         n += 1
                 parts.append(p)
             m = dataclasses.replace(m, parts=parts)

@@ -1,28 +1,26 @@
-"""The model agents this process serves, registered without loading a provider SDK.
+"""The model agents this process serves, and what each of their turns is given.
 
-Registering is cheap (a config and a pydantic input model per agent); the model layer
-(`tether.llm.agent`, pydantic-ai and the provider SDKs, about 1.5 s of imports) is loaded by
-the first turn that runs, so a server start, a CLI command or a batch-only deployment does
-not pay for it.
+`Installed` holds the agents' configs and what their turns share (the store, each agent's
+model once built, the MCP servers' connections); `TurnInput` is what a turn is asked. Light
+to import: no provider SDK loads until a turn builds its model. Registering the agents with
+the runtime is `register.py`'s; the turn itself is `turn.py`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
 from tether.db.store import Store
 from tether.llm.config import ModelAgentConfig
 from tether.llm.mcp_servers import McpConnections
-from tether.runtime.agent import AgentRegistry, AgentSpec
-from tether.runtime.context import TaskContext
+from tether.llm.providers import build_model
 
-# The module whose code runs a turn: the code version hashes its source (a change to it
-# interrupts turns left running by the old code instead of replaying them on the new).
-TURN_MODULE = "tether.llm.agent"
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
 
 
 def message_text(text: str) -> str:
@@ -58,14 +56,13 @@ class Installed:
     configs: dict[str, ModelAgentConfig]
     store: Store
     data_dir: Path
-    models: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)
     # The MCP servers' connections: one per chat session and server (see mcp_servers).
     mcp: McpConnections = field(default_factory=McpConnections)
 
-    def model(self, cfg: ModelAgentConfig) -> Any:
+    def model(self, cfg: ModelAgentConfig) -> Model:
+        """The agent's model, built by its first call and kept."""
         if cfg.name not in self.models:
-            from tether.llm.agent import build_model
-
             self.models[cfg.name] = build_model(cfg)
         return self.models[cfg.name]
 
@@ -78,47 +75,11 @@ _installed: Installed | None = None
 
 
 def installed() -> Installed | None:
+    """The model agents this process serves (None until they are registered)."""
     return _installed
 
 
-def install(
-    configs: list[ModelAgentConfig], registry: AgentRegistry, store: Store, data_dir: Path
-) -> Installed:
-    """Register each configured model agent (its turns run `tether.llm.agent.run_turn`)."""
+def set_installed(inst: Installed) -> None:
+    """Make `inst` what `installed()` returns (registering does, `register.install`)."""
     global _installed
-    _installed = Installed({c.name: c for c in configs}, store, data_dir)
-    for cfg in configs:
-        registry.add(
-            AgentSpec(
-                cfg.name,
-                _turn_fn(cfg.name),
-                TurnInput,
-                cfg.description or f"A model agent ({cfg.model}).",
-                meta={
-                    "kind": "model",
-                    "model": cfg.label,
-                    "ready": cfg.problem() is None,
-                    "problem": cfg.problem(),
-                    "default": cfg is _installed.default_agent(),
-                    "demo": cfg.provider == "demo",
-                    "internal": cfg.internal,
-                    "tools": list(cfg.tools) + (["delegate"] if cfg.delegates else []),
-                    "mcp": [m if isinstance(m, str) else m.command for m in cfg.mcp],
-                    "delegates": cfg.delegates,
-                    "approval": cfg.approval,
-                },
-                own_workflow=True,
-            )
-        )
-    return _installed
-
-
-def _turn_fn(name: str) -> Any:
-    async def turn(ctx: TaskContext, inp: TurnInput) -> dict[str, Any]:
-        from tether.llm.agent import run_turn
-
-        assert _installed is not None
-        return await run_turn(ctx, _installed, _installed.configs[name], inp)
-
-    turn.__module__ = TURN_MODULE
-    return turn
+    _installed = inst

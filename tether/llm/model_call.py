@@ -1,0 +1,260 @@
+"""One model call: streamed into the log, retried, bounded in time and in size.
+
+A call is one checkpointed step of a turn. Each attempt streams the reply into the log as
+it comes (`stream.ReplyStream`); an attempt that fails on a rate limit, an overload or the
+network, whose stream is cut before the provider's end marker, or that runs past
+`call_timeout_s`, is tried again as a new attempt (after a backoff, or the server's
+Retry-After), and what it had shown is superseded (`message.superseded`). A hard error
+raises ModelFailed with the provider's words; so does the turn's deadline (`Deadline`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai.direct import model_request_stream
+from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    ToolCallPart,
+)
+from pydantic_ai.models import ModelRequestParameters
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import ToolDefinition
+
+from tether.errors import ModelFailed
+from tether.llm.config import ModelAgentConfig, seconds
+from tether.llm.installed import Installed
+from tether.llm.reply import args_size, bounded_response
+from tether.llm.stream import ReplyStream
+from tether.model import Event
+from tether.quotas import limits
+from tether.runtime.context import TaskContext
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+MAX_RETRY_AFTER = 300.0
+
+
+@dataclass(slots=True)
+class Deadline:
+    """When the turn must have answered (wall-clock, recorded in a step: a replay after a
+    restart keeps it); time spent waiting for a person is added to it."""
+
+    at: float
+    cfg: ModelAgentConfig
+
+    def left(self) -> float:
+        return self.at - time.time()
+
+    def passed(self, last: str | None = None) -> ModelFailed:
+        why = f" (the last model call: {last})" if last else ""
+        return ModelFailed(
+            f"the turn took longer than {seconds(self.cfg.turn_timeout_s)}, the limit for agent "
+            f"{self.cfg.name!r} (turn_timeout_s), and was stopped{why}. Send the message again "
+            "to retry; the limit is set in the agents file."
+        )
+
+
+class CallTimedOut(Exception):
+    """The model call ran past call_timeout_s (a stalled or trickling stream)."""
+
+
+class StreamCut(Exception):
+    """The reply's stream ended without the provider's end marker: the call broke off."""
+
+
+async def call_model(
+    ctx: TaskContext,
+    inst: Installed,
+    cfg: ModelAgentConfig,
+    messages: list[ModelMessage],
+    tools: list[ToolDefinition],
+    deadline: Deadline,
+) -> Any:
+    """One model call, streamed into the log; retried (as new attempts) on rate limits,
+    overload and network errors, on a stream cut before its end marker, and on an attempt
+    that takes longer than call_timeout_s; a hard error raises ModelFailed with the
+    provider's words, and so does the turn's deadline. Returns the reply as saved (JSON)."""
+    model = inst.model(cfg)
+    params = ModelRequestParameters(function_tools=tools)
+    settings: ModelSettings = {"max_retries": 0, "max_tokens": cfg.max_tokens}
+    retries = 0
+    broke_off: str | None = None  # why the last attempt stopped mid-reply
+    while True:
+        attempt, prior = await ctx.new_attempt()
+        supersede(
+            ctx,
+            prior,
+            broke_off or "the server restarted while this reply was being written",
+        )
+        reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}")
+        left = deadline.left()
+        if left <= 0:
+            raise deadline.passed()
+        limit = asyncio.timeout(min(cfg.call_timeout_s, left))
+        try:
+            max_bytes, size, cut = limits().max_saved_response_bytes, 0, False
+            try:
+                async with limit:
+                    async with model_request_stream(
+                        model, messages, model_settings=settings, model_request_parameters=params
+                    ) as stream:
+                        async for event in stream:
+                            reply.feed(event)
+                            size += event_size(event)
+                            if size > max_bytes:
+                                cut = True
+                                break  # cut here: the rest is neither read nor kept
+                        response = stream.get()
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                if cfg.call_timeout_s >= left:
+                    raise deadline.passed() from None
+                raise CallTimedOut(
+                    f"{cfg.model} did not finish its reply within "
+                    f"{seconds(cfg.call_timeout_s)} (call_timeout_s)"
+                ) from None
+            # A reply cut at max_saved_response_bytes ends without its end marker too.
+            if cfg.stream_end_required and response.state == "incomplete" and not cut:
+                raise StreamCut(
+                    f"the reply from {cfg.model} broke off: its stream ended without the "
+                    "provider's end marker"
+                )
+            reply.close()
+            saved = bounded_response(response, max_bytes)
+            return ModelMessagesTypeAdapter.dump_python([saved], mode="json")[0]
+        except ModelFailed:
+            reply.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
+            reply.close()
+            delay, status = retry_delay(exc, retries)
+            reason = describe(exc, cfg)
+            if delay is None or retries >= cfg.max_retries:
+                log.info("task %s: model call failed: %s", ctx.task_id, reason)
+                raise ModelFailed(reason) from None
+            if delay >= deadline.left():
+                raise deadline.passed(reason) from None
+            retries += 1
+            broke_off = (
+                None
+                if not (reply.message_ids or reply.tool_call_ids)
+                else f"the model took longer than {seconds(cfg.call_timeout_s)} (call_timeout_s)"
+                if isinstance(exc, CallTimedOut)
+                else "the connection to the model broke off mid-reply"
+            )
+            ctx.emit(
+                "model.retry",
+                {
+                    "retry": retries,
+                    "of": cfg.max_retries,
+                    "delay_s": round(delay, 3),
+                    "status": status,
+                    "reason": reason,
+                },
+            )
+            await ctx.flush()
+            await asyncio.sleep(delay)
+        finally:
+            reply.abort()
+
+
+def event_size(event: Any) -> int:
+    """About how many bytes a streamed event adds to the reply."""
+    if isinstance(event, PartStartEvent):
+        part = event.part
+        if isinstance(part, TextPart):
+            return len(part.content.encode())
+        return args_size(part.args) if isinstance(part, ToolCallPart) else 0
+    if isinstance(event, PartDeltaEvent):
+        delta: Any = event.delta
+        text = getattr(delta, "content_delta", None)
+        if isinstance(text, str):
+            return len(text.encode())
+        return args_size(getattr(delta, "args_delta", None))
+    return 0
+
+
+def supersede(ctx: TaskContext, prior: list[Event], reason: str) -> None:
+    """Say that what earlier attempts of this call showed is void (it was never answered)."""
+    messages: list[str] = []
+    calls: list[str] = []
+    gone: set[str] = set()
+    for ev in prior:
+        data = json.loads(ev.data)
+        if ev.type == "TEXT_MESSAGE_START":
+            messages.append(data["messageId"])
+        elif ev.type == "TOOL_CALL_START":
+            calls.append(data["toolCallId"])
+        elif ev.type == "message.superseded":
+            gone.update(data["messageIds"] + data["toolCallIds"])
+    messages = [m for m in messages if m not in gone]
+    calls = [c for c in calls if c not in gone]
+    if messages or calls:
+        ctx.emit(
+            "message.superseded",
+            {
+                "messageIds": messages,
+                "toolCallIds": calls,
+                "reason": reason + "; it is written again",
+            },
+        )
+
+
+def retry_delay(exc: BaseException, retries: int) -> tuple[float | None, int | None]:
+    """How long to wait before trying again (None: do not) and the HTTP status, if any."""
+    backoff = random.uniform(0.5, min(30.0, 2.0 ** (retries + 1)))  # full jitter
+    if isinstance(exc, ModelHTTPError):
+        if exc.status_code not in RETRY_STATUS:
+            return None, exc.status_code
+        after = retry_after((exc.headers or {}).get("retry-after"))
+        return (backoff if after is None else after), exc.status_code
+    if isinstance(exc, ModelAPIError | OSError | asyncio.TimeoutError | CallTimedOut | StreamCut):
+        return backoff, None  # the network: refused, reset, timed out, cut
+    return None, None
+
+
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header's wait in seconds (a number or an HTTP date), at most 300."""
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return min(max(when - time.time(), 0.0), MAX_RETRY_AFTER)
+
+
+def describe(exc: BaseException, cfg: ModelAgentConfig) -> str:
+    """A failed call in the provider's words, for the person and the model's next turn."""
+    if isinstance(exc, ModelHTTPError):
+        body = exc.body
+        message = None
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            message = inner.get("message") if isinstance(inner, dict) else None
+        return (
+            f"{cfg.provider} answered HTTP {exc.status_code} for {cfg.model_name}: "
+            f"{message or body or exc}"
+        )
+    if isinstance(exc, CallTimedOut | StreamCut):
+        return str(exc)
+    return f"calling {cfg.model} failed: {exc}"
