@@ -13,7 +13,7 @@ from tether.errors import Conflict
 from tether.events.log import Append
 from tether.llm import conversation
 from tether.llm.installed import message_text
-from tether.llm.turns import MISSING, model_agent, model_agents, start_turn, turns_agents
+from tether.llm.new_turn import MISSING, model_agent, model_agents, start_turn, turns_agents
 from tether.model import Task, dumps
 from tether.web import render
 from tether.web.bodies import StrictRoute

@@ -15,7 +15,7 @@ from tether import quotas
 from tether.db.tasks import read_brief_rows
 from tether.errors import BadRequest, InvalidInput
 from tether.events.log import Append, is_storage_failure
-from tether.llm.turns import MISSING, start_turn
+from tether.llm.new_turn import MISSING, start_turn
 from tether.model import Session, dumps
 from tether.runtime.engine import Runtime
 from tether.web import render
