@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from tether.db.pg_writer import Stmt
 from tether.events.hub import MemoryHub
 from tether.model import Event
 
 if TYPE_CHECKING:
-    from tether.events.log import EventLog
+    from tether.events.log import CommitHook, EventLog
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,17 @@ def new_origin() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def notify_stmt(origin: str, heads: dict[str, int]) -> tuple[str, Any]:
-    """For the committing transaction: one notification per session, one statement."""
-    return (
-        f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(?::text[]) AS p",
-        ([f"{origin} {sid} {seq}" for sid, seq in heads.items()],),
-    )
+def notify_commits(origin: str) -> CommitHook:
+    """The log's commit hook on a shared database (`EventLog.add_commit_hook`): in the
+    committing transaction, one notification per session it wrote to, in one statement."""
+
+    def notify(heads: dict[str, int]) -> list[Stmt]:
+        return [Stmt(_NOTIFY, ([f"{origin} {sid} {seq}" for sid, seq in heads.items()],))]
+
+    return notify
+
+
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(%s::text[]) AS p"
 
 
 def notify_cancel(conn: sa.Connection, origin: str, task_ids: list[str]) -> None:
