@@ -145,6 +145,7 @@ class PgWriter:
             self._conn = await psycopg.AsyncConnection.connect(
                 *self._args, autocommit=True, **self._kwargs
             )
+            self._conn.adapters.register_dumper(float, _exact_float_dumper())
             self._tx = Transformer(self._conn)
         return self._conn
 
@@ -207,6 +208,20 @@ class PgWriter:
             if self._conn is not None:
                 await self._conn.close()
                 self._conn = None
+
+
+@lru_cache(maxsize=1)
+def _exact_float_dumper() -> type[Any]:
+    """psycopg's float literal, but a negative one quoted: psycopg writes -0.0 as ` -0.0`,
+    which Postgres reads as the numeric 0 (the sign lost); `'-0.0'::float8` keeps it."""
+    from psycopg.types.numeric import FloatDumper
+
+    class ExactFloat(FloatDumper):
+        def quote(self, obj: Any) -> bytes:
+            value = bytes(super().quote(obj))
+            return b"'" + value[1:] + b"'::float8" if value.startswith(b" -") else value
+
+    return ExactFloat
 
 
 def fill(pieces: tuple[bytes, ...], params: Sequence[Any], lit: Callable[[Any], bytes]) -> bytes:
