@@ -21,6 +21,11 @@ One caller's mistake costs nobody else anything:
 - appends that share a `Chain` (a task's, between two of its flushes) commit as a prefix:
   once one of them fails, each later one is refused with that error, so the log never holds
   what a task did after something it did first was lost.
+
+Here: the writer loop, batching and isolating failures. What an append is: append.py; what a
+batch writes: plan.py; the statements' SQL, from db/schema.py's tables: statements.py; the
+reads: reads.py. Statements that must commit with the events (on a shared Postgres database,
+the NOTIFY to other processes: pg_notify.py) are commit hooks (`add_commit_hook`).
 """
 
 from __future__ import annotations

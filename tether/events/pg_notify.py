@@ -1,16 +1,16 @@
 """Commits made by other processes on one Postgres database, woken by LISTEN/NOTIFY.
 
 Each commit of the log sends, inside its own transaction (so it is delivered if and only if
-the events are committed), one notification per session it touched: "<origin> <session id>
-<head seq>". Every process keeps one listening connection. For a session watched here, a
-notification from another origin makes this process read the new events once and hand them
-to every subscriber in memory (the same fan-out as its own commits), so a thousand streams
-on one session cost one read per commit, not a thousand. The first notification of a
-session, and anything the in-memory path cannot vouch for (a hole, a failed read), wakes
-subscribers as "read the log after your position" (the hub's overflow): the log stays the
-only source of events and a stream sends each seq once, in order. After the listening
-connection is lost, every subscriber is woken that way: notifications sent meanwhile are
-gone, the table is not.
+the events are committed: `notify_commits`, a commit hook of the log), one notification per
+session it touched: "<origin> <session id> <head seq>". Every process keeps one listening
+connection. For a session watched here, a notification from another origin makes this
+process read the new events once and hand them to every subscriber in memory (the same
+fan-out as its own commits), so a thousand streams on one session cost one read per commit,
+not a thousand. The first notification of a session, and anything the in-memory path cannot
+vouch for (a hole, a failed read), wakes subscribers as "read the log after your position"
+(the hub's overflow): the log stays the only source of events and a stream sends each seq
+once, in order. After the listening connection is lost, every subscriber is woken that way:
+notifications sent meanwhile are gone, the table is not.
 """
 
 from __future__ import annotations
