@@ -163,8 +163,7 @@ class PgWriter:
                 for p in params:
                     yield fill(parts(sql), p, lit)
                 continue
-            start, end = stmt.row
-            (head,), row, (tail,) = parts(sql[:start]), parts(sql[start:end]), parts(sql[end:])
+            head, row, tail = _insert_parts(sql, *stmt.row)
             chunk: list[bytes] = []
             size = 0
             for p in params:
@@ -222,6 +221,13 @@ def _exact_float_dumper() -> type[Any]:
             return b"'" + value[1:] + b"'::float8" if value.startswith(b" -") else value
 
     return ExactFloat
+
+
+@lru_cache(maxsize=64)
+def _insert_parts(sql: str, start: int, end: int) -> tuple[bytes, tuple[bytes, ...], bytes]:
+    """An INSERT's text before its VALUES row, the row around its marks, the text after."""
+    (head,), row, (tail,) = parts(sql[:start]), parts(sql[start:end]), parts(sql[end:])
+    return head, row, tail
 
 
 def fill(pieces: tuple[bytes, ...], params: Sequence[Any], lit: Callable[[Any], bytes]) -> bytes:

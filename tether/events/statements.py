@@ -39,6 +39,10 @@ class LogSql:
         self.pg = pg
         m = self.mark = "%s" if pg else "?"
         self._in = lru_cache(maxsize=IN_CHUNK)(self._in_text)
+        self._lock_text = lru_cache(maxsize=IN_CHUNK)(lambda n: self._lock.format(self._in(n)))
+        self._statuses_text = lru_cache(maxsize=IN_CHUNK)(
+            lambda n: self._statuses.format(self._in(n))
+        )
         self._update_task = lru_cache(maxsize=256)(self._update_task_text)
         lock = " FOR UPDATE" if pg else ""
         self._lock = (
@@ -117,7 +121,7 @@ class LogSql:
         """Each session's (id, head_seq, low_seq), its row locked until the commit
         (Postgres; SQLite's writer holds the whole file), in id order: two writers never
         deadlock here."""
-        return [Stmt(self._lock.format(self._in(len(c))), tuple(c)) for c in chunks(ids)]
+        return [Stmt(self._lock_text(len(c)), tuple(c)) for c in chunks(ids)]
 
     def existing_keys(self, keys: list[tuple[str, str]]) -> list[Stmt]:
         """Which of these (session, key) pairs are in the log already: rows (session, key)."""
@@ -148,7 +152,7 @@ class LogSql:
     def statuses(self, task_ids: set[str | None]) -> list[Stmt]:
         """Rows (id, status) of these tasks."""
         ids = [t for t in task_ids if t is not None]
-        return [Stmt(self._statuses.format(self._in(len(c))), tuple(c)) for c in chunks(ids)]
+        return [Stmt(self._statuses_text(len(c)), tuple(c)) for c in chunks(ids)]
 
     # -- the writes ----------------------------------------------------------------------
 
