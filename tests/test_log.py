@@ -570,19 +570,19 @@ async def test_a_process_frozen_between_reads_and_writes_holds_no_lock_past_the_
                 threading.Thread(target=other_writer, daemon=True).start()
                 # The whole process stands still (the loop with it) far past the timeout.
                 assert got_lock.wait(10), "the frozen transaction kept its lock"
-                return [("UPDATE tether_sessions SET title = ? WHERE id = ?", ("late", sid))]
+                return [("UPDATE tether_sessions SET title = %s WHERE id = %s", ("late", sid))]
 
             with pytest.raises(sa.exc.DBAPIError) as failed:
                 await db.transact(
-                    [("SELECT head_seq FROM tether_sessions WHERE id = ? FOR UPDATE", (sid,))],
+                    [("SELECT head_seq FROM tether_sessions WHERE id = %s FOR UPDATE", (sid,))],
                     frozen,
                 )
             assert is_storage_failure(failed.value)  # the log answers 503: nothing recorded
             assert (await Store(db).session(sid, "u")).title == "frozen"
-            # The next commit goes through on a new connection.
+            # The next commit goes through on a new connection. (Marks on Postgres: `%s`.)
             await db.transact(
                 [],
-                lambda rows: [("UPDATE tether_sessions SET title = ? WHERE id = ?", ("ok", sid))],
+                lambda rows: [("UPDATE tether_sessions SET title = %s WHERE id = %s", ("ok", sid))],
             )
             assert (await Store(db).session(sid, "u")).title == "ok"
         finally:

@@ -13,7 +13,7 @@ from tests.test_stream_inproc import frames, stream
 from tether.db.store import Store
 from tether.events.hub import MemoryHub
 from tether.events.log import Append
-from tether.events.pg_notify import PgListener, RemoteFeed, new_origin
+from tether.events.pg_notify import PgListener, RemoteFeed, new_origin, notify_commits
 from tether.model import Event, dumps
 
 
@@ -43,11 +43,13 @@ async def test_fifty_streams_follow_another_process_with_one_read_per_commit(
 ) -> None:
     here = await make_log()
     there = await make_log(same_db_as=here)  # another process's writer, on the same database
-    here.notify_origin, there.notify_origin = new_origin(), new_origin()
+    origin = new_origin()
+    here.add_commit_hook(notify_commits(origin))  # as Services wires it on a shared database
+    there.add_commit_hook(notify_commits(new_origin()))
     hub = MemoryHub()
     feed = RemoteFeed(here, hub)
     here.listeners.append(feed.on_commit)  # as Services wires it on a shared database
-    listener = PgListener(here.db.url, here.notify_origin, hub, feed)
+    listener = PgListener(here.db.url, origin, hub, feed)
     listener.start()
     reads = 0
     read_after = here.read_after

@@ -18,6 +18,7 @@ from tether.events.pg_notify import (
     RemoteFeed,
     new_origin,
     notify_cancel,
+    notify_commits,
     notify_signout,
 )
 from tether.llm import approvals, config, install
@@ -43,10 +44,11 @@ class Services:
         if self.db.sqlite:
             self.log.listeners.append(self.hub.publish)
         else:
-            self.log.notify_origin = new_origin()
+            origin = new_origin()
+            self.log.add_commit_hook(notify_commits(origin))
             feed = RemoteFeed(self.log, self.hub)
             self.log.listeners.append(feed.on_commit)
-            self.listener = PgListener(self.db.url, self.log.notify_origin, self.hub, feed)
+            self.listener = PgListener(self.db.url, origin, self.hub, feed)
         self.registry = registry
         self.runtime: Runtime | None = None
         self.workers: workers.Workers | None = None

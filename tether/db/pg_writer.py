@@ -10,7 +10,9 @@ MESSAGE_BYTES each), from the event loop.
 Why one message of literal values, not pipelining or bound parameters:
 - A message of several statements is the simple query protocol, which takes no bound
   parameters, so values are rendered as literals by psycopg's own quoting (`as_literal`,
-  what its client-side cursors use).
+  what its client-side cursors use), between the pieces of text around the statement's
+  `%s` marks (the format paramstyle: the text's own `%` is `%%`, so nothing else in the
+  text, a `?` operator or a function call in a row, is taken for a mark).
 - Postgres ends a transaction left idle past `idle_in_transaction_session_timeout` (a frozen
   process's, see engine.py) only once it has answered a whole message. Between the two
   messages it has, so a process frozen there loses its locks after the timeout. A pipeline,
@@ -25,16 +27,38 @@ Why one message of literal values, not pipelining or bound parameters:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-Stmt = tuple[str, Any]
-"""Driver SQL with `?` marks, and its parameters: a tuple, or a list of tuples (run once
-for each, as executemany)."""
+
+class Stmt(NamedTuple):
+    """A statement in its dialect's driver SQL, and its parameters: a tuple, or a list of
+    tuples (run once for each, as executemany). SQLite's marks are `?`; Postgres's are
+    psycopg's `%s` (the format paramstyle, where the text's own `%` is written `%%`), so on
+    Postgres no text of a statement (a `?` operator, a quote) is ever taken for a mark."""
+
+    sql: str
+    params: Any
+
+
+class InsertRows(Stmt):
+    """An INSERT of many rows (`params`: a list of tuples) whose text is `head`, its VALUES
+    row, then `tail`: on Postgres its rows go as multi-row INSERTs. Where the row is in the
+    text is recorded by whoever wrote the text (`insert_rows`), never found by parsing it."""
+
+    row: tuple[int, int]  # sql[row[0] : row[1]] is the VALUES row, "(%s, %s, ...)"
+
+
+def insert_rows(head: str, row: str, tail: str, rows: list[tuple[Any, ...]]) -> InsertRows:
+    stmt = InsertRows(head + row + tail, rows)
+    stmt.row = (len(head), len(head) + len(row))
+    return stmt
+
 
 Rows = list[list[tuple[Any, ...]]]
 
@@ -43,22 +67,30 @@ Rows = list[list[tuple[Any, ...]]]
 # message of 1 GB; the log's batches are bounded in count, not in bytes.
 MESSAGE_BYTES = 8 << 20
 
-
-@lru_cache(maxsize=256)
-def _pieces(sql: str) -> tuple[bytes, ...]:
-    """The statement's text around its `?` marks (our statements have no `?` otherwise)."""
-    return tuple(p.encode() for p in sql.split("?"))
+_PERCENT = re.compile(r"%(.?)", re.DOTALL)
 
 
-@lru_cache(maxsize=64)
-def _values_split(sql: str) -> tuple[bytes, str, bytes] | None:
-    """An INSERT's text before its VALUES row, the row, and what follows (ON CONFLICT ...):
-    many rows go as one multi-row INSERT."""
-    head, sep, rest = sql.partition(" VALUES (")
-    if not sep or not head.lstrip().upper().startswith("INSERT"):
-        return None
-    row, close, tail = rest.partition(")")
-    return (head + " VALUES ").encode(), "(" + row + close, tail.encode()
+@lru_cache(maxsize=1024)
+def parts(sql: str) -> tuple[bytes, ...]:
+    """The text of a statement in the format paramstyle around each of its `%s` marks (a
+    `%%` is the text's own `%`): values go between them. Anything else after a `%` is
+    refused, as psycopg refuses it."""
+    out: list[bytes] = []
+    piece: list[str] = []
+    pos = 0
+    for m in _PERCENT.finditer(sql):
+        piece.append(sql[pos : m.start()])
+        if m[1] == "%":
+            piece.append("%")
+        elif m[1] == "s":
+            out.append("".join(piece).encode())
+            piece = []
+        else:
+            raise ValueError(f"only %s and %% may follow a % in {sql[:200]!r}")
+        pos = m.end()
+    piece.append(sql[pos:])
+    out.append("".join(piece).encode())
+    return tuple(out)
 
 
 class PgWriter:
@@ -113,29 +145,29 @@ class PgWriter:
             self._conn = await psycopg.AsyncConnection.connect(
                 *self._args, autocommit=True, **self._kwargs
             )
+            self._conn.adapters.register_dumper(float, _exact_float_dumper())
             self._tx = Transformer(self._conn)
         return self._conn
 
     def _render(self, stmts: Sequence[Stmt]) -> Iterator[bytes]:
-        """Each statement with its values in it; the rows of an executemany INSERT as
-        multi-row INSERTs of about MESSAGE_BYTES each. A generator: a large batch is
-        rendered a message at a time, the loop running between them."""
+        """Each statement with its values in it, quoted by psycopg (`as_literal`); the rows
+        of an `InsertRows` as multi-row INSERTs of about MESSAGE_BYTES each. A generator: a
+        large batch is rendered a message at a time, the loop running between them."""
         lit = self._tx.as_literal
-        for sql, params in stmts:
+        for stmt in stmts:
+            sql, params = stmt
             if not isinstance(params, list):
-                yield _fill(_pieces(sql), params, lit)
+                yield fill(parts(sql), params, lit)
                 continue
-            split = _values_split(sql)
-            if split is None:
+            if not isinstance(stmt, InsertRows):
                 for p in params:
-                    yield _fill(_pieces(sql), p, lit)
+                    yield fill(parts(sql), p, lit)
                 continue
-            head, row, tail = split
-            pieces = _pieces(row)
+            head, row, tail = _insert_parts(sql, *stmt.row)
             chunk: list[bytes] = []
             size = 0
             for p in params:
-                chunk.append(_fill(pieces, p, lit))
+                chunk.append(fill(row, p, lit))
                 size += len(chunk[-1])
                 if size >= MESSAGE_BYTES:
                     yield head + b", ".join(chunk) + tail
@@ -177,7 +209,29 @@ class PgWriter:
                 self._conn = None
 
 
-def _fill(pieces: tuple[bytes, ...], params: Sequence[Any], lit: Callable[[Any], bytes]) -> bytes:
+@lru_cache(maxsize=1)
+def _exact_float_dumper() -> type[Any]:
+    """psycopg's float literal, but a negative one quoted: psycopg writes -0.0 as ` -0.0`,
+    which Postgres reads as the numeric 0 (the sign lost); `'-0.0'::float8` keeps it."""
+    from psycopg.types.numeric import FloatDumper
+
+    class ExactFloat(FloatDumper):
+        def quote(self, obj: Any) -> bytes:
+            value = bytes(super().quote(obj))
+            return b"'" + value[1:] + b"'::float8" if value.startswith(b" -") else value
+
+    return ExactFloat
+
+
+@lru_cache(maxsize=64)
+def _insert_parts(sql: str, start: int, end: int) -> tuple[bytes, tuple[bytes, ...], bytes]:
+    """An INSERT's text before its VALUES row, the row around its marks, the text after."""
+    (head,), row, (tail,) = parts(sql[:start]), parts(sql[start:end]), parts(sql[end:])
+    return head, row, tail
+
+
+def fill(pieces: tuple[bytes, ...], params: Sequence[Any], lit: Callable[[Any], bytes]) -> bytes:
+    """The statement whose text around its marks is `pieces`, with `params` in them."""
     if len(params) != len(pieces) - 1:
         raise ValueError(f"{len(pieces) - 1} marks but {len(params)} parameters")
     out = [pieces[0]]

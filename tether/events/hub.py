@@ -111,7 +111,9 @@ class MemoryHub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         for index, key in ((self._subs, sub.session_id), (self._by_auth, sub.auth_session_id)):
-            subs = index.get(key) if key is not None else None
+            if key is None:
+                continue
+            subs = index.get(key)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:

@@ -1,16 +1,16 @@
 """Commits made by other processes on one Postgres database, woken by LISTEN/NOTIFY.
 
 Each commit of the log sends, inside its own transaction (so it is delivered if and only if
-the events are committed), one notification per session it touched: "<origin> <session id>
-<head seq>". Every process keeps one listening connection. For a session watched here, a
-notification from another origin makes this process read the new events once and hand them
-to every subscriber in memory (the same fan-out as its own commits), so a thousand streams
-on one session cost one read per commit, not a thousand. The first notification of a
-session, and anything the in-memory path cannot vouch for (a hole, a failed read), wakes
-subscribers as "read the log after your position" (the hub's overflow): the log stays the
-only source of events and a stream sends each seq once, in order. After the listening
-connection is lost, every subscriber is woken that way: notifications sent meanwhile are
-gone, the table is not.
+the events are committed: `notify_commits`, a commit hook of the log), one notification per
+session it touched: "<origin> <session id> <head seq>". Every process keeps one listening
+connection. For a session watched here, a notification from another origin makes this
+process read the new events once and hand them to every subscriber in memory (the same
+fan-out as its own commits), so a thousand streams on one session cost one read per commit,
+not a thousand. The first notification of a session, and anything the in-memory path cannot
+vouch for (a hole, a failed read), wakes subscribers as "read the log after your position"
+(the hub's overflow): the log stays the only source of events and a stream sends each seq
+once, in order. After the listening connection is lost, every subscriber is woken that way:
+notifications sent meanwhile are gone, the table is not.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from tether.db.pg_writer import Stmt
 from tether.events.hub import MemoryHub
 from tether.model import Event
 
 if TYPE_CHECKING:
-    from tether.events.log import EventLog
+    from tether.events.log import CommitHook, EventLog
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,17 @@ def new_origin() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def notify_stmt(origin: str, heads: dict[str, int]) -> tuple[str, Any]:
-    """For the committing transaction: one notification per session, one statement."""
-    return (
-        f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(?::text[]) AS p",
-        ([f"{origin} {sid} {seq}" for sid, seq in heads.items()],),
-    )
+def notify_commits(origin: str) -> CommitHook:
+    """The log's commit hook on a shared database (`EventLog.add_commit_hook`): in the
+    committing transaction, one notification per session it wrote to, in one statement."""
+
+    def notify(heads: dict[str, int]) -> list[Stmt]:
+        return [Stmt(_NOTIFY, ([f"{origin} {sid} {seq}" for sid, seq in heads.items()],))]
+
+    return notify
+
+
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(%s::text[]) AS p"
 
 
 def notify_cancel(conn: sa.Connection, origin: str, task_ids: list[str]) -> None:
