@@ -92,10 +92,14 @@ def test_edits_regenerations_and_selection_make_one_tree_every_reader_sees(
     make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path, database_env: dict[str, str]
 ) -> None:
     server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=[], **database_env)
+    # The first reply streams for about a second, so the second message is sent while it
+    # runs however slow the machine is (unpaced, a loaded machine could finish it first).
+    control(fake_llm, tokens_per_s=3)
     a = say(api, sid, "first words 3")
     b = say(api, sid, "second words 3")
     assert a["input"]["parent"] is None and b["input"]["parent"] == a["id"]
     _done(api, b["id"])
+    control(fake_llm, tokens_per_s=0)
     assert waited_for(api, sid, b["id"]) == a["id"]  # it queued behind the running turn
     assert "first words 3" in _texts(_request_for(fake_llm, "second words 3"))
 
