@@ -1,4 +1,5 @@
-"""Users, auth sessions and refresh-token rotation, in the database.
+"""Users, auth sessions and refresh-token rotation, in the database. (A session of tasks
+and events, what the API calls a session, is `tether.db.sessions`.)
 
 An auth session is one sign-in (one rotation family of refresh tokens). It ends when it is
 revoked (logout, refresh-token reuse), when it reaches its absolute lifetime, or when it has
