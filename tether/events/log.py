@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from tether.db.engine import Database
 from tether.db.pg_writer import Rows, Stmt
 from tether.errors import StorageUnavailable
-from tether.events.append import TASK_COLUMNS, Append, Chain, check_values, fail
+from tether.events.append import Append, Chain, check_values, fail
 from tether.events.plan import ROW_BYTES, Plan
 from tether.events.reads import page_is_full, read_after, read_before, read_keyed, read_task_events
 from tether.events.statements import LogSql
@@ -49,7 +49,6 @@ from tether.model import Event, TaskStatus
 
 __all__ = [
     "ROW_BYTES",
-    "TASK_COLUMNS",
     "Append",
     "Chain",
     "CommitHook",
