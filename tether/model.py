@@ -27,8 +27,9 @@ class TaskStatus(StrEnum):
 TERMINAL = frozenset(
     {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled, TaskStatus.interrupted}
 )
-# The same, as the strings stored in `tether_tasks.status` (for SQL `IN (...)`).
+# The same, as the strings stored in `tether_tasks.status` (for SQL `IN (...)`), and the rest.
 TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in TERMINAL))
+UNFINISHED_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in TaskStatus if not s.terminal))
 
 
 # Nesting deeper than this is refused wherever JSON enters: request bodies, events, results.

@@ -20,7 +20,7 @@ from tether.db.engine import Database
 from tether.db.schema import auth_sessions, refresh_tokens, sessions, tasks, users
 from tether.db.store import new_id
 from tether.errors import InvalidInput, Unauthorized
-from tether.model import TERMINAL
+from tether.model import TERMINAL_VALUES
 
 OWNER_ID = "owner"
 
@@ -298,12 +298,11 @@ class AuthStore:
 
     @staticmethod
     def _activity(c: sa.Connection, user_id: str) -> tuple[bool, float | None]:
-        terminal = [s.value for s in TERMINAL]
         owned = sa.select(sessions.c.id).where(sessions.c.owner == user_id)
         busy = c.scalar(
             sa.select(sa.func.count())
             .select_from(tasks)
-            .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(terminal))
+            .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(TERMINAL_VALUES))
         )
         last_end = c.scalar(
             sa.select(sa.func.max(tasks.c.ended_at)).where(tasks.c.session_id.in_(owned))
