@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from tether.auth.tokens import SIGN_IN, hash_refresh_token, new_refresh_token
 from tether.db.engine import Database
+from tether.db.ids import new_id
 from tether.db.schema import auth_sessions, refresh_tokens, sessions, tasks, users
-from tether.db.store import new_id
 from tether.errors import InvalidInput, Unauthorized
 from tether.model import TERMINAL_VALUES
 
