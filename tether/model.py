@@ -27,8 +27,9 @@ class TaskStatus(StrEnum):
 TERMINAL = frozenset(
     {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled, TaskStatus.interrupted}
 )
-# The same, as the strings stored in `tether_tasks.status` (for SQL `IN (...)`).
+# The same, as the strings stored in `tether_tasks.status` (for SQL `IN (...)`), and the rest.
 TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in TERMINAL))
+UNFINISHED_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in TaskStatus if not s.terminal))
 
 
 # Nesting deeper than this is refused wherever JSON enters: request bodies, events, results.
@@ -152,10 +153,6 @@ class Event:
             f'"type":{dumps(self.type)},"data":{self.data},"ts":{self.ts!r}}}'
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.to_json())
-        return data
-
 
 @dataclass(slots=True)
 class Task:
@@ -200,26 +197,6 @@ class Task:
             last_seq=get("last_seq") or 0,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "session_id": self.session_id,
-            "parent_id": self.parent_id,
-            "agent": self.agent,
-            "input": self.input,
-            "status": self.status.value,
-            "progress": (
-                None if self.progress_m is None else {"n": self.progress_n, "m": self.progress_m}
-            ),
-            "result": self.result,
-            "error": self.error,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "last_seq": self.last_seq,
-            "children": self.children,
-        }
-
 
 @dataclass(slots=True)
 class Session:
@@ -230,12 +207,3 @@ class Session:
     head_seq: int
     low_seq: int
     task_count: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "created_at": self.created_at,
-            "head_seq": self.head_seq,
-            "first_seq": self.low_seq + 1,
-        }

@@ -1,4 +1,5 @@
-"""Users, auth sessions and refresh-token rotation, in the database.
+"""Users, auth sessions and refresh-token rotation, in the database. (A session of tasks
+and events, what the API calls a session, is `tether.db.sessions`.)
 
 An auth session is one sign-in (one rotation family of refresh tokens). It ends when it is
 revoked (logout, refresh-token reuse), when it reaches its absolute lifetime, or when it has
@@ -16,10 +17,10 @@ import sqlalchemy as sa
 
 from tether.auth.tokens import SIGN_IN, hash_refresh_token, new_refresh_token
 from tether.db.engine import Database
+from tether.db.ids import new_id
 from tether.db.schema import auth_sessions, refresh_tokens, sessions, tasks, users
-from tether.db.store import new_id
 from tether.errors import InvalidInput, Unauthorized
-from tether.model import TERMINAL
+from tether.model import TERMINAL_VALUES
 
 OWNER_ID = "owner"
 
@@ -297,12 +298,11 @@ class AuthStore:
 
     @staticmethod
     def _activity(c: sa.Connection, user_id: str) -> tuple[bool, float | None]:
-        terminal = [s.value for s in TERMINAL]
         owned = sa.select(sessions.c.id).where(sessions.c.owner == user_id)
         busy = c.scalar(
             sa.select(sa.func.count())
             .select_from(tasks)
-            .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(terminal))
+            .where(tasks.c.session_id.in_(owned), tasks.c.status.not_in(TERMINAL_VALUES))
         )
         last_end = c.scalar(
             sa.select(sa.func.max(tasks.c.ended_at)).where(tasks.c.session_id.in_(owned))

@@ -18,9 +18,7 @@ from tether.db.engine import Database
 from tether.db.ids import new_id
 from tether.db.schema import approvals, events, files, sessions, steps, tasks
 from tether.errors import Conflict, NotFound
-from tether.model import TERMINAL, Session, TaskStatus
-
-_UNFINISHED = tuple(s.value for s in TaskStatus if s not in TERMINAL)
+from tether.model import TERMINAL, UNFINISHED_VALUES, Session, TaskStatus
 
 
 def session_from_row(row: sa.RowMapping) -> Session:
@@ -120,7 +118,7 @@ class Sessions:
             running = conn.execute(
                 sa.select(sa.func.count(), sa.func.count(tasks.c.parent_id))
                 .select_from(tasks)
-                .where(tasks.c.session_id == session_id, tasks.c.status.in_(_UNFINISHED))
+                .where(tasks.c.session_id == session_id, tasks.c.status.in_(UNFINISHED_VALUES))
             )
             n, under = running.one()
             if n:

@@ -13,11 +13,10 @@ Events are read and written by `tether.events.log`; a stream's snapshot and firs
 from __future__ import annotations
 
 from tether.db.approvals import Approvals
-from tether.db.ids import new_id
 from tether.db.sessions import Sessions
 from tether.db.tasks import Tasks
 
-__all__ = ["Store", "new_id"]
+__all__ = ["Store"]
 
 
 class Store(Sessions, Tasks, Approvals):

@@ -9,7 +9,7 @@ from typing import Any
 from tether.db.schema import tasks
 from tether.model import Event, TaskStatus
 
-# The columns of a new task row (Runtime._new_task_row makes exactly these).
+# The columns of a new task row (`runtime.children.new_task_row` makes exactly these).
 NEW_TASK_COLUMNS: tuple[str, ...] = tuple(
     c.name
     for c in (

@@ -24,7 +24,7 @@ One caller's mistake costs nobody else anything:
 
 Here: the writer loop, batching and isolating failures. What an append is: append.py; what a
 batch writes: plan.py; the statements' SQL, from db/schema.py's tables: statements.py; the
-reads: reads.py. Statements that must commit with the events (on a shared Postgres database,
+queries: queries.py. Statements that must commit with the events (on a shared Postgres database,
 the NOTIFY to other processes: pg_notify.py) are commit hooks (`add_commit_hook`).
 """
 
@@ -41,15 +41,20 @@ import sqlalchemy as sa
 from tether.db.engine import Database
 from tether.db.pg_writer import Rows, Stmt
 from tether.errors import StorageUnavailable
-from tether.events.append import TASK_COLUMNS, Append, Chain, check_values, fail
+from tether.events.append import Append, Chain, check_values, fail
 from tether.events.plan import ROW_BYTES, Plan
-from tether.events.reads import page_is_full, read_after, read_before, read_keyed, read_task_events
+from tether.events.queries import (
+    page_is_full,
+    read_after,
+    read_before,
+    read_keyed,
+    read_task_events,
+)
 from tether.events.statements import LogSql
 from tether.model import Event, TaskStatus
 
 __all__ = [
     "ROW_BYTES",
-    "TASK_COLUMNS",
     "Append",
     "Chain",
     "CommitHook",

@@ -1,7 +1,20 @@
 """Model agents: an agent loop over real LLM APIs that streams into the log, calls tools,
 delegates to sub-agents and asks a person for approval, all of it durable. Registering them
 is light (`register.py`); the model layer loads with the first turn that runs (`turn.py`,
-the model loop)."""
+the model loop).
+
+register.py      registering the model agents with the runtime, without the model layer
+installed.py     the agents this process serves, and what each turn is given
+config.py        the agents file; defaults.py: the agents without one; demo.py: the demo
+new_turn.py      starting a turn: which agent answers, where it goes in the conversation
+turn.py          the model loop: one turn, its durable steps and their order
+model_call.py    one model call (streamed, retried, bounded); stream.py: as log events
+tool_calls.py    one tool call; tools.py: the built-in tools; mcp_servers.py: MCP servers
+reply.py         what a turn keeps; history.py: what it sends its model
+conversation.py  the tree of turns and the branch shown
+approvals.py     a tool call waiting for a person's answer (its table: db/approvals.py)
+providers.py     the model a config names
+"""
 
 from tether.llm.register import install
 

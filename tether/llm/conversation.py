@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from tether.db.engine import Database
 from tether.db.schema import tasks
 from tether.events.log import read_task_events
-from tether.model import Event, TaskStatus, events_size
+from tether.model import UNFINISHED_VALUES, Event, TaskStatus, events_size
 
 
 async def queue(db: Database, session_id: str, turn_id: str, agents: list[str]) -> list[str]:
@@ -30,7 +30,6 @@ async def queue(db: Database, session_id: str, turn_id: str, agents: list[str]) 
     them) that have not ended, oldest first. Each turn waits for all of them, so a
     session's turns run one at a time, in the order they were sent, on any number of
     processes."""
-    unfinished = [s.value for s in TaskStatus if not s.terminal]
     mine = (
         sa.select(tasks.c.created_seq)
         .where(tasks.c.id == turn_id, tasks.c.session_id == session_id)
@@ -43,7 +42,7 @@ async def queue(db: Database, session_id: str, turn_id: str, agents: list[str]) 
             tasks.c.parent_id.is_(None),
             sa.or_(tasks.c.selected_seq.is_not(None), tasks.c.agent.in_(agents)),
             tasks.c.created_seq < mine,
-            tasks.c.status.in_(unfinished),
+            tasks.c.status.in_(UNFINISHED_VALUES),
         )
         .order_by(tasks.c.created_seq)
     )

@@ -20,7 +20,7 @@ different step at the same place fails the task as not deterministic.
 A step that returns does not wait for its record's commit: the task's next step, start,
 flush or end does. So a task whose body ends with a step (a batch's item) commits its last
 events, the step's record and its end in one transaction: a delegation costs one commit.
-What the body appends meanwhile is on the same chain (`Chain` in events/log.py): it commits
+What the body appends meanwhile is on the same chain (`Chain` in events/append.py): it commits
 only if the record does. A record that does not land fails the task, since its body went on
 from an output that a replay would not see.
 """

@@ -4,7 +4,9 @@ A top-level task is the DBOS workflow `tether.task` (its body is the runtime's `
 given to `launch`), started directly or through a queue; a sub-agent registered
 `own_workflow` is one too. DBOS resumes PENDING workflows of this executor at launch, and
 carries the messages approvals wait for (`send`, `recv`). Statuses come back as `Workflow`,
-Tether's own record, so no other module sees a DBOS type.
+Tether's own record, so no other module sees a DBOS type. DBOS resumes a task; what its body
+then replays (each step's recorded outcome, each emit's key) is Tether's own (context.py),
+apart from a `recv`, which DBOS records.
 
 Two things reach past DBOS's public API: the re-enqueue of a dead worker's workflow (its
 system database object's `reenqueue_for_recovery`), and pinning this worker's sub-agents to

@@ -18,7 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tether.db.store import Store, new_id
+from tether.db.ids import new_id
+from tether.db.store import Store
 from tether.errors import InvalidInput, NotFound, TaskCancelled, TaskMoved
 from tether.events.log import Append, EventLog
 from tether.model import Task, TaskStatus, dumps

@@ -1,4 +1,5 @@
-"""Reads of the log: pages after or before a seq, a task's events, keyed events.
+"""The log's queries, run on a connection: pages after or before a seq, a task's events,
+keyed events. What a reader is served from them (scoped, without gaps, `Gone`) is reader.py's.
 
 Rows below a session's low_seq are retention's (kept only for their keys) and never served.
 """
