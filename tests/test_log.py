@@ -138,7 +138,7 @@ async def test_status_changes_stop_at_a_terminal_status(log: EventLog) -> None:
 
 async def test_hub_gets_committed_events_only_after_commit(log: EventLog) -> None:
     hub = MemoryHub()
-    log.listeners.append(hub.publish)
+    log.add_listener(hub.publish)
     sid = (await Store(log.db).create_session("u", "")).id
     sub = hub.subscribe(sid)
     fut = log.submit(ev(sid, 1))

@@ -48,7 +48,7 @@ async def test_fifty_streams_follow_another_process_with_one_read_per_commit(
     there.add_commit_hook(notify_commits(new_origin()))
     hub = MemoryHub()
     feed = RemoteFeed(here, hub)
-    here.listeners.append(feed.on_commit)  # as Services wires it on a shared database
+    here.add_listener(feed.on_commit)  # as Services wires it on a shared database
     listener = PgListener(here.db.url, origin, hub, feed)
     listener.start()
     reads = 0
@@ -113,7 +113,7 @@ async def test_a_commit_here_that_overtakes_an_unread_one_from_elsewhere_is_no_h
     there = await make_log(same_db_as=here)
     hub = MemoryHub()
     feed = RemoteFeed(here, hub)
-    here.listeners.append(feed.on_commit)
+    here.add_listener(feed.on_commit)
     sid = (await Store(here.db).create_session("u", "")).id
     sub = hub.subscribe(sid)
     await there.append(Append(sid, None, None, "tick", dumps(1)))

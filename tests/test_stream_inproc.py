@@ -20,7 +20,7 @@ from tether.model import Event, dumps
 async def parts(make_log: MakeLog) -> tuple[EventLog, MemoryHub, str]:
     log = await make_log(retention=100)
     hub = MemoryHub()
-    log.listeners.append(hub.publish)
+    log.add_listener(hub.publish)
     sid = (await Store(log.db).create_session("u", "")).id
     return log, hub, sid
 

@@ -42,12 +42,12 @@ class Services:
         # and ours reach them through the same feed, which keeps the two in order.
         self.listener: PgListener | None = None
         if self.db.sqlite:
-            self.log.listeners.append(self.hub.publish)
+            self.log.add_listener(self.hub.publish)
         else:
             origin = new_origin()
             self.log.add_commit_hook(notify_commits(origin))
             feed = RemoteFeed(self.log, self.hub)
-            self.log.listeners.append(feed.on_commit)
+            self.log.add_listener(feed.on_commit)
             self.listener = PgListener(self.db.url, origin, self.hub, feed)
         self.registry = registry
         self.runtime: Runtime | None = None

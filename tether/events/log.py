@@ -118,7 +118,7 @@ class EventLog:
         self.db = db
         self.sql = LogSql(pg=not db.sqlite)
         self.retention = retention
-        self.listeners: list[Listener] = []
+        self._listeners: list[Listener] = []
         self._pending: list[Append] = []
         self._waiters: list[tuple[asyncio.Future[None], list[Append]]] = []
         self._wake = asyncio.Event()
@@ -127,6 +127,11 @@ class EventLog:
         self.commits = 0
         self.conflicts = 0  # transactions Postgres aborted (deadlock, serialization) and rerun
         self._commit_hooks: list[CommitHook] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Hand `listener` every commit's events (per session, in seq order), after the
+        commit: the live hub, the runtime's waiters, the shared database's feed."""
+        self._listeners.append(listener)
 
     def add_commit_hook(self, hook: CommitHook) -> None:
         """Run `hook`'s statements in each commit's transaction, after the log's writes:
@@ -269,7 +274,7 @@ class EventLog:
 
     def _publish(self, committed: dict[str, list[Event]]) -> None:
         for session_id, evs in committed.items():
-            for listener in self.listeners:
+            for listener in self._listeners:
                 try:
                     listener(session_id, evs)
                 except Exception:

@@ -84,7 +84,7 @@ class Runtime:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self.children = Children(self)
         self.waiters = Waiters(store, child_poll_s, self._settle_if_dead)
-        log.listeners.append(self.waiters.on_commit)
+        log.add_listener(self.waiters.on_commit)
 
     # -- creating and running --------------------------------------------------------------
 
