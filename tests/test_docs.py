@@ -27,6 +27,22 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert "exec ./dev test\n" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_every_module_the_readme_names_as_a_promises_home_exists() -> None:
+    """The map in "Where each promise lives" names real modules (it goes stale otherwise)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Where each promise lives", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`((?:tether/)?[a-z_]+(?:/[a-z_]+)*\.(?:py|js))`", section))
+    assert len(named) > 30
+    missing = {
+        n
+        for n in named
+        if not (ROOT / n).exists()
+        and not (ROOT / "tether" / n).exists()
+        and not (ROOT / "tether" / "web" / "static" / n.removeprefix("web/static/")).exists()
+    }
+    assert not missing, f"the README names modules that do not exist: {sorted(missing)}"
+
+
 def test_serve_help_names_the_env_vars() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tether.cli", "serve", "--help"],
