@@ -1,4 +1,5 @@
-"""The layout half of the gate: `tether/`'s import graph has no cycles and no module is long.
+"""The layout half of the gate: `tether/`'s import graph has no cycles, no module is long,
+and an engine's library is imported by its one boundary module (DBOS: runtime/durable.py).
 
 Every import counts, including those under ``if TYPE_CHECKING:`` and those inside functions:
 a cycle hidden in a function body is still a cycle a reader has to untangle. A module may
@@ -19,6 +20,8 @@ PACKAGE = "tether"
 MAX_LINES = 450
 # Generated or data-like modules the length rule does not apply to.
 LONG_OK = ("tether/db/migrations/",)
+# Libraries one module alone may import: the boundary to that engine.
+CONFINED = {"dbos": "tether.runtime.durable"}
 
 
 def module_name(path: Path) -> str:
@@ -62,6 +65,26 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
                     found.add(hit)
     found.discard(name)
     return found
+
+
+def confined_imports() -> list[str]:
+    """`module imports lib` for each import of a CONFINED library outside its one module."""
+    out = []
+    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+        name = module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                libs = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                libs = [node.module.split(".")[0]]
+            else:
+                continue
+            out += [
+                f"{name} imports {lib}: only {CONFINED[lib]} may (the boundary to {lib})"
+                for lib in libs
+                if lib in CONFINED and CONFINED[lib] != name
+            ]
+    return out
 
 
 def graph() -> dict[str, set[str]]:
@@ -131,6 +154,9 @@ def main(argv: list[str]) -> int:
         bad += 1
         edges = [f"{a} -> {b}" for a in comp for b in sorted(g[a]) if b in comp]
         print(f"import cycle among {len(comp)} modules:\n  " + "\n  ".join(edges))
+    for line in confined_imports():
+        bad += 1
+        print(line)
     for rel, n in long_modules():
         bad += 1
         print(f"{rel}: {n} lines (the limit is {MAX_LINES}); split it by job")
