@@ -4,6 +4,7 @@ Completions server, or the offline demo. Light to import: a provider's SDK (part
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from tether.errors import ModelFailed
@@ -11,6 +12,23 @@ from tether.llm.config import ModelAgentConfig
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
+
+# What `build_model` imports for each provider (the demo's model is Tether's own).
+_SDK_MODULES = {
+    "anthropic": ("pydantic_ai.models.anthropic", "pydantic_ai.providers.anthropic"),
+    "openai": (
+        "pydantic_ai.models.openai",
+        "pydantic_ai.profiles.openai",
+        "pydantic_ai.providers.openai",
+    ),
+}
+
+
+def load_sdk(provider: str) -> None:
+    """Import `provider`'s SDK (about a second), as `build_model` would: a caller runs this
+    on a thread so that the event loop goes on serving meanwhile."""
+    for name in _SDK_MODULES.get(provider, ()):
+        importlib.import_module(name)
 
 
 def build_model(cfg: ModelAgentConfig) -> Model:

@@ -4,15 +4,18 @@ Each configured agent becomes a runtime agent (its own workflow) whose turns run
 `tether.llm.turn.run_turn`. Registering is cheap (a config and a pydantic input model per
 agent); the model layer (`turn.py`, pydantic-ai and the provider SDKs, about 1.5 s of
 imports) is loaded by the first turn that runs, so a server start, a CLI command or a
-batch-only deployment does not pay for it.
+batch-only deployment does not pay for it. It loads on a thread: imported on the event
+loop, it stalled every request and stream of the process for about 2 s.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from tether.db.store import Store
+from tether.llm import providers
 from tether.llm.config import ModelAgentConfig
 from tether.llm.installed import Installed, TurnInput, installed, set_installed
 from tether.runtime.agent import AgentRegistry, AgentSpec
@@ -56,12 +59,24 @@ def install(
     return inst
 
 
-def _turn_fn(name: str) -> Any:
-    async def turn(ctx: TaskContext, inp: TurnInput) -> dict[str, Any]:
-        from tether.llm.turn import run_turn  # the model layer loads with the first turn
+def _load_model_layer(provider: str) -> None:
+    import tether.llm.turn  # noqa: F401 - loaded here, on the caller's thread
 
+    providers.load_sdk(provider)
+
+
+def _turn_fn(name: str) -> Any:
+    loaded: set[str] = set()
+
+    async def turn(ctx: TaskContext, inp: TurnInput) -> dict[str, Any]:
         inst = installed()  # the latest registered (a registry may outlive one install)
         assert inst is not None
+        provider = inst.configs[name].provider
+        if provider not in loaded:  # the first turn of this provider: load the model layer
+            await asyncio.to_thread(_load_model_layer, provider)
+            loaded.add(provider)
+        from tether.llm.turn import run_turn
+
         return await run_turn(ctx, inst, inst.configs[name], inp)
 
     turn.__module__ = TURN_MODULE
