@@ -257,3 +257,63 @@ def test_frames_of_one_seq_resume_from_the_frame_seen() -> None:
     ]
     for k, (fid, _) in enumerate(whole):
         assert frames(parse_cursor(fid, "Last-Event-ID")) == whole[k + 1 :], fid
+
+
+def test_an_approval_is_a_custom_event_and_the_same_run_goes_on(
+    server: Server, fake_llm: RunningFakeLLM
+) -> None:
+    thread, run = str(uuid.uuid4()), str(uuid.uuid4())
+    got: list[tuple[str, Any]] = []
+    with (
+        server.client(timeout=30) as c,
+        c.stream("POST", "/api/agui", json=run_input(thread, run, "write notes.txt: hi")) as r,
+    ):
+        frames = sse_frames(r)
+        for f in frames:
+            got.append((str(f.id), f.data))
+            if f.data["type"] == "CUSTOM" and f.data["name"] == "tether.approval.requested":
+                break
+        asked = got[-1][1]["value"]
+        assert asked["tool"] == "write_file" and asked["args"]["path"] == "notes.txt"
+        answer = c.post(
+            f"/api/tasks/{asked['taskId']}/approvals/{asked['approvalId']}",
+            json={"decision": "approve"},
+        )
+        assert answer.status_code == 200, answer.text
+        for f in frames:  # the same stream goes on
+            got.append((str(f.id), f.data))
+            if f.data["type"] in ("RUN_FINISHED", "RUN_ERROR"):
+                break
+    types = [e["type"] for _, e in got]
+    assert types[-1] == "RUN_FINISHED"
+    names = [e.get("name") for _, e in got if e["type"] == "CUSTOM"]
+    assert names.index("tether.approval.requested") < names.index("tether.approval.answered")
+    assert node("verify", stdin=json.dumps([e for _, e in got]))["count"] == len(got)
+
+
+def test_the_docs_first_command(make_server: Any) -> None:
+    """docs/agui.md's curl, against a server with no agents file (the demo agent answers),
+    then its join after a frame id."""
+    doc = (ROOT / "docs" / "agui.md").read_text()
+    body = json.loads(doc.split("-d '", 1)[1].split("'", 1)[0])
+    server = make_server()
+    with server.client(timeout=30) as c:
+        with c.stream("POST", "/api/agui", json=body) as r:
+            assert r.status_code == 200, r.read()
+            whole = []
+            for f in sse_frames(r):
+                whole.append((str(f.id), f.data))
+                if f.data["type"] == "CUSTOM" and f.data["name"] == "tether.approval.requested":
+                    v = f.data["value"]  # the demo asks to write a file, as the docs say
+                    url = f"/api/tasks/{v['taskId']}/approvals/{v['approvalId']}"
+                    assert c.post(url, json={"decision": "approve"}).status_code == 200
+                if f.data["type"] in ("RUN_FINISHED", "RUN_ERROR"):
+                    break
+        assert whole[-1][1]["type"] == "RUN_FINISHED"
+        assert {e["type"] for _, e in whole} >= {"SUBAGENT_STARTED", "STEP_STARTED"}
+        k = len(whole) // 2
+        path = f"/api/agui/threads/{body['threadId']}/runs/{body['runId']}"
+        with c.stream("GET", path, headers={"Last-Event-ID": whole[k][0]}) as r:
+            rest, _ = read_until_end(r)
+    assert rest == whole[k + 1 :]
+    assert node("verify", stdin=json.dumps([e for _, e in whole]))["count"] == len(whole)
