@@ -317,3 +317,42 @@ def test_the_docs_first_command(make_server: Any) -> None:
             rest, _ = read_until_end(r)
     assert rest == whole[k + 1 :]
     assert node("verify", stdin=json.dumps([e for _, e in whole]))["count"] == len(whole)
+
+
+def test_a_run_joined_again_across_a_kill_9_replays_exactly(
+    server: Server, fake_llm: RunningFakeLLM
+) -> None:
+    """The server is killed mid-reply: the run goes on after the restart (the cut reply is
+    superseded: its message is ended, then `tether.message.superseded`, from one seq), and
+    the client that joins again from its last frame id gets exactly the rest."""
+    control(fake_llm, tokens_per_s=30)
+    thread, run = str(uuid.uuid4()), str(uuid.uuid4())
+    got: list[tuple[str, Any]] = []
+    with (
+        server.client(timeout=30) as c,
+        c.stream("POST", "/api/agui", json=run_input(thread, run, "words 80")) as r,
+    ):
+        for f in sse_frames(r):
+            got.append((str(f.id), f.data))
+            if sum(e["type"] == "TEXT_MESSAGE_CONTENT" for _, e in got) >= 5:
+                break
+    server.kill()
+    server.start()
+    path = f"/api/agui/threads/{thread}/runs/{run}"
+    with server.client(timeout=60) as c:
+        with c.stream("GET", path, headers={"Last-Event-ID": got[-1][0]}) as r:
+            rest, ended = read_until_end(r)
+        assert ended
+        with c.stream("GET", path) as r:
+            whole, _ = read_until_end(r)
+    assert got + rest == whole
+    assert whole[-1][1]["type"] == "RUN_FINISHED"
+    sup = next(
+        k
+        for k, (_, e) in enumerate(whole)
+        if e["type"] == "CUSTOM" and e["name"] == "tether.message.superseded"
+    )
+    cut = whole[sup][1]["value"]["messageIds"]
+    assert whole[sup - 1][1] == {"type": "TEXT_MESSAGE_END", "messageId": cut[0]}
+    assert whole[sup - 1][0] == whole[sup][0] + ".0"
+    assert node("verify", stdin=json.dumps([e for _, e in whole]))["count"] == len(whole)
