@@ -222,6 +222,8 @@ class RunMap:
         if e.type in _PASS:
             return [self._passed(e, data, task, sub)]
         if e.type == "RUN_STARTED":
+            if task.step:  # a step is started once, whatever a replay wrote
+                return []
             task.step = True
             return [
                 _ag(ag.StepStartedEvent(step_name=task.agent or "sub-agent", subagent_run_id=sub))
