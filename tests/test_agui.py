@@ -213,6 +213,9 @@ def test_owner_only_and_bad_input_is_a_problem(server: Server, tmp_path: Path) -
     with closing(user_client(server, "ana", "ana-password-123")) as ana:
         r = ana.post("/api/agui", json=run_input(thread, run, "something else"))
         assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
+        # A frame id beyond the thread's log is a 410, not a stream that never says anything.
+        r = ana.get(f"/api/agui/threads/{thread}/runs/{run}", headers={"Last-Event-ID": "9999"})
+        assert r.status_code == 410 and r.headers["content-type"] == PROBLEM
     with httpx.Client(base_url=server.url) as anon:
         assert anon.post("/api/agui", json=run_input(thread, run, "x")).status_code == 401
 

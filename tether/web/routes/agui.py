@@ -52,6 +52,9 @@ _LAST_EVENT_ID = Annotated[
 ]
 
 
+Read = tuple[int, list[Event]]  # a page of a run's events, and the session's head seq
+
+
 class AguiStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
@@ -208,9 +211,14 @@ async def _stream(
         raise
     read = _reader(svc, sid, caller.user, run.turn)
     try:
-        first = await read(0)
+        head, first = await read(0)
         if not first or first[0].type != "task.created" or first[0].task_id != run.turn:
             raise CursorGone("the start of this run is no longer in the log (retention)")
+        if cursor is not None and cursor.seq > head:
+            raise CursorGone(
+                f"Last-Event-ID {cursor.seq} is beyond this thread's newest event ({head}): "
+                "join the run from its start"
+            )
     except BaseException:
         sub.close()
         slot.release()
@@ -231,10 +239,13 @@ async def _stream(
     )
 
 
-def _reader(svc: Svc, sid: str, user: str, turn: str) -> Callable[[int], Awaitable[list[Event]]]:
-    async def read(after: int) -> list[Event]:
-        def page(c: sa.Connection) -> list[Event]:
-            return reader.page_of_tasks(c, sid, user, [turn], after, PAGE, PAGE_BYTES).events
+def _reader(svc: Svc, sid: str, user: str, turn: str) -> Callable[[int], Awaitable[Read]]:
+    """Reads a page of the run's events after a seq: (the session's head seq, the events)."""
+
+    async def read(after: int) -> Read:
+        def page(c: sa.Connection) -> Read:
+            p = reader.page_of_tasks(c, sid, user, [turn], after, PAGE, PAGE_BYTES)
+            return p.head_seq, p.events
 
         return await svc.db.read(page)
 
@@ -246,7 +257,7 @@ async def _frames(
     run: RunMap,
     cursor: Cursor | None,
     first: list[Event],
-    read: Callable[[int], Awaitable[list[Event]]],
+    read: Callable[[int], Awaitable[Read]],
     heartbeat_s: float,
     retry_ms: int,
     auth_ended: Callable[[], Awaitable[str | None]],
@@ -277,7 +288,7 @@ async def _frames(
                 yield chunk
             if run.ended or not page_is_full(page, PAGE, PAGE_BYTES):
                 return
-            page = await read(last)
+            _, page = await read(last)
 
     try:
         yield f"retry: {retry_ms}\n: tether agui run\n\n"
@@ -295,7 +306,7 @@ async def _frames(
                 return  # the client joins again with Last-Event-ID
             events, overflow = sub.take()
             if overflow:
-                async for chunk in catch_up(await read(last)):
+                async for chunk in catch_up((await read(last))[1]):
                     yield chunk
             elif chunk := render(events):
                 yield chunk
