@@ -359,3 +359,14 @@ def test_a_run_joined_again_across_a_kill_9_replays_exactly(
     assert whole[sup - 1][1] == {"type": "TEXT_MESSAGE_END", "messageId": cut[0]}
     assert whole[sup - 1][0] == whole[sup][0] + ".0"
     assert node("verify", stdin=json.dumps([e for _, e in whole]))["count"] == len(whole)
+
+
+def test_a_turn_started_over_tethers_api_can_be_joined(server: Server) -> None:
+    with server.client(timeout=30) as c:
+        sid = c.post("/api/sessions", json={"title": "rest"}).json()["id"]
+        turn = c.post(f"/api/sessions/{sid}/messages", json={"text": "words 3"}).json()
+        with c.stream("GET", f"/api/agui/threads/{sid}/runs/{turn['id']}") as r:
+            frames, ended = read_until_end(r)
+    assert ended and frames[-1][1]["type"] == "RUN_FINISHED"
+    assert (frames[0][1]["threadId"], frames[0][1]["runId"]) == (sid, turn["id"])
+    assert node("verify", stdin=json.dumps([e for _, e in frames]))["count"] == len(frames)
