@@ -195,10 +195,11 @@ def test_owner_only_and_bad_input_is_a_problem(server: Server, tmp_path: Path) -
             (
                 {
                     **run_input(thread, run, "x"),
-                    "resume": [{"interruptId": "i", "status": "resolved"}],
+                    "resume": [{"interruptId": "t_1/ap_1", "status": "resolved"}],
                 },
-                422,
+                404,
             ),
+            ({**run_input(thread, run, "x"), "forwardedProps": {"interrupts": 1}}, 422),
             ({**run_input(thread, run, "x"), "forwardedProps": {"agent": "ghost"}}, 422),
         ]
         for body, status in bad:
@@ -370,3 +371,49 @@ def test_a_turn_started_over_tethers_api_can_be_joined(server: Server) -> None:
     assert ended and frames[-1][1]["type"] == "RUN_FINISHED"
     assert (frames[0][1]["threadId"], frames[0][1]["runId"]) == (sid, turn["id"])
     assert node("verify", stdin=json.dumps([e for _, e in frames]))["count"] == len(frames)
+
+
+def test_with_interrupts_an_approval_ends_the_run_and_a_resume_continues_it(
+    server: Server, fake_llm: RunningFakeLLM
+) -> None:
+    """`forwardedProps.interrupts`: the HttpAgent's own interrupt handling, from node."""
+    thread, run1, run2 = (str(uuid.uuid4()) for _ in range(3))
+    text = "write notes.txt: hi there"
+    out = node("hitl", server.url + "/api/agui", SECRET, thread, run1, run2, text)
+    events = out["events"]
+    ends = [k for k, e in enumerate(events) if e["type"] == "RUN_FINISHED"]
+    assert len(ends) == 2 and ends[1] == len(events) - 1
+    first, second = events[: ends[0] + 1], events[ends[0] + 1 :]
+    (interrupt,) = first[-1]["outcome"]["interrupts"]
+    assert out["interrupts"] == [interrupt]
+    assert interrupt["reason"] == "tool_approval" and interrupt["toolCallId"]
+    assert second[0]["type"] == "RUN_STARTED" and second[0]["runId"] == run2
+    assert "outcome" not in second[-1]
+    answered = [e for e in second if e["type"] == "CUSTOM" and e["name"].endswith("answered")]
+    assert answered[0]["value"]["decision"] == "approve"
+    assert [e["toolCallId"] for e in second if e["type"] == "TOOL_CALL_RESULT"] == [
+        interrupt["toolCallId"]
+    ]
+    sid = first[0]["metadata"]["tether"]["sessionId"]
+    with server.client(timeout=30) as c:
+        assert c.get(f"/api/sessions/{sid}/files/notes.txt").text == "hi there"
+        # Each run joins again exactly: the first with GET, the one that resumed with the
+        # same request (its answer stands; it is not given twice).
+        path = f"/api/agui/threads/{thread}/runs/{run1}?interrupts=true"
+        with c.stream("GET", path) as r:
+            again, _ = read_until_end(r)
+        assert [e for _, e in again] == first
+        body = {
+            **run_input(thread, run2, text),
+            "forwardedProps": {"interrupts": True},
+            "resume": [
+                {"interruptId": interrupt["id"], "status": "resolved", "payload": {"approve": True}}
+            ],
+        }
+        with c.stream("POST", "/api/agui", json=body) as r:
+            whole, _ = read_until_end(r)
+        assert [e for _, e in whole] == second
+        k = len(whole) // 2
+        with c.stream("POST", "/api/agui", json=body, headers={"Last-Event-ID": whole[k][0]}) as r:
+            rest, _ = read_until_end(r)
+        assert rest == whole[k + 1 :]

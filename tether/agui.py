@@ -18,7 +18,10 @@ The mapping (AG-UI 1.0, `ag-ui-protocol`):
   RUN_ERROR) → STEP_STARTED / STEP_FINISHED (the step is named after its agent); its final
   status → SUBAGENT_FINISHED or SUBAGENT_ERROR;
 - everything else of the run (approvals, status, waiting, superseded replies) → CUSTOM,
-  named `tether.<type>`, its value the log event's data.
+  named `tether.<type>`, its value the log event's data;
+- in interrupt mode, the turn's `approval.requested` (with nothing open) ends the run:
+  RUN_FINISHED with an `interrupt` outcome; the run that resumes it (`after`) is the same
+  turn's events from that one on, opened by its own RUN_STARTED.
 """
 
 from __future__ import annotations
@@ -77,6 +80,22 @@ def parse_cursor(raw: str | None, name: str) -> Cursor | None:
     return Cursor(int(m.group(1)), None if m.group(2) is None else int(m.group(2)))
 
 
+# What an approval interrupt's answer is: ResumeEntry.payload.
+RESPONSE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "approve": {"type": "boolean"},
+        "note": {"type": "string", "maxLength": 2000},
+    },
+    "required": ["approve"],
+}
+
+
+def interrupt_id(turn: str, approval_id: str) -> str:
+    """An approval's interrupt id: the turn and the approval, so a resume names both."""
+    return f"{turn}/{approval_id}"
+
+
 def frame_id(seq: int, index: int, count: int) -> str:
     return str(seq) if index == count - 1 else f"{seq}.{index}"
 
@@ -101,7 +120,13 @@ class RunMap:
     thread_id: str
     run_id: str
     turn: str
+    # Interrupt mode: the turn's approvals end the run (RUN_FINISHED, outcome `interrupt`);
+    # `after` (an interrupt id) makes this the run that continues from that interrupt.
+    interrupts: bool = False
+    after: str | None = None
+    resumed: bool = False
     ended: bool = False
+    session_id: str = ""
     started: bool = False
     tasks: dict[str, _Task] = field(default_factory=dict)
 
@@ -110,6 +135,12 @@ class RunMap:
 
     def frames(self, e: Event) -> list[Frame]:
         """What this log event of the run shows, as AG-UI events."""
+        out = self._frames(e)
+        if self.after is not None and not self.resumed:
+            return []  # before the interrupt this run continues from: another run's
+        return out
+
+    def _frames(self, e: Event) -> list[Frame]:
         if self.ended or not self.owns(e.task_id):
             return []
         assert e.task_id is not None
@@ -130,12 +161,16 @@ class RunMap:
         return self._subagent(e, data, task)
 
     def _run_started(self, e: Event) -> Frame:
+        self.session_id = e.session_id
+        return self._run_started_frame()
+
+    def _run_started_frame(self) -> Frame:
         return _ag(
             ag.RunStartedEvent(
                 thread_id=self.thread_id,
                 run_id=self.run_id,
                 protocol_version=PROTOCOL_VERSION,
-                metadata={"tether": {"sessionId": e.session_id, "taskId": self.turn}},
+                metadata={"tether": {"sessionId": self.session_id, "taskId": self.turn}},
             )
         )
 
@@ -205,6 +240,8 @@ class RunMap:
             return [*self._close_all(), self._finish()]
         if e.type == "RUN_ERROR":
             return [self._error(str(data.get("message", "the run failed")), data.get("code"))]
+        if e.type == "approval.requested" and self.interrupts and self._quiet():
+            return self._interrupt(data)
         if e.type == "task.status" and data.get("status") in _TERMINAL:
             status = str(data["status"])
             if status == "completed":
@@ -265,6 +302,32 @@ class RunMap:
                 )
             )
         return out
+
+    def _quiet(self) -> bool:
+        """Nothing open (a run can end here): no sub-agent, message or tool call."""
+        return all(not t.open and (tid == self.turn or t.done) for tid, t in self.tasks.items())
+
+    def _interrupt(self, data: dict[str, Any]) -> list[Frame]:
+        iid = interrupt_id(self.turn, str(data.get("approvalId")))
+        if self.after is not None and not self.resumed:
+            if iid != self.after:
+                return []  # an earlier run's interrupt
+            self.resumed = True
+            return [self._run_started_frame()]
+        self.ended = True
+        tool = str(data.get("tool", "a tool"))
+        interrupt = ag.Interrupt(
+            id=iid,
+            reason="tool_approval",
+            message=f"The agent asks to run {tool}: approve or deny.",
+            tool_call_id=data.get("toolCallId"),
+            response_schema=RESPONSE_SCHEMA,
+            metadata={"tether": {k: v for k, v in data.items() if k != "toolCallId"}},
+        )
+        outcome = ag.RunFinishedInterruptOutcome(type="interrupt", interrupts=[interrupt])
+        return [
+            _ag(ag.RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, outcome=outcome))
+        ]
 
     def _close_all(self) -> list[Frame]:
         """Before RUN_FINISHED: every sub-agent ended, every message and tool call closed

@@ -14,12 +14,13 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from ag_ui import core as ag
-from fastapi import APIRouter, Header, Path
+from ag_ui._generated.models import ResumeEntry
+from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import StreamingResponse
 
 from tether import quotas
 from tether.agui import Cursor, RunMap, frame_id, parse_cursor
-from tether.errors import CursorGone, InvalidInput, NotFound
+from tether.errors import Conflict, CursorGone, InvalidInput, NotFound
 from tether.events import reader
 from tether.events.hub import Subscription
 from tether.events.log import page_is_full
@@ -85,6 +86,46 @@ def _agent(body: ag.RunAgentInput) -> str | None:
     return name
 
 
+def _flag(body: ag.RunAgentInput, name: str) -> bool:
+    props = body.forwarded_props
+    value = props.get(name, False) if isinstance(props, dict) else False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"forwardedProps.{name} must be true or false")
+    return value
+
+
+async def _answer(svc: Svc, caller: Caller, sid: str, resume: list[ResumeEntry]) -> tuple[str, str]:
+    """Answer the approvals a run's interrupts asked (an answer given already stands: the
+    same request again joins the run that continues). (the turn, the interrupt it
+    continues from)."""
+    from tether.llm import approvals
+
+    turns = {e.interrupt_id.partition("/")[0] for e in resume}
+    if len(turns) != 1:
+        raise InvalidInput("`resume` must answer the interrupts of one run")
+    turn = turns.pop()
+    task = await svc.store.task(turn, caller.user)
+    if task.session_id != sid or task.parent_id is not None:
+        raise NotFound("no such interrupt in this thread")
+    for e in resume:
+        aid = e.interrupt_id.partition("/")[2]
+        payload = e.payload if isinstance(e.payload, dict) else {}
+        approve = e.status == "resolved" and (e.payload is True or payload.get("approve") is True)
+        note = payload.get("note")
+        try:
+            await approvals.answer(
+                svc.store,
+                turn,
+                aid,
+                caller.user,
+                "approve" if approve else "deny",
+                note[:2000] if isinstance(note, str) else None,
+            )
+        except Conflict:
+            pass
+    return turn, resume[0].interrupt_id
+
+
 def _check_ids(thread_id: str, run_id: str) -> None:
     for name, value in (("threadId", thread_id), ("runId", run_id)):
         if not 1 <= len(value) <= MAX_ID:
@@ -136,15 +177,18 @@ async def run_agent(
     `forwardedProps.agent` picks the model agent (default: the file's default). The run is
     Tether's: it goes on without the client. The same request again (same runId) joins it
     instead of starting another, from Last-Event-ID if sent. Tether keeps the thread's
-    history: earlier `messages`, `tools`, `context` and `state` are not read; `resume` is
-    refused (approvals are answered over Tether's API, see docs/agui.md)."""
+    history: earlier `messages`, `tools`, `context` and `state` are not read. With
+    `forwardedProps.interrupts`, the turn's approvals end the run as AG-UI interrupts, and a
+    run with `resume` answers them and continues the turn; without it they are CUSTOM
+    events on the open run (docs/agui.md)."""
     cursor = parse_cursor(last_event_id, "Last-Event-ID")
     _check_ids(body.thread_id, body.run_id)
+    interrupts = _flag(body, "interrupts")
     if body.resume:
-        raise InvalidInput(
-            "`resume` is not supported: a Tether run waits for an approval without ending; "
-            "answer it with POST /api/tasks/{taskId}/approvals/{approvalId}"
-        )
+        sid, _ = await _thread(svc, caller, body.thread_id, create=False)
+        turn, after = await _answer(svc, caller, sid, body.resume)
+        run = RunMap(body.thread_id, body.run_id, turn, interrupts=True, after=after)
+        return await _stream(svc, caller, auth, sid, run, cursor)
     text = _user_text(body)
     cfg = model_agent(model_agents(), _agent(body))
     sid, untitled = await _thread(svc, caller, body.thread_id, create=True)
@@ -162,7 +206,7 @@ async def run_agent(
     )
     if new and untitled:
         await retitle(svc, sid, caller.user, title_of(text))
-    run = RunMap(body.thread_id, body.run_id, task.id)
+    run = RunMap(body.thread_id, body.run_id, task.id, interrupts=interrupts)
     return await _stream(svc, caller, auth, sid, run, cursor)
 
 
@@ -178,6 +222,9 @@ async def join_run(
     svc: Svc,
     auth: Auth,
     last_event_id: _LAST_EVENT_ID = None,
+    interrupts: Annotated[
+        bool, Query(description="As the run was started: with `forwardedProps.interrupts`.")
+    ] = False,
 ) -> StreamingResponse:
     """Join a run (running or ended) as an AG-UI stream: from its start, or after the frame
     Last-Event-ID names. `runId` is the one the run was started with, or the id of a turn
@@ -194,7 +241,7 @@ async def join_run(
         except NotFound:
             continue
         if task.session_id == sid and task.parent_id is None:
-            run = RunMap(thread_id, run_id, task.id)
+            run = RunMap(thread_id, run_id, task.id, interrupts=interrupts)
             return await _stream(svc, caller, auth, sid, run, cursor)
     raise NotFound("no such run in this thread")
 
