@@ -14,7 +14,7 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from ag_ui import core as ag
-from ag_ui._generated.models import ResumeEntry
+from ag_ui._generated.models import ResumeEntry  # ag_ui.core does not re-export it
 from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import StreamingResponse
 
