@@ -417,3 +417,27 @@ def test_with_interrupts_an_approval_ends_the_run_and_a_resume_continues_it(
         with c.stream("POST", "/api/agui", json=body, headers={"Last-Event-ID": whole[k][0]}) as r:
             rest, _ = read_until_end(r)
         assert rest == whole[k + 1 :]
+
+
+def test_a_cancelled_interrupt_denies_the_tool_call(server: Server) -> None:
+    thread, run1, run2 = (str(uuid.uuid4()) for _ in range(3))
+    text = "write denied.txt: no"
+    first_body = {**run_input(thread, run1, text), "forwardedProps": {"interrupts": True}}
+    with server.client(timeout=30) as c:
+        with c.stream("POST", "/api/agui", json=first_body) as r:
+            first, _ = read_until_end(r)
+        (interrupt,) = first[-1][1]["outcome"]["interrupts"]
+        body = {
+            **run_input(thread, run2, text),
+            "forwardedProps": {"interrupts": True},
+            "resume": [{"interruptId": interrupt["id"], "status": "cancelled"}],
+        }
+        with c.stream("POST", "/api/agui", json=body) as r:
+            second, ended = read_until_end(r)
+        sid = first[0][1]["metadata"]["tether"]["sessionId"]
+        assert c.get(f"/api/sessions/{sid}/files/denied.txt").status_code == 404
+    assert ended and second[-1][1]["type"] == "RUN_FINISHED"
+    answered = [e for _, e in second if e["type"] == "CUSTOM" and e["name"].endswith("answered")]
+    assert answered[0]["value"]["decision"] == "deny"
+    (result,) = [e for _, e in second if e["type"] == "TOOL_CALL_RESULT"]
+    assert "denied" in result["content"]
