@@ -50,8 +50,11 @@ class Sessions:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create_session(self, owner: str, title: str) -> Session:
-        s = Session(new_id("s"), owner, title, time.time(), 0, 0)
+    async def create_session(
+        self, owner: str, title: str, session_id: str | None = None
+    ) -> Session:
+        """A new session; `session_id` names it (an AG-UI thread's, made on first use)."""
+        s = Session(session_id or new_id("s"), owner, title, time.time(), 0, 0)
 
         def tx(conn: sa.Connection) -> None:
             conn.execute(

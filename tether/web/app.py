@@ -17,7 +17,7 @@ from tether.settings import Settings
 from tether.web import problems
 from tether.web.bodies import RefuseNul
 from tether.web.limits import BodyLimit
-from tether.web.routes import auth, conversations, events, files, sessions, tasks
+from tether.web.routes import agui, auth, conversations, events, files, sessions, tasks
 from tether.web.schemas import Health, Problem
 from tether.web.security import SecurityHeaders
 
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = svc
     problems.install(app)
-    for module in (auth, sessions, conversations, tasks, events, files):
+    for module in (auth, sessions, conversations, tasks, events, files, agui):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)
