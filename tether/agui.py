@@ -69,8 +69,9 @@ class Cursor:
 
 
 def parse_cursor(raw: str | None, name: str) -> Cursor | None:
-    """A frame id (`N` or `N.i`) as sent back in Last-Event-ID; BadRequest otherwise."""
-    if raw is None:
+    """A frame id (`N` or `N.i`) as sent back in Last-Event-ID (empty: none, as an
+    EventSource sends before its first id); BadRequest otherwise."""
+    if raw is None or not raw.strip():
         return None
     m = _CURSOR.match(raw.strip())
     if m is None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from ag_ui import core as ag
 from ag_ui._generated.models import ResumeEntry  # ag_ui.core does not re-export it
 from fastapi import APIRouter, Header, Path, Query
+from pydantic import Field
 from starlette.responses import StreamingResponse
 
 from tether import quotas
@@ -49,8 +50,18 @@ _DOC = {
 }
 _LAST_EVENT_ID = Annotated[
     str | None,
-    Header(description="Join the run after this frame id (the last one received)."),
+    Header(
+        pattern=r"^\s*([0-9]{1,18}(\.[0-9]{1,6})?)?\s*$",
+        description="Join the run after this frame id (the last one received).",
+    ),
 ]
+
+
+class RunInput(ag.RunAgentInput):
+    """AG-UI's RunAgentInput, its ids bounded (in the schema, so clients and fuzzers know)."""
+
+    thread_id: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+    run_id: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
 
 Read = tuple[int, list[Event]]  # a page of a run's events, and the session's head seq
@@ -166,7 +177,7 @@ async def _thread(svc: Svc, caller: Caller, thread_id: str, create: bool) -> tup
     responses={200: _DOC, **problems(400, 401, 404, 410, 413, 422, 429, 507)},
 )
 async def run_agent(
-    body: ag.RunAgentInput,
+    body: RunInput,
     caller: Caller,
     svc: Svc,
     auth: Auth,
