@@ -52,8 +52,8 @@ class Snapshot(BaseModel):
     session_id: str
     head_seq: int
     first_seq: int
-    heartbeat_s: float = 15.0
-    server_time: float = 0.0
+    heartbeat_s: float | None = None  # (none in a 410's)
+    server_time: float | None = None
     task_count: int = 0
     tasks_truncated: bool = False
     tasks: list[dict[str, Any]] = []
@@ -280,7 +280,8 @@ class EventStream:
                     yield ev
                 elif event == "snapshot":
                     snap = Snapshot.model_validate_json(data)
-                    self.snapshot, self.heartbeat_s = snap, snap.heartbeat_s
+                    self.snapshot = snap
+                    self.heartbeat_s = snap.heartbeat_s or self.heartbeat_s
                     outcome.live = True
                     self._last_live = time.monotonic()
                     self._set_state(ConnectionState("live"))
