@@ -28,6 +28,7 @@ class ChaosProxy:
         self.rng = random.Random(seed)
         self.drop: tuple[int, int] | None = None
         self.block_streams = False
+        self.cut_next = 0  # this many connections are cut before their first answer byte
         self.cuts = 0
         self.refused = 0
         self._streams: set[asyncio.StreamWriter] = set()
@@ -70,6 +71,7 @@ class ChaosProxy:
             cw.transport.abort()
             return
         budget = self.rng.randint(*self.drop) if self.drop else None
+        cut = [False]  # the request just forwarded gets no answer
 
         async def up() -> None:
             while data := await cr.read(65536):
@@ -78,12 +80,18 @@ class ChaosProxy:
                         self.refused += 1
                         return
                     self._streams.add(cw)
+                if self.cut_next > 0 and data.startswith((b"GET ", b"POST ")):
+                    self.cut_next -= 1
+                    cut[0] = True
                 uw.write(data)
                 await uw.drain()
 
         async def down() -> None:
             nonlocal budget
             while data := await ur.read(65536):
+                if cut[0]:
+                    self.cuts += 1
+                    return
                 if budget is not None:
                     if len(data) >= budget:
                         cw.write(data[:budget])
@@ -206,6 +214,26 @@ async def _until(check: Any, timeout: float = 30) -> None:
     while not check():
         assert loop.time() < end, "timed out"
         await asyncio.sleep(0.02)
+
+
+def test_a_create_whose_answer_is_lost_is_retried_once_with_its_key(
+    shared_server: Server, api: Api, proxy_for: Any
+) -> None:
+    proxy = proxy_for(shared_server)
+    with Client(proxy.url, secret=SECRET) as c:
+        s = c.sessions.create()
+        proxy.cut_next = 1  # the server starts the task; its answer is lost on the way
+        task = s.start("one_item", {"item": 1})
+        assert proxy.cuts == 1
+        proxy.cut_next = 1
+        turn = s.send("hello")
+        assert proxy.cuts == 2
+        tree = api.c.get(f"/api/sessions/{s.id}/tasks").json()["tasks"]
+        assert sorted(t["id"] for t in tree) == sorted([task.id, turn.id])
+        # A session is not deduped by the server: a lost answer is not sent again.
+        proxy.cut_next = 1
+        with pytest.raises(sdk.ConnectionLost):
+            c.sessions.create()
 
 
 def test_a_pruned_cursor_rebuilds_from_the_snapshot_and_says_so(make_server: Any) -> None:
