@@ -269,3 +269,13 @@ def test_an_approval_is_answered_once(
             c.approvals.answer(turn.id, pending[0].id, "deny")
         assert _problem(e, 409).problem.model_extra["approval"]["status"] == "approved"  # type: ignore[index]
         assert turn.wait(timeout=60).status == "completed"
+
+
+def test_backoff_is_full_jitter_from_0_5_to_20_s_and_never_overflows() -> None:
+    from tether.client.auth import backoff
+
+    assert backoff(1, rand=1.0) == 1.0
+    assert backoff(10, rand=1.0) == 20.0
+    assert backoff(3, rand=0.0) == 0.0
+    assert backoff(5000, rand=1.0) == 20.0  # a stream that retried for days
+    assert all(0 <= backoff(a) <= 20 for a in range(100))

@@ -209,4 +209,5 @@ def backoff(attempt: int, low: float = 0.5, high: float = 20.0, rand: float | No
     """Full jitter: uniform in [0, min(high, low * 2**attempt)] (a thousand clients dropped
     at once do not come back at once)."""
     r = random.random() if rand is None else rand
-    return r * min(high, low * float(2**attempt))
+    # (the exponent capped: a stream retries forever, and 2.0**1024 overflows)
+    return r * min(high, low * 2.0 ** min(attempt, 40))
