@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import tether.client as sdk
-from tests.helpers.server import SECRET, Api, Server, free_port
+from tests.helpers.server import SECRET, Api, Server, free_port, wait_until
 from tether.client import AsyncClient, Client
 
 
@@ -148,20 +148,28 @@ def test_drops_a_kill_9_and_a_2_s_token_yield_exactly_the_log(
         proxy.drop = (300, 6000)
         task = s.start("batch", {"items": list(range(24)), "delay_s": 0.25})
         got: list[sdk.EventOut] = []
-        killed = False
         with s.stream(min_delay=0.05, max_delay=0.5, seed=1) as stream:
+
+            def restart() -> None:
+                server.kill()  # kill -9 mid-task; the same port comes back
+                # The stream notices, and keeps trying while nobody answers.
+                wait_until(lambda: stream.state.kind in ("reconnecting", "offline"))
+                tried = stream.reconnects
+                wait_until(lambda: stream.reconnects >= tried + 5, what="five more tries")
+                server.start()
+
+            killer = threading.Thread(target=restart)
             for item in stream:
                 assert not isinstance(item, sdk.Reset)
                 assert isinstance(item, sdk.EventOut)
                 got.append(item)
-                if len(got) == 60 and not killed:
-                    server.kill()  # kill -9 mid-task; the same port comes back
-                    server.start()
-                    killed = True
+                if len(got) == 60:
+                    killer.start()  # while the stream goes on reading
                 if _completed(item, task.id):
                     break
             reconnects = stream.reconnects
-        assert killed and task.wait(timeout=60).status == "completed"
+        killer.join()
+        assert task.wait(timeout=60).status == "completed"
         refreshes = c.aio.tokens.refreshes
     log = api.all_events(s.id)
     assert [e.model_dump() for e in got] == log
