@@ -28,7 +28,8 @@ class ChaosProxy:
         self.rng = random.Random(seed)
         self.drop: tuple[int, int] | None = None
         self.block_streams = False
-        self.cut_next = 0  # this many connections are cut before their first answer byte
+        self.cut_next = 0  # this many requests get no answer (their connection is cut)
+        self.stall_next = 0  # this many streams go silent once live
         self.cuts = 0
         self.refused = 0
         self._streams: set[asyncio.StreamWriter] = set()
@@ -58,6 +59,7 @@ class ChaosProxy:
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self._server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
     @staticmethod
     def _is_stream(head: bytes) -> bool:
@@ -72,6 +74,7 @@ class ChaosProxy:
             return
         budget = self.rng.randint(*self.drop) if self.drop else None
         cut = [False]  # the request just forwarded gets no answer
+        stall = [False]  # this stream goes silent, its socket open
 
         async def up() -> None:
             while data := await cr.read(65536):
@@ -80,6 +83,9 @@ class ChaosProxy:
                         self.refused += 1
                         return
                     self._streams.add(cw)
+                    if self.stall_next > 0:
+                        self.stall_next -= 1
+                        stall[0] = True
                 if self.cut_next > 0 and data.startswith((b"GET ", b"POST ")):
                     self.cut_next -= 1
                     cut[0] = True
@@ -100,6 +106,8 @@ class ChaosProxy:
                     budget -= len(data)
                 cw.write(data)
                 await cw.drain()
+                if stall[0] and b"event: snapshot" in data:
+                    await asyncio.Event().wait()  # live, then silent until the client hangs up
 
         tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
         try:
@@ -149,14 +157,18 @@ def test_drops_a_kill_9_and_a_2_s_token_yield_exactly_the_log(
         task = s.start("batch", {"items": list(range(24)), "delay_s": 0.25})
         got: list[sdk.EventOut] = []
         with s.stream(min_delay=0.05, max_delay=0.5, seed=1) as stream:
+            outage: list[str] = []
 
             def restart() -> None:
                 server.kill()  # kill -9 mid-task; the same port comes back
-                # The stream notices, and keeps trying while nobody answers.
-                wait_until(lambda: stream.state.kind in ("reconnecting", "offline"))
-                tried = stream.reconnects
-                wait_until(lambda: stream.reconnects >= tried + 5, what="five more tries")
-                server.start()
+                try:
+                    # The stream notices, and keeps trying while nobody answers.
+                    wait_until(lambda: stream.state.kind in ("reconnecting", "offline"))
+                    tried = stream.reconnects
+                    wait_until(lambda: stream.reconnects >= tried + 5, what="five more tries")
+                    outage.append("seen")
+                finally:
+                    server.start()
 
             killer = threading.Thread(target=restart)
             for item in stream:
@@ -169,6 +181,7 @@ def test_drops_a_kill_9_and_a_2_s_token_yield_exactly_the_log(
                     break
             reconnects = stream.reconnects
         killer.join()
+        assert outage == ["seen"]
         assert task.wait(timeout=60).status == "completed"
         refreshes = c.aio.tokens.refreshes
     log = api.all_events(s.id)
@@ -264,6 +277,23 @@ def test_a_pruned_cursor_rebuilds_from_the_snapshot_and_says_so(make_server: Any
     assert not log.json()["more"]
     assert [e.model_dump() for e in events] == log.json()["events"]
     assert [e.seq for e in events] == list(range(head.first_seq, head.head_seq + 1))
+
+
+def test_a_silent_stream_is_abandoned_after_2_5_heartbeats(
+    shared_server: Server, proxy_for: Any
+) -> None:
+    proxy = proxy_for(shared_server)  # the test server's heartbeat: 0.2 s
+    with Client(proxy.url, secret=SECRET) as c:
+        s = c.sessions.create()
+        proxy.stall_next = 1
+        states: list[sdk.ConnectionState] = []
+        with s.stream(control=True, min_delay=0.01, max_delay=0.05) as stream:
+            for item in stream:
+                if isinstance(item, sdk.ConnectionState):
+                    states.append(item)
+                if len([x for x in states if x.kind == "live"]) == 2:
+                    break
+    assert any(x.kind != "live" and x.reason == "stalled" for x in states), states
 
 
 def test_the_stream_says_its_state_and_the_server_snapshot(shared_server: Server) -> None:

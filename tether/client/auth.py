@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tether.client.errors import APIError, ConnectionLost, Unauthorized, error_for
+from tether.client.errors import APIError, ConnectionLost, ServerError, Unauthorized, error_for
 from tether.web.schemas import Problem, SignedIn, UserOut
 
 COOKIE = "tether_refresh"
@@ -83,15 +83,16 @@ class TokenManager:
         """Whether a refused refresh can be answered by signing in again."""
         return bool(self._secret or self._username)
 
-    async def header(self) -> dict[str, str]:
+    async def header(self, patient: bool = True) -> dict[str, str]:
         """The Authorization header, refreshing (or signing in) first if the token is
-        missing or near its end."""
+        missing or near its end. `patient=False`: one try at that (a stream has its own
+        backoff, and says so in its state)."""
         if self.token is None or time.monotonic() > self.expires_at - SKEW_S:
-            await self.refresh(self.token)
+            await self.refresh(self.token, patient=patient)
         assert self.token is not None
         return {"authorization": f"Bearer {self.token}"}
 
-    async def sign_in(self) -> UserOut:
+    async def sign_in(self, patient: bool = True) -> UserOut:
         """POST /auth with the secret or the password."""
         if self._secret:
             body: dict[str, str] = {"secret": self._secret}
@@ -99,39 +100,55 @@ class TokenManager:
             body = {"username": self._username, "password": self._password}
         else:
             raise ValueError("this client has no secret or password to sign in with")
-        await self._take(await self._post("/auth", json=body))
+        await self._take(await self._post("/auth", patient, json=body))
         assert self.user is not None
         return self.user
 
-    async def refresh(self, stale: str | None = None) -> None:
+    async def refresh(self, stale: str | None = None, patient: bool = True) -> None:
         """Get a new access token, unless another call already replaced `stale` (one
-        refresh in flight: the refresh token rotates, and a reused one ends the sign-in)."""
-        async with self._lock:
-            if self.token is not None and self.token != stale and self._fresh():
-                return
-            if self.refresh_token is None:
-                if not self.can_renew:
-                    raise Unauthorized(
-                        Problem(
-                            title="Unauthorized",
-                            status=401,
-                            detail="the access token ended, and there is no refresh token",
-                        )
-                    )
-                await self.sign_in()
-                return
+        refresh in flight: the refresh token rotates, and a reused one ends the sign-in).
+        While the server cannot be reached it tries again for `retry_s` (`patient`) or
+        not at all, waiting between tries without holding the lock: a stream's own
+        one-try refresh is never stuck behind a patient one."""
+        deadline = time.monotonic() + (self._retry_s if patient else 0.0)
+        attempt = 0
+        while True:
             try:
-                r = await self._post(
-                    "/auth/refresh", headers={"cookie": f"{COOKIE}={self.refresh_token}"}
-                )
-            except Unauthorized:
-                if not self.can_renew:
-                    self.token = None
+                async with self._lock:
+                    if self.token is not None and self.token != stale and self._fresh():
+                        return
+                    await self._refresh_once()
+                    return
+            except (ConnectionLost, ServerError):  # unreachable, or a proxy's 502 meanwhile
+                attempt += 1
+                if time.monotonic() > deadline:
                     raise
-                await self.sign_in()  # the sign-in ended (idle, revoked): start a new one
-                return
-            await self._take(r)
-            self.refreshes += 1
+                await asyncio.sleep(backoff(attempt, 0.2, 2.0))
+
+    async def _refresh_once(self) -> None:
+        if self.refresh_token is None:
+            if not self.can_renew:
+                raise Unauthorized(
+                    Problem(
+                        title="Unauthorized",
+                        status=401,
+                        detail="the access token ended, and there is no refresh token",
+                    )
+                )
+            await self.sign_in(patient=False)
+            return
+        try:
+            r = await self._post(
+                "/auth/refresh", False, headers={"cookie": f"{COOKIE}={self.refresh_token}"}
+            )
+        except Unauthorized:
+            if not self.can_renew:
+                self.token = None
+                raise
+            await self.sign_in(patient=False)  # the sign-in ended (idle, revoked): start anew
+            return
+        await self._take(r)
+        self.refreshes += 1
 
     async def sign_out(self) -> None:
         """End this sign-in on the server (its refresh token stops working, its streams
@@ -154,11 +171,11 @@ class TokenManager:
         ttl = self.expires_at - self.issued_at
         return self.expires_at - time.monotonic() > ttl * (1 - REFRESH_AT) + SKEW_S / 2
 
-    async def _post(self, path: str, **kw: Any) -> httpx.Response:
+    async def _post(self, path: str, patient: bool = True, **kw: Any) -> httpx.Response:
         """POST to an auth route, retried while the server cannot be reached (a refresh
         token just rotated still works for a few seconds, so a lost answer can be asked
         again)."""
-        deadline = time.monotonic() + self._retry_s
+        deadline = time.monotonic() + (self._retry_s if patient else 0.0)
         attempt = 0
         while True:
             try:

@@ -25,7 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from tether.client.auth import backoff
-from tether.client.errors import ConnectionLost, Gone, error_for
+from tether.client.errors import ConnectionLost, Gone, ServerError, error_for
 from tether.client.http import Http
 from tether.web.schemas import EventOut, EventPage
 
@@ -142,6 +142,11 @@ class EventStream:
         await self.aclose()
 
     async def aclose(self) -> None:
+        # A read just cancelled elsewhere (a Ctrl-C in the sync client) ends on its own.
+        for _ in range(200):
+            if not getattr(self._gen, "ag_running", False):
+                break
+            await asyncio.sleep(0.01)
         await self._gen.aclose()
         self._set_state(ConnectionState("stopped", reason="closed"))
 
@@ -206,8 +211,8 @@ class EventStream:
     async def _connect(self, attempt: int, outcome: _Outcome) -> AsyncIterator[StreamItem]:
         tokens = self._http.tokens
         try:
-            auth = await tokens.header()
-        except ConnectionLost as exc:  # the refresh could not reach the server
+            auth = await tokens.header(patient=False)
+        except (ConnectionLost, ServerError) as exc:  # the refresh could not reach the server
             outcome.reason = str(exc)
             return
         headers = {**auth, "accept": "text/event-stream"}
@@ -226,7 +231,9 @@ class EventStream:
                     await r.aread()
                     if tokens.refresh_token is None and not tokens.can_renew:
                         raise error_for(r)
-                    await tokens.refresh(auth["authorization"].removeprefix("Bearer "))
+                    await tokens.refresh(
+                        auth["authorization"].removeprefix("Bearer "), patient=False
+                    )
                     outcome.now, outcome.reason = attempt < 2, "token refreshed"
                     return
                 if status == 410:
@@ -245,7 +252,7 @@ class EventStream:
                     yield item
         except httpx.TransportError as exc:
             outcome.reason = repr(exc)
-        except ConnectionLost as exc:
+        except (ConnectionLost, ServerError) as exc:  # a refresh or a catch-up page failed
             outcome.reason = str(exc)
 
     async def _read(self, r: httpx.Response, outcome: _Outcome) -> AsyncIterator[StreamItem]:
@@ -293,7 +300,7 @@ class EventStream:
                         yield Heartbeat.model_validate_json(data)
                 elif event == "auth":
                     # The sign-in behind this stream ended: a refresh says whether to go on.
-                    await self._http.tokens.refresh(self._http.tokens.token)
+                    await self._http.tokens.refresh(self._http.tokens.token, patient=False)
                     outcome.now, outcome.reason = True, "signed in again"
                     return
                 elif event == "shutdown":
