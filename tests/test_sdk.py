@@ -103,6 +103,10 @@ def test_sign_in_with_a_password_a_token_or_a_saved_refresh_token(make_server: A
     with Client(server.url, refresh_token=saved) as c:
         assert c.sign_in().user.name == "ann"
         assert c.refresh_token and c.refresh_token != saved
+    # A token that the server refuses (401) is refreshed, and the request asked again.
+    with Client(server.url, token="stale-token", refresh_token=c.refresh_token) as c2:
+        assert [x.title for x in c2.sessions.list().sessions] == ["ann's"]
+        assert c2.aio.tokens.refreshes == 1
     # A wrong password, a bad token.
     with Client(server.url, username="ann", password="wrong") as c:
         with pytest.raises(sdk.Unauthorized) as e:
