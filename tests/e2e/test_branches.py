@@ -165,6 +165,8 @@ def test_a_long_conversation_opens_on_its_newest_turns_and_draws_older_on_demand
         approval=[],
         extra="context_tokens = 4000\nmax_tokens = 500",
         TETHER_HEARTBEAT_S="0.3",
+        # 30 messages sent at once: more than a conversation may hold unanswered by default.
+        TETHER_MAX_QUEUED_TURNS="40",
     )
     turns = [say(api, sid, f"message {n}: words 120")["id"] for n in range(30)]
     api.wait_status(turns[-1], "completed", timeout=120)
