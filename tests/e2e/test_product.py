@@ -298,7 +298,13 @@ def test_7_a_good_poll_retries_the_stream_now_and_retry_now_works(
     n = len(streams)
     clicked = time.monotonic()
     page.click("#retry")
-    wait_until(lambda: len(streams) > n, timeout=30, what="Retry now to try the stream")
+    # Playwright's sync API hands the test its request events only inside a Playwright call,
+    # so the wait asks the page something each round (a bare sleep would never see one).
+    wait_until(
+        lambda: page.evaluate("1") and len(streams) > n,
+        timeout=30,
+        what="Retry now to try the stream",
+    )
     assert streams[n] - clicked < wait_for_backoff, "Retry now waited for the backoff"
     wait_until(
         lambda: page.evaluate("window.tether.conn().nextTryAt - Date.now()") > 4000,
