@@ -7,6 +7,7 @@ It imports none of the server: only the response models it shares with it
 """
 
 from tether.client.aio import AsyncClient, AsyncSession, AsyncTask
+from tether.client.auth import SharedRefresh
 from tether.client.errors import (
     APIError,
     BadRequest,
@@ -53,6 +54,7 @@ __all__ = [
     "ServerError",
     "Session",
     "SessionPage",
+    "SharedRefresh",
     "Snapshot",
     "Stream",
     "Task",

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pydantic import Field, PrivateAttr
 
-from tether.client.auth import TokenManager
+from tether.client.auth import SharedRefresh, TokenManager
 from tether.client.errors import ConnectionLost, WaitTimeout
 from tether.client.http import Http
 from tether.client.stream import EventStream
@@ -249,6 +249,9 @@ class AsyncClient:
     :param timeout: seconds for each request (a stream's reads are watched by heartbeats).
     :param retry_s: how long a request is retried while the server cannot be reached.
     :param transport: an httpx transport (tests, proxies).
+    :param shared_refresh: where the refresh token is kept when other processes share
+        this sign-in (`tether login`'s file): each refresh starts from, and saves, the
+        newest one.
 
     The sign-in happens on the first request (or `await client.sign_in()`); the access
     token is refreshed at ~75 % of its life, and after a 401.
@@ -266,6 +269,7 @@ class AsyncClient:
         timeout: float = 30.0,
         retry_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        shared_refresh: SharedRefresh | None = None,
     ) -> None:
         self._httpx = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
@@ -278,6 +282,7 @@ class AsyncClient:
             token=token,
             refresh_token=refresh_token,
             retry_s=retry_s,
+            shared=shared_refresh,
         )
         self.http = Http(self._httpx, self.tokens, retry_s)
         self.sessions = AsyncSessions(self)

@@ -5,6 +5,11 @@ The rules are the browser client's (tether/web/static/client.js): refresh at ~75
 access token's life, and at once on a 401; one refresh in flight; a refresh the server
 refuses means signed out, unless the client can sign in again with what it was given (the
 bootstrap secret, or a user name and password).
+
+Several processes can share one sign-in (the terminal client's commands, each its own
+process): given a `SharedRefresh`, a refresh takes its lock, starts from the refresh token
+it holds (another process may have traded the one this process had), and saves the new one
+before letting go, as the browser's tabs do with a Web Lock.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import asyncio
 import contextlib
 import random
 import time
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import httpx
 
@@ -23,6 +29,20 @@ from tether.web.schemas import Problem, SignedIn, UserOut
 COOKIE = "tether_refresh"
 REFRESH_AT = 0.75  # of the access token's life
 SKEW_S = 1.0  # a token this close to its end is not sent
+
+
+class SharedRefresh(Protocol):
+    """Where processes sharing one sign-in keep its refresh token (it rotates: a token
+    traded by one process and then traded again by another, after the server's grace,
+    ends the sign-in)."""
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Held by one process at a time, across the load, the trade and the save."""
+        ...
+
+    def load(self) -> str | None: ...
+
+    def save(self, refresh_token: str) -> None: ...
 
 
 def refresh_cookie(response: httpx.Response) -> str | None:
@@ -44,6 +64,7 @@ class TokenManager:
     :param username: with `password`, a user's sign-in.
     :param token: an access token to use as it is (no refresh: when it ends, a 401).
     :param refresh_token: a refresh token saved from an earlier sign-in (`refresh_token`).
+    :param shared: the refresh token's store, when other processes use the same sign-in.
     """
 
     def __init__(
@@ -56,7 +77,10 @@ class TokenManager:
         token: str | None = None,
         refresh_token: str | None = None,
         retry_s: float = 30.0,
+        shared: SharedRefresh | None = None,
     ) -> None:
+        if shared is not None and refresh_token is None:
+            refresh_token = shared.load()
         if (username is None) != (password is None):
             raise ValueError("a password sign-in needs both username and password")
         if not (secret or username or token or refresh_token):
@@ -77,6 +101,7 @@ class TokenManager:
         self.refreshes = 0
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self._shared = shared
 
     @property
     def can_renew(self) -> bool:
@@ -126,6 +151,18 @@ class TokenManager:
                 await asyncio.sleep(backoff(attempt, 0.2, 2.0))
 
     async def _refresh_once(self) -> None:
+        if self._shared is None:
+            await self._trade()
+            return
+        async with self._shared.lock():
+            stored = self._shared.load()
+            if stored is not None:
+                self.refresh_token = stored  # the newest, whoever traded for it
+            await self._trade()
+            if self.refresh_token is not None and self.refresh_token != stored:
+                self._shared.save(self.refresh_token)
+
+    async def _trade(self) -> None:
         if self.refresh_token is None:
             if not self.can_renew:
                 raise Unauthorized(

@@ -13,6 +13,7 @@ import httpx
 from pydantic import Field, PrivateAttr
 
 from tether.client.aio import _MISSING, AsyncClient, AsyncSession, AsyncTask
+from tether.client.auth import SharedRefresh
 from tether.client.stream import ConnectionState, EventStream, Snapshot, StreamItem
 from tether.web.schemas import (
     Approval,
@@ -276,6 +277,7 @@ class Client:
         timeout: float = 30.0,
         retry_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        shared_refresh: SharedRefresh | None = None,
     ) -> None:
         self.aio = AsyncClient(
             base_url,
@@ -287,6 +289,7 @@ class Client:
             timeout=timeout,
             retry_s=retry_s,
             transport=transport,
+            shared_refresh=shared_refresh,
         )
         self.runner = _Loop()  # the loop thread the calls run on
         self.sessions = Sessions(self)
