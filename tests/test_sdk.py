@@ -3,8 +3,6 @@ refresh, and each error as its typed exception carrying the server's problem+jso
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +11,17 @@ import pytest
 
 import tether.client as sdk
 from benchmarks.fake_llm import RunningFakeLLM
+from tests.helpers.imports import loaded, server_modules
 from tests.helpers.models import model_server
-from tests.helpers.server import ROOT, SECRET, Server, add_user, free_port, wait_until
+from tests.helpers.server import SECRET, Server, add_user, free_port, wait_until
 from tether.client import AsyncClient, Client
 
 
 def test_the_sdk_imports_none_of_the_server() -> None:
-    code = (
-        "import sys, tether.client\n"
-        "heavy = {'fastapi', 'starlette', 'sqlalchemy', 'alembic', 'dbos', 'uvicorn', 'jwt',"
-        " 'argon2', 'pydantic_ai', 'psycopg', 'aiosqlite'}\n"
-        "loaded = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
-        "ours = sorted(m for m in sys.modules if m.startswith('tether.')"
-        " and not m.startswith('tether.client'))\n"
-        "print(loaded, ours)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
-    )
-    assert out.stdout.strip() == "[] ['tether.web', 'tether.web.schemas']", out.stdout
+    mods = loaded("tether.client")
+    assert server_modules("tether.client") == []
+    ours = sorted(m for m in mods if m.startswith("tether.") and not m.startswith("tether.client"))
+    assert ours == ["tether.web", "tether.web.schemas"], ours
 
 
 def test_the_public_front_is_sorted_and_complete() -> None:

@@ -1,0 +1,281 @@
+"""`tether chat [SESSION]`: a conversation in the terminal. Each reply streams in as
+markdown; tool calls and sub-agents show as lines of their own; an approval is asked
+inline and answered from here. The reply is the server's, so a Ctrl-C (or a lost
+connection) leaves it running: `tether chat SESSION` picks the conversation up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.text import Text
+
+from tether.client import AsyncClient, Conflict, EventOut, EventStream
+from tether.term.common import Exit, err, out
+from tether.term.state import TERMINAL
+from tether.term.view import connection, short
+from tether.web.schemas import ConversationOut, EventPage, TurnOut
+
+HISTORY = 6  # turns of an earlier conversation shown when it is picked up
+
+
+class Lines:
+    """Lines typed on standard input, read without a thread (a Ctrl-C never waits for a
+    line) and without making the terminal non-blocking (the output shares it)."""
+
+    def __init__(self) -> None:
+        self.fd = sys.stdin.fileno()
+        self.buf = b""
+        self.eof = False
+
+    async def read(self, prompt: str) -> str | None:
+        out.print(prompt, end="", markup=False, highlight=False)
+        sys.stdout.flush()
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self.buf and not self.eof:
+            ready = asyncio.Event()
+            loop.add_reader(self.fd, ready.set)
+            try:
+                await ready.wait()
+            finally:
+                loop.remove_reader(self.fd)
+            chunk = os.read(self.fd, 65536)
+            self.buf += chunk
+            self.eof = not chunk
+        if not self.buf and self.eof:
+            out.print()
+            return None
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode("utf-8", "replace").rstrip("\r")
+
+
+@dataclass(slots=True)
+class Reply:
+    """One turn's reply as it streams: text by message (a message cut off by a restart is
+    dropped when the log says it was superseded), and the lines about tools and
+    sub-agents, in the order they happened."""
+
+    turn_id: str
+    parts: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # ("text", message id) | ("note", line)
+    texts: dict[str, str] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)  # tool call id -> name
+    subtasks: dict[str, str] = field(default_factory=dict)  # task id -> agent
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # approval id -> request
+    status: str | None = None
+    error: str | None = None
+
+    def apply(self, ev: EventOut) -> None:
+        d: dict[str, Any] = ev.data if isinstance(ev.data, dict) else {}
+        if ev.type == "approval.requested" and ev.task_id in (self.turn_id, *self.subtasks):
+            self.pending[str(d.get("approvalId"))] = {**d, "task_id": ev.task_id}
+        elif ev.type == "approval.answered":
+            if self.pending.pop(str(d.get("approvalId")), None) is not None:
+                verb = "denied" if d.get("decision") == "deny" else "approved"
+                self.note(f"✓ {d.get('tool') or 'the tool call'} {verb}")
+        if ev.type == "task.created" and ev.parent_task_id in (self.turn_id, *self.subtasks):
+            self.subtasks[str(ev.task_id)] = str(d.get("agent", "a sub-agent"))
+            self.note(f"↳ handed to {d.get('agent', 'a sub-agent')}")
+            return
+        if ev.task_id in self.subtasks:
+            if ev.type == "task.status" and d.get("status") in TERMINAL:
+                self.note(f"↳ {self.subtasks[str(ev.task_id)]} {d.get('status')}")
+            return
+        if ev.task_id != self.turn_id:
+            return
+        if ev.type == "TEXT_MESSAGE_CONTENT":
+            mid = str(d.get("messageId"))
+            if mid not in self.texts:
+                self.texts[mid] = ""
+                self.parts.append(("text", mid))
+            self.texts[mid] += str(d.get("delta", ""))
+        elif ev.type == "message.superseded":
+            for mid in d.get("messageIds") or []:
+                self.texts.pop(str(mid), None)
+            self.parts = [p for p in self.parts if p[0] != "text" or p[1] in self.texts]
+            self.note("(the reply was cut off by a restart; it starts again)")
+        elif ev.type == "TOOL_CALL_START":
+            self.tools[str(d.get("toolCallId"))] = str(d.get("toolCallName", "a tool"))
+            self.note(f"⚙ {d.get('toolCallName', 'a tool')}")
+        elif ev.type == "TOOL_CALL_RESULT":
+            name = self.tools.get(str(d.get("toolCallId")), "the tool")
+            self.note(f"⚙ {name} answered: {short(d.get('content', ''), 100)}")
+        elif ev.type == "model.retry":
+            self.note(f"(the model is busy: trying again in {d.get('delay_s')} s)")
+        elif ev.type == "task.status":
+            self.status = str(d.get("status"))
+            err_ = d.get("error")
+            self.error = str(err_.get("message")) if isinstance(err_, dict) else None
+
+    def note(self, line: str) -> None:
+        self.parts.append(("note", line))
+
+    def render(self) -> RenderableType:
+        shown: list[RenderableType] = []
+        for kind, value in self.parts:
+            if kind == "text":
+                shown.append(Markdown(self.texts[value]))
+            else:
+                shown.append(Text(value, style="dim"))
+        if self.status in ("failed", "interrupted", "cancelled"):
+            why = f": {self.error}" if self.error else ""
+            shown.append(Text(f"The reply {self.status}{why}", style="red"))
+        return Group(*shown)
+
+
+def shown_branch(conv: ConversationOut) -> list[TurnOut]:
+    """The branch the conversation shows: at each fork, the highest-ranked turn."""
+    by_parent: dict[str | None, list[TurnOut]] = {}
+    for t in conv.turns:
+        by_parent.setdefault(t.parent, []).append(t)
+    branch: list[TurnOut] = []
+    at: str | None = None
+    while by_parent.get(at):
+        pick = max(by_parent[at], key=lambda t: t.rank)
+        branch.append(pick)
+        at = pick.id
+    return branch
+
+
+class Chat:
+    def __init__(self, client: AsyncClient, session_id: str) -> None:
+        self.client = client
+        self.session_id = session_id
+        self.lines = Lines()
+        self.stream: EventStream | None = None
+        self.queue: asyncio.Queue[EventOut] = asyncio.Queue()
+        self.running: str | None = None  # the turn being shown
+
+    async def run(self) -> int:
+        conv = await self.client.http.model(
+            ConversationOut, "GET", f"/api/sessions/{self.session_id}/conversation"
+        )
+        branch = shown_branch(conv)
+        for t in branch[-HISTORY:]:
+            self._show_done(t)
+        err.print(
+            f"Session {self.session_id}. Type a message; /quit (or Ctrl-D) leaves. "
+            "A reply keeps running on the server if you leave.",
+            style="dim",
+            markup=False,
+        )
+        self.stream = self.client.sessions.stream(self.session_id, after=conv.head_seq)
+        pump = asyncio.create_task(self._pump(self.stream))
+        try:
+            unfinished = [t for t in branch if t.status in ("queued", "running")]
+            if unfinished:
+                # A reply still running: its events so far come again from its first seq.
+                await self._follow(unfinished[-1].id, upto=conv.head_seq)
+            while True:
+                line = await self.lines.read("› ")
+                if line is None or line.strip() in ("/quit", "/exit"):
+                    return Exit.OK
+                if not line.strip():
+                    continue
+                turn = await self.client.messages.send(self.session_id, line)
+                await self._follow(turn.id)
+        finally:
+            pump.cancel()
+            await self.stream.aclose()
+
+    async def _pump(self, stream: EventStream) -> None:
+        async for item in stream:
+            if isinstance(item, EventOut):
+                self.queue.put_nowait(item)
+
+    def _show_done(self, t: TurnOut) -> None:
+        if t.text is not None:
+            out.print(Text.assemble(("you › ", "bold"), t.text))
+        if t.reply:
+            out.print(Markdown(t.reply))
+        elif t.status in ("failed", "interrupted", "cancelled"):
+            out.print(Text(f"The reply {t.status}: {t.error or ''}", style="red"))
+
+    async def _follow(self, turn_id: str, upto: int | None = None) -> None:
+        """Show the turn's reply as it streams, until it ends; ask its approvals here.
+        `upto`: the turn began before the stream, whose events come after this seq."""
+        reply = Reply(turn_id)
+        if upto is not None:
+            await self._replay(reply, upto)
+            for aid, request in list(reply.pending.items()):
+                await self._ask(aid, request)
+        self.running = turn_id
+        tty = out.is_terminal
+        live = (
+            Live(console=out, auto_refresh=False, transient=tty, vertical_overflow="visible")
+            if tty
+            else None
+        )
+        try:
+            with live or contextlib.nullcontext():
+                while reply.status not in TERMINAL:
+                    try:
+                        ev = await asyncio.wait_for(self.queue.get(), 0.5)
+                    except TimeoutError:
+                        if live is not None and self.stream and self.stream.state.kind != "live":
+                            live.update(Group(reply.render(), connection(self.stream.state)))
+                            live.refresh()
+                        continue
+                    reply.apply(ev)
+                    aid = str((ev.data or {}).get("approvalId"))
+                    if ev.type == "approval.requested" and aid in reply.pending:
+                        if live is not None:
+                            live.stop()
+                        await self._ask(aid, reply.pending[aid])
+                        if live is not None:
+                            live.start()
+                    if live is not None:
+                        live.update(reply.render())
+                        live.refresh()
+        finally:
+            self.running = None
+        out.print(reply.render())
+
+    async def _replay(self, reply: Reply, upto: int) -> None:
+        """The events of a reply that began before this chat did, up to `upto` (the
+        stream has the ones after it)."""
+        after = 0
+        while True:
+            page = await self.client.http.model(
+                EventPage,
+                "GET",
+                f"/api/sessions/{self.session_id}/events",
+                params={"task": reply.turn_id, "after": after, "before": upto + 1},
+            )
+            for ev in page.events:
+                reply.apply(ev)
+            if not page.more or not page.events:
+                return
+            after = page.next_after
+
+    async def _ask(self, aid: str, request: dict[str, Any]) -> None:
+        task_id, tool = str(request.get("task_id")), str(request.get("tool", "a tool"))
+        out.print(
+            Text.assemble(
+                ("? ", "bold magenta"),
+                (tool, "bold"),
+                f" wants to run with {short(request.get('args'), 200)}",
+            )
+        )
+        while True:
+            line = await self.lines.read("  Approve? [y]es / [n]o, a note may follow: ")
+            if line is None:
+                out.print(f"  Left unanswered: `tether approve {task_id} {aid}` answers it.")
+                return
+            word, _, note = line.strip().partition(" ")
+            if word.lower() in ("y", "yes", "n", "no"):
+                decision = "approve" if word.lower().startswith("y") else "deny"
+                try:
+                    await self.client.approvals.answer(task_id, aid, decision, note or None)
+                except Conflict:
+                    out.print("  It was already answered elsewhere.", style="dim")
+                return
