@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -79,9 +80,11 @@ class Reply:
         if ev.type == "approval.requested" and ev.task_id in (self.turn_id, *self.subtasks):
             self.pending[str(d.get("approvalId"))] = {**d, "task_id": ev.task_id}
         elif ev.type == "approval.answered":
-            if self.pending.pop(str(d.get("approvalId")), None) is not None:
+            asked = self.pending.pop(str(d.get("approvalId")), None)
+            if asked is not None:
                 verb = "denied" if d.get("decision") == "deny" else "approved"
-                self.note(f"✓ {d.get('tool') or 'the tool call'} {verb}")
+                mark = "✗" if verb == "denied" else "✓"
+                self.note(f"{mark} {asked.get('tool', 'the tool call')} {verb}")
         if ev.type == "task.created" and ev.parent_task_id in (self.turn_id, *self.subtasks):
             self.subtasks[str(ev.task_id)] = str(d.get("agent", "a sub-agent"))
             self.note(f"↳ handed to {d.get('agent', 'a sub-agent')}")
@@ -259,13 +262,13 @@ class Chat:
 
     async def _ask(self, aid: str, request: dict[str, Any]) -> None:
         task_id, tool = str(request.get("task_id")), str(request.get("tool", "a tool"))
-        out.print(
-            Text.assemble(
-                ("? ", "bold magenta"),
-                (tool, "bold"),
-                f" wants to run with {short(request.get('args'), 200)}",
-            )
-        )
+        out.print(Text.assemble(("? ", "bold magenta"), (tool, "bold"), " asks to run with:"))
+        args = request.get("args")
+        for key, value in args.items() if isinstance(args, dict) else [("input", args)]:
+            text = value if isinstance(value, str) else json.dumps(value)
+            shown = text if len(text) <= 600 else text[:600] + "…"
+            out.print(Text(f"    {key}: ", style="bold"), end="")
+            out.print(Text(shown.replace("\n", "\n      ")), markup=False)
         while True:
             line = await self.lines.read("  Approve? [y]es / [n]o, a note may follow: ")
             if line is None:
