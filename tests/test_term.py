@@ -160,12 +160,13 @@ def test_attach_draws_the_tree_and_ctrl_c_leaves_the_task_running(
     server = make_server()
     api = Api(server.client())
     term = Term(tmp_path / "cfg").login(server)
-    started = term("run", "batch", "--input", '{"items": [1,2,3,4,5,6,7,8], "delay_s": 0.5}', "-d")
+    items = json.dumps({"items": list(range(12)), "delay_s": 1})
+    started = term("run", "batch", "--input", items, "-d")
     assert started.returncode == 0, started.stderr
     task_id = started.stdout.strip()
     view = term.pty("attach", task_id)
     view.expect("● Live")
-    view.expect(r"(\d)/8")  # the batch's progress bar counts its items
+    view.expect(r"(\d+)/12")  # the batch's progress bar counts its items
     view.expect("sub-agents: ")
     view.sendintr()  # Ctrl-C
     view.expect("keeps running on the server")
@@ -174,9 +175,15 @@ def test_attach_draws_the_tree_and_ctrl_c_leaves_the_task_running(
     view.close()
     assert view.exitstatus == 130
     assert api.task(task_id)["status"] == "running"  # detaching cancelled nothing
-    # Attached again, it follows to the end, and its exit code says how the task ended.
+    # Attached again, it follows through a kill -9 and restart to the end, and its exit
+    # code says how the task ended.
     again = term.pty("attach", task_id, timeout=90)
-    again.expect("8/8")
+    again.expect("● Live")
+    server.kill()
+    again.expect("Reconnecting|Offline")
+    server.start()
+    again.expect("● Live")
+    again.expect("12/12")
     again.expect(pexpect.EOF)
     again.close()
     assert again.exitstatus == 0
