@@ -20,7 +20,7 @@ from rich.markdown import Markdown
 from rich.text import Text
 
 from tether.client import AsyncClient, Conflict, EventOut, EventStream
-from tether.term.common import Exit, err, out
+from tether.term.common import Exit, err, out, safe
 from tether.term.state import TERMINAL
 from tether.term.view import connection, short
 from tether.web.schemas import ConversationOut, EventPage, TurnOut
@@ -120,17 +120,17 @@ class Reply:
             self.error = str(err_.get("message")) if isinstance(err_, dict) else None
 
     def note(self, line: str) -> None:
-        self.parts.append(("note", line))
+        self.parts.append(("note", short(line, 300)))
 
     def render(self) -> RenderableType:
         shown: list[RenderableType] = []
         for kind, value in self.parts:
             if kind == "text":
-                shown.append(Markdown(self.texts[value]))
+                shown.append(Markdown(safe(self.texts[value])))
             else:
                 shown.append(Text(value, style="dim"))
         if self.status in ("failed", "interrupted", "cancelled"):
-            why = f": {self.error}" if self.error else ""
+            why = f": {safe(self.error)}" if self.error else ""
             shown.append(Text(f"The reply {self.status}{why}", style="red"))
         return Group(*shown)
 
@@ -197,11 +197,11 @@ class Chat:
 
     def _show_done(self, t: TurnOut) -> None:
         if t.text is not None:
-            out.print(Text.assemble(("you › ", "bold"), t.text))
+            out.print(Text.assemble(("you › ", "bold"), safe(t.text)))
         if t.reply:
-            out.print(Markdown(t.reply))
+            out.print(Markdown(safe(t.reply)))
         elif t.status in ("failed", "interrupted", "cancelled"):
-            out.print(Text(f"The reply {t.status}: {t.error or ''}", style="red"))
+            out.print(Text(f"The reply {t.status}: {safe(t.error or '')}", style="red"))
 
     async def _follow(self, turn_id: str, upto: int | None = None) -> None:
         """Show the turn's reply as it streams, until it ends; ask its approvals here.
@@ -261,14 +261,14 @@ class Chat:
             after = page.next_after
 
     async def _ask(self, aid: str, request: dict[str, Any]) -> None:
-        task_id, tool = str(request.get("task_id")), str(request.get("tool", "a tool"))
+        task_id, tool = str(request.get("task_id")), short(request.get("tool", "a tool"), 60)
         out.print(Text.assemble(("? ", "bold magenta"), (tool, "bold"), " asks to run with:"))
         args = request.get("args")
         for key, value in args.items() if isinstance(args, dict) else [("input", args)]:
             text = value if isinstance(value, str) else json.dumps(value)
             shown = text if len(text) <= 600 else text[:600] + "…"
-            out.print(Text(f"    {key}: ", style="bold"), end="")
-            out.print(Text(shown.replace("\n", "\n      ")), markup=False)
+            out.print(Text(f"    {short(key, 40)}: ", style="bold"), end="")
+            out.print(Text(safe(shown).replace("\n", "\n      ")), markup=False)
         while True:
             line = await self.lines.read("  Approve? [y]es / [n]o, a note may follow: ")
             if line is None:

@@ -24,6 +24,7 @@ from tether.term.common import (
     out,
     parse_input,
     run,
+    safe,
 )
 from tether.term.credentials import Credentials, normal_url
 
@@ -130,8 +131,8 @@ def sessions(
             table.add_column(col)
         for s in page.sessions:
             table.add_row(
-                s.id,
-                s.title or "—",
+                safe(s.id),
+                safe(s.title) or "—",
                 s.state,
                 str(s.needs_you or ""),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(s.created_at)),
@@ -274,7 +275,7 @@ def approve(
         if as_json:
             emit(answered.model_dump(mode="json"))
         else:
-            out.print(f"{answered.tool}: {answered.status}", markup=False)
+            out.print(safe(f"{answered.tool}: {answered.status}"), markup=False)
         return Exit.OK
 
     run(server, body)
@@ -292,7 +293,7 @@ def cancel(
         if as_json:
             emit(t.model_dump(mode="json"))
         else:
-            out.print(f"{t.id}: {t.status}", markup=False)
+            out.print(safe(f"{t.id}: {t.status}"), markup=False)
         return Exit.OK
 
     run(server, body)

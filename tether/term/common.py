@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,8 +60,18 @@ ServerOption = typer.Option(
 JsonOption = typer.Option("--json", help="Print JSON (one object per line) for scripts.")
 
 
+# Control characters other than tab and newline (C0, DEL, C1): from the server, they could
+# move the cursor, clear the screen or retitle the window; shown as U+FFFD instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """Text from the server (a title, an item, an error, a reply), fit for a terminal."""
+    return _CONTROL.sub("\ufffd", text)
+
+
 def fail(code: int, message: str) -> NoReturn:
-    err.print(f"tether: {message}", markup=False, soft_wrap=True)
+    err.print(f"tether: {safe(message)}", markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

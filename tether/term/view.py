@@ -13,6 +13,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from tether.client import ConnectionState, EventOut
+from tether.term.common import safe
 from tether.term.state import SessionState, TaskState
 
 STYLE = {
@@ -36,12 +37,16 @@ SHOWN_CHILDREN = 8
 
 def short(value: Any, n: int = 70) -> str:
     s = value if isinstance(value, str) else str(value)
-    s = " ".join(s.split())
+    s = " ".join(safe(s).split())
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def describe(ev: EventOut) -> str:
     """One line of plain words for an event (tether/web/static/describe.js, for a terminal)."""
+    return short(_describe(ev), 160)
+
+
+def _describe(ev: EventOut) -> str:
     d: dict[str, Any] = ev.data if isinstance(ev.data, dict) else {}
     match ev.type:
         case "task.created":
@@ -109,7 +114,7 @@ def connection(state: ConnectionState, now: float | None = None) -> Text:
     if state.kind == "connecting":
         return Text("◌ Connecting…", style="cyan")
     due = "" if state.next_try_at is None else f" in {max(0, round(state.next_try_at - now))} s"
-    why = f" ({state.reason})" if state.reason else ""
+    why = f" ({short(state.reason, 80)})" if state.reason else ""
     if state.kind == "offline":
         return Text(f"○ Offline: trying again{due}{why}", style="red")
     if state.kind == "stopped":
@@ -121,8 +126,8 @@ def connection(state: ConnectionState, now: float | None = None) -> Text:
 
 def _line(t: TaskState) -> Text:
     style = STYLE.get(t.status, "")
-    line = Text.assemble((f"{MARK.get(t.status, '?')} ", style), (t.agent, "bold"), " ")
-    line.append(t.id, style="dim")
+    line = Text.assemble((f"{MARK.get(t.status, '?')} ", style), (short(t.agent, 40), "bold"), " ")
+    line.append(short(t.id, 60), style="dim")
     line.append(f"  {t.status}", style=style)
     if t.error and t.status == "failed":
         line.append(f"  {short(t.error, 60)}", style="red")
@@ -182,8 +187,11 @@ def render(
             parts.append(
                 Text.assemble(
                     ("? ", "bold magenta"),
-                    f"{a.get('tool', 'a tool')} waits for your approval: ",
-                    (f"tether approve {a.get('task_id')} {a.get('approvalId')}", "bold"),
+                    f"{short(a.get('tool', 'a tool'), 40)} waits for your approval: ",
+                    (
+                        short(f"tether approve {a.get('task_id')} {a.get('approvalId')}", 120),
+                        "bold",
+                    ),
                 )
             )
     if state.events:
@@ -193,7 +201,7 @@ def render(
             table.add_row(
                 Text(time.strftime("%H:%M:%S", time.localtime(ev.ts)), style="dim"),
                 Text(f"#{ev.seq}", style="dim"),
-                Text(who.agent if who else "session", style="bold"),
+                Text(short(who.agent, 30) if who else "session", style="bold"),
                 Text(describe(ev)),
             )
         parts.append(Text("Newest events", style="bold underline"))
