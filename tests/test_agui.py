@@ -1,7 +1,8 @@
 """The AG-UI endpoint against a real server and the local model server: a run with tool
 calls and two sub-agents is a valid AG-UI event sequence to the published `@ag-ui/client`
 (its own enforcement and verification, from node), and a run joined again after drops
-replays exactly."""
+replays exactly. The tests on `db_server` run on SQLite and again on a fresh Postgres
+database."""
 
 from __future__ import annotations
 
@@ -75,15 +76,24 @@ def read_until_end(
 
 @pytest.fixture
 def server(make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path) -> Server:
+    """A server with the model agents on the embedded SQLite file."""
     return model_server(make_server, fake_llm, tmp_path)
 
 
+@pytest.fixture
+def db_server(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path, database_env: dict[str, str]
+) -> Server:
+    """The same on SQLite, then on a fresh Postgres database (`database_env`)."""
+    return model_server(make_server, fake_llm, tmp_path, **database_env)
+
+
 def test_a_run_with_tool_calls_and_two_sub_agents_is_a_valid_agui_run(
-    server: Server, fake_llm: RunningFakeLLM
+    db_server: Server, fake_llm: RunningFakeLLM
 ) -> None:
     control(fake_llm, tokens_per_s=200)  # the two helpers overlap
     thread, run = str(uuid.uuid4()), str(uuid.uuid4())
-    out = node("run", server.url + "/api/agui", SECRET, thread, run, "delegate: alpha | beta")
+    out = node("run", db_server.url + "/api/agui", SECRET, thread, run, "delegate: alpha | beta")
     events = out["events"]
     types = [e["type"] for e in events]
     assert types[0] == "RUN_STARTED" and types[-1] == "RUN_FINISHED", types
@@ -110,7 +120,7 @@ def test_a_run_with_tool_calls_and_two_sub_agents_is_a_valid_agui_run(
 
     # Joined again from the start (GET), the same events, each frame's id its seq.
     with (
-        server.client(timeout=30) as c,
+        db_server.client(timeout=30) as c,
         c.stream("GET", f"/api/agui/threads/{thread}/runs/{run}") as r,
     ):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
@@ -122,7 +132,7 @@ def test_a_run_with_tool_calls_and_two_sub_agents_is_a_valid_agui_run(
 
 
 def test_a_run_joined_again_after_drops_replays_exactly(
-    server: Server, fake_llm: RunningFakeLLM
+    db_server: Server, fake_llm: RunningFakeLLM
 ) -> None:
     control(fake_llm, tokens_per_s=100)
     thread, run = str(uuid.uuid4()), str(uuid.uuid4())
@@ -130,7 +140,7 @@ def test_a_run_joined_again_after_drops_replays_exactly(
     rng = random.Random(28)
     got: list[tuple[str, Any]] = []
     connects = 0
-    with server.client(timeout=30) as c:
+    with db_server.client(timeout=30) as c:
         ended = False
         while not ended:
             connects += 1
@@ -156,18 +166,20 @@ def test_a_run_joined_again_after_drops_replays_exactly(
     assert got == whole  # nothing lost, nothing twice, same order, same ids
     assert after == []
     # One run only: the repeated requests joined it.
-    with server.client() as c:
+    with db_server.client() as c:
         sessions = c.get("/api/sessions").json()["sessions"]
     assert sum(s["title"] == "delegate: gamma | delta" for s in sessions) == 1
     # And the stitched-together stream is a valid AG-UI run to the client.
     assert node("verify", stdin=json.dumps([e for _, e in got]))["count"] == len(got)
 
 
-def test_owner_only_and_bad_input_is_a_problem(server: Server, tmp_path: Path) -> None:
-    add_user(server, "ana", "ana-password-123")
-    add_user(server, "bo", "bo-password-1234")
+def test_owner_only_and_bad_input_is_a_problem(
+    db_server: Server, database_env: dict[str, str]
+) -> None:
+    add_user(db_server, "ana", "ana-password-123", env=database_env)
+    add_user(db_server, "bo", "bo-password-1234", env=database_env)
     thread, run = str(uuid.uuid4()), str(uuid.uuid4())
-    with closing(user_client(server, "ana", "ana-password-123", timeout=30)) as ana:
+    with closing(user_client(db_server, "ana", "ana-password-123", timeout=30)) as ana:
         with ana.stream("POST", "/api/agui", json=run_input(thread, run, "hello")) as r:
             assert r.status_code == 200
             frames, ended = read_until_end(r)
@@ -175,7 +187,7 @@ def test_owner_only_and_bad_input_is_a_problem(server: Server, tmp_path: Path) -
         sid = frames[0][1]["metadata"]["tether"]["sessionId"]
         # The thread is a session of hers; its turn is in her conversation.
         assert ana.get(f"/api/sessions/{sid}").status_code == 200
-    with closing(user_client(server, "bo", "bo-password-1234")) as bo:
+    with closing(user_client(db_server, "bo", "bo-password-1234")) as bo:
         # Her thread, by its id or its session's, is not his: 404, and no run starts.
         assert bo.get(f"/api/agui/threads/{thread}/runs/{run}").status_code == 404
         assert bo.get(f"/api/agui/threads/{sid}/runs/{run}").status_code == 404
@@ -211,13 +223,13 @@ def test_owner_only_and_bad_input_is_a_problem(server: Server, tmp_path: Path) -
         r = bo.post("/api/agui", json=run_input(thread, run, "x"), headers={"Last-Event-ID": "x1"})
         assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
         # The same runId with another message is refused, not a second run.
-    with closing(user_client(server, "ana", "ana-password-123")) as ana:
+    with closing(user_client(db_server, "ana", "ana-password-123")) as ana:
         r = ana.post("/api/agui", json=run_input(thread, run, "something else"))
         assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
         # A frame id beyond the thread's log is a 410, not a stream that never says anything.
         r = ana.get(f"/api/agui/threads/{thread}/runs/{run}", headers={"Last-Event-ID": "9999"})
         assert r.status_code == 410 and r.headers["content-type"] == PROBLEM
-    with httpx.Client(base_url=server.url) as anon:
+    with httpx.Client(base_url=db_server.url) as anon:
         assert anon.post("/api/agui", json=run_input(thread, run, "x")).status_code == 401
 
 
@@ -324,7 +336,7 @@ def test_the_docs_first_command(make_server: Any) -> None:
 
 
 def test_a_run_joined_again_across_a_kill_9_replays_exactly(
-    server: Server, fake_llm: RunningFakeLLM
+    db_server: Server, fake_llm: RunningFakeLLM
 ) -> None:
     """The server is killed mid-reply: the run goes on after the restart (the cut reply is
     superseded: its message is ended, then `tether.message.superseded`, from one seq), and
@@ -333,17 +345,17 @@ def test_a_run_joined_again_across_a_kill_9_replays_exactly(
     thread, run = str(uuid.uuid4()), str(uuid.uuid4())
     got: list[tuple[str, Any]] = []
     with (
-        server.client(timeout=30) as c,
+        db_server.client(timeout=30) as c,
         c.stream("POST", "/api/agui", json=run_input(thread, run, "words 80")) as r,
     ):
         for f in sse_frames(r):
             got.append((str(f.id), f.data))
             if sum(e["type"] == "TEXT_MESSAGE_CONTENT" for _, e in got) >= 5:
                 break
-    server.kill()
-    server.start()
+    db_server.kill()
+    db_server.start()
     path = f"/api/agui/threads/{thread}/runs/{run}"
-    with server.client(timeout=60) as c:
+    with db_server.client(timeout=60) as c:
         with c.stream("GET", path, headers={"Last-Event-ID": got[-1][0]}) as r:
             rest, ended = read_until_end(r)
         assert ended
@@ -374,12 +386,12 @@ def test_a_turn_started_over_tethers_api_can_be_joined(server: Server) -> None:
 
 
 def test_with_interrupts_an_approval_ends_the_run_and_a_resume_continues_it(
-    server: Server, fake_llm: RunningFakeLLM
+    db_server: Server, fake_llm: RunningFakeLLM
 ) -> None:
     """`forwardedProps.interrupts`: the HttpAgent's own interrupt handling, from node."""
     thread, run1, run2 = (str(uuid.uuid4()) for _ in range(3))
     text = "write notes.txt: hi there"
-    out = node("hitl", server.url + "/api/agui", SECRET, thread, run1, run2, text)
+    out = node("hitl", db_server.url + "/api/agui", SECRET, thread, run1, run2, text)
     events = out["events"]
     ends = [k for k, e in enumerate(events) if e["type"] == "RUN_FINISHED"]
     assert len(ends) == 2 and ends[1] == len(events) - 1
@@ -395,7 +407,7 @@ def test_with_interrupts_an_approval_ends_the_run_and_a_resume_continues_it(
         interrupt["toolCallId"]
     ]
     sid = first[0]["metadata"]["tether"]["sessionId"]
-    with server.client(timeout=30) as c:
+    with db_server.client(timeout=30) as c:
         assert c.get(f"/api/sessions/{sid}/files/notes.txt").text == "hi there"
         # Each run joins again exactly: the first with GET, the one that resumed with the
         # same request (its answer stands; it is not given twice).
