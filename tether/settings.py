@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# An origin as a browser sends it: scheme, host (a name or a bracketed IPv6 address), the port
+# unless it is the scheme's default; lower case, no path, no trailing slash.
+_ORIGIN = re.compile(r"^https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
 
 
 def _default_data_dir() -> Path:
@@ -55,6 +60,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Addresses of reverse proxies whose X-Forwarded-For is believed (JSON list); "
         "none by default, so a client cannot pick its own address.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins other than Tether's own allowed to call the API with a "
+        'bearer token (JSON list of exact origins, e.g. ["http://localhost:3000"]): an AG-UI '
+        "frontend served elsewhere. None by default: no CORS headers. Never with credentials: "
+        "the refresh cookie stays same-origin.",
     )
 
     agents: list[str] = Field(
@@ -211,6 +223,21 @@ class Settings(BaseSettings):
         gt=0,
         description="A request's whole body must arrive within this time of its head (else 408).",
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        # An origin written another way (a trailing slash, upper case, a default port) would
+        # never match what a browser sends, and `*` would match every site: refused at start.
+        for origin in origins:
+            default_port = origin.endswith(":80" if origin.startswith("http:") else ":443")
+            if not _ORIGIN.match(origin) or default_port:
+                raise ValueError(
+                    f"{origin!r} is not an exact origin: scheme://host[:port] in lower case, "
+                    "the port only if not the scheme's default, no path or trailing slash "
+                    "(e.g. http://localhost:3000)"
+                )
+        return origins
 
     def missing_shared_secrets(self) -> list[str]:
         """On a shared database (not SQLite) every process must sign and check tokens with

@@ -16,6 +16,7 @@ from tether.services import Services
 from tether.settings import Settings
 from tether.web import problems
 from tether.web.bodies import RefuseNul
+from tether.web.cors import Cors
 from tether.web.limits import BodyLimit
 from tether.web.routes import agui, auth, conversations, events, files, sessions, tasks
 from tether.web.schemas import Health, Problem
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(RefuseNul)
     app.add_middleware(problems.CrashGuard)
     app.add_middleware(SecurityHeaders)
+    if settings.cors_origins:  # outermost, so that every answer, an error too, carries it
+        app.add_middleware(Cors, origins=settings.cors_origins)
     _truthful_openapi(app, svc)
     return app
 
