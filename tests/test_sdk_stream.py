@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 
 import tether.client as sdk
-from tests.helpers.server import SECRET, Api, Server, free_port, wait_until
+from tests.helpers.server import ROOT, SECRET, Api, Server, free_port, wait_until
 from tether.client import AsyncClient, Client
 
 
@@ -311,3 +315,61 @@ def test_the_stream_says_its_state_and_the_server_snapshot(shared_server: Server
             assert stream.snapshot.session_id == s.id
         assert kinds[:2] == ["connecting", "live"]
         assert stream.state.kind == "stopped"
+
+
+def test_a_server_gone_for_a_while_is_offline_and_live_again_when_it_returns(
+    make_server: Any,
+) -> None:
+    server = make_server()
+    with Client(server.url, secret=SECRET) as c:
+        s = c.sessions.create()
+        kinds: list[str] = []
+        opts = {"min_delay": 0.05, "max_delay": 0.2, "offline_after": 3, "offline_after_s": 1.0}
+        with s.stream(control=True, **opts) as stream:
+            for item in stream:
+                if not isinstance(item, sdk.ConnectionState):
+                    continue
+                kinds.append(item.kind)
+                if kinds.count("live") == 1 and item.kind == "live":
+                    server.kill()
+                elif server.proc is None and (item.kind == "offline" or len(kinds) > 60):
+                    server.start()  # back (bounded, if "offline" never came): the next try
+                elif item.kind == "live":
+                    break
+    # Reconnecting first (a blip is not "offline"), offline once the tries and the second
+    # have passed, then live again.
+    first_down = kinds.index("reconnecting")
+    assert "offline" not in kinds[:first_down] and kinds[first_down - 1] == "live"
+    assert kinds[-1] == "live" and "offline" in kinds, kinds
+    gone = kinds[first_down:-1]
+    assert set(gone) <= {"reconnecting", "offline"}, kinds
+
+
+def test_ctrl_c_stops_a_sync_wait_at_once_and_the_task_runs_on(shared_server: Server) -> None:
+    api = Api(shared_server.client())
+    sid = api.c.post("/api/sessions", json={"title": "ctrl-c"}).json()["id"]
+    task = api.start(sid, "batch", {"items": [1, 2, 3], "delay_s": 2})
+    code = (
+        "import os, sys, time\n"
+        "from tether.client import Client\n"
+        "with Client(sys.argv[1], secret=sys.argv[2]) as c:\n"
+        "    print('waiting', flush=True)\n"
+        "    try:\n"
+        "        c.tasks.wait(sys.argv[3], timeout=120)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted', time.monotonic(), flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, shared_server.url, SECRET, task["id"]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "waiting"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    said, at = proc.stdout.readline().split()
+    assert proc.wait(30) == 0 and said == "interrupted"
+    assert float(at) - sent < 5  # not after the wait's 120 s, nor the task's 6 s
+    assert api.task(task["id"])["status"] == "running"  # a client's Ctrl-C cancels nothing
