@@ -4,6 +4,7 @@ pseudo-terminal (pexpect) for what a person sees and types."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
+import pyte
 
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.helpers.imports import server_modules
@@ -62,22 +64,37 @@ class Term:
             text=True,
         )
 
-    def pty(self, *args: str, timeout: float = 60) -> pexpect.spawn:
-        return pexpect.spawn(
-            sys.executable,
-            ["-m", "tether.cli", *args],
-            env=self.env,
-            cwd=str(ROOT),
-            dimensions=(50, 140),
-            encoding="utf-8",
-            timeout=timeout,
-        )
+    def pty(self, *args: str, timeout: float = 60, size: tuple[int, int] = (50, 140)) -> Pty:
+        return Pty(self.argv(*args), self.env, timeout, size)
 
     def login(self, server: Server) -> Term:
         # The URL `tether serve` prints carries the secret: a first-time user pastes it.
         done = self("login", f"{server.url}/#secret={SECRET}")
         assert done.returncode == 0, done.stderr
         return self
+
+
+class Pty(pexpect.spawn):  # type: ignore[misc]
+    """The command in a pseudo-terminal, with all it wrote kept, so the screen (and the
+    scrollback) it leaves can be read as a terminal would show it (`screen()`)."""
+
+    def __init__(
+        self, argv: list[str], env: dict[str, str], timeout: float, size: tuple[int, int]
+    ) -> None:
+        super().__init__(
+            argv[0], argv[1:], env=env, cwd=str(ROOT), dimensions=size,
+            encoding="utf-8", timeout=timeout,
+        )  # fmt: skip
+        self.size = size
+        self.written = io.StringIO()
+        self.logfile_read = self.written
+
+    def screen(self) -> str:
+        rows, cols = self.size
+        screen = pyte.HistoryScreen(cols, rows, history=10_000, ratio=0.5)
+        pyte.Stream(screen).feed(self.written.getvalue())
+        kept = ["".join(line[x].data for x in range(cols)) for line in screen.history.top]
+        return "\n".join(line.rstrip() for line in [*kept, *screen.display])
 
 
 def lines(text: str) -> list[dict[str, Any]]:
@@ -195,8 +212,14 @@ def test_chat_streams_markdown_shows_sub_agents_and_answers_an_approval(
 ) -> None:
     server, api, sid = model_session(make_server, fake_llm, tmp_path)
     term = Term(tmp_path / "cfg").login(server)
-    chat = term.pty("chat", sid)
+    chat = term.pty("chat", sid, size=(16, 80))
     chat.expect("› ")
+    # A reply taller than the screen streams in, and stays on it once (no frame of the
+    # live view is left behind in the scrollback).
+    chat.sendline("words 400")
+    chat.expect("› ")
+    assert chat.screen().count("to user turn 1: w0 w1") == 1
+    assert chat.screen().count("w399") == 1
     chat.sendline("echo: some **bold** words")
     chat.expect("› ")
     # Drawn as markdown: the words in bold, not between asterisks.

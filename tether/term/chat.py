@@ -72,6 +72,9 @@ class Reply:
     tools: dict[str, str] = field(default_factory=dict)  # tool call id -> name
     subtasks: dict[str, str] = field(default_factory=dict)  # task id -> agent
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # approval id -> request
+    ended: set[str] = field(default_factory=set)  # message ids
+    printed: int = 0  # parts printed for good
+    told: bool = False
     status: str | None = None
     error: str | None = None
 
@@ -101,6 +104,8 @@ class Reply:
                 self.texts[mid] = ""
                 self.parts.append(("text", mid))
             self.texts[mid] += str(d.get("delta", ""))
+        elif ev.type == "TEXT_MESSAGE_END":
+            self.ended.add(str(d.get("messageId")))
         elif ev.type == "message.superseded":
             for mid in d.get("messageIds") or []:
                 self.texts.pop(str(mid), None)
@@ -122,17 +127,34 @@ class Reply:
     def note(self, line: str) -> None:
         self.parts.append(("note", short(line, 300)))
 
-    def render(self) -> RenderableType:
-        shown: list[RenderableType] = []
-        for kind, value in self.parts:
-            if kind == "text":
-                shown.append(Markdown(safe(self.texts[value])))
-            else:
-                shown.append(Text(value, style="dim"))
-        if self.status in ("failed", "interrupted", "cancelled"):
+    def _part(self, kind: str, value: str, tail: int | None = None) -> RenderableType:
+        if kind == "note":
+            return Text(value, style="dim")
+        text = safe(self.texts[value])
+        if tail is not None:  # (the end of a message too tall for the screen, as it streams)
+            text = "\n".join(text.splitlines()[-tail:])
+        return Markdown(text)
+
+    def settled(self) -> list[RenderableType]:
+        """The parts that will not change any more (notes, and messages that ended), in
+        order, each handed out once: they are printed for good, above the live part."""
+        done: list[RenderableType] = []
+        while self.printed < len(self.parts):
+            kind, value = self.parts[self.printed]
+            if kind == "text" and value not in self.ended and self.status not in TERMINAL:
+                break
+            done.append(self._part(kind, value))
+            self.printed += 1
+        if self.status in ("failed", "interrupted", "cancelled") and not self.told:
+            self.told = True
             why = f": {safe(self.error)}" if self.error else ""
-            shown.append(Text(f"The reply {self.status}{why}", style="red"))
-        return Group(*shown)
+            done.append(Text(f"The reply {self.status}{why}", style="red"))
+        return done
+
+    def unsettled(self, height: int) -> RenderableType:
+        """What is still streaming, cut to fit `height` lines (a live view taller than the
+        screen cannot be redrawn in place)."""
+        return Group(*(self._part(k, v, height) for k, v in self.parts[self.printed :]))
 
 
 def shown_branch(conv: ConversationOut) -> list[TurnOut]:
@@ -212,23 +234,27 @@ class Chat:
             for aid, request in list(reply.pending.items()):
                 await self._ask(aid, request)
         self.running = turn_id
-        tty = out.is_terminal
-        live = (
-            Live(console=out, auto_refresh=False, transient=tty, vertical_overflow="visible")
-            if tty
-            else None
-        )
+        live = Live(console=out, auto_refresh=False, transient=True) if out.is_terminal else None
+
+        def show() -> None:
+            for part in reply.settled():
+                out.print(part)  # (above the live part, while there is one)
+            if live is not None:
+                view = reply.unsettled(max(3, out.height - 4))
+                if self.stream is not None and self.stream.state.kind != "live":
+                    view = Group(view, connection(self.stream.state))
+                live.update(view, refresh=True)
+
         try:
             with live or contextlib.nullcontext():
                 while reply.status not in TERMINAL:
                     try:
                         ev = await asyncio.wait_for(self.queue.get(), 0.5)
                     except TimeoutError:
-                        if live is not None and self.stream and self.stream.state.kind != "live":
-                            live.update(Group(reply.render(), connection(self.stream.state)))
-                            live.refresh()
+                        show()  # (the connection's state, while it is down)
                         continue
                     reply.apply(ev)
+                    show()
                     aid = str((ev.data or {}).get("approvalId"))
                     if ev.type == "approval.requested" and aid in reply.pending:
                         if live is not None:
@@ -236,12 +262,9 @@ class Chat:
                         await self._ask(aid, reply.pending[aid])
                         if live is not None:
                             live.start()
-                    if live is not None:
-                        live.update(reply.render())
-                        live.refresh()
+                show()
         finally:
             self.running = None
-        out.print(reply.render())
 
     async def _replay(self, reply: Reply, upto: int) -> None:
         """The events of a reply that began before this chat did, up to `upto` (the
