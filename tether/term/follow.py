@@ -78,12 +78,12 @@ async def follow(client: AsyncClient, target: Target, *, after: int | None, as_j
         ends = [state.tasks.get(r) for r in target.roots]
         return all(t is not None and t.done for t in ends) and stream.cursor >= head
 
-    live = None if as_json else Live(console=out, auto_refresh=False, transient=False)
+    # Transient: the live frame is cut to the screen; the last one is printed whole after.
+    live = None if as_json else Live(console=out, auto_refresh=False, transient=True)
 
-    def draw(end: str | None = None) -> None:
+    def draw() -> None:
         if live is not None:
-            conn = stream.state if end is None else ConnectionState("stopped", reason=end)
-            live.update(render(state, target.roots, conn, target.footer, polled=polled))
+            live.update(render(state, target.roots, stream.state, target.footer, polled=polled))
             live.refresh()
 
     async def ticker() -> None:
@@ -99,32 +99,36 @@ async def follow(client: AsyncClient, target: Target, *, after: int | None, as_j
                 down = 0.0
                 polled = await _poll(client, state, target.roots)
 
-    with live or contextlib.nullcontext():
-        tick = asyncio.create_task(ticker()) if live is not None else None
-        try:
-            async with stream:
-                if not finished():
-                    async for item in stream:
-                        if isinstance(item, Reset):
-                            state.reset(item.snapshot)
-                            err.print("tether: the log before this point was pruned; rebuilt")
-                        elif isinstance(item, EventOut):
-                            if item.type == "task.created" and item.parent_task_id in mine:
-                                mine.add(str(item.task_id))
-                            state.apply(item)
-                            if as_json and (target.whole_session or item.task_id in mine):
-                                emit(item.model_dump(mode="json"))
-                        elif isinstance(item, ConnectionState) and as_json:
-                            # (on stderr: a drop and its end, not the first connect)
-                            if item.kind != "connecting" and (item.kind != "live" or dropped):
-                                err.print(f"tether: {connection(item).plain}", markup=False)
-                            dropped = item.kind != "live"
-                        if finished():
-                            break
-        finally:
-            if tick is not None:
-                tick.cancel()
-            draw("finished" if finished() else "detached")
+    try:
+        with live or contextlib.nullcontext():
+            tick = asyncio.create_task(ticker()) if live is not None else None
+            try:
+                async with stream:
+                    if not finished():
+                        async for item in stream:
+                            if isinstance(item, Reset):
+                                state.reset(item.snapshot)
+                                err.print("tether: the log before this point was pruned; rebuilt")
+                            elif isinstance(item, EventOut):
+                                if item.type == "task.created" and item.parent_task_id in mine:
+                                    mine.add(str(item.task_id))
+                                state.apply(item)
+                                if as_json and (target.whole_session or item.task_id in mine):
+                                    emit(item.model_dump(mode="json"))
+                            elif isinstance(item, ConnectionState) and as_json:
+                                # (on stderr: a drop and its end, not the first connect)
+                                if item.kind != "connecting" and (item.kind != "live" or dropped):
+                                    err.print(f"tether: {connection(item).plain}", markup=False)
+                                dropped = item.kind != "live"
+                            if finished():
+                                break
+            finally:
+                if tick is not None:
+                    tick.cancel()
+    finally:
+        if live is not None:  # the last frame, whole: how it ended, or where it was left
+            end = ConnectionState("stopped", reason="finished" if finished() else "detached")
+            out.print(render(state, target.roots, end, "", polled=polled))
     return outcome(state, target.roots)
 
 

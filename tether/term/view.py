@@ -209,6 +209,6 @@ def render(
     status = connection(conn)
     if polled:
         status.append(f" · {polled}", style="dim")
-    status.append(f" · seq {state.last_seq} · {footer}", style="dim")
+    status.append(f" · seq {state.last_seq}" + (f" · {footer}" if footer else ""), style="dim")
     parts.append(status)
     return Group(*parts)
