@@ -4,6 +4,7 @@ pseudo-terminal (pexpect) for what a person sees and types."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -268,7 +269,18 @@ def test_approve_cancel_and_the_exit_codes_scripts_read(
     assert cancelled.returncode == 0 and lines(cancelled.stdout)[0]["id"] == task["id"]
     assert waiting.wait(60) == 3
     assert term("run", "batch", "--input", "{not json").returncode == 2
-    assert term("run", "no_such_agent", "--input", "{}").returncode == 2
+    before = lines(term("sessions", "--json").stdout)
+    unknown = term("run", "no_such_agent", "--input", "{}")
+    assert unknown.returncode == 2 and "no_such_agent" in unknown.stderr
+    wrong = term("run", "batch", "--input", '{"items": 5}')
+    assert wrong.returncode == 2 and "items: " in wrong.stderr, wrong.stderr  # which field
+    assert lines(term("sessions", "--json").stdout) == before  # no empty session left
+    # A pipe closed early (`| head -1`) ends the command quietly.
+    piped = subprocess.run(
+        f"{sys.executable} -m tether.cli tail {sid} | head -1",
+        shell=True, env=term.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert piped.stdout.startswith("#1 ") and piped.stderr == "", piped.stderr
     assert term("attach", "t_0000000000000000").returncode == 5
     server.kill()
     down = term("sessions")
@@ -277,3 +289,47 @@ def test_approve_cancel_and_the_exit_codes_scripts_read(
 
 def test_the_terminal_commands_load_none_of_the_server() -> None:
     assert server_modules("tether.cli") == []
+
+
+class NotTetherHandler(http.server.BaseHTTPRequestHandler):
+    """Another service on the port: a page, whatever is asked (a proxy, a captive portal)."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Welcome to the hotel wifi</body></html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_server_that_is_not_tether_and_a_config_dir_others_could_use(tmp_path: Path) -> None:
+    page = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTetherHandler)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        term = Term(tmp_path / "cfg")
+        url = f"http://127.0.0.1:{page.server_address[1]}"
+        done = term("login", f"{url}/#secret=x")
+        assert done.returncode == 6 and "not a Tether server" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 2
+    finally:
+        page.shutdown()
+    # A config dir open to others is closed to them; a link planted for the lock is refused.
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    nobody = Term(loose)("login", "http://127.0.0.1:9/#secret=x")  # (nothing listens there)
+    assert nobody.returncode == 6 and "cannot reach" in nobody.stderr, nobody.stderr
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (loose / "credentials.json.lock").unlink()
+    (loose / "credentials.json.lock").symlink_to(victim)
+    planted = Term(loose)("login", "http://127.0.0.1:9/#secret=x")
+    assert planted.returncode == 4 and "credentials.json.lock" in planted.stderr
+    assert victim.read_text() == "mine"

@@ -11,7 +11,7 @@ import httpx
 from pydantic import Field, PrivateAttr
 
 from tether.client.auth import SharedRefresh, TokenManager
-from tether.client.errors import ConnectionLost, WaitTimeout
+from tether.client.errors import ConnectionLost, WaitTimeout, parse
 from tether.client.http import Http
 from tether.client.stream import EventStream
 from tether.web.schemas import (
@@ -90,7 +90,7 @@ class _Resource:
         self._http = client.http
 
     def _task(self, body: bytes) -> AsyncTask:
-        return AsyncTask.model_validate_json(body, context={"client": self._c})
+        return parse(AsyncTask, body, "a task", client=self._c)
 
 
 class AsyncSessions(_Resource):
@@ -121,7 +121,7 @@ class AsyncSessions(_Resource):
         return EventStream(self._http, session_id, after=after, control=control, **options)
 
     def _session(self, body: bytes) -> AsyncSession:
-        return AsyncSession.model_validate_json(body, context={"client": self._c})
+        return parse(AsyncSession, body, "a session", client=self._c)
 
 
 class AsyncTasks(_Resource):

@@ -23,7 +23,14 @@ from typing import Any, Protocol
 
 import httpx
 
-from tether.client.errors import APIError, ConnectionLost, ServerError, Unauthorized, error_for
+from tether.client.errors import (
+    APIError,
+    ConnectionLost,
+    ServerError,
+    Unauthorized,
+    error_for,
+    parse,
+)
 from tether.web.schemas import Problem, SignedIn, UserOut
 
 COOKIE = "tether_refresh"
@@ -233,7 +240,7 @@ class TokenManager:
             return r
 
     async def _take(self, r: httpx.Response) -> None:
-        body = SignedIn.model_validate_json(await r.aread())
+        body = parse(SignedIn, await r.aread(), "signing in")
         now = time.monotonic()
         self.token = body.access_token
         self.issued_at = now

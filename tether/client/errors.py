@@ -2,6 +2,7 @@
 
 TetherClientError
 ├── ConnectionLost          the server could not be reached (retries spent)
+├── NotTether               what answered is not Tether's API (a proxy's page, another service)
 ├── WaitTimeout             task.wait() ran out of time (also a TimeoutError)
 └── APIError                a non-2xx answer; .problem is its problem+json
     ├── BadRequest          400
@@ -20,11 +21,14 @@ TetherClientError
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from tether.web.schemas import Problem
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class TetherClientError(Exception):
@@ -34,6 +38,20 @@ class TetherClientError(Exception):
 class ConnectionLost(TetherClientError):
     """The server could not be reached, and the request could not be retried safely (or its
     retries ran out)."""
+
+
+class NotTether(TetherClientError):
+    """The server answered with something that is not Tether's API (an HTML page from a
+    proxy or a captive portal, another service on that port)."""
+
+
+def parse(model: type[M], body: bytes | str, what: str, **context: Any) -> M:
+    """The model from a response's body; a body that is not one is `NotTether`."""
+    try:
+        return model.model_validate_json(body, context=context or None)
+    except ValidationError as exc:
+        start = body[:60] if isinstance(body, str) else body[:60].decode("utf-8", "replace")
+        raise NotTether(f"{what}: the answer is not Tether's ({start!r}…)") from exc
 
 
 class WaitTimeout(TetherClientError, TimeoutError):

@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel
 
 from tether.client.auth import TokenManager, backoff
-from tether.client.errors import ConnectionLost, error_for
+from tether.client.errors import ConnectionLost, error_for, parse
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,4 +90,4 @@ class Http:
         retry: Retry = "any",
     ) -> M:
         r = await self.request(method, path, json=json, params=params, headers=headers, retry=retry)
-        return model.model_validate_json(r.content)
+        return parse(model, r.content, f"{method} {path}")

@@ -25,7 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from tether.client.auth import backoff
-from tether.client.errors import ConnectionLost, Gone, ServerError, error_for
+from tether.client.errors import ConnectionLost, Gone, ServerError, error_for, parse
 from tether.client.http import Http
 from tether.web.schemas import EventOut, EventPage
 
@@ -277,7 +277,7 @@ class EventStream:
                 if data is None:
                     continue
                 if event == "message":
-                    ev = EventOut.model_validate_json(data)
+                    ev = parse(EventOut, data, "an event")
                     if ev.seq <= self.cursor:
                         continue  # seen already: each event once
                     if ev.seq != self.cursor + 1:
@@ -286,7 +286,7 @@ class EventStream:
                     self.cursor = ev.seq
                     yield ev
                 elif event == "snapshot":
-                    snap = Snapshot.model_validate_json(data)
+                    snap = parse(Snapshot, data, "a snapshot")
                     self.snapshot = snap
                     self.heartbeat_s = snap.heartbeat_s or self.heartbeat_s
                     outcome.live = True
@@ -297,7 +297,7 @@ class EventStream:
                 elif event == "heartbeat":
                     self._last_live = time.monotonic()
                     if self.control:
-                        yield Heartbeat.model_validate_json(data)
+                        yield parse(Heartbeat, data, "a heartbeat")
                 elif event == "auth":
                     # The sign-in behind this stream ended: a refresh says whether to go on.
                     await self._http.tokens.refresh(self._http.tokens.token, patient=False)

@@ -127,12 +127,12 @@ class Reply:
     def note(self, line: str) -> None:
         self.parts.append(("note", short(line, 300)))
 
-    def _part(self, kind: str, value: str, tail: int | None = None) -> RenderableType:
+    def _part(self, kind: str, value: str, tail: tuple[int, int] | None = None) -> RenderableType:
         if kind == "note":
             return Text(value, style="dim")
         text = safe(self.texts[value])
         if tail is not None:  # (the end of a message too tall for the screen, as it streams)
-            text = "\n".join(text.splitlines()[-tail:])
+            text = last_rows(text, *tail)
         return Markdown(text)
 
     def settled(self) -> list[RenderableType]:
@@ -151,10 +151,26 @@ class Reply:
             done.append(Text(f"The reply {self.status}{why}", style="red"))
         return done
 
-    def unsettled(self, height: int) -> RenderableType:
+    def unsettled(self, height: int, width: int) -> RenderableType:
         """What is still streaming, cut to fit `height` lines (a live view taller than the
         screen cannot be redrawn in place)."""
-        return Group(*(self._part(k, v, height) for k, v in self.parts[self.printed :]))
+        open_parts = self.parts[self.printed :]
+        rows = max(1, height // max(1, len(open_parts)))
+        return Group(*(self._part(k, v, (rows, width)) for k, v in open_parts))
+
+
+def last_rows(text: str, rows: int, width: int) -> str:
+    """The end of `text` that fills at most `rows` rows `width` wide, long lines wrapped."""
+    kept: list[str] = []
+    for line in reversed(text.split("\n")):
+        need = max(1, -(-len(line) // max(1, width)))
+        if need > rows:
+            if rows > 0:
+                kept.append(line[len(line) - rows * width :])
+            break
+        kept.append(line)
+        rows -= need
+    return "\n".join(reversed(kept))
 
 
 def shown_branch(conv: ConversationOut) -> list[TurnOut]:
@@ -240,7 +256,7 @@ class Chat:
             for part in reply.settled():
                 out.print(part)  # (above the live part, while there is one)
             if live is not None:
-                view = reply.unsettled(max(3, out.height - 4))
+                view = reply.unsettled(max(2, out.height - 6), max(20, out.width - 4))
                 if self.stream is not None and self.stream.state.kind != "live":
                     view = Group(view, connection(self.stream.state))
                 live.update(view, refresh=True)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
 from typing import Annotated
 
+import httpx
 import typer
 from rich.table import Table
 
-from tether.client import AsyncClient, ConnectionLost, TetherClientError
+from tether.client import APIError, AsyncClient, ConnectionLost, NotTether, TetherClientError
 from tether.term import follow as following
 from tether.term.chat import Chat
 from tether.term.common import (
@@ -26,7 +28,7 @@ from tether.term.common import (
     run,
     safe,
 )
-from tether.term.credentials import Credentials, normal_url
+from tether.term.credentials import Credentials, Unreadable, normal_url
 
 EXIT_CODES = (
     "Exit codes: 0 done (a task completed), 1 the task failed or was interrupted, 2 bad "
@@ -69,6 +71,17 @@ def login(
     url, _, fragment = url.partition("#")
     given = fragment.removeprefix("secret=") if fragment.startswith("secret=") else None
     url = normal_url(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or not parsed.host or " " in url:
+        fail(Exit.USAGE, f"not a server's URL: {url!r} (e.g. http://127.0.0.1:8765)")
+    creds = Credentials()
+    try:
+        creds.check()
+    except Unreadable as exc:
+        fail(Exit.SIGNED_OUT, str(exc))
     if user is not None:
         password = os.environ.get("TETHER_PASSWORD") or _read_secret(stdin, "Password")
         client = AsyncClient(url, username=user, password=password, retry_s=5.0)
@@ -85,11 +98,12 @@ def login(
         name, refresh = asyncio.run(sign_in())
     except ConnectionLost as exc:
         fail(Exit.UNREACHABLE, f"cannot reach {url}: {exc}")
+    except NotTether as exc:
+        fail(Exit.UNREACHABLE, f"{url} is not a Tether server? {exc}")
     except TetherClientError as exc:
         fail(Exit.SIGNED_OUT, f"{url} refused the sign-in: {getattr(exc, 'detail', exc)}")
     if not refresh:
         fail(Exit.SIGNED_OUT, f"{url} gave no refresh token")
-    creds = Credentials()
     creds.put(url, refresh_token=refresh, user=name, signed_in_at=time.time())
     err.print(f"Signed in to {url} as {name}. Kept in {creds.path}.", markup=False)
 
@@ -97,8 +111,12 @@ def login(
 def logout(server: Server = None) -> None:
     """End the sign-in on the server, and forget it here."""
     creds = Credentials()
-    url = creds.server(server)
-    if url is None or creds.entry(url) is None:
+    try:
+        url = creds.server(server)
+        known = url is not None and creds.entry(url) is not None
+    except Unreadable as exc:
+        fail(Exit.SIGNED_OUT, str(exc))
+    if url is None or not known:
         fail(Exit.SIGNED_OUT, "not signed in")
 
     async def body(client: AsyncClient, url: str) -> int:
@@ -173,7 +191,13 @@ def run_command(
         s = await (
             client.sessions.get(session) if session else client.sessions.create(title or agent)
         )
-        task = await client.tasks.start(s.id, agent, value)
+        try:
+            task = await client.tasks.start(s.id, agent, value)
+        except APIError:
+            if not session:  # (refused: the session made for it would stay empty)
+                with contextlib.suppress(TetherClientError):
+                    await client.http.request("DELETE", f"/api/sessions/{s.id}")
+            raise
         err.print(f"Started {task.id} ({agent}) in session {s.id}.", markup=False)
         shown[:] = [f"Task {task.id}", task.id]
         if detach:
@@ -262,6 +286,8 @@ def approve(
     """Answer a task's approval (yes, or --deny). A second answer is refused (exit 5)."""
 
     async def body(client: AsyncClient, url: str) -> int:
+        if not task.startswith("t_"):
+            fail(Exit.USAGE, f"approve takes a task id (t_…), not {task!r}")
         aid = approval
         if aid is None:
             waiting = [a for a in await client.approvals.list(task) if a.status == "pending"]

@@ -23,9 +23,10 @@ from tether.client import (
     Forbidden,
     InvalidInput,
     NotFound,
+    NotTether,
     Unauthorized,
 )
-from tether.term.credentials import Credentials
+from tether.term.credentials import Credentials, Unreadable
 
 
 class Exit:
@@ -61,8 +62,9 @@ JsonOption = typer.Option("--json", help="Print JSON (one object per line) for s
 
 
 # Control characters other than tab and newline (C0, DEL, C1): from the server, they could
-# move the cursor, clear the screen or retitle the window; shown as U+FFFD instead.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# move the cursor, clear the screen or retitle the window; and the bidi overrides and
+# zero-width marks that make text read otherwise than it is. Shown as U+FFFD instead.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe(text: str) -> str:
@@ -79,10 +81,13 @@ def connect(server: str | None) -> tuple[AsyncClient, str]:
     """A client signed in with `tether login`'s saved sign-in (its refresh token is traded
     and saved under the credentials file's lock: commands can run side by side)."""
     creds = Credentials()
-    url = creds.server(server)
+    try:
+        url = creds.server(server)
+        entry = creds.entry(url) if url else None
+    except Unreadable as exc:
+        fail(Exit.SIGNED_OUT, str(exc))
     if url is None:
         fail(Exit.SIGNED_OUT, "not signed in: run `tether login URL` first")
-    entry = creds.entry(url)
     if not entry or not entry.get("refresh_token"):
         fail(Exit.SIGNED_OUT, f"not signed in to {url}: run `tether login {url}`")
     try:
@@ -116,7 +121,13 @@ def run(
     except Unauthorized as exc:
         why = exc.detail.split(": sign in again")[0]
         fail(Exit.SIGNED_OUT, f"signed out of {url} ({why}); `tether login {url}` signs in again")
-    except (InvalidInput, BadRequest) as exc:
+    except InvalidInput as exc:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', []) if p != 'body') or 'input'}: {e.get('msg')}"
+            for e in exc.errors[:5]
+        )
+        fail(Exit.USAGE, f"{exc.detail}" + (f" ({where})" if where else ""))
+    except BadRequest as exc:
         fail(Exit.USAGE, f"{exc.title}: {exc.detail}")
     except (NotFound, Forbidden) as exc:
         fail(Exit.REFUSED, exc.detail or exc.title)
@@ -124,7 +135,18 @@ def run(
         fail(Exit.REFUSED, f"{exc.title} ({exc.status}): {exc.detail}")
     except ConnectionLost as exc:
         fail(Exit.UNREACHABLE, f"cannot reach {url}: {exc}")
+    except NotTether as exc:
+        fail(Exit.UNREACHABLE, f"{url} is not a Tether server? {exc}")
+    except BrokenPipeError:
+        quiet_pipe()
     raise typer.Exit(code)
+
+
+def quiet_pipe() -> NoReturn:
+    """stdout was closed (`| head`): what was wanted was read; end quietly, and keep the
+    interpreter's last flush from complaining."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise typer.Exit(Exit.OK)
 
 
 def parse_input(given: str | None) -> Any:
@@ -150,4 +172,4 @@ def emit(value: Any) -> None:
         sys.stdout.write(json.dumps(value, separators=(",", ":"), default=str) + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        raise SystemExit(Exit.OK) from None
+        quiet_pipe()

@@ -15,6 +15,8 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,11 @@ from typing import Any
 import typer
 
 FILE = "credentials.json"
+FIX = "delete it, then `tether login URL` again"
+
+
+class Unreadable(Exception):
+    """The credentials file or its directory cannot be used (the message says how to fix it)."""
 
 
 def config_dir() -> Path:
@@ -52,10 +59,16 @@ class Credentials:
         except FileNotFoundError:
             return {"default": None, "servers": {}}
         except (OSError, ValueError) as exc:
-            raise typer.BadParameter(f"cannot read {self.path}: {exc}") from exc
+            raise Unreadable(f"cannot read {self.path} ({exc}): {FIX}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("servers"), dict):
-            raise typer.BadParameter(f"{self.path} is not a tether credentials file")
+            raise Unreadable(f"{self.path} is not a tether credentials file: {FIX}")
         return data
+
+    def check(self) -> None:
+        """Raise `Unreadable` now if the file or its directory cannot be used (before a
+        sign-in that could not be kept)."""
+        with self.locked():
+            self.read()
 
     def server(self, url: str | None) -> str | None:
         """The server a command talks to: the one given, else the default."""
@@ -112,18 +125,37 @@ class Credentials:
             os.close(fd)
 
     def _lock_file(self) -> int:
+        self._own_dir()
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            return os.open(self.dir / (FILE + ".lock"), flags, 0o600)
+        except OSError as exc:  # (a link planted there: ELOOP)
+            raise Unreadable(f"cannot open {self.dir / (FILE + '.lock')} ({exc}): {FIX}") from exc
+
+    def _own_dir(self) -> None:
+        """The directory, made 0700 if it is ours and looser; refused if it is not ours
+        (another user could swap the file for a link)."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return os.open(self.dir / (FILE + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        st = os.stat(self.dir, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise Unreadable(f"{self.dir} is not a directory of yours: {FIX}")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(self.dir, 0o700)
 
     def write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)  # (an older file's looser mode is not kept)
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        # A new file of a random name (O_EXCL: never a link someone left there), 0600 from
+        # its first byte, then renamed over the old one.
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".credentials-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 class SharedFile:

@@ -19,7 +19,7 @@ from rich.live import Live
 from tether.client import AsyncClient, ConnectionState, EventOut, Reset, Snapshot
 from tether.term.common import BY_STATUS, Exit, emit, err, out
 from tether.term.state import SessionState
-from tether.term.view import connection, describe, render
+from tether.term.view import Fit, connection, describe, render, short
 from tether.web.schemas import TaskNode
 
 POLL_S = 3.0  # while the stream is down, the view asks for the status this often
@@ -83,7 +83,9 @@ async def follow(client: AsyncClient, target: Target, *, after: int | None, as_j
 
     def draw() -> None:
         if live is not None:
-            live.update(render(state, target.roots, stream.state, target.footer, polled=polled))
+            fit = Fit(out.size.width, out.size.height)
+            view = render(state, target.roots, stream.state, target.footer, polled=polled, fit=fit)
+            live.update(view)
             live.refresh()
 
     async def ticker() -> None:
@@ -116,10 +118,7 @@ async def follow(client: AsyncClient, target: Target, *, after: int | None, as_j
                                 if as_json and (target.whole_session or item.task_id in mine):
                                     emit(item.model_dump(mode="json"))
                             elif isinstance(item, ConnectionState) and as_json:
-                                # (on stderr: a drop and its end, not the first connect)
-                                if item.kind != "connecting" and (item.kind != "live" or dropped):
-                                    err.print(f"tether: {connection(item).plain}", markup=False)
-                                dropped = item.kind != "live"
+                                dropped = say(item, dropped)
                             if finished():
                                 break
             finally:
@@ -127,9 +126,21 @@ async def follow(client: AsyncClient, target: Target, *, after: int | None, as_j
                     tick.cancel()
     finally:
         if live is not None:  # the last frame, whole: how it ended, or where it was left
-            end = ConnectionState("stopped", reason="finished" if finished() else "detached")
-            out.print(render(state, target.roots, end, "", polled=polled))
+            end = "finished" if finished() else "detached"
+            whole = Fit(out.size.width, 10_000)
+            out.print(render(state, target.roots, stream.state, "", end=end, fit=whole))
     return outcome(state, target.roots)
+
+
+def say(state: ConnectionState, dropped: bool) -> bool:
+    """On stderr, for scripts' logs: a drop, each try, and the end of the drop (not the
+    first connect). Returns whether the stream is down now."""
+    if state.kind in ("reconnecting", "offline"):
+        err.print(f"tether: {connection(state).plain}", markup=False, soft_wrap=True)
+        return True
+    if state.kind == "live" and dropped:
+        err.print("tether: ● Live again", markup=False)
+    return False
 
 
 def _walk(nodes: list[TaskNode]) -> Iterator[TaskNode]:
@@ -156,6 +167,7 @@ async def tail(
     (`follow=False`) up to the head the server had when it answered."""
     state = SessionState(session_id)
     head = None
+    dropped = False
     async with client.sessions.stream(session_id, after=after, control=True) as stream:
         async for item in stream:
             if isinstance(item, Snapshot) and head is None:
@@ -168,11 +180,11 @@ async def tail(
                     who = state.tasks.get(item.task_id or "")
                     out.print(
                         f"#{item.seq} {time.strftime('%H:%M:%S', time.localtime(item.ts))} "
-                        f"{who.agent if who else 'session'}: {describe(item)}",
+                        f"{short(who.agent, 30) if who else 'session'}: {describe(item)}",
                         markup=False,
                     )
-            elif isinstance(item, ConnectionState) and item.kind != "live":
-                err.print(f"tether: {connection(item).plain}", markup=False)
+            elif isinstance(item, ConnectionState):
+                dropped = say(item, dropped)
             if not follow and head is not None and stream.cursor >= head:
                 break
     return Exit.OK

@@ -4,6 +4,7 @@ and progress bars, the newest events in plain words, and the connection's state.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -83,7 +84,7 @@ def _describe(ev: EventOut) -> str:
         case "item.started":
             return f"Working on “{short(d.get('item'), 60)}”"
         case "item.result":
-            return f"Result: {d.get('words')} words"
+            return f"Result: {d.get('words')} word{'' if d.get('words') == 1 else 's'}"
         case "RUN_STARTED":
             return "Model turn started"
         case "RUN_FINISHED":
@@ -124,26 +125,47 @@ def connection(state: ConnectionState, now: float | None = None) -> Text:
     return Text(f"◌ Reconnecting{due}{why}", style="yellow")
 
 
-def _line(t: TaskState) -> Text:
+@dataclass(slots=True)
+class Fit:
+    """The screen a frame is drawn for: narrow screens drop ids and shorten bars; the rows
+    left after the status line are shared by the tree and the newest events, so nothing
+    the frame must say is cut off the bottom."""
+
+    width: int = 100
+    height: int = 40
+    rows: int = 0  # left for tree lines
+
+    @property
+    def narrow(self) -> bool:
+        return self.width < 80
+
+
+def _line(t: TaskState, fit: Fit) -> Text:
     style = STYLE.get(t.status, "")
-    line = Text.assemble((f"{MARK.get(t.status, '?')} ", style), (short(t.agent, 40), "bold"), " ")
-    line.append(short(t.id, 60), style="dim")
+    line = Text.assemble((f"{MARK.get(t.status, '?')} ", style), (short(t.agent, 30), "bold"))
+    # A sub-agent's id extends its parent's: its own part is enough beside the parent.
+    own = t.id[len(t.parent_id) :] if t.parent_id and t.id.startswith(t.parent_id) else t.id
+    if not fit.narrow or own != t.id:
+        line.append(f" {short(own, 60)}", style="dim")
     line.append(f"  {t.status}", style=style)
     if t.error and t.status == "failed":
         line.append(f"  {short(t.error, 60)}", style="red")
     return line
 
 
-def _node(t: TaskState, state: SessionState) -> RenderableType:
+def _node(t: TaskState, fit: Fit) -> RenderableType:
     """A task's line, with its progress bar when it reports n of m."""
     if not t.m:
-        return _line(t)
+        return _line(t, fit)
     bar = Table.grid(padding=(0, 1))
-    bar.add_row(_line(t), ProgressBar(total=t.m, completed=t.n or 0, width=24), f"{t.n or 0}/{t.m}")
+    width = 10 if fit.narrow else 24
+    bar.add_row(
+        _line(t, fit), ProgressBar(total=t.m, completed=t.n or 0, width=width), f"{t.n or 0}/{t.m}"
+    )
     return bar
 
 
-def _add_children(tree: Tree, t: TaskState, state: SessionState) -> None:
+def _add_children(tree: Tree, t: TaskState, state: SessionState, fit: Fit) -> None:
     kids = [state.tasks[c] for c in t.children if c in state.tasks]
     if not kids:
         return
@@ -156,12 +178,19 @@ def _add_children(tree: Tree, t: TaskState, state: SessionState) -> None:
             style="dim",
         )
     )
-    # The ones worth a look: running first, then failed, then the newest others.
+    fit.rows -= 1
+    # The ones worth a look: running first, then failed, then the others in order.
     ranked = sorted(kids, key=lambda k: (k.status != "running", k.status != "failed"))
+    shown = 0
     for k in ranked[:SHOWN_CHILDREN]:
-        _add_children(tree.add(_node(k, state)), k, state)
-    if len(kids) > SHOWN_CHILDREN:
-        tree.add(Text(f"… and {len(kids) - SHOWN_CHILDREN} more", style="dim"))
+        if fit.rows <= 1:
+            break
+        fit.rows -= 1
+        shown += 1
+        _add_children(tree.add(_node(k, fit)), k, state, fit)
+    if len(kids) > shown:
+        tree.add(Text(f"… and {len(kids) - shown} more", style="dim"))
+        fit.rows -= 1
 
 
 def render(
@@ -171,44 +200,60 @@ def render(
     footer: str,
     *,
     polled: str | None = None,
+    end: str | None = None,
+    fit: Fit | None = None,
 ) -> RenderableType:
-    parts: list[RenderableType] = []
+    """A frame: the status line first (a frame cut to the screen keeps it), the tree, the
+    approvals waiting, and as many of the newest events as fit."""
+    fit = fit or Fit(height=10_000)
+    if end == "finished":
+        ends = sorted({state.tasks[r].status for r in roots if r in state.tasks})
+        status = Text(f"■ Finished: {', '.join(ends)}", style="bold")
+    elif end == "detached":
+        status = Text("■ Detached: the work goes on on the server", style="bold")
+    else:
+        status = connection(conn)
+    if polled and end is None:
+        status.append(f" · {polled}", style="dim")
+    status.append(f" · seq {state.last_seq}" + (f" · {footer}" if footer else ""), style="dim")
+    asks = [
+        Text.assemble(
+            ("? ", "bold magenta"),
+            f"{short(a.get('tool', 'a tool'), 40)} waits for your approval: ",
+            (short(f"tether approve {a.get('task_id')} {a.get('approvalId')}", 120), "bold"),
+        )
+        for a in state.pending.values()
+    ]
+    # Rows: the status line and the approvals; the newest events get a third of the rest.
+    left = fit.height - 2 - 2 * len(asks)
+    keep = min(len(state.events), max(0, (left - 4) // 3))
+    fit.rows = left - (keep + 1 if keep else 0)
+    parts: list[RenderableType] = [status]
     for rid in roots:
         t = state.tasks.get(rid)
-        if t is None:
+        if t is None or fit.rows <= 0:
             continue
-        tree = Tree(_node(t, state), guide_style="dim")
-        _add_children(tree, t, state)
+        tree = Tree(_node(t, fit), guide_style="dim")
+        fit.rows -= 1
+        _add_children(tree, t, state, fit)
         parts.append(tree)
-    if not parts:
+    if len(parts) == 1:
         parts.append(Text("No tasks yet.", style="dim"))
-    if state.pending:
-        for a in state.pending.values():
-            parts.append(
-                Text.assemble(
-                    ("? ", "bold magenta"),
-                    f"{short(a.get('tool', 'a tool'), 40)} waits for your approval: ",
-                    (
-                        short(f"tether approve {a.get('task_id')} {a.get('approvalId')}", 120),
-                        "bold",
-                    ),
-                )
-            )
-    if state.events:
+    parts.extend(asks)
+    if keep:
         table = Table.grid(padding=(0, 1))
-        for ev in state.events:
+        for ev in list(state.events)[-keep:]:
             who = state.tasks.get(ev.task_id or "")
             table.add_row(
-                Text(time.strftime("%H:%M:%S", time.localtime(ev.ts)), style="dim"),
+                *(
+                    []
+                    if fit.narrow
+                    else [Text(time.strftime("%H:%M:%S", time.localtime(ev.ts)), style="dim")]
+                ),
                 Text(f"#{ev.seq}", style="dim"),
-                Text(short(who.agent, 30) if who else "session", style="bold"),
+                Text(short(who.agent, 20) if who else "session", style="bold"),
                 Text(describe(ev)),
             )
         parts.append(Text("Newest events", style="bold underline"))
         parts.append(table)
-    status = connection(conn)
-    if polled:
-        status.append(f" · {polled}", style="dim")
-    status.append(f" · seq {state.last_seq}" + (f" · {footer}" if footer else ""), style="dim")
-    parts.append(status)
     return Group(*parts)
