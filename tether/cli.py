@@ -14,10 +14,12 @@ from rich.console import Console
 
 from tether.errors import TetherError
 from tether.settings import Settings
-from tether.term.commands import register
+from tether.term.commands import EXIT_CODES, register
 
 app = typer.Typer(
-    add_completion=False, help="Tether: long-running agent tasks that never lose the thread."
+    add_completion=False,
+    help="Tether: long-running agent tasks that never lose the thread.",
+    epilog=EXIT_CODES,
 )
 console = Console(stderr=True)
 _fields = Settings.model_fields

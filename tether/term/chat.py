@@ -133,7 +133,7 @@ class Reply:
         text = safe(self.texts[value])
         if tail is not None:  # (the end of a message too tall for the screen, as it streams)
             text = last_rows(text, *tail)
-        return Markdown(text)
+        return Markdown(text, hyperlinks=False)
 
     def settled(self) -> list[RenderableType]:
         """The parts that will not change any more (notes, and messages that ended), in
@@ -237,7 +237,7 @@ class Chat:
         if t.text is not None:
             out.print(Text.assemble(("you › ", "bold"), safe(t.text)))
         if t.reply:
-            out.print(Markdown(safe(t.reply)))
+            out.print(Markdown(safe(t.reply), hyperlinks=False))
         elif t.status in ("failed", "interrupted", "cancelled"):
             out.print(Text(f"The reply {t.status}: {safe(t.error or '')}", style="red"))
 
@@ -305,7 +305,9 @@ class Chat:
         args = request.get("args")
         for key, value in args.items() if isinstance(args, dict) else [("input", args)]:
             text = value if isinstance(value, str) else json.dumps(value)
-            shown = text if len(text) <= 600 else text[:600] + "…"
+            # (all of it, up to a screenful or two: it is what is being approved)
+            cut = len(text) - 4000
+            shown = text if cut <= 0 else f"{text[:4000]}… ({cut:,} more characters)"
             out.print(Text(f"    {short(key, 40)}: ", style="bold"), end="")
             out.print(Text(safe(shown).replace("\n", "\n      ")), markup=False)
         while True:
