@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
+from tether.events.frames import Frames, read_frames
 from tether.events.hub import Subscription
-from tether.events.log import EventLog, page_is_full
+from tether.events.log import EventLog
 from tether.model import Event, dumps
 
 PAGE = 2000
@@ -43,18 +45,18 @@ async def session_stream(
     heartbeat_s: float,
     retry_ms: int,
     auth_ended: Callable[[], Awaitable[str | None]],
-    first: list[Event],
+    first: Frames,
 ) -> AsyncIterator[str]:
     """`first` is the first page after the cursor, read with the snapshot (FIRST_PAGE at
-    most, starting at cursor + 1). `auth_ended` is asked at each heartbeat: a reason ends
+    most, starting at cursor + 1), as frames. `auth_ended` is asked at each heartbeat: a reason ends
     the stream with an `auth` event (the sign-in was revoked or expired; an access token
     that merely aged out does not); a sign-out in this process ends it at once."""
     try:
         head = f"retry: {retry_ms}\n: tether stream\n\n" + named_frame("snapshot", snapshot)
-        pos = _Position(first[-1].seq if first else cursor)
-        yield head + event_frames(first)
+        pos = _Position(first.last or cursor)
+        yield head + first.text
         try:
-            if page_is_full(first, FIRST_PAGE, FIRST_PAGE_BYTES):
+            if first.full(FIRST_PAGE, FIRST_PAGE_BYTES):
                 async for chunk in _catch_up(log, sub.session_id, pos):
                     yield chunk
             next_beat = time.monotonic() + heartbeat_s
@@ -107,14 +109,18 @@ class _Position:
 
 async def _catch_up(log: EventLog, session_id: str, pos: _Position) -> AsyncIterator[str]:
     while True:
-        events = await log.read_after(session_id, pos.last, PAGE, PAGE_BYTES)
-        if events and events[0].seq != pos.last + 1:
+        page = await log.db.read(
+            partial(
+                read_frames, session_id=session_id, after=pos.last, limit=PAGE, max_bytes=PAGE_BYTES
+            )
+        )
+        if page.count and page.first != pos.last + 1:
             raise Gap(
-                f"events {pos.last + 1}..{events[0].seq - 1} were pruned while this stream "
+                f"events {pos.last + 1}..{page.first - 1} were pruned while this stream "
                 "was behind; reconnect from your last seq to rebuild from a snapshot"
             )
-        if events:
-            pos.last = events[-1].seq
-            yield event_frames(events)
-        if not page_is_full(events, PAGE, PAGE_BYTES):
+        if page.count:
+            pos.last = page.last
+            yield page.text
+        if not page.full(PAGE, PAGE_BYTES):
             return
