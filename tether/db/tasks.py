@@ -33,6 +33,13 @@ SUMMARY = (
     tasks.c.last_seq,
 )
 
+# A session's summaries, as driver SQL: read at every stream open (compiling the Core
+# statement cost more than the read of a few rows).
+_SUMMARIES = (
+    f"SELECT {', '.join(c.name for c in SUMMARY)} FROM {tasks.name}"
+    f" WHERE {tasks.c.session_id.name} = ? LIMIT ?"
+)
+
 BRIEF_INPUT_BYTES = 2048
 
 # A brief tree row: a summary's columns and the input if it is small (else null).
@@ -74,15 +81,15 @@ def read_summaries(c: sa.Connection, session: Session, limit: int) -> tuple[list
     """At most `limit` task summaries (rows of SUMMARY's columns) of a session, in creation
     order, and how many tasks it has. When it has more, every unfinished task comes first
     (those are what a client must not lose), then the newest finished ones."""
-    in_session = tasks.c.session_id == session.id
     total = session.task_count
     if limit == 0:
         return [], total
     rows: list[Any] = []
     if total <= limit:  # the common case: one query (and the count is only a hint)
-        rows = list(c.execute(sa.select(*SUMMARY).where(in_session).limit(limit + 1)))
+        rows = list(driver_sql(c, _SUMMARIES, (session.id, limit + 1)))
         total = len(rows)
     if total > limit:
+        in_session = tasks.c.session_id == session.id
         if len(rows) > limit:
             count = sa.select(sa.func.count()).select_from(tasks).where(in_session)
             total = c.execute(count).scalar_one()
