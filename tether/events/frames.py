@@ -12,12 +12,15 @@ The reads are read_after's (queries.py): the same rows, the same bounds (`limit`
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from functools import partial
 
 import sqlalchemy as sa
 
-from tether.db.engine import driver_rows
+from tether.db.engine import Database, driver_rows
 from tether.db.schema import events, sessions
+from tether.events.hub import ticket
 from tether.model import EVENT_OVERHEAD, dumps, event_frame, event_json
 
 _E, _S = events.c, sessions.c
@@ -75,3 +78,49 @@ def read_frames(
     finally:
         cursor.close()
     return Frames("".join(parts), first, last, len(parts), size)
+
+
+class SharedReads:
+    """One read for the streams of a session that ask for the same page together (the
+    clients of a session reconnecting at once from the same seq): they share its frames.
+
+    A read in flight is joined only by a stream whose `since` ticket (hub.ticket: taken when
+    it subscribed, or when it was last marked `overflow`) is older than the read: such a
+    read began after every commit the stream was not told of, so it holds them. A stream
+    that asks with a newer ticket starts a read of its own, which later ones join."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._reads: dict[tuple[str, int, int, int], tuple[int, asyncio.Future[Frames]]] = {}
+        self.reads = 0  # reads started (the others joined one)
+
+    async def after(
+        self, session_id: str, after: int, limit: int, max_bytes: int, since: int
+    ) -> Frames:
+        """The page after `after`, as read_frames reads it, by a read that began after the
+        ticket `since`."""
+        key = (session_id, after, limit, max_bytes)
+        found = self._reads.get(key)
+        if found is None or found[0] < since:
+            started = ticket()
+            read = asyncio.ensure_future(
+                self._db.read(
+                    partial(
+                        read_frames,
+                        session_id=session_id,
+                        after=after,
+                        limit=limit,
+                        max_bytes=max_bytes,
+                    )
+                )
+            )
+            found = self._reads[key] = (started, read)
+            self.reads += 1
+
+            def done(_: object, key: tuple[str, int, int, int] = key, read: object = read) -> None:
+                if self._reads.get(key, (0, None))[1] is read:
+                    del self._reads[key]
+
+            read.add_done_callback(done)
+        # Shielded: a stream that goes away does not cancel the others' read.
+        return await asyncio.shield(found[1])

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 
-from tether.events.frames import Frames, read_frames
-from tether.events.hub import Subscription
-from tether.events.log import EventLog
+from tether.events.frames import Frames, SharedReads
+from tether.events.hub import Subscription, ticket
 from tether.model import Event, dumps
 
 PAGE = 2000
@@ -39,7 +37,7 @@ class Gap(Exception):
 
 async def session_stream(
     sub: Subscription,
-    log: EventLog,
+    reads: SharedReads,
     snapshot: str,
     cursor: int,
     heartbeat_s: float,
@@ -57,7 +55,7 @@ async def session_stream(
         yield head + first.text
         try:
             if first.full(FIRST_PAGE, FIRST_PAGE_BYTES):
-                async for chunk in _catch_up(log, sub.session_id, pos):
+                async for chunk in _catch_up(reads, sub.session_id, pos, sub.since):
                     yield chunk
             next_beat = time.monotonic() + heartbeat_s
             while True:
@@ -77,7 +75,10 @@ async def session_stream(
                     return
                 events, overflow = sub.take()
                 if overflow or (events and events[0].seq > pos.last + 1):
-                    async for chunk in _catch_up(log, sub.session_id, pos):
+                    # What was not pushed to it was committed before it was marked; a gap
+                    # in what was pushed, before now.
+                    since = sub.dropped if overflow else ticket()
+                    async for chunk in _catch_up(reads, sub.session_id, pos, since):
                         yield chunk
                 else:
                     fresh = [e for e in events if e.seq > pos.last]
@@ -107,13 +108,13 @@ class _Position:
         self.last = last
 
 
-async def _catch_up(log: EventLog, session_id: str, pos: _Position) -> AsyncIterator[str]:
+async def _catch_up(
+    reads: SharedReads, session_id: str, pos: _Position, since: int
+) -> AsyncIterator[str]:
+    """The log after pos, page by page, up to its head as read after `since` (a ticket
+    taken when every commit not pushed to this stream had been made)."""
     while True:
-        page = await log.db.read(
-            partial(
-                read_frames, session_id=session_id, after=pos.last, limit=PAGE, max_bytes=PAGE_BYTES
-            )
-        )
+        page = await reads.after(session_id, pos.last, PAGE, PAGE_BYTES, since)
         if page.count and page.first != pos.last + 1:
             raise Gap(
                 f"events {pos.last + 1}..{page.first - 1} were pruned while this stream "
