@@ -33,8 +33,10 @@ from tests.helpers.server import ROOT, SECRET, Server, free_port, wait_until
 CTX = mp.get_context("spawn")
 TARGETS = {
     "throughput_eps": ("≥", 20_000),
-    "resume_first_ms": ("≤", 3.0),
-    "resume_catchup_eps": ("≥", 50_000),
+    # Issue 29: the first replayed event within 2 ms (the bare stack: ~1.4 ms), catch-up at
+    # 100,000 events/s; the storm of 2,000 reconnecting clients all live within 5 s.
+    "resume_first_ms": ("≤", 2.0),
+    "resume_catchup_eps": ("≥", 100_000),
     "idle_kib_per_stream": ("≤", 40.0),
     "idle_streams_max": ("≥", 10_000),
     "storm_all_live_s": ("≤", 5.0),

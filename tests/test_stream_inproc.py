@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import MakeLog
 from tether.db.store import Store
 from tether.events import hub as hub_module
+from tether.events.frames import NO_FRAMES, SharedReads
 from tether.events.hub import MemoryHub
 from tether.events.log import Append, EventLog, read_after
 from tether.events.stream import session_stream
@@ -46,7 +47,16 @@ async def no_auth_end() -> None:
 
 
 def stream(log: EventLog, hub: MemoryHub, sid: str, cursor: int, heartbeat_s: float = 60) -> Any:
-    return session_stream(hub.subscribe(sid), log, "{}", cursor, heartbeat_s, 1000, no_auth_end, [])
+    return session_stream(
+        hub.subscribe(sid),
+        SharedReads(log.db),
+        "{}",
+        cursor,
+        heartbeat_s,
+        1000,
+        no_auth_end,
+        NO_FRAMES,
+    )
 
 
 async def test_a_stream_behind_pruned_events_is_sent_to_rebuild_not_across_a_gap(

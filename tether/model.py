@@ -139,19 +139,37 @@ class Event:
         """`id: <seq>` and `data: <JSON>`, as one SSE frame."""
         text = self._frame
         if text is None:
-            text = f"id: {self.seq}\ndata: {self.to_json()}\n\n"
-            # Data written before every value went through `dumps` may hold raw line breakers.
-            if not text.isascii():
-                text = escape_line_breakers(text)
-            self._frame = text
+            text = self._frame = event_frame(self.seq, self.to_json())
         return text
 
     def to_json(self) -> str:
-        return (
-            f'{{"seq":{self.seq},"session_id":{dumps(self.session_id)},'
-            f'"task_id":{dumps(self.task_id)},"parent_task_id":{dumps(self.parent_task_id)},'
-            f'"type":{dumps(self.type)},"data":{self.data},"ts":{self.ts!r}}}'
+        return event_json(
+            self.seq,
+            dumps(self.session_id),
+            dumps(self.task_id),
+            dumps(self.parent_task_id),
+            dumps(self.type),
+            self.data,
+            self.ts,
         )
+
+
+def event_json(
+    seq: int, session_id: str, task_id: str, parent_task_id: str, type: str, data: str, ts: float
+) -> str:
+    """An event's JSON from its fields, the strings among them given as JSON already (a
+    page of events encodes each distinct task id and type once: `events.frames`)."""
+    return (
+        f'{{"seq":{seq},"session_id":{session_id},"task_id":{task_id},'
+        f'"parent_task_id":{parent_task_id},"type":{type},"data":{data},"ts":{ts!r}}}'
+    )
+
+
+def event_frame(seq: int, json_text: str) -> str:
+    """The SSE frame of an event's JSON: `id: <seq>` and `data: <JSON>`."""
+    text = f"id: {seq}\ndata: {json_text}\n\n"
+    # Data written before every value went through `dumps` may hold raw line breakers.
+    return text if text.isascii() else escape_line_breakers(text)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
 from tether.db.store import Store
+from tether.events.frames import SharedReads
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
 from tether.events.pg_notify import (
@@ -38,6 +39,7 @@ class Services:
         self.store = Store(self.db)
         self.log = EventLog(self.db, retention=settings.retention_events)
         self.hub = MemoryHub()
+        self.reads = SharedReads(self.db)  # streams' catch-up pages
         # On a shared database other processes commit too: their commits wake our streams,
         # and ours reach them through the same feed, which keeps the two in order.
         self.listener: PgListener | None = None

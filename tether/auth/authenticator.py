@@ -7,6 +7,7 @@ counted failure, so guessing is rate-limited per client address).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Authenticator:
             else SharedFailures(db, settings.auth_max_failures, settings.auth_failure_window_s)
         )
         self._valid_until: dict[str, float] = {}
+        self._checking: dict[str, asyncio.Future[str | None]] = {}
         # Told (auth session id, reason) when a sign-in ends here: open streams close at once.
         self.on_sign_in_ended: list[Callable[[str, str], None]] = []
         # Told only of sign-ins ended by this process (to tell the other processes).
@@ -168,6 +170,17 @@ class Authenticator:
         now = time.monotonic()
         if self._valid_until.get(sid, 0.0) > now:
             return None
+        # The requests and streams of one sign-in whose cached verdict ran out together (a
+        # thousand heartbeats in the same second, a storm of reconnects) wait on one check,
+        # not on a database read each.
+        checking = self._checking.get(sid)
+        if checking is None:
+            checking = self._checking[sid] = asyncio.ensure_future(self._check(sid, now))
+            checking.add_done_callback(lambda _: self._checking.pop(sid, None))
+        # Shielded: a caller that stops waiting does not cancel the others' check.
+        return await asyncio.shield(checking)
+
+    async def _check(self, sid: str, now: float) -> str | None:
         try:
             await self.store.check(sid)
         except Unauthorized as exc:

@@ -13,6 +13,7 @@ import jwt
 from tether.errors import Unauthorized
 
 ALGORITHM = "HS256"
+_VERIFIED_MAX = 10_000
 SIGN_IN = "sign in again from the URL `tether serve` printed, or POST /auth"
 
 
@@ -27,6 +28,11 @@ class AccessTokens:
     def __init__(self, key: str, ttl_s: float) -> None:
         self._key = key
         self.ttl_s = ttl_s
+        # Tokens already verified, until they expire: a client sends the same token with
+        # every request and reconnect until it refreshes, and decoding one (PyJWT's key
+        # preparation and HMAC) was 8 % of the event loop in a reconnect storm. Whether
+        # the sign-in behind it still holds is checked apart (Authenticator.still_valid_sid).
+        self._verified: dict[str, AccessClaims] = {}
 
     def issue(self, user_id: str, auth_session_id: str) -> tuple[str, float]:
         now = time.time()
@@ -47,6 +53,10 @@ class AccessTokens:
         return token, exp
 
     def verify(self, token: str) -> AccessClaims:
+        known = self._verified.get(token)
+        # `exp` is whole seconds: valid while now < exp, as PyJWT judges it.
+        if known is not None and time.time() < known.expires_at:
+            return known
         try:
             # Only our algorithm: a token claiming "none" or another algorithm is refused.
             claims = jwt.decode(
@@ -58,7 +68,14 @@ class AccessTokens:
             ) from None
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"the access token is invalid ({exc}): " + SIGN_IN) from None
-        return AccessClaims(str(claims["sub"]), str(claims["sid"]), float(claims["exp"]))
+        verified = AccessClaims(str(claims["sub"]), str(claims["sid"]), float(claims["exp"]))
+        if len(self._verified) >= _VERIFIED_MAX:
+            now = time.time()
+            self._verified = {t: c for t, c in self._verified.items() if now < c.expires_at}
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+        self._verified[token] = verified
+        return verified
 
 
 def new_refresh_token() -> tuple[str, str]:

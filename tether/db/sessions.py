@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tether.db.engine import Database
+from tether.db.engine import Database, driver_rows
 from tether.db.ids import new_id
 from tether.db.schema import approvals, events, files, sessions, steps, tasks
 from tether.errors import Conflict, NotFound
@@ -34,16 +34,26 @@ def session_from_row(row: sa.RowMapping) -> Session:
     )
 
 
+# Session's fields, in its order, as driver SQL: read at every stream open and page, where
+# building and compiling the Core statement cost more than the read.
+_S = sessions.c
+_SESSION = (
+    f"SELECT {_S.id.name}, {_S.owner.name}, {_S.title.name}, {_S.created_at.name},"
+    f" {_S.head_seq.name}, {_S.low_seq.name}, {_S.task_count.name}"
+    f" FROM {sessions.name} WHERE {_S.id.name} = ? AND {_S.owner.name} = ?"
+)
+
+
 def read_session(c: sa.Connection, session_id: str, owner: str) -> Session:
     """The owner's session (NotFound for a missing one, or another's)."""
-    row = (
-        c.execute(sa.select(sessions).where(sessions.c.id == session_id, sessions.c.owner == owner))
-        .mappings()
-        .first()
-    )
+    cursor = driver_rows(c, _SESSION, (session_id, owner))
+    try:
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
     if row is None:
         raise NotFound("session not found")
-    return session_from_row(row)
+    return Session(*row)
 
 
 class Sessions:

@@ -8,11 +8,12 @@ owner of its session; `owner=None` is the runtime's own read.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import Any
 
 import sqlalchemy as sa
 
-from tether.db.engine import Database, driver_sql
+from tether.db.engine import Database, driver_rows, driver_sql
 from tether.db.schema import sessions, steps, tasks
 from tether.db.sessions import read_session
 from tether.errors import NotFound
@@ -31,6 +32,16 @@ SUMMARY = (
     tasks.c.started_at,
     tasks.c.ended_at,
     tasks.c.last_seq,
+)
+
+# A summary row read by driver SQL, with the names of SUMMARY's columns.
+Summary = namedtuple("Summary", [c.name for c in SUMMARY])  # type: ignore[misc]  # names from the table
+
+# A session's summaries, as driver SQL: read at every stream open (compiling the Core
+# statement cost more than the read of a few rows).
+_SUMMARIES = (
+    f"SELECT {', '.join(c.name for c in SUMMARY)} FROM {tasks.name}"
+    f" WHERE {tasks.c.session_id.name} = ? LIMIT ?"
 )
 
 BRIEF_INPUT_BYTES = 2048
@@ -74,15 +85,19 @@ def read_summaries(c: sa.Connection, session: Session, limit: int) -> tuple[list
     """At most `limit` task summaries (rows of SUMMARY's columns) of a session, in creation
     order, and how many tasks it has. When it has more, every unfinished task comes first
     (those are what a client must not lose), then the newest finished ones."""
-    in_session = tasks.c.session_id == session.id
     total = session.task_count
     if limit == 0:
         return [], total
     rows: list[Any] = []
     if total <= limit:  # the common case: one query (and the count is only a hint)
-        rows = list(c.execute(sa.select(*SUMMARY).where(in_session).limit(limit + 1)))
+        cursor = driver_rows(c, _SUMMARIES, (session.id, limit + 1))
+        try:
+            rows = [Summary._make(r) for r in cursor]
+        finally:
+            cursor.close()
         total = len(rows)
     if total > limit:
+        in_session = tasks.c.session_id == session.id
         if len(rows) > limit:
             count = sa.select(sa.func.count()).select_from(tasks).where(in_session)
             total = c.execute(count).scalar_one()

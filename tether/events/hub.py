@@ -10,6 +10,7 @@ reads the log itself: the log, not the hub, is the source of truth.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from tether.model import Event, events_size
 
@@ -18,11 +19,22 @@ from tether.model import Event, events_size
 MAX_PENDING = 5_000
 MAX_PENDING_BYTES = 1 << 20
 
+_order = itertools.count(1)
+
+
+def ticket() -> int:
+    """A place in the order of this process's subscriptions and log reads (all on one event
+    loop): a read that began after a subscription's ticket sees every commit the
+    subscription was not told of (`frames.SharedReads`)."""
+    return next(_order)
+
 
 class Subscription:
     __slots__ = (
         "session_id",
         "auth_session_id",
+        "since",
+        "dropped",
         "pending",
         "pending_bytes",
         "overflow",
@@ -49,6 +61,10 @@ class Subscription:
         # process's can overlap or leave a hole; a hole means "read the log".
         self.last = 0
         self.wake = asyncio.Event()
+        # Every commit from here on is pushed to it (or marks it `overflow`).
+        self.since = ticket()
+        # When it was last marked `overflow`: every commit it was not given came before.
+        self.dropped = 0
 
     def push(self, events: list[Event] | None, size: int = 0, head: int = 0) -> None:
         self.head = max(self.head, head, events[-1].seq if events else 0)
@@ -67,6 +83,7 @@ class Subscription:
             or self.pending_bytes + size > MAX_PENDING_BYTES
         ):
             self.overflow = True
+            self.dropped = ticket()
             self.pending.clear()
             self.pending_bytes = 0
         else:

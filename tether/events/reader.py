@@ -20,6 +20,7 @@ from tether.db.engine import Database
 from tether.db.sessions import read_session
 from tether.db.tasks import count_in_session, read_summaries
 from tether.errors import NotFound
+from tether.events.frames import Frames, read_frames
 from tether.events.log import page_is_full, read_after, read_before, read_task_events
 from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES
 from tether.model import Event, Session
@@ -72,22 +73,23 @@ def read_snapshot(
     return Snapshot(s, tasks, total, time.time(), heartbeat_s)
 
 
-def gone_reason(cursor: int, s: Session, first: list[Event]) -> str | None:
+def gone_reason(cursor: int, s: Session, first_seq: int) -> str | None:
     """Why events after `cursor` cannot be served from this read, or None if they can. The
     cursor must lie within what the log holds (low_seq <= cursor <= head_seq), and the first
-    event read must be cursor + 1: retention may prune between the session read and the
-    event read (on Postgres they are separate snapshots). A gap is never served."""
+    event read (`first_seq`, 0 if none) must be cursor + 1: retention may prune between the
+    session read and the event read (on Postgres they are separate snapshots). A gap is
+    never served."""
     if cursor < s.low_seq:
         return f"events after seq {cursor} are no longer retained (first kept: {s.low_seq + 1})"
     if cursor > s.head_seq:
         return f"seq {cursor} is beyond the head of this session's log ({s.head_seq})"
-    if first and first[0].seq != cursor + 1:
+    if first_seq and first_seq != cursor + 1:
         return f"events after seq {cursor} were pruned while this request ran"
     return None
 
 
-def _check(c: sa.Connection, cursor: int, s: Session, first: list[Event], tasks: int) -> None:
-    reason = gone_reason(cursor, s, first)
+def _check(c: sa.Connection, cursor: int, s: Session, first_seq: int, tasks: int) -> None:
+    reason = gone_reason(cursor, s, first_seq)
     if reason is not None:
         raise Gone(
             reason + "; rebuild from the snapshot and resume from its head_seq",
@@ -108,7 +110,7 @@ def page_after(
     Gone, with a snapshot of `snapshot_tasks` tasks at most, if the log cannot serve them."""
     s = read_session(c, session_id, owner)
     events = read_after(c, session_id, cursor, limit, max_bytes)
-    _check(c, cursor, s, events, snapshot_tasks)
+    _check(c, cursor, s, events[0].seq if events else 0, snapshot_tasks)
     next_after = events[-1].seq if events else cursor
     more = page_is_full(events, limit, max_bytes)
     # An event committed after the session was read is served: the head is never behind it.
@@ -165,11 +167,11 @@ def page_of_tasks(
 @dataclass(slots=True)
 class StreamStart:
     """What a stream sends first: its snapshot (rendered), then `first`, the first page of
-    the backlog after its cursor (FIRST_PAGE events at most)."""
+    the backlog after its cursor (FIRST_PAGE events at most), as frames."""
 
     session: Session
     snapshot: str
-    first: list[Event]
+    first: Frames
 
 
 async def stream_start(
@@ -194,8 +196,8 @@ async def stream_start(
         s = read_session(c, session_id, owner)
         if not whole and limit and s.task_count > INLINE_TASKS:
             return None
-        first = read_after(c, session_id, cursor, FIRST_PAGE, FIRST_PAGE_BYTES)
-        _check(c, cursor, s, first, snapshot_tasks)
+        first = read_frames(c, session_id, cursor, FIRST_PAGE, FIRST_PAGE_BYTES)
+        _check(c, cursor, s, first.first, snapshot_tasks)
         return StreamStart(s, render(read_snapshot(c, s, limit, heartbeat_s)), first)
 
     start = await db.read(lambda c: read(c, False), inline=True)

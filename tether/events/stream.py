@@ -12,8 +12,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from tether.events.hub import Subscription
-from tether.events.log import EventLog, page_is_full
+from tether.events.frames import Frames, SharedReads
+from tether.events.hub import Subscription, ticket
 from tether.model import Event, dumps
 
 PAGE = 2000
@@ -37,25 +37,25 @@ class Gap(Exception):
 
 async def session_stream(
     sub: Subscription,
-    log: EventLog,
+    reads: SharedReads,
     snapshot: str,
     cursor: int,
     heartbeat_s: float,
     retry_ms: int,
     auth_ended: Callable[[], Awaitable[str | None]],
-    first: list[Event],
+    first: Frames,
 ) -> AsyncIterator[str]:
     """`first` is the first page after the cursor, read with the snapshot (FIRST_PAGE at
-    most, starting at cursor + 1). `auth_ended` is asked at each heartbeat: a reason ends
+    most, starting at cursor + 1), as frames. `auth_ended` is asked at each heartbeat: a reason ends
     the stream with an `auth` event (the sign-in was revoked or expired; an access token
     that merely aged out does not); a sign-out in this process ends it at once."""
     try:
         head = f"retry: {retry_ms}\n: tether stream\n\n" + named_frame("snapshot", snapshot)
-        pos = _Position(first[-1].seq if first else cursor)
-        yield head + event_frames(first)
+        pos = _Position(first.last or cursor)
+        yield head + first.text
         try:
-            if page_is_full(first, FIRST_PAGE, FIRST_PAGE_BYTES):
-                async for chunk in _catch_up(log, sub.session_id, pos):
+            if first.full(FIRST_PAGE, FIRST_PAGE_BYTES):
+                async for chunk in _catch_up(reads, sub.session_id, pos, sub.since):
                     yield chunk
             next_beat = time.monotonic() + heartbeat_s
             while True:
@@ -75,7 +75,10 @@ async def session_stream(
                     return
                 events, overflow = sub.take()
                 if overflow or (events and events[0].seq > pos.last + 1):
-                    async for chunk in _catch_up(log, sub.session_id, pos):
+                    # What was not pushed to it was committed before it was marked; a gap
+                    # in what was pushed, before now.
+                    since = sub.dropped if overflow else ticket()
+                    async for chunk in _catch_up(reads, sub.session_id, pos, since):
                         yield chunk
                 else:
                     fresh = [e for e in events if e.seq > pos.last]
@@ -105,16 +108,20 @@ class _Position:
         self.last = last
 
 
-async def _catch_up(log: EventLog, session_id: str, pos: _Position) -> AsyncIterator[str]:
+async def _catch_up(
+    reads: SharedReads, session_id: str, pos: _Position, since: int
+) -> AsyncIterator[str]:
+    """The log after pos, page by page, up to its head as read after `since` (a ticket
+    taken when every commit not pushed to this stream had been made)."""
     while True:
-        events = await log.read_after(session_id, pos.last, PAGE, PAGE_BYTES)
-        if events and events[0].seq != pos.last + 1:
+        page = await reads.after(session_id, pos.last, PAGE, PAGE_BYTES, since)
+        if page.count and page.first != pos.last + 1:
             raise Gap(
-                f"events {pos.last + 1}..{events[0].seq - 1} were pruned while this stream "
+                f"events {pos.last + 1}..{page.first - 1} were pruned while this stream "
                 "was behind; reconnect from your last seq to rebuild from a snapshot"
             )
-        if events:
-            pos.last = events[-1].seq
-            yield event_frames(events)
-        if not page_is_full(events, PAGE, PAGE_BYTES):
+        if page.count:
+            pos.last = page.last
+            yield page.text
+        if not page.full(PAGE, PAGE_BYTES):
             return

@@ -36,6 +36,17 @@ async def current_principal(request: Request) -> Principal:
     )
 
 
+# FastAPI runs a plain `def` dependency on a worker thread: two thread hops per request
+# (about a tenth of a stream's open, with the GIL shared with the database threads) for
+# reading an attribute. These run on the loop.
+async def _services(request: Request) -> Services:
+    return get_services(request)
+
+
+async def _auth(request: Request) -> Authenticator:
+    return get_auth(request)
+
+
 Caller = Annotated[Principal, Depends(current_principal)]
-Svc = Annotated[Services, Depends(get_services)]
-Auth = Annotated[Authenticator, Depends(get_auth)]
+Svc = Annotated[Services, Depends(_services)]
+Auth = Annotated[Authenticator, Depends(_auth)]

@@ -174,7 +174,7 @@ async def stream_events(
         slot,
         session_stream(
             sub,
-            svc.log,
+            svc.reads,
             start.snapshot,
             cursor,
             heartbeat_s,
