@@ -93,17 +93,20 @@ class Server:
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_until(self._ready, timeout=60, what=f"server on {self.url}")
+        # One client for the whole wait: a new one per poll (httpx.get) costs ~20 ms of
+        # CPU, which at a poll every 20 ms took a core from the server starting.
+        with httpx.Client(timeout=1) as probe:
+            wait_until(lambda: self._ready(probe), timeout=60, what=f"server on {self.url}")
         return self
 
-    def _ready(self) -> bool:
+    def _ready(self, probe: httpx.Client) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
         if self.command == "worker":
             return "TETHER_WORKER=" in self.log()
         try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            return probe.get(self.url + "/healthz").status_code == 200
         except httpx.TransportError:
             return False
 
