@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import zygote
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,7 +49,7 @@ class Server:
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | zygote.ZygoteProcess | None = None
     log_path: Path | None = None
     # "serve" (with extra `args`, e.g. --no-worker), or "worker": no HTTP, ready when it says so.
     command: str = "serve"
@@ -75,24 +77,27 @@ class Server:
         }
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{time.time_ns()}.log"
         port = ["--port", str(self.port)] if self.command == "serve" else []
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tether.cli",
-                self.command,
-                *port,
-                *self.args,
-                "--data-dir",
-                str(self.data_dir),
-                "--log-level",
-                "warning",
-            ],
-            env=full_env,
-            cwd=ROOT,
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        args = [
+            self.command,
+            *port,
+            *self.args,
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+        ]
+        if zygote.enabled():
+            # `python -m tether.cli ARGS`, forked from a process that has imported it.
+            self.proc = zygote.spawn(args, full_env, ROOT, self.log_path)
+        else:
+            with self.log_path.open("wb") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "tether.cli", *args],
+                    env=full_env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
         # One client for the whole wait: a new one per poll (httpx.get) costs ~20 ms of
         # CPU, which at a poll every 20 ms took a core from the server starting.
         with httpx.Client(timeout=1) as probe:
