@@ -150,6 +150,12 @@ def counter_lines(server: Server) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def open_gate(server: Server) -> None:
+    """Let the server's `gated_item`s (tests/helpers/agents.py) end their work at once."""
+    counter = server.env.get("TETHER_TEST_COUNTER", str(server.data_dir / "counter.txt"))
+    (Path(counter).parent / "gate").touch()
+
+
 def slow_batch_with_a_running_child(
     server: Server, api: Api, item_agent: str = "counted_item"
 ) -> tuple[str, str, str]:
