@@ -173,24 +173,19 @@ def slow_batch_with_a_running_child(
 def add_user(server: Server, name: str, password: str, env: dict[str, str] | None = None) -> None:
     """`tether users add NAME --password-stdin` on the server's data dir (`env` names a
     shared database, if the server is on one)."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tether.cli",
-            "users",
-            "add",
-            name,
-            "--password-stdin",
-            "--data-dir",
-            str(server.data_dir),
-        ],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    args = ["users", "add", name, "--password-stdin", "--data-dir", str(server.data_dir)]
+    run_env = {**os.environ, **(env or {})}
+    if zygote.enabled():
+        out = zygote.run(args, run_env, ROOT, input=password + "\n")
+    else:
+        out = subprocess.run(
+            [sys.executable, "-m", "tether.cli", *args],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=run_env,
+        )
     assert out.returncode == 0, out.stderr + out.stdout
 
 

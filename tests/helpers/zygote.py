@@ -7,7 +7,8 @@ server is then `os.fork()` of the zygote running `tether.cli`'s main as `python 
 tether.cli ARGS` would, in a process of its own: its own pid, environment, working
 directory, stdout and stderr (the log file), stdin /dev/null, nothing else open. It is
 killed, signalled and waited for by pid, and its exit status is what `subprocess.Popen`
-would report (`ZygoteProcess` stands in for the Popen object).
+would report (`ZygoteProcess` stands in for the Popen object). One-shot commands (`tether
+users add`) run the same way (`run`), with their stdin, stdout and stderr as files.
 
 What the zygote imports is only what every server imports before reading its arguments
 or environment (nothing of Tether reads either at import): a server forked from it runs
@@ -105,11 +106,28 @@ class _Zygote:
             raise RuntimeError(f"the test zygote did not start: {line!r}")
         self.proc.stdout.close()
 
-    def spawn(self, args: list[str], env: dict[str, str], cwd: Path, log: Path) -> ZygoteProcess:
-        log.open("wb").close()  # there from the start, as Popen's stdout file would be
+    def spawn(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log: Path,
+        stderr: Path | None = None,
+        stdin: Path | None = None,
+    ) -> ZygoteProcess:
+        for out in (log, stderr):
+            if out is not None:
+                out.open("wb").close()  # there from the start, as Popen's stdout file is
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.path)
-        req = {"args": args, "env": env, "cwd": str(cwd), "log": str(log)}
+        req = {
+            "args": args,
+            "env": env,
+            "cwd": str(cwd),
+            "log": str(log),
+            "stderr": str(stderr or log),
+            "stdin": str(stdin or os.devnull),
+        }
         conn.sendall(json.dumps(req).encode() + b"\n")
         buf = b""
         while b"\n" not in buf:
@@ -148,14 +166,36 @@ def _close() -> None:
         _zygote.close()
 
 
-def spawn(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> ZygoteProcess:
-    """`python -m tether.cli ARGS` with `env`, in `cwd`, stdout and stderr to `log`."""
+def spawn(
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    stderr: Path | None = None,
+    stdin: Path | None = None,
+) -> ZygoteProcess:
+    """`python -m tether.cli ARGS` with `env`, in `cwd`: stdout to `log`, stderr to
+    `stderr` (or `log`), stdin from `stdin` (or /dev/null)."""
     global _zygote
     with _lock:
         if _zygote is None or _zygote.proc.poll() is not None:
             _zygote = _Zygote()
         z = _zygote
-    return z.spawn(args, env, cwd, log)
+    return z.spawn(args, env, cwd, log, stderr, stdin)
+
+
+def run(
+    args: list[str], env: dict[str, str], cwd: Path, input: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """As `subprocess.run([python, -m, tether.cli, *args], input=input, capture_output=True,
+    text=True, env=env, cwd=cwd)`."""
+    with tempfile.TemporaryDirectory(prefix="tether-run-") as d:
+        files = [Path(d) / name for name in ("stdin", "stdout", "stderr")]
+        files[0].write_text(input)
+        p = spawn(args, env, cwd, files[1], stderr=files[2], stdin=files[0])
+        code = p.wait()
+        out, err = (f.read_text() for f in files[1:])
+    return subprocess.CompletedProcess(["tether.cli", *args], code, out, err)
 
 
 # --- the zygote itself ---------------------------------------------------------------
@@ -238,7 +278,7 @@ def _main(path: str) -> None:
 
     req, fds = _serve(path)
     # In the child: as `subprocess.Popen([python, -m, tether.cli, *args], env=..., cwd=...,
-    # stdout=log, stderr=STDOUT)` would have started it (stdin: nothing to read).
+    # stdin=..., stdout=log, stderr=...)` would have started it.
     for fd in fds:
         try:
             os.close(fd)
@@ -247,13 +287,18 @@ def _main(path: str) -> None:
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
-    log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(null)
-    os.close(log)
+    fds = [
+        os.open(req["stdin"], os.O_RDONLY),
+        os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+    ]
+    if req["stderr"] != req["log"]:
+        fds.append(os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    else:
+        fds.append(fds[1])
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in set(fds):
+        os.close(fd)
     sys.path[0] = os.getcwd()  # as `python -m` puts it
     sys.argv = ["tether.cli", *req["args"]]
     # Run as `__main__` only, as `python -m` does (its modules stay imported).
