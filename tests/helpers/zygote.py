@@ -10,10 +10,14 @@ killed, signalled and waited for by pid, and its exit status is what `subprocess
 would report (`ZygoteProcess` stands in for the Popen object). One-shot commands (`tether
 users add`) run the same way (`run`), with their stdin, stdout and stderr as files.
 
-What the zygote imports is only what every server imports before reading its arguments
-or environment (nothing of Tether reads either at import): a server forked from it runs
-the same code on the same settings as one started from scratch. TETHER_TEST_ZYGOTE=0 starts
-every server from scratch instead.
+What the zygote imports is what every server imports before reading its arguments or
+environment (nothing of Tether reads either at import), and the model layer (`tether.llm.
+turn`, pydantic-ai and both providers' SDKs: ~2.5 s more of CPU) that a server loads, on a
+thread, at its first model turn (it sets no logger, warning filter, signal or thread at
+import). A server forked from it runs the same code on the same settings as one started
+from scratch; its first model turn finds the model layer loaded, as every later turn of a
+server does. (benchmarks/first_turn measures that first load, in a server of its own.)
+TETHER_TEST_ZYGOTE=0 starts every server from scratch instead.
 """
 
 from __future__ import annotations
@@ -274,7 +278,12 @@ def _serve(path: str) -> tuple[dict[str, Any], list[int]]:
 def _main(path: str) -> None:
     import runpy
 
-    import tether.cli  # noqa: F401 - the imports every server would otherwise repeat
+    import tether.cli  # the imports every server would otherwise repeat
+    import tether.llm.turn  # noqa: F401 - and the model layer, which a first turn loads
+    from tether.llm import providers
+
+    for provider in ("anthropic", "openai"):
+        providers.load_sdk(provider)
 
     req, fds = _serve(path)
     # In the child: as `subprocess.Popen([python, -m, tether.cli, *args], env=..., cwd=...,
