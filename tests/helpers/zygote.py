@@ -95,20 +95,22 @@ class _Zygote:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="tether-zygote-")
         self.path = os.path.join(self.dir, "sock")
+        self.log = Path(self.dir) / "zygote.log"
         # stdin is a pipe from this process: the zygote ends when this process does.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.zygote", self.path],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.helpers.zygote", self.path],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        if line.strip() != b"ready":
-            raise RuntimeError(f"the test zygote did not start: {line!r}")
         self.proc.stdout.close()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the test zygote did not start:\n{self.log.read_text()}")
 
     def spawn(
         self,
@@ -137,7 +139,7 @@ class _Zygote:
         while b"\n" not in buf:
             chunk = conn.recv(4096)
             if not chunk:
-                raise RuntimeError("the test zygote did not fork")
+                raise RuntimeError(f"the test zygote did not fork:\n{self.log.read_text()}")
             buf += chunk
         first, rest = buf.split(b"\n", 1)
         p = ZygoteProcess(int(json.loads(first)["pid"]), conn)
@@ -153,8 +155,12 @@ class _Zygote:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        for path in (self.path, self.log):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         try:
-            os.unlink(self.path)
             os.rmdir(self.dir)
         except OSError:
             pass
