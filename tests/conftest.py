@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -12,6 +13,73 @@ from tests.helpers.pg import fresh_database, shared_env
 from tests.helpers.server import Api, Server, free_port
 from tether.db.engine import Database
 from tether.events.log import EventLog
+
+# About how long each file takes (seconds, run alone on the 2-core machine, 2026-12-06).
+# Under xdist (`./dev test`: --dist loadfile --no-loadscope-reorder) a file runs whole on one
+# worker, and files are handed out in the order collected: this puts the longest first, so
+# the last ones handed out are short and both workers finish together (by default xdist
+# orders files by their number of tests, which sent test_start, three tests and the
+# longest file, last). A file not listed counts as OTHER_FILE_S. Rough is enough; update
+# a number when a file's time changes a lot (`./dev test --durations=0` shows them).
+FILE_S = {
+    "tests/test_start.py": 50,
+    "tests/e2e/test_product.py": 48,
+    "tests/test_scale_out.py": 48,
+    "tests/test_auth.py": 44,
+    "tests/e2e/test_web.py": 43,
+    "tests/e2e/test_behave.py": 42,
+    "tests/test_model_agents.py": 39,
+    "tests/test_conversation.py": 34,
+    "tests/test_mcp_servers.py": 33,
+    "tests/test_agui.py": 30,
+    "tests/test_quotas.py": 29,
+    "tests/e2e/test_chat.py": 28,
+    "tests/e2e/test_branches.py": 27,
+    "tests/test_openapi.py": 26,
+    "tests/test_restart.py": 26,
+    "tests/e2e/test_look.py": 25,
+    "tests/test_postgres.py": 22,
+    "tests/test_sdk.py": 21,
+    "tests/test_sdk_stream.py": 21,
+    "tests/test_model_deadlines.py": 20,
+    "tests/test_attack.py": 17,
+    "tests/test_auth_limits.py": 17,
+    "tests/test_shared_sessions.py": 17,
+    "tests/test_stream.py": 17,
+    "tests/test_log.py": 15,
+    "tests/test_delegation.py": 13,
+    "tests/test_js_client.py": 13,
+    "tests/test_limits.py": 13,
+    "tests/test_deploy.py": 12,
+    "tests/test_workspace.py": 12,
+    "tests/test_failures.py": 11,
+    "tests/test_wire.py": 10,
+    "tests/test_idempotency.py": 9,
+    "tests/test_approvals.py": 8,
+    "tests/test_sdk_docs.py": 8,
+    "tests/test_sessions_admin.py": 8,
+    "tests/test_bad_input.py": 7,
+    "tests/test_batch.py": 6,
+    "tests/test_docs.py": 6,
+    "tests/test_nul.py": 6,
+    "tests/test_cancel.py": 5,
+    "tests/test_context.py": 4,
+    "tests/test_pg_writer.py": 3,
+    "tests/test_remote_feed.py": 2,
+    "tests/test_stream_inproc.py": 2,
+    "tests/test_durable.py": 1,
+    "tests/test_public_api.py": 1,
+    "tests/test_static.py": 1,
+}
+OTHER_FILE_S = 20
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the order does not matter, keep pytest's
+    # Stable: each file's tests stay together and in their order.
+    items.sort(key=lambda item: -FILE_S.get(item.nodeid.split("::")[0], OTHER_FILE_S))
 
 
 @pytest.fixture

@@ -59,12 +59,13 @@ def unauthorized(r: httpx.Response) -> str:
 
 
 def test_token_ttl_shorter_than_the_task_never_shows_a_401(make_server: Any) -> None:
-    server = make_server(TETHER_ACCESS_TTL_S="2")
+    # Tokens live 1-2 s (the expiry is rounded up to a whole second), the task 20 s.
+    server = make_server(TETHER_ACCESS_TTL_S="1")
     tab = Browser(server)
     sid = tab.post("/api/sessions", json={"title": "long"}).json()["id"]
     root = tab.post(
         f"/api/sessions/{sid}/tasks",
-        json={"agent": "batch", "input": {"items": list(range(15)), "delay_s": 2}},
+        json={"agent": "batch", "input": {"items": list(range(20)), "delay_s": 1}},
     ).json()["id"]
 
     statuses: list[int] = []
@@ -108,23 +109,23 @@ def test_token_ttl_shorter_than_the_task_never_shows_a_401(make_server: Any) -> 
         worker.join()
     assert "auth" not in named
     assert set(statuses) == {200}, problems
-    assert tab.refreshes >= 10  # the task outlived fifteen token lifetimes
+    assert tab.refreshes >= 10  # the task outlived ten token lifetimes and more
     log = Api(server.client()).all_events(sid)
     assert seen == log
 
 
 def test_a_running_task_keeps_the_sign_in_from_idling_out(make_server: Any) -> None:
-    server = make_server(TETHER_IDLE_TIMEOUT_S="2")
+    server = make_server(TETHER_IDLE_TIMEOUT_S="1")
     tab = Browser(server)
     owner = Api(server.client())  # watches through the secret header, which touches no sign-in
     sid = owner.session()
-    root = owner.start(sid, "batch", {"items": [1, 2, 3], "delay_s": 2})["id"]
-    time.sleep(4)  # the tab does nothing for twice the idle timeout, while the task runs
+    root = owner.start(sid, "batch", {"items": [1, 2, 3], "delay_s": 1})["id"]
+    time.sleep(2)  # the tab does nothing for twice the idle timeout, while the task runs
     assert owner.task(root)["status"] == "running"
     assert tab.refresh().status_code == 200
     assert tab.get("/api/me").status_code == 200
     owner.wait_status(root, "completed")
-    time.sleep(3)  # now idle, with nothing running
+    time.sleep(1.5)  # now idle, with nothing running
     unauthorized(tab.refresh())
     assert "idle" in unauthorized(tab.get("/api/me"))
 

@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.e2e.conftest import ROOT, shot
 from tests.e2e.test_web import dom_seqs, open_app, setup
-from tests.helpers.server import SECRET, Api, wait_until
+from tests.helpers.server import SECRET, Api, open_gate, wait_until
 
 AXE = ROOT / "tests" / "e2e" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -85,7 +85,9 @@ def test_3_timeline_follows_and_offers_a_jump_to_the_latest(
     server, api, sid = setup(make_server, "follow")
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     page = open_app(ctx, server, sid)
-    root = str(api.start(sid, "batch", {"items": list(range(60)), "delay_s": 0.2})["id"])
+    # Events every 0.2 s for as long as the test needs (up to 30 s), then all at once.
+    inp = {"items": list(range(150)), "delay_s": 0.2, "item_agent": "gated_item"}
+    root = str(api.start(sid, "batch", inp)["id"])
     # The timeline scrolls from its newest end (a column-reverse box): 0 is the bottom.
     at_end = "Math.abs(document.getElementById('timeline').scrollTop) < 40"
     # Following: the newest event is the last row and in view, batch rows and all.
@@ -107,6 +109,8 @@ def test_3_timeline_follows_and_offers_a_jump_to_the_latest(
     page.click(".pill")
     wait_until(lambda: dom_seqs(page)[-1:] == model_seqs(page)[-1:] and page.evaluate(at_end))
     assert page.is_hidden(".pill")
+    assert api.task(root)["status"] == "running"  # all of the above while events flowed
+    open_gate(server)
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]', timeout=60_000)
     # After a reload the newest is in view, not the oldest.
     page.reload()

@@ -9,7 +9,7 @@ from typing import Any
 from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.e2e.conftest import shot
-from tests.helpers.server import SECRET, Api, Server, wait_until
+from tests.helpers.server import SECRET, Api, Server, open_gate, wait_until
 
 WATCH = """
 window.__seen = { unauthorized: false, kinds: [], texts: [] };
@@ -76,14 +76,17 @@ def task_badge(page: Page, task_id: str) -> str:
 
 
 def start_long_task(api: Api, sid: str, seconds: int) -> str:
-    return str(api.start(sid, "batch", {"items": list(range(seconds // 2)), "delay_s": 2})["id"])
+    """A batch of 2 s items that runs for up to `seconds`: it goes on for as long as the
+    test needs, and finishes in a moment once the test calls `open_gate`."""
+    inp = {"items": list(range(seconds // 2)), "delay_s": 2, "item_agent": "gated_item"}
+    return str(api.start(sid, "batch", inp)["id"])
 
 
 def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any) -> None:
     server, api, sid = setup(make_server, "network", TETHER_ACCESS_TTL_S="3")
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = open_app(ctx, server, sid)
-    root = start_long_task(api, sid, 36)  # outlives two cuts and a reload
+    root = start_long_task(api, sid, 80)  # outlives two cuts and a reload
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="running"]')
     shot(page, "live")
 
@@ -94,7 +97,7 @@ def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any
         )
         if cut == 0:
             shot(page, "reconnecting")
-        time.sleep(5)  # the cut itself lasts five seconds
+        time.sleep(3.5)  # longer than a token lives (3 s): the page returns with an expired one
         ctx.set_offline(False)
         page.wait_for_selector("#conn[data-kind=live]", timeout=30_000)
 
@@ -102,6 +105,8 @@ def test_network_cuts_reload_and_short_tokens(browser: Browser, make_server: Any
     page.reload()
     page.wait_for_selector("#conn[data-kind=live]", timeout=20_000)
     assert page.is_hidden("#signin-view")
+    assert api.task(root)["status"] == "running"  # it ran through the cuts and the reload
+    open_gate(server)
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]', timeout=120_000)
     shot(page, "completed")
     assert_timeline_is_the_log(page, api, sid)
@@ -119,7 +124,7 @@ def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any
     server, api, sid = setup(make_server, "restart", TETHER_ACCESS_TTL_S="3")
     ctx = browser.new_context()
     page = open_app(ctx, server, sid)
-    root = start_long_task(api, sid, 30)  # outlives a kill and a restart
+    root = start_long_task(api, sid, 80)  # outlives a kill and a restart
     page.wait_for_selector(f'li.task[data-task="{root}"] .progress-text')
     wait_until(lambda: len(api.task(root)["children"]) >= 3, timeout=30)
     server.kill()
@@ -129,6 +134,8 @@ def test_server_killed_and_restarted_mid_task(browser: Browser, make_server: Any
     server.start()
     api = Api(server.client())
     page.wait_for_selector("#conn[data-kind=live]", timeout=40_000)
+    assert api.task(root)["status"] == "running"  # it ran through the kill and the restart
+    open_gate(server)
     page.wait_for_selector(f'li.task[data-task="{root}"][data-status="completed"]', timeout=120_000)
     assert api.task(root)["status"] == "completed"
     assert_timeline_is_the_log(page, api, sid)

@@ -319,6 +319,37 @@ async def nest_nap(ctx: TaskContext, inp: NestInput) -> dict[str, Any]:
     return {"depth": 0, "began": began, "woke": woke}
 
 
+def _gate_open() -> bool:
+    return os.path.exists(os.path.join(os.path.dirname(os.environ["TETHER_TEST_COUNTER"]), "gate"))
+
+
+async def _work(seconds: float) -> None:
+    """Wait `seconds`, or until the test opens the gate."""
+    end = time.monotonic() + seconds
+    while not _gate_open() and (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.1))
+
+
+@agent("gated_item", input=batch.ItemInput)
+async def gated_item(ctx: TaskContext, inp: batch.ItemInput) -> dict[str, Any]:
+    """The batch's `item` (the same step and events), whose work time ends at once when the
+    test opens the gate (creates the file `gate` beside the counter file): a batch of them
+    runs for as long as a test needs, then finishes in a moment."""
+
+    async def process() -> dict[str, Any]:
+        ctx.emit("item.started", {"index": inp.index, "item": inp.item})
+        ctx.progress(0, 2)
+        await _work(inp.delay_s / 2)
+        ctx.progress(1, 2)
+        await _work(inp.delay_s / 2)
+        out = {"index": inp.index, **batch.describe(inp.item)}
+        ctx.progress(2, 2)
+        ctx.emit("item.result", out)
+        return out
+
+    return await ctx.step(process, name="process")
+
+
 # The batch's `item`, startable on its own (the built-in one runs only as a sub-agent): a
 # quick task that emits item.started / item.result.
 agent("one_item", input=batch.ItemInput)(batch.item)

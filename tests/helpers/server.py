@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import zygote
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,7 +49,7 @@ class Server:
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | zygote.ZygoteProcess | None = None
     log_path: Path | None = None
     # "serve" (with extra `args`, e.g. --no-worker), or "worker": no HTTP, ready when it says so.
     command: str = "serve"
@@ -75,35 +77,41 @@ class Server:
         }
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{time.time_ns()}.log"
         port = ["--port", str(self.port)] if self.command == "serve" else []
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tether.cli",
-                self.command,
-                *port,
-                *self.args,
-                "--data-dir",
-                str(self.data_dir),
-                "--log-level",
-                "warning",
-            ],
-            env=full_env,
-            cwd=ROOT,
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(self._ready, timeout=60, what=f"server on {self.url}")
+        args = [
+            self.command,
+            *port,
+            *self.args,
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+        ]
+        if zygote.enabled():
+            # `python -m tether.cli ARGS`, forked from a process that has imported it.
+            self.proc = zygote.spawn(args, full_env, ROOT, self.log_path)
+        else:
+            with self.log_path.open("wb") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "tether.cli", *args],
+                    env=full_env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+        # One client for the whole wait: a new one per poll (httpx.get) costs ~20 ms of
+        # CPU, which at a poll every 20 ms took a core from the server starting.
+        with httpx.Client(timeout=1) as probe:
+            wait_until(lambda: self._ready(probe), timeout=60, what=f"server on {self.url}")
         return self
 
-    def _ready(self) -> bool:
+    def _ready(self, probe: httpx.Client) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
         if self.command == "worker":
             return "TETHER_WORKER=" in self.log()
         try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            return probe.get(self.url + "/healthz").status_code == 200
         except httpx.TransportError:
             return False
 
@@ -142,6 +150,12 @@ def counter_lines(server: Server) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def open_gate(server: Server) -> None:
+    """Let the server's `gated_item`s (tests/helpers/agents.py) end their work at once."""
+    counter = server.env.get("TETHER_TEST_COUNTER", str(server.data_dir / "counter.txt"))
+    (Path(counter).parent / "gate").touch()
+
+
 def slow_batch_with_a_running_child(
     server: Server, api: Api, item_agent: str = "counted_item"
 ) -> tuple[str, str, str]:
@@ -159,24 +173,19 @@ def slow_batch_with_a_running_child(
 def add_user(server: Server, name: str, password: str, env: dict[str, str] | None = None) -> None:
     """`tether users add NAME --password-stdin` on the server's data dir (`env` names a
     shared database, if the server is on one)."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tether.cli",
-            "users",
-            "add",
-            name,
-            "--password-stdin",
-            "--data-dir",
-            str(server.data_dir),
-        ],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    args = ["users", "add", name, "--password-stdin", "--data-dir", str(server.data_dir)]
+    run_env = {**os.environ, **(env or {})}
+    if zygote.enabled():
+        out = zygote.run(args, run_env, ROOT, input=password + "\n")
+    else:
+        out = subprocess.run(
+            [sys.executable, "-m", "tether.cli", *args],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=run_env,
+        )
     assert out.returncode == 0, out.stderr + out.stdout
 
 
