@@ -284,7 +284,8 @@ def _serve(path: str) -> tuple[dict[str, Any], list[int]]:
 def _main(path: str) -> None:
     import runpy
 
-    import tether.cli  # the imports every server would otherwise repeat
+    import tether.cli  # the imports every server would otherwise repeat (the command line,
+    import tether.launch  # and the server, which only serve and worker import)
     import tether.llm.turn  # noqa: F401 - and the model layer, which a first turn loads
     from tether.llm import providers
 
