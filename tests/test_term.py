@@ -285,6 +285,7 @@ def test_approve_cancel_and_the_exit_codes_scripts_read(
     server.kill()
     down = term("sessions")
     assert down.returncode == 6 and "cannot reach" in down.stderr
+    assert down.stderr.count("trying again for") == 1, down.stderr  # it said it waits, once
 
 
 def test_the_terminal_commands_load_none_of_the_server() -> None:

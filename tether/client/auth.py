@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -109,6 +110,13 @@ class TokenManager:
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
         self._shared = shared
+        # Told (reason, seconds left) each time a request is about to be tried again
+        # because the server could not be reached: a command line can say it is waiting.
+        self.on_retry: Callable[[str, float], None] | None = None
+
+    def retrying(self, reason: str, deadline: float) -> None:
+        if self.on_retry is not None:
+            self.on_retry(reason, max(0.0, deadline - time.monotonic()))
 
     @property
     def can_renew(self) -> bool:
@@ -151,10 +159,11 @@ class TokenManager:
                         return
                     await self._refresh_once()
                     return
-            except (ConnectionLost, ServerError):  # unreachable, or a proxy's 502 meanwhile
+            except (ConnectionLost, ServerError) as exc:  # unreachable, or a proxy's 502
                 attempt += 1
                 if time.monotonic() > deadline:
                     raise
+                self.retrying(str(exc), deadline)
                 await asyncio.sleep(backoff(attempt, 0.2, 2.0))
 
     async def _refresh_once(self) -> None:
@@ -228,6 +237,7 @@ class TokenManager:
                 attempt += 1
                 if time.monotonic() > deadline:
                     raise ConnectionLost(f"POST {path}: {exc!r}") from exc
+                self.retrying(repr(exc), deadline)
                 await asyncio.sleep(backoff(attempt, 0.2, 2.0))
                 continue
             if r.status_code in (502, 503, 504) and time.monotonic() < deadline:

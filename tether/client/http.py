@@ -56,6 +56,7 @@ class Http:
                 safe = retry == "any" or isinstance(exc, _UNSENT)
                 if not safe or time.monotonic() > deadline:
                     raise ConnectionLost(f"{method} {path}: {exc!r}") from exc
+                self.tokens.retrying(repr(exc), deadline)
                 attempt += 1
                 await asyncio.sleep(backoff(attempt, 0.2, 2.0))
                 continue

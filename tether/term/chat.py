@@ -201,6 +201,7 @@ class Chat:
             ConversationOut, "GET", f"/api/sessions/{self.session_id}/conversation"
         )
         branch = shown_branch(conv)
+        self.client.tokens.on_retry = None  # (reached: a reply says how its link is)
         for t in branch[-HISTORY:]:
             self._show_done(t)
         err.print(

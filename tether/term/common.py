@@ -106,6 +106,18 @@ def run(
     failure becomes a one-line message and its exit code. Ctrl-C prints `detached()`
     (what keeps running, and how to come back) and exits 130."""
     client, url = connect(server)
+    told: list[bool] = []
+
+    def waiting(reason: str, left: float) -> None:
+        if not told:  # (once: the first try that failed)
+            told.append(True)
+            err.print(
+                f"tether: cannot reach {url} yet; trying again for {left:.0f} s (Ctrl-C stops)",
+                markup=False,
+                soft_wrap=True,
+            )
+
+    client.tokens.on_retry = waiting
 
     async def main() -> int:
         async with client:

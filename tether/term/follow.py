@@ -60,6 +60,7 @@ async def follow(client: AsyncClient, target: Target, *, after: int | None, as_j
     ended."""
     state = SessionState(target.session_id)
     tree = await client.tasks.tree(target.session_id, brief=True)
+    client.tokens.on_retry = None  # (reached: from now on the view says how the link is)
     mine: set[str] = set(target.roots)  # the roots' subtrees: their events are printed
     for node in _walk(tree.tasks):
         state.adopt(node)
