@@ -115,13 +115,21 @@ def test_an_executor_id_in_use_is_refused_and_a_restart_under_it_resumes_its_wor
         # w1 dies; restarted under its name at once (its heartbeat is still fresh), it
         # starts and resumes the batch from its last completed step.
         w1.kill()
+        at_kill = [
+            line.split()[1] for line in counter.read_text().splitlines() if line[:4] == "done"
+        ]
         make_server(command="worker", TETHER_EXECUTOR_ID="w1", **env)
         api.wait_status(root, "completed", timeout=60)
         events = api.all_events(sid)
     assert not [e for e in events if e["type"] == "task.moved"]  # resumed, not taken over
-    # From its last completed step: no step that was done ran again.
+    # From its last completed step: no step recorded before the kill ran again. (The items
+    # run one by one, and the next starts only once the last one's step is recorded, so
+    # only the newest step done before the kill may have been cut between its work and
+    # its record: a step is at least once, and that one runs again.)
     done = [line.split()[1] for line in counter.read_text().splitlines() if line[:4] == "done"]
-    assert len(done) == len(set(done)) == 4
+    assert len(set(done)) == 4
+    again = {d for d in done if done.count(d) > 1}
+    assert again <= set(at_kill[-1:]) and len(done) <= 5, (done, at_kill)
     ends = [e for e in events if e["type"] == "task.status" and e["task_id"] == root]
     assert [e["data"]["status"] for e in ends][-1] == "completed"
 
