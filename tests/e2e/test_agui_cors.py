@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.helpers.models import model_server
 from tests.helpers.server import SECRET, Server
+from tests.test_agui import run_input
 
 FETCH = """async ({url, method, headers, body, credentials}) => {
   try {
@@ -86,18 +87,6 @@ def frames(text: str) -> list[tuple[str, dict[str, Any]]]:
         if "data" in lines:
             out.append((lines["id"], json.loads(lines["data"])))
     return out
-
-
-def run_input(thread: str, run: str, text: str) -> dict[str, Any]:
-    return {
-        "threadId": thread,
-        "runId": run,
-        "messages": [{"id": f"u-{run}", "role": "user", "content": text}],
-        "tools": [],
-        "context": [],
-        "state": {},
-        "forwardedProps": {},
-    }
 
 
 def test_a_page_on_a_configured_origin_runs_and_joins_and_no_other_page_can(

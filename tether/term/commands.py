@@ -11,6 +11,7 @@ from typing import Annotated
 
 import httpx
 import typer
+from pydantic import BaseModel
 from rich.table import Table
 
 from tether.client import APIError, AsyncClient, ConnectionLost, NotTether, TetherClientError
@@ -161,6 +162,15 @@ def sessions(
     run(server, body)
 
 
+def report(model: BaseModel, line: str, as_json: bool) -> int:
+    """What a one-shot command did: the object as JSON, or one line for a person."""
+    if as_json:
+        emit(model.model_dump(mode="json"))
+    else:
+        out.print(safe(line), markup=False)
+    return Exit.OK
+
+
 def _detach_note(what: list[str]) -> str | None:
     if not what:
         return None
@@ -201,11 +211,7 @@ def run_command(
         err.print(f"Started {task.id} ({agent}) in session {s.id}.", markup=False)
         shown[:] = [f"Task {task.id}", task.id]
         if detach:
-            if as_json:
-                emit(task.model_dump(mode="json"))
-            else:
-                out.print(task.id)
-            return Exit.OK
+            return report(task, task.id, as_json)
         target = following.Target(s.id, [task.id], footer=DETACH_HINT)
         return await following.follow(
             client, target, after=s.head_seq if as_json else None, as_json=as_json
@@ -298,11 +304,7 @@ def approve(
                 fail(Exit.USAGE, f"{len(waiting)} approvals wait; name one: {ids}")
             aid = waiting[0].id
         answered = await client.approvals.answer(task, aid, "deny" if deny else "approve", note)
-        if as_json:
-            emit(answered.model_dump(mode="json"))
-        else:
-            out.print(safe(f"{answered.tool}: {answered.status}"), markup=False)
-        return Exit.OK
+        return report(answered, f"{answered.tool}: {answered.status}", as_json)
 
     run(server, body)
 
@@ -316,11 +318,7 @@ def cancel(
 
     async def body(client: AsyncClient, url: str) -> int:
         t = await client.tasks.cancel(task)
-        if as_json:
-            emit(t.model_dump(mode="json"))
-        else:
-            out.print(safe(f"{t.id}: {t.status}"), markup=False)
-        return Exit.OK
+        return report(t, f"{t.id}: {t.status}", as_json)
 
     run(server, body)
 
