@@ -46,7 +46,8 @@ async def open_streams(
                 read_frames, session_id=sid, after=0, limit=FIRST_PAGE, max_bytes=FIRST_PAGE_BYTES
             )
         )
-        gen = session_stream(sub, reads, "{}", 0, 60, 1000, no_auth_end, first)  # type: ignore[arg-type]
+        more = first.full(FIRST_PAGE, FIRST_PAGE_BYTES)
+        gen = session_stream(sub, reads, "{}", 0, 60, 1000, no_auth_end, first, more)  # type: ignore[arg-type]
         out.append((gen, seqs(await anext(gen))))
     return out
 

@@ -56,6 +56,7 @@ def stream(log: EventLog, hub: MemoryHub, sid: str, cursor: int, heartbeat_s: fl
         1000,
         no_auth_end,
         NO_FRAMES,
+        False,
     )
 
 

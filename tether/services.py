@@ -14,6 +14,7 @@ from tether.db.store import Store
 from tether.events.frames import SharedReads
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
+from tether.events.mirror import Mirror
 from tether.events.pg_notify import (
     PgListener,
     RemoteFeed,
@@ -40,10 +41,13 @@ class Services:
         self.log = EventLog(self.db, retention=settings.retention_events)
         self.hub = MemoryHub()
         self.reads = SharedReads(self.db)  # streams' catch-up pages
+        # Stream starts served from memory: only where this process is the only writer.
+        self.mirror: Mirror | None = None
         # On a shared database other processes commit too: their commits wake our streams,
         # and ours reach them through the same feed, which keeps the two in order.
         self.listener: PgListener | None = None
         if self.db.sqlite:
+            self.mirror = self.log.mirror = Mirror(check=settings.mirror_check)
             self.log.add_listener(self.hub.publish)
         else:
             origin = new_origin()

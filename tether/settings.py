@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     page_bytes: int = Field(
         4 << 20, ge=1024, description="A page of events stops at about this much event data."
     )
+    mirror_check: bool = Field(
+        False,
+        description="Tests: compare each stream start served from memory with a read of the "
+        "database, and log a difference.",
+    )
     snapshot_tasks: int = Field(
         1000, ge=1, description="Most tasks a stream snapshot lists (unfinished ones first)."
     )

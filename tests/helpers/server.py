@@ -65,6 +65,8 @@ class Server:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "TETHER_HEARTBEAT_S": "0.2",
+            # Every stream start the session mirror answers is checked against the database.
+            "TETHER_MIRROR_CHECK": "1",
             "TETHER_AGENTS": json.dumps(["tests.helpers.agents"]),
             "TETHER_TEST_COUNTER": str(self.data_dir / "counter.txt"),
             "TETHER_BOOTSTRAP_SECRET": SECRET,

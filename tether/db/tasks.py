@@ -120,6 +120,15 @@ def read_summaries(c: sa.Connection, session: Session, limit: int) -> tuple[list
     return rows, total
 
 
+def read_all_summaries(c: sa.Connection, session_id: str, limit: int) -> list[tuple[Any, ...]]:
+    """Up to `limit` task summaries of a session (rows of SUMMARY's columns, in no order)."""
+    cursor = driver_rows(c, _SUMMARIES, (session_id, limit))
+    try:
+        return list(cursor)
+    finally:
+        cursor.close()
+
+
 def read_brief_rows(c: sa.Connection, session_id: str, owner: str) -> tuple[Session, list[Any]]:
     """The owner's session and its tasks as brief rows, in creation order: SUMMARY's
     columns, then the input's stored JSON if it is at most BRIEF_INPUT_BYTES (else None)."""

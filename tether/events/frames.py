@@ -13,6 +13,7 @@ The reads are read_after's (queries.py): the same rows, the same bounds (`limit`
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
 
@@ -59,25 +60,50 @@ def read_frames(
 ) -> Frames:
     """Up to `limit` events after `after`, as frames, stopping once their data passes
     `max_bytes` (always at least one event)."""
+    got = read_frame_list(c, session_id, after, limit, max_bytes)
+    return Frames(
+        "".join([f for _, f, _ in got]),
+        got[0][0] if got else 0,
+        got[-1][0] if got else 0,
+        len(got),
+        sum(n for _, _, n in got),
+    )
+
+
+def read_frame_list(
+    c: sa.Connection, session_id: str, after: int, limit: int, max_bytes: int
+) -> list[tuple[int, str, int]]:
+    """Up to `limit` events after `after`, each as (seq, frame, about how many bytes of
+    data), stopping once their data passes `max_bytes` (always at least one event)."""
+    out: list[tuple[int, str, int]] = []
+    size = 0
+    frames = _frames(c, session_id, after, limit)
+    try:
+        for item in frames:
+            out.append(item)
+            size += item[2]
+            if size >= max_bytes:
+                break
+    finally:
+        frames.close()  # the cursor, before the read's transaction ends
+    return out
+
+
+def _frames(
+    c: sa.Connection, session_id: str, after: int, limit: int
+) -> Generator[tuple[int, str, int]]:
     sid = dumps(session_id)
     names: dict[str | None, str] = {None: "null"}
-    parts: list[str] = []
-    first = last = size = 0
     cursor = driver_rows(c, _AFTER, (session_id, after, session_id, limit))
     try:
         for seq, task_id, parent_id, type_, data, ts in cursor:
             task = names.get(task_id) or names.setdefault(task_id, dumps(task_id))
             parent = names.get(parent_id) or names.setdefault(parent_id, dumps(parent_id))
             kind = names.get(type_) or names.setdefault(type_, dumps(type_))
-            parts.append(event_frame(seq, event_json(seq, sid, task, parent, kind, data, ts)))
-            first = first or seq
-            last = seq
-            size += len(data) + EVENT_OVERHEAD
-            if size >= max_bytes:
-                break
+            frame = event_frame(seq, event_json(seq, sid, task, parent, kind, data, ts))
+            yield seq, frame, len(data) + EVENT_OVERHEAD
     finally:
         cursor.close()
-    return Frames("".join(parts), first, last, len(parts), size)
 
 
 class SharedReads:

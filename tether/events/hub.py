@@ -40,6 +40,7 @@ class Subscription:
         "overflow",
         "closing",
         "ended",
+        "hung_up",
         "head",
         "last",
         "wake",
@@ -55,6 +56,7 @@ class Subscription:
         self.overflow = False
         self.closing = False
         self.ended: str | None = None  # why the sign-in behind this stream ended
+        self.hung_up = False  # the client went away
         self.head = 0  # the newest seq committed to the session that this process knows of
         # The newest seq pushed (or, after "read the log", known to be there): what comes
         # next must follow it. On a shared database a commit here and one read from another
@@ -97,6 +99,11 @@ class Subscription:
         self.pending, self.overflow, self.pending_bytes = [], False, 0
         self.wake.clear()
         return events, overflow
+
+    def hang_up(self) -> None:
+        """The client went away: the stream ends at its next wake-up, now."""
+        self.hung_up = True
+        self.wake.set()
 
     def end(self, reason: str) -> None:
         self.ended = reason

@@ -42,6 +42,7 @@ from tether.db.engine import Database
 from tether.db.pg_writer import Rows, Stmt
 from tether.errors import StorageUnavailable
 from tether.events.append import Append, Chain, check_values, fail
+from tether.events.mirror import Mirror
 from tether.events.plan import ROW_BYTES, Plan
 from tether.events.queries import (
     page_is_full,
@@ -127,6 +128,9 @@ class EventLog:
         self.commits = 0
         self.conflicts = 0  # transactions Postgres aborted (deadlock, serialization) and rerun
         self._commit_hooks: list[CommitHook] = []
+        # The sessions streams read, kept in memory (only where this process is the only
+        # writer): told of each commit before any listener.
+        self.mirror: Mirror | None = None
 
     def add_listener(self, listener: Listener) -> None:
         """Hand `listener` every commit's events (per session, in seq order), after the
@@ -299,6 +303,7 @@ class EventLog:
         )
         retention, hooks = self.retention, self._commit_hooks
         out: dict[str, list[Event]] = {}
+        plans: list[Plan] = []
 
         def then(rows: Rows) -> list[Stmt]:
             # With the sessions locked; the statements it returns commit with the reads.
@@ -309,6 +314,7 @@ class EventLog:
             seen = {(r[0], r[1]) for res in rest[: len(keys)] for r in res}
             status_of = {r[0]: TaskStatus(r[1]) for res in rest[len(keys) :] for r in res}
             plan = Plan(sql)
+            plans[:] = [plan]
             for session_id, items in by_session.items():
                 if session_id not in heads:
                     # Dropped (each append's event stays None) rather than failing the
@@ -331,6 +337,8 @@ class EventLog:
             for a in batch:  # rolled back: nothing of it happened
                 a.event = None
             raise
+        if self.mirror is not None and plans:
+            self.mirror.commit(plans[0], out)
         return out
 
     # -- reading -------------------------------------------------------------------------

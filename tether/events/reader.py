@@ -9,6 +9,7 @@ client rebuilds from. Rendering them as JSON is the web layer's (`tether.web.ren
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,11 @@ from tether.db.tasks import count_in_session, read_summaries
 from tether.errors import NotFound
 from tether.events.frames import Frames, read_frames
 from tether.events.log import page_is_full, read_after, read_before, read_task_events
+from tether.events.mirror import Mirror
 from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES
 from tether.model import Event, Session
+
+log = logging.getLogger(__name__)
 
 INLINE_TASKS = 50  # a stream on a session with more tasks reads its snapshot on a thread
 
@@ -167,15 +171,18 @@ def page_of_tasks(
 @dataclass(slots=True)
 class StreamStart:
     """What a stream sends first: its snapshot (rendered), then `first`, the first page of
-    the backlog after its cursor (FIRST_PAGE events at most), as frames."""
+    the backlog after its cursor, as frames; `more`: whether the backlog goes on after it."""
 
     session: Session
     snapshot: str
     first: Frames
+    more: bool
+    from_memory: bool = False
 
 
 async def stream_start(
     db: Database,
+    mirror: Mirror | None,
     session_id: str,
     owner: str,
     cursor: int,
@@ -184,10 +191,20 @@ async def stream_start(
     heartbeat_s: float,
     render: Callable[[Snapshot], str],
 ) -> StreamStart:
-    """The snapshot (`limit` task summaries at most) and the first page of the backlog, in
-    one read; Gone (with a snapshot of `snapshot_tasks` tasks, which a rebuild needs) if the
-    log cannot serve the cursor. `render` makes the snapshot's text, on the thread that read
-    it."""
+    """The snapshot (`limit` task summaries at most) and the first page of the backlog
+    (FIRST_PAGE events at most), in one read, or from the mirror when it can answer; Gone
+    (with a snapshot of `snapshot_tasks` tasks, which a rebuild needs) if the log cannot
+    serve the cursor. `render` makes the snapshot's text, on the thread that read it."""
+    if mirror is not None:
+        opened = mirror.open(session_id, owner, cursor, limit)
+        if opened is not None:
+            snap = Snapshot(
+                opened.session, opened.tasks, opened.task_count, time.time(), heartbeat_s
+            )
+            served = StreamStart(opened.session, render(snap), opened.first, False, True)
+            if mirror.check:
+                await _check_mirror(db, mirror, served, snap, cursor, limit, render)
+            return served
 
     def read(c: sa.Connection, whole: bool) -> StreamStart | None:
         # A session of a few tasks is read right here on the loop (a hand-off to a thread
@@ -198,10 +215,59 @@ async def stream_start(
             return None
         first = read_frames(c, session_id, cursor, FIRST_PAGE, FIRST_PAGE_BYTES)
         _check(c, cursor, s, first.first, snapshot_tasks)
-        return StreamStart(s, render(read_snapshot(c, s, limit, heartbeat_s)), first)
+        snapshot = render(read_snapshot(c, s, limit, heartbeat_s))
+        if mirror is not None and not whole:
+            mirror.load(c, s)  # on the loop: no commit is told to the mirror meanwhile
+        return StreamStart(s, snapshot, first, first.full(FIRST_PAGE, FIRST_PAGE_BYTES))
 
     start = await db.read(lambda c: read(c, False), inline=True)
     if start is None:
         start = await db.read(lambda c: read(c, True))
     assert start is not None
     return start
+
+
+async def _check_mirror(
+    db: Database,
+    mirror: Mirror,
+    start: StreamStart,
+    snap: Snapshot,
+    cursor: int,
+    limit: int,
+    render: Callable[[Snapshot], str],
+) -> None:
+    """Tests: what the mirror answered must be what the database holds (read inline, so
+    no commit lands in between). A difference is counted, logged and raised: the stream
+    fails to open, and so does the test."""
+    s = snap.session
+
+    def read(c: sa.Connection) -> tuple[int, str, str]:
+        db_s = read_session(c, s.id, s.owner)
+        first = read_frames(c, s.id, cursor, 1 << 30, 1 << 62)
+        db_snap = read_snapshot(c, db_s, limit, snap.heartbeat_s)
+        db_snap.server_time = snap.server_time
+        # SQLite reads without BEGIN each see the newest commit: a commit between them
+        # makes the read's parts disagree, and it is not compared.
+        again = read_session(c, s.id, s.owner).head_seq
+        return max(db_s.head_seq, again, first.last), render(db_snap), first.text
+
+    head, *want = await db.read(read, inline=True)
+    if head > s.head_seq:
+        # A commit the writer has made but not yet told the mirror (nor this stream's
+        # subscription, which it is pushed to next): nothing to compare.
+        mirror.raced += 1
+        return
+    if want != [start.snapshot, start.first.text]:
+        mirror.mismatches += 1
+        log.error(
+            "mirror differs from the database for session %s (cursor %d):\n mirror %s %r"
+            "\n     db %s %r",
+            s.id,
+            cursor,
+            start.snapshot,
+            start.first.text[:500],
+            want[0],
+            want[1][:500],
+        )
+        mirror.forget(s.id)
+        raise RuntimeError(f"the session mirror differs from the database for {s.id}")

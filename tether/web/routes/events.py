@@ -16,13 +16,10 @@ from tether.web import render
 from tether.web.bodies import StrictRoute
 from tether.web.deps import Auth, Caller, Svc
 from tether.web.problems import problems
+from tether.web.responses import EventStreamResponse
 from tether.web.schemas import EventPage
 
 router = APIRouter(prefix="/api/sessions", tags=["events"], route_class=StrictRoute)
-
-
-class EventStreamResponse(StreamingResponse):
-    media_type = "text/event-stream"
 
 
 _STREAM_DOC = {
@@ -161,7 +158,15 @@ async def stream_events(
 
     try:
         start = await reader.stream_start(
-            svc.db, session_id, caller.user, cursor, limit, full, heartbeat_s, render.snapshot_text
+            svc.db,
+            svc.mirror,
+            session_id,
+            caller.user,
+            cursor,
+            limit,
+            full,
+            heartbeat_s,
+            render.snapshot_text,
         )
     except BaseException as exc:
         sub.close()
@@ -181,9 +186,10 @@ async def stream_events(
             svc.settings.stream_retry_ms,
             lambda: auth.still_valid(caller),
             start.first,
+            start.more,
         ),
     )
-    return EventStreamResponse(
-        body,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if svc.settings.mirror_check and start.from_memory:
+        headers["X-Tether-Mirror"] = "checked"  # tests: this start was served from memory
+    return EventStreamResponse(body, headers=headers, on_disconnect=sub.hang_up)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -172,15 +173,16 @@ async def rename_session(session_id: str, body: SessionPatch, caller: Caller, sv
 async def delete_session(session_id: str, caller: Caller, svc: Svc) -> Response:
     """Delete a session and everything in it, its workspace's files too. 409 while any of
     its tasks has not ended."""
-    try:
-        await svc.store.delete_session(session_id, caller.user)
-    except sa.exc.SQLAlchemyError as exc:
-        # The disk is full: the delete, which frees room, is written in the reserve's room
-        # and a part at a time, each part reusing the WAL the one before it used.
-        if not (is_storage_failure(exc) and svc.db.sqlite):
-            raise
-        await asyncio.to_thread(quotas.free_reserve, svc.settings.data_dir)
-        await svc.store.delete_session(session_id, caller.user, parts=500)
+    with svc.mirror.held(session_id) if svc.mirror is not None else nullcontext():
+        try:
+            await svc.store.delete_session(session_id, caller.user)
+        except sa.exc.SQLAlchemyError as exc:
+            # The disk is full: the delete, which frees room, is written in the reserve's
+            # room and a part at a time, each part reusing the WAL the one before it used.
+            if not (is_storage_failure(exc) and svc.db.sqlite):
+                raise
+            await asyncio.to_thread(quotas.free_reserve, svc.settings.data_dir)
+            await svc.store.delete_session(session_id, caller.user, parts=500)
     return Response(status_code=204)
 
 

@@ -1,0 +1,234 @@
+"""An in-memory mirror of the sessions streams read: a stream that opens (or reconnects)
+near the head of its session is served from memory, with no database read.
+
+For each session a stream opened lately, the mirror holds what a stream's start reads:
+the session's head and low seq and task count, its task summaries (`db.tasks.SUMMARY`'s
+columns) when it has at most MIRROR_TASKS tasks, and its newest events as frames. It is
+made from one read of the database and then kept by the log's writer: each commit hands it
+the events and the task-row changes the transaction wrote (`Plan`), after the commit and
+before any stream hears of it, so the mirror never holds what is not durable, and a
+stream that subscribes and then reads it misses nothing.
+
+Only where this process is the only writer (the embedded SQLite file): on a shared
+database other processes commit too, and their task-row changes never pass through here.
+What the mirror cannot answer exactly (an unknown session, a cursor older than its ring, a
+snapshot that would be cut to fewer tasks than the session has) is read from the database,
+as before. A commit that does not follow what an entry holds drops the entry, to be read
+again. `check` (tests) compares every answer with a read of the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.db.tasks import SUMMARY, Summary, read_all_summaries
+from tether.events.frames import Frames, read_frame_list
+from tether.events.plan import Plan
+from tether.model import EVENT_OVERHEAD, Event, Session
+
+log = logging.getLogger(__name__)
+
+MIRROR_TASKS = 50  # a session with more keeps no summaries here: its snapshot is read
+RING = 256  # the newest events kept per session
+RING_BYTES = 256 << 10  # ... and about this much of their data at most
+TOTAL_BYTES = 32 << 20  # all sessions' rings; the least recently opened go first
+MAX_SESSIONS = 5_000
+
+_COLUMNS = tuple(c.name for c in SUMMARY)
+_INDEX = {name: i for i, name in enumerate(_COLUMNS)}
+
+
+@dataclass(slots=True)
+class _Entry:
+    session: Session
+    # id -> a summary row's values (a list, changed in place); None: too many tasks to keep
+    tasks: dict[str, list[Any]] | None
+    # (seq, frame, size), consecutive, ending at the session's head
+    ring: deque[tuple[int, str, int]] = field(default_factory=deque)
+    ring_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Opened:
+    """What a stream's start sends, from memory: the session, its summaries (at most
+    `limit`, in creation order) and task count, and every event after the cursor up to the
+    head as frames."""
+
+    session: Session
+    tasks: list[Any]
+    task_count: int
+    first: Frames
+
+
+class Mirror:
+    def __init__(self, *, check: bool = False) -> None:
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._held: dict[str, int] = {}  # sessions being deleted: not mirrored meanwhile
+        self.check = check
+        self.hits = 0
+        self.misses = 0
+        self.mismatches = 0
+        self.raced = 0  # checks that found a newer commit in the database
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._entries
+
+    # -- answering -------------------------------------------------------------------------
+
+    def open(self, session_id: str, owner: str, cursor: int, limit: int) -> Opened | None:
+        """A stream's start from memory, or None where only the database can answer it."""
+        e = self._entries.get(session_id)
+        s = e.session if e is not None else None
+        if (
+            e is None
+            or s is None
+            or s.owner != owner
+            or not s.low_seq <= cursor <= s.head_seq
+            or (limit and (e.tasks is None or s.task_count > limit))
+        ):
+            self.misses += 1
+            return None
+        ring = e.ring
+        start = s.head_seq - len(ring) + 1  # the ring's first seq
+        if cursor + 1 < start:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(session_id)
+        parts = [ring[i][1] for i in range(cursor + 1 - start, len(ring))]
+        first = (
+            Frames(
+                "".join(parts),
+                cursor + 1,
+                s.head_seq,
+                len(parts),
+                sum(ring[i][2] for i in range(cursor + 1 - start, len(ring))),
+            )
+            if parts
+            else Frames()
+        )
+        rows: list[Any] = []
+        if limit and e.tasks:
+            rows = sorted((Summary._make(v) for v in e.tasks.values()), key=_creation)
+        self.hits += 1
+        snapshot = Session(
+            s.id, s.owner, s.title, s.created_at, s.head_seq, s.low_seq, s.task_count
+        )
+        return Opened(snapshot, rows, s.task_count, first)
+
+    # -- keeping -------------------------------------------------------------------------
+
+    def load(self, c: sa.Connection, s: Session) -> None:
+        """Mirror session `s`, as read on `c` (in the read's transaction: everything read
+        is of one commit)."""
+        if s.id in self._entries or s.id in self._held:
+            return
+        tasks: dict[str, list[Any]] | None = None
+        if s.task_count <= MIRROR_TASKS:
+            rows = read_all_summaries(c, s.id, MIRROR_TASKS + 1)
+            if len(rows) <= MIRROR_TASKS:
+                tasks = {r[0]: list(r) for r in rows}
+        e = _Entry(Session(*_fields(s)), tasks)
+        after = max(s.low_seq, s.head_seq - RING)
+        got = read_frame_list(c, s.id, after, RING, RING_BYTES) if s.head_seq > after else []
+        # The newest events, if they fit (else none: the ring fills from the commits).
+        if got and got[0][0] == after + 1 and got[-1][0] == s.head_seq:
+            e.ring.extend(got)
+            e.ring_bytes = sum(n for _, _, n in got)
+        self._trim(e)
+        self._entries[s.id] = e
+        self._bytes += e.ring_bytes
+        self._evict()
+
+    def commit(self, plan: Plan, committed: dict[str, list[Event]]) -> None:
+        """A transaction committed `plan`: apply it to the sessions mirrored."""
+        if not self._entries:
+            return
+        lows = {x["_id"]: x["_low"] for x in plan.sessions}
+        new_tasks: dict[str, list[dict[str, Any]]] = {}
+        for row in plan.new_tasks:
+            new_tasks.setdefault(row["session_id"], []).append(row)
+        for session_id, evs in committed.items():
+            e = self._entries.get(session_id)
+            if e is None or not evs:
+                continue
+            s = e.session
+            if evs[-1].seq <= s.head_seq:
+                continue  # read with the entry already
+            if evs[0].seq != s.head_seq + 1:
+                log.warning(
+                    "mirror: session %s skipped from %d to %d", session_id, s.head_seq, evs[0].seq
+                )
+                self.forget(session_id)
+                continue
+            added = new_tasks.get(session_id, ())
+            s.head_seq = evs[-1].seq
+            s.low_seq = lows.get(session_id, s.low_seq)
+            s.task_count += len(added)
+            if e.tasks is not None:
+                if len(e.tasks) + len(added) > MIRROR_TASKS:
+                    e.tasks = None
+                else:
+                    for row in added:
+                        e.tasks[row["id"]] = [row.get(name) for name in _COLUMNS]
+            if e.tasks is not None:
+                for ev in evs:
+                    if ev.task_id is not None and ev.task_id in e.tasks:
+                        values = plan.task_values.get(ev.task_id)
+                        if values:
+                            summary = e.tasks[ev.task_id]
+                            for name, value in values.items():
+                                i = _INDEX.get(name)
+                                if i is not None:
+                                    summary[i] = value
+            before = e.ring_bytes
+            for ev in evs:
+                size = len(ev.data) + EVENT_OVERHEAD
+                e.ring.append((ev.seq, ev.frame(), size))
+                e.ring_bytes += size
+            self._trim(e)
+            self._bytes += e.ring_bytes - before
+        self._evict()
+
+    @contextmanager
+    def held(self, session_id: str) -> Iterator[None]:
+        """Not mirrored while this runs (a delete), nor answered from an entry made before."""
+        self.forget(session_id)
+        self._held[session_id] = self._held.get(session_id, 0) + 1
+        try:
+            yield
+        finally:
+            n = self._held.pop(session_id) - 1
+            if n:
+                self._held[session_id] = n
+            self.forget(session_id)
+
+    def forget(self, session_id: str) -> None:
+        e = self._entries.pop(session_id, None)
+        if e is not None:
+            self._bytes -= e.ring_bytes
+
+    def _trim(self, e: _Entry) -> None:
+        ring, low = e.ring, e.session.low_seq
+        while ring and (len(ring) > RING or e.ring_bytes > RING_BYTES or ring[0][0] <= low):
+            e.ring_bytes -= ring.popleft()[2]
+
+    def _evict(self) -> None:
+        while self._entries and (self._bytes > TOTAL_BYTES or len(self._entries) > MAX_SESSIONS):
+            _, e = self._entries.popitem(last=False)
+            self._bytes -= e.ring_bytes
+
+
+def _fields(s: Session) -> tuple[Any, ...]:
+    return (s.id, s.owner, s.title, s.created_at, s.head_seq, s.low_seq, s.task_count)
+
+
+def _creation(row: Any) -> tuple[float, str]:
+    return (row.created_at, row.id)
