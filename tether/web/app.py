@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse
+from starlette.types import Receive, Scope, Send
 
 from tether import __version__
 from tether.services import Services
@@ -18,6 +19,7 @@ from tether.web import problems
 from tether.web.bodies import RefuseNul
 from tether.web.cors import Cors
 from tether.web.limits import BodyLimit
+from tether.web.responses import RAW_SEND
 from tether.web.routes import agui, auth, conversations, events, files, sessions, tasks
 from tether.web.schemas import Health, Problem
 from tether.web.security import SecurityHeaders
@@ -44,6 +46,14 @@ SECURITY_SCHEMES = {
 }
 
 
+class _App(FastAPI):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The server's own `send`: an event stream's body goes to it past the middleware,
+        # which has nothing to do once the response has started (web/responses.py).
+        scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or Settings()
     svc = services or Services(settings)
@@ -56,7 +66,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             await svc.stop()
 
-    app = FastAPI(
+    app = _App(
         title="Tether",
         version=__version__,
         description="Long-running agent tasks with a durable, resumable event stream. "

@@ -21,6 +21,9 @@ def json_response(value: Any, status_code: int = 200) -> Response:
     return Response(text, status_code=status_code, media_type="application/json")
 
 
+RAW_SEND = "tether.send"  # the scope's key for the server's own `send` (web/app.py)
+
+
 class EventStreamResponse(StreamingResponse):
     """`text/event-stream`, written straight to the server's `send`.
 
@@ -28,7 +31,9 @@ class EventStreamResponse(StreamingResponse):
     that listens for the disconnect (on servers that speak ASGI below 2.4, as uvicorn does):
     with two thousand streams its cancel scopes cost a tenth of the loop's time. Here the
     disconnect is heard by a plain task that calls `on_disconnect` (the stream's body then
-    ends at its next wake-up)."""
+    ends at its next wake-up). Once the response has started (through the middleware, which
+    adds its headers), its chunks go to the server's own `send`, past five layers of
+    middleware that only watch for the start."""
 
     media_type = "text/event-stream"
 
