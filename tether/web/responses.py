@@ -40,10 +40,11 @@ class EventStreamResponse(StreamingResponse):
     def __init__(
         self,
         content: AsyncIterator[str],
+        status_code: int = 200,
         headers: Mapping[str, str] | None = None,
         on_disconnect: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(content, headers=headers)
+        super().__init__(content, status_code, headers=headers)
         self._chunks = content
         self._on_disconnect = on_disconnect
 
