@@ -29,6 +29,40 @@ def ticket() -> int:
     return next(_order)
 
 
+class Wake:
+    """asyncio.Event's is_set, set, clear and wait, for one waiter (a stream's own task):
+    a commit wakes every subscriber of its session, so this is on the path of each
+    delivery, and one future costs less than Event's list of them."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
 class Subscription:
     __slots__ = (
         "session_id",
@@ -62,7 +96,7 @@ class Subscription:
         # next must follow it. On a shared database a commit here and one read from another
         # process's can overlap or leave a hole; a hole means "read the log".
         self.last = 0
-        self.wake = asyncio.Event()
+        self.wake = Wake()
         # Every commit from here on is pushed to it (or marks it `overflow`).
         self.since = ticket()
         # When it was last marked `overflow`: every commit it was not given came before.
