@@ -276,3 +276,14 @@ async def test_commits_made_while_the_listening_connection_was_lost_still_reach_
         await listener.stop()
     assert relistened == [1]
     assert all([seq for _, seq in frames(text)] == list(range(1, 41)) for text in got)
+
+
+def test_a_commit_of_many_small_events_rides_in_its_notification_up_to_the_limit() -> None:
+    def ticks(n: int) -> list[Event]:
+        return [Event(i, "s", "task", None, "tick", "0", 1.0) for i in range(1, n + 1)]
+
+    fits = max(n for n in range(1, 200) if "\n" in commit_payload("o", "s", ticks(n)))
+    assert fits >= 50  # a model turn's commit of dozens of deltas needs no read
+    assert parse_payload(commit_payload("o", "s", ticks(fits)))[3] == ticks(fits)
+    assert commit_payload("o", "s", ticks(10_000)) == "o s 10000"
+    assert all(len(commit_payload("o", "s", ticks(n))) <= PAYLOAD_MAX for n in range(1, 200))

@@ -63,8 +63,9 @@ def notify_commits(origin: str) -> CommitHook:
     return notify
 
 
-# Room for an event besides its data in a payload (ids, type, seq, ts, quoting).
-_EVENT_ROOM = 600
+# The least an event takes in a payload besides its data (seq, ts, nulls, a type, quoting):
+# what cannot fit is known before anything is encoded.
+_EVENT_MIN = 40
 
 
 def commit_payload(origin: str, session_id: str, events: list[Event]) -> str:
@@ -72,10 +73,12 @@ def commit_payload(origin: str, session_id: str, events: list[Event]) -> str:
     then a line of its events' fields as JSON when the whole fits in a notification
     (ASCII: its length is its size in bytes)."""
     head = f"{origin} {session_id} {events[-1].seq}"
-    if sum(len(e.data) for e in events) + _EVENT_ROOM * len(events) + len(head) <= PAYLOAD_MAX:
+    room = PAYLOAD_MAX - len(head)
+    # Counted before anything is encoded: a commit of thousands of events costs nothing here.
+    if _EVENT_MIN * len(events) <= room and sum(len(e.data) for e in events) <= room:
         rows = [[e.seq, e.task_id, e.parent_task_id, e.type, e.data, e.ts] for e in events]
         body = json.dumps(rows, separators=(",", ":"), allow_nan=False)
-        if len(head) + 1 + len(body) <= PAYLOAD_MAX:
+        if 1 + len(body) <= room:
             return f"{head}\n{body}"
     return head
 
