@@ -54,7 +54,10 @@ TARGETS = {
         if os.environ.get("TETHER_DATABASE_URL", "").startswith("postgres")
         else ("≤", 5.0)
     ),
-    "dist_delegation_ms": ("≤", 10.0),
+    # Issue 29: 2 API processes + 2 workers on Postgres fan out as fast as one process
+    # does, and delegate within 3 ms.
+    "dist_fanout_1000_p99_ms": ("≤", 250.0),
+    "dist_delegation_ms": ("≤", 3.0),
 }
 
 

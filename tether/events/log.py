@@ -79,9 +79,10 @@ _GATHER_TURNS = 8
 Listener = Callable[[str, list[Event]], None]
 """Told of each commit after it: (session id, its committed events)."""
 
-CommitHook = Callable[[dict[str, int]], Iterable[Stmt]]
+CommitHook = Callable[[dict[str, list[Event]]], Iterable[Stmt]]
 """Statements that commit in the transaction of the log's writes, given each session it
-wrote to and its new head seq (on Postgres: the NOTIFY to the other processes)."""
+wrote to and the events it appends there, in seq order (on Postgres: the NOTIFY to the
+other processes)."""
 
 
 def _stopped_error() -> StorageUnavailable:
@@ -326,9 +327,8 @@ class EventLog:
                     out[session_id] = evs
             writes = plan.statements(retention)
             if hooks and out:
-                new_heads = {sid: evs[-1].seq for sid, evs in out.items()}
                 for hook in hooks:
-                    writes.extend(hook(new_heads))
+                    writes.extend(hook(out))
             return writes
 
         try:

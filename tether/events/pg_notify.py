@@ -2,20 +2,29 @@
 
 Each commit of the log sends, inside its own transaction (so it is delivered if and only if
 the events are committed: `notify_commits`, a commit hook of the log), one notification per
-session it touched: "<origin> <session id> <head seq>". Every process keeps one listening
-connection. For a session watched here, a notification from another origin makes this
-process read the new events once and hand them to every subscriber in memory (the same
-fan-out as its own commits), so a thousand streams on one session cost one read per commit,
-not a thousand. The first notification of a session, and anything the in-memory path cannot
-vouch for (a hole, a failed read), wakes subscribers as "read the log after your position"
-(the hub's overflow): the log stays the only source of events and a stream sends each seq
-once, in order. After the listening connection is lost, every subscriber is woken that way:
+session it touched: "<origin> <session id> <head seq>", followed, when they fit in a
+payload, by the events it committed there (`commit_payload`). Every process keeps one
+listening connection. For a session watched here, a notification from another origin hands
+its events to every subscriber in memory (the same fan-out as this process's own commits):
+a thousand streams on one session cost no database read at all. A notification without its
+events (they were too large) makes this process read them once, for all its subscribers.
+Anything the in-memory path cannot vouch for (a hole, a failed read) wakes subscribers as
+"read the log after your position" (the hub's overflow): the log stays the source of truth
+and a stream sends each seq once, in order (it drops what it sent, and reads the log at a
+hole). After the listening connection is lost, every subscriber is woken that way:
 notifications sent meanwhile are gone, the table is not.
+
+Why the events ride in the notification: with only the head in it, each API process read
+every commit of another process back from the table before its streams could have it. On
+a busy machine that read (a thread, the GIL, a round trip) was most of a commit's way to
+the screen: 2 API processes + 2 workers, 1,000 streams, p50 ts->read 70-300 ms, tails
+over 1 s, before any stream was woken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import uuid
@@ -47,10 +56,52 @@ def notify_commits(origin: str) -> CommitHook:
     """The log's commit hook on a shared database (`EventLog.add_commit_hook`): in the
     committing transaction, one notification per session it wrote to, in one statement."""
 
-    def notify(heads: dict[str, int]) -> list[Stmt]:
-        return [Stmt(_NOTIFY, ([f"{origin} {sid} {seq}" for sid, seq in heads.items()],))]
+    def notify(committed: dict[str, list[Event]]) -> list[Stmt]:
+        payloads = [commit_payload(origin, sid, evs) for sid, evs in committed.items()]
+        return [Stmt(_NOTIFY, (payloads,))]
 
     return notify
+
+
+# The least an event takes in a payload besides its data (seq, ts, nulls, a type, quoting):
+# what cannot fit is known before anything is encoded.
+_EVENT_MIN = 40
+
+
+def commit_payload(origin: str, session_id: str, events: list[Event]) -> str:
+    """The notification of a commit to one session: "<origin> <session id> <head seq>",
+    then a line of its events' fields as JSON when the whole fits in a notification
+    (ASCII: its length is its size in bytes)."""
+    head = f"{origin} {session_id} {events[-1].seq}"
+    room = PAYLOAD_MAX - len(head)
+    # Counted before anything is encoded: a commit of thousands of events costs nothing here.
+    if _EVENT_MIN * len(events) <= room and sum(len(e.data) for e in events) <= room:
+        rows = [[e.seq, e.task_id, e.parent_task_id, e.type, e.data, e.ts] for e in events]
+        body = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        if 1 + len(body) <= room:
+            return f"{head}\n{body}"
+    return head
+
+
+def parse_payload(payload: str) -> tuple[str, str, int, list[Event] | None]:
+    """(origin, session id, head seq, the events or None), or ValueError. Events that are
+    not the consecutive seqs up to the head are refused: the log is read instead."""
+    line, _, body = payload.partition("\n")
+    origin, session_id, seq = line.split(" ")
+    head = int(seq)
+    if not body:
+        return origin, session_id, head, None
+    try:
+        rows = json.loads(body)
+        events = [
+            Event(int(r[0]), session_id, r[1], r[2], str(r[3]), str(r[4]), float(r[5]))
+            for r in rows
+        ]
+    except (ValueError, TypeError, IndexError, KeyError):
+        return origin, session_id, head, None
+    if not events or [e.seq for e in events] != list(range(head - len(events) + 1, head + 1)):
+        return origin, session_id, head, None
+    return origin, session_id, head, events
 
 
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(%s::text[]) AS p"
@@ -82,8 +133,9 @@ _FEED_PAGE_BYTES = 4 << 20
 
 
 class RemoteFeed:
-    """Events committed by other processes, read once per watched session and published to
-    the hub like this process's own commits."""
+    """Events committed by other processes, from their notifications (or read once per
+    watched session when a notification could not carry them) and published to the hub like
+    this process's own commits."""
 
     def __init__(self, log: EventLog, hub: MemoryHub) -> None:
         self.log, self.hub = log, hub
@@ -117,17 +169,29 @@ class RemoteFeed:
         if session_id not in self._busy:
             self._busy[session_id] = asyncio.create_task(self._read(session_id))
 
-    def on_head(self, session_id: str, head: int) -> None:
+    def on_head(self, session_id: str, head: int, events: list[Event] | None = None) -> None:
+        """Another process committed to the session up to `head`: `events`, when its
+        notification carried them (consecutive seqs ending at `head`)."""
         if not self.hub.watched(session_id):
             self._have.pop(session_id, None)
             self._want.pop(session_id, None)
             return
-        if session_id not in self._have:
-            # First news of this session here: each subscriber reads from its own position.
+        have = self._have.get(session_id)
+        if have is None:
+            # First news of this session here. With the events, each subscriber takes them
+            # (one that is further behind reads the log at the hole, as streams do);
+            # without, each reads from its own position.
             self._have[session_id] = head
-            self.hub.publish_head(session_id, head)
+            if events is None:
+                self.hub.publish_head(session_id, head)
+            else:
+                self.hub.publish(session_id, events)
             return
-        if head <= max(self._have[session_id], self._want.get(session_id, 0)):
+        if head <= max(have, self._want.get(session_id, 0)):
+            return
+        if events is not None and session_id not in self._busy and events[0].seq <= have + 1:
+            self._have[session_id] = head
+            self.hub.publish(session_id, [e for e in events if e.seq > have])
             return
         self._want[session_id] = head
         if session_id not in self._busy:
@@ -221,15 +285,14 @@ class PgListener:
 
     def _on(self, payload: str) -> None:
         try:
-            origin, session_id, seq = payload.split(" ")
-            head = int(seq)
+            origin, session_id, head, events = parse_payload(payload)
         except ValueError:
             log.warning("ignored a malformed notification %r", payload[:200])
             return
         if origin == self.origin:
             return  # this process's own commit: its hub already has the events
         self.received += 1
-        self.feed.on_head(session_id, head)
+        self.feed.on_head(session_id, head, events)
         _call(self.on_head, session_id, head)
 
     def _on_cancel(self, payload: str) -> None:
