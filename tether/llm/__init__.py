@@ -9,6 +9,8 @@ config.py        the agents file; defaults.py: the agents without one; demo.py: 
 new_turn.py      starting a turn: which agent answers, where it goes in the conversation
 turn.py          the model loop: one turn, its durable steps and their order
 model_call.py    one model call (streamed, retried, bounded); stream.py: as log events
+attempt.py       one attempt's provider stream, read and shown (the per-delta work)
+model_processes.py  the processes attempts run in, off the API's loop (model_process.py)
 tool_calls.py    one tool call; tools.py: the built-in tools; mcp_servers.py: MCP servers
 reply.py         what a turn keeps; history.py: what it sends its model
 conversation.py  the tree of turns and the branch shown
