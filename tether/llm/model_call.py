@@ -60,17 +60,31 @@ class Deadline:
 
 class Shown:
     """A call's events on their way to the log, noting whether it started showing a reply
-    (a message or a tool call) that a retry must supersede."""
+    (a message or a tool call) that a retry must supersede, and what it left open."""
 
-    __slots__ = ("ctx", "started")
+    __slots__ = ("ctx", "open", "started")
 
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx, self.started = ctx, False
+        self.open: dict[str, str] = {}  # id -> its END event's type
 
     def emit(self, type: str, data: Any = None) -> None:
-        if type in ("TEXT_MESSAGE_START", "TOOL_CALL_START"):
+        if type == "TEXT_MESSAGE_START":
             self.started = True
+            self.open[data["messageId"]] = "TEXT_MESSAGE_END"
+        elif type == "TOOL_CALL_START":
+            self.started = True
+            self.open[data["toolCallId"]] = "TOOL_CALL_END"
+        elif type in ("TEXT_MESSAGE_END", "TOOL_CALL_END"):
+            self.open.pop(data.get("messageId") or data.get("toolCallId"), None)
         self.ctx.emit(type, data)
+
+    def close(self) -> None:
+        """End what a lost model process left open, as a broken stream's parts are ended
+        (what was shown stays until a `message.superseded` replaces it)."""
+        for part_id, end in list(self.open.items()):
+            key = "messageId" if end == "TEXT_MESSAGE_END" else "toolCallId"
+            self.emit(end, {key: part_id})
 
 
 class CallTimedOut(Exception):
@@ -135,9 +149,11 @@ async def call_model(
                 ) from None
         except ModelFailed:
             reply.close()
+            shown.close()
             raise
         except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
             reply.close()
+            shown.close()
             delay, status = retry_delay(exc, retries)
             reason = describe(exc, cfg)
             if delay is None or retries >= cfg.max_retries:
