@@ -80,7 +80,7 @@ class Installed:
         if self.procs is None and (size := limits().model_processes) > 0:
             from tether.llm.model_processes import ModelProcesses
 
-            self.procs = ModelProcesses(size)
+            self.procs = ModelProcesses(size, list(self.configs.values()))
         return self.procs
 
     async def close(self) -> None:

@@ -41,7 +41,8 @@ MAX_RETRY_AFTER = 300.0
 @dataclass(slots=True)
 class Deadline:
     """When the turn must have answered (wall-clock, recorded in a step: a replay after a
-    restart keeps it); time spent waiting for a person is added to it."""
+    restart keeps it); time spent waiting for a person, or for a model process to start, is
+    added to it."""
 
     at: float
     cfg: ModelAgentConfig
@@ -119,6 +120,10 @@ async def call_model(
         shown = Shown(ctx)
         base = f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}"
         reply = ReplyStream(shown, base)
+        if procs is not None:  # a model process's start is neither the call's time nor the turn's
+            began = time.time()
+            await procs.ready()
+            deadline.at += time.time() - began
         left = deadline.left()
         if left <= 0:
             raise deadline.passed()

@@ -1,6 +1,6 @@
 """A model process: runs model calls for the server, off the API's event loop.
 
-`python -m tether.llm.model_process`, started by the server (`model_processes.py`). Each
+`python -m tether.llm.model_process [PROVIDER ...]`, started by the server (`model_processes.py`). Each
 call's provider stream is read, parsed and coalesced here (`attempt.stream_reply`, the
 same code the server runs when `model_processes = 0`), and only what the log keeps goes back
 over the pipe: the reply's events, 20 a second per part at most, then the saved reply or the
@@ -9,10 +9,13 @@ and the HTTP stack cost about three times Tether's own work per token, on the lo
 serves every stream.
 
 The wire (frames: a 4-byte length, then a pickle; both ends are the same code):
-server -> here  ("call", id, config, message_base, Request) | ("cancel", id)
-here -> server  ("ev", id, type, data) | ("done", id, saved) | ("err", id, exception)
+server -> here  ("warm", 0, configs) first, then ("call", id, config, message_base, Request)
+                | ("cancel", id)
+here -> server  ("ready", 0) once warm (its SDKs imported, the models built), then ("ev", id, type, data) | ("done", id, saved) |
+                ("err", id, exception)
 A cancelled call sends nothing more. The process ends when its stdin closes (the server
-stopped, or died): it never outlives the server.
+stopped, or died): it never outlives the server. It imports the SDKs of the providers it is
+given first (seconds), so that its first call does not wait for them.
 """
 
 from __future__ import annotations
@@ -22,28 +25,16 @@ import logging
 import os
 import pickle
 import signal
-import struct
 import sys
 from typing import Any
 
 from tether.llm.attempt import Request, stream_reply
 from tether.llm.config import ModelAgentConfig
-from tether.llm.providers import build_model
+from tether.llm.model_processes import frame, read_frame
+from tether.llm.providers import build_model, load_sdk
 from tether.llm.stream import ReplyStream
 
 log = logging.getLogger("tether.model_process")
-HEADER = struct.Struct(">I")
-
-
-def frame(message: tuple[Any, ...]) -> bytes:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(body)) + body
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next message; raises IncompleteReadError at the end of the pipe."""
-    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return pickle.loads(await reader.readexactly(size))
 
 
 def picklable(exc: BaseException) -> BaseException:
@@ -101,7 +92,14 @@ class Server:
                 message = await read_frame(reader)
             except asyncio.IncompleteReadError:
                 break  # the server is gone
-            if message[0] == "call":
+            if message[0] == "warm":
+                for cfg in message[2]:
+                    try:
+                        self.model(cfg)
+                    except Exception:  # its calls will say why (e.g. no key)
+                        log.debug("model of agent %s not built", cfg.name, exc_info=True)
+                self.writer.write(frame(("ready", 0)))
+            elif message[0] == "call":
                 _, call_id, cfg, base, req = message
                 self.calls[call_id] = asyncio.create_task(self.call(call_id, cfg, base, req))
             elif message[0] == "cancel" and (task := self.calls.get(message[1])) is not None:
@@ -128,4 +126,6 @@ if __name__ == "__main__":
     # Ctrl-C reaches the whole process group: the server stops its turns, then closes stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING)
+    for provider in sys.argv[1:]:
+        load_sdk(provider)
     asyncio.run(main())

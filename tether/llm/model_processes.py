@@ -21,18 +21,34 @@ import contextlib
 import itertools
 import logging
 import os
+import pickle
+import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tether
-from tether.llm.attempt import Request
-from tether.llm.config import ModelAgentConfig
-from tether.llm.model_process import frame, read_frame
+
+if TYPE_CHECKING:  # light to import: it is, on the event loop, by the first turn
+    from tether.llm.attempt import Request
+    from tether.llm.config import ModelAgentConfig
 
 log = logging.getLogger(__name__)
 STOP_S = 5.0
+HEADER = struct.Struct(">I")
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    """One message on the pipe (both ways): its length, then its pickle."""
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    """The next message; raises IncompleteReadError at the end of the pipe."""
+    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return pickle.loads(await reader.readexactly(size))
 
 
 class ModelProcessLost(ConnectionError):
@@ -40,10 +56,12 @@ class ModelProcessLost(ConnectionError):
 
 
 class _Proc:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, configs: list[ModelAgentConfig]) -> None:
         self.proc = proc
         self.calls: dict[int, asyncio.Queue[Any]] = {}
+        self.ready = asyncio.Event()  # it has imported what it needs (or it died)
         self.reader = asyncio.create_task(self._read(), name=f"tether-model-process-{proc.pid}")
+        self.send(("warm", 0, configs))  # it builds their models before it says it is ready
 
     @property
     def alive(self) -> bool:
@@ -59,6 +77,9 @@ class _Proc:
         try:
             while True:
                 message = await read_frame(self.proc.stdout)
+                if message[0] == "ready":
+                    self.ready.set()
+                    continue
                 queue = self.calls.get(message[1])
                 if queue is not None:  # else: a call that stopped waiting
                     queue.put_nowait(message)
@@ -68,6 +89,7 @@ class _Proc:
             log.exception("model process %s: unreadable message", self.proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
+        self.ready.set()  # no one waits for a dead process
         code = await self.proc.wait()
         why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         lost = ModelProcessLost(f"the model process (pid {self.proc.pid}) stopped mid-call: {why}")
@@ -79,8 +101,10 @@ class _Proc:
 class ModelProcesses:
     """The model processes of this server: at most `size`, started as calls need them."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, configs: list[ModelAgentConfig]) -> None:
         self.size = size
+        self.configs = configs  # a new process builds their models before its first call
+        self.providers = sorted({c.provider for c in configs})  # and imports their SDKs
         self._procs: list[_Proc] = []
         self._ids = itertools.count(1)
         self._starting = asyncio.Lock()
@@ -116,12 +140,23 @@ class ModelProcesses:
             if not finished and proc.alive:
                 proc.send(("cancel", call_id))
 
-    async def _pick(self) -> _Proc:
+    async def start(self) -> None:
+        """Start the processes that are not running (their imports, a few seconds, go on
+        in them while the caller's turn reads its history)."""
         async with self._starting:
             self._procs = [p for p in self._procs if p.alive]
-            if len(self._procs) < self.size:
-                self._procs.append(_Proc(await _spawn()))
-            return min(self._procs, key=lambda p: len(p.calls))
+            while len(self._procs) < self.size:
+                self._procs.append(_Proc(await _spawn(self.providers), self.configs))
+
+    async def ready(self) -> None:
+        """Start the processes that are not running and wait until each has imported what
+        it needs: a model call's time limit starts after that."""
+        await self.start()
+        await asyncio.gather(*(p.ready.wait() for p in self._procs))
+
+    async def _pick(self) -> _Proc:
+        await self.start()
+        return min(self._procs, key=lambda p: len(p.calls))
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self._procs if p.alive]
@@ -142,7 +177,7 @@ class ModelProcesses:
                 await p.reader
 
 
-async def _spawn() -> asyncio.subprocess.Process:
+async def _spawn(providers: list[str]) -> asyncio.subprocess.Process:
     root = str(Path(tether.__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
@@ -150,6 +185,7 @@ async def _spawn() -> asyncio.subprocess.Process:
         sys.executable,
         "-m",
         "tether.llm.model_process",
+        *providers,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=env,

@@ -59,10 +59,11 @@ def install(
     return inst
 
 
-def _load_model_layer(provider: str) -> None:
+def _load_model_layer(provider: str | None) -> None:
     import tether.llm.turn  # noqa: F401 - loaded here, on the caller's thread
 
-    providers.load_sdk(provider)
+    if provider is not None:  # None: the calls run in model processes, which load it
+        providers.load_sdk(provider)
 
 
 def _turn_fn(name: str) -> Any:
@@ -73,7 +74,10 @@ def _turn_fn(name: str) -> Any:
         assert inst is not None
         provider = inst.configs[name].provider
         if provider not in loaded:  # the first turn of this provider: load the model layer
-            await asyncio.to_thread(_load_model_layer, provider)
+            procs = inst.processes()
+            if procs is not None:
+                await procs.start()  # they import while this process does
+            await asyncio.to_thread(_load_model_layer, provider if procs is None else None)
             loaded.add(provider)
         from tether.llm.turn import run_turn
 
