@@ -2,10 +2,12 @@
 
 A model call's per-delta work (the provider's HTTP stream, its SDK, pydantic-ai's parsing,
 the coalescing) runs in one of `model_processes` child processes (`model_process.py`),
-started with the first call and restarted after one dies; the server's loop gets the
+started as calls need them and replaced after one dies; the server's loop gets the
 reply's events already coalesced (20 a second per part at most) and emits them into the
 log in the call's own step, as it would have, so keys, order and supersession are
-unchanged. A call is given to the process with the fewest calls in flight.
+unchanged. A call is given to the ready process with the fewest calls in flight; a process
+starts with the first call, another when every running one is busy (a start is seconds of
+CPU: its imports, then the agents' models built), up to `model_processes`.
 
 - Cancel (the task is cancelled, or the call runs past its time): the process is told and
   stops the provider call; nothing it sends for that call afterwards is used.
@@ -99,7 +101,8 @@ class _Proc:
 
 
 class ModelProcesses:
-    """The model processes of this server: at most `size`, started as calls need them."""
+    """The model processes of this server: at most `size`, started as calls need them
+    (a second once the first is busy, ...)."""
 
     def __init__(self, size: int, configs: list[ModelAgentConfig]) -> None:
         self.size = size
@@ -141,22 +144,39 @@ class ModelProcesses:
                 proc.send(("cancel", call_id))
 
     async def start(self) -> None:
-        """Start the processes that are not running (their imports, a few seconds, go on
-        in them while the caller's turn reads its history)."""
+        """Start a process if none is running (its imports, seconds of CPU, go on in it
+        while the caller's turn reads its history)."""
         async with self._starting:
             self._procs = [p for p in self._procs if p.alive]
-            while len(self._procs) < self.size:
-                self._procs.append(_Proc(await _spawn(self.providers), self.configs))
+            if not self._procs:
+                await self._spawn()
 
     async def ready(self) -> None:
-        """Start the processes that are not running and wait until each has imported what
-        it needs: a model call's time limit starts after that."""
+        """Start a process if none is running and wait until one has imported what it
+        needs: a model call's time limit starts after that."""
         await self.start()
-        await asyncio.gather(*(p.ready.wait() for p in self._procs))
+        waits = [asyncio.ensure_future(p.ready.wait()) for p in self._procs]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _pick(self) -> _Proc:
-        await self.start()
-        return min(self._procs, key=lambda p: len(p.calls))
+        """The ready process with the fewest calls in flight. One more starts (up to
+        `size`) when every running one has a call: a start costs seconds of CPU, which a
+        server whose calls come one at a time never pays twice."""
+        async with self._starting:
+            self._procs = [p for p in self._procs if p.alive]
+            if not self._procs or (
+                len(self._procs) < self.size and all(p.calls for p in self._procs)
+            ):
+                await self._spawn()
+            ready = [p for p in self._procs if p.ready.is_set()] or self._procs
+            return min(ready, key=lambda p: len(p.calls))
+
+    async def _spawn(self) -> None:
+        self._procs.append(_Proc(await _spawn(self.providers), self.configs))
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self._procs if p.alive]
