@@ -108,7 +108,8 @@ def model_turns(
     eps, p50, p99, cpu, tok_rate, fake_cpu, steady99 = [], [], [], [], [], [], []
     api_k, procs_k = [], []  # CPU seconds per 1,000 tokens: the API process, model processes
     try:
-        # Warm: the model processes start with the first calls (about 2 s of imports each).
+        # Warm: the model processes start with the first calls, a second one when the first
+        # is busy (seconds of imports each): four turns at once start both.
         warm = [b.session() for _ in range(4)]
         for t in [_say(b, s, "words 3") for s in warm]:
             assert b.wait_done(t)["status"] == "completed"

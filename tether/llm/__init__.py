@@ -18,6 +18,19 @@ approvals.py     a tool call waiting for a person's answer (its table: db/approv
 providers.py     the model a config names
 """
 
-from tether.llm.register import install
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tether.llm.register import install
 
 __all__ = ["install"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: a model process (model_process.py) imports this package without the server's
+    # database layer, which `register` brings (a second of its start).
+    if name == "install":
+        from tether.llm.register import install
+
+        return install
+    raise AttributeError(name)
