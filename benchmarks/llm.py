@@ -109,8 +109,9 @@ def model_turns(
     api_k, procs_k = [], []  # CPU seconds per 1,000 tokens: the API process, model processes
     try:
         # Warm: the model processes start with the first calls, a second one when the first
-        # is busy (seconds of imports each): four turns at once start both.
-        warm = [b.session() for _ in range(4)]
+        # is busy (seconds of imports each), and it takes calls once the first has several:
+        # twenty turns at once start both and end once both are ready.
+        warm = [b.session() for _ in range(20)]
         for t in [_say(b, s, "words 3") for s in warm]:
             assert b.wait_done(t)["status"] == "completed"
         for _ in range(runs):

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # light to import: it is, on the event loop, by the first tur
 
 log = logging.getLogger(__name__)
 STOP_S = 5.0
+STARTING_CALLS = 8
 HEADER = struct.Struct(">I")
 
 
@@ -163,17 +164,21 @@ class ModelProcesses:
                 w.cancel()
 
     async def _pick(self) -> _Proc:
-        """The ready process with the fewest calls in flight. One more starts (up to
-        `size`) when every running one has a call: a start costs seconds of CPU, which a
-        server whose calls come one at a time never pays twice."""
+        """The process with the fewest calls in flight, a starting one counted busy. One
+        more starts (up to `size`) when every running one has a call: a start costs seconds
+        of CPU, which a server whose calls come one at a time never pays twice."""
         async with self._starting:
             self._procs = [p for p in self._procs if p.alive]
             if not self._procs or (
                 len(self._procs) < self.size and all(p.calls for p in self._procs)
             ):
                 await self._spawn()
-            ready = [p for p in self._procs if p.ready.is_set()] or self._procs
-            return min(ready, key=lambda p: len(p.calls))
+            # A starting process counts as STARTING_CALLS busy: a call waits for its start
+            # only when the ready ones have that many each (a call stays where it began).
+            return min(
+                self._procs,
+                key=lambda p: len(p.calls) + (0 if p.ready.is_set() else STARTING_CALLS),
+            )
 
     async def _spawn(self) -> None:
         self._procs.append(_Proc(await _spawn(self.providers), self.configs))
