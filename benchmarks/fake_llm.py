@@ -29,7 +29,8 @@ requests in order; an API key containing `bad` gets 401 every time. A fault with
 breaks the stream instead: `{"cut_after": N}` sends N deltas and closes it without the end
 marker (no `message_delta`/`message_stop`; no `finish_reason`/`[DONE]`); `{"trickle_s": S}`
 sends one word every S seconds and never ends. GET /_requests lists
-what was asked (for assertions).
+what was asked (for assertions), each with `ended` once its reply's stream stopped (sent
+whole, or its client went away).
 """
 
 from __future__ import annotations
@@ -133,11 +134,13 @@ class FakeLLM:
             self.brain.requests.clear()
         return JSONResponse({"ok": True})
 
-    async def _record(self, api: str, request: Request, body: Any, key: str) -> None:
+    async def _record(self, api: str, request: Request, body: Any, key: str) -> dict[str, Any]:
         """What was asked, for assertions (`size`: the request body's bytes)."""
         size = len(await request.body())
         entry = {"api": api, "body": body, "at": time.time(), "key": key, "size": size}
+        entry["ended"] = False
         self.brain.requests.append(entry)
+        return entry
 
     async def list_requests(self, _request: Request) -> Response:
         return JSONResponse(self.brain.requests)
@@ -191,7 +194,7 @@ class FakeLLM:
         body = await request.json()
         # The SDK sends the key as x-api-key or, in newer versions, as a bearer token.
         key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
-        await self._record("anthropic", request, body, key)
+        entry = await self._record("anthropic", request, body, key)
         fault = self.brain.next_fault(key)
         if fault and "status" in fault:
             return self._fault(fault, "anthropic")
@@ -209,7 +212,9 @@ class FakeLLM:
                 turns.append((msg["role"], text))
         parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
         return StreamingResponse(
-            _broken(self._anthropic_stream(body.get("model", "fake"), parts), fault, 2),
+            _ended(
+                _broken(self._anthropic_stream(body.get("model", "fake"), parts), fault, 2), entry
+            ),
             media_type="text/event-stream",
         )
 
@@ -302,7 +307,7 @@ class FakeLLM:
     async def openai(self, request: Request) -> Response:
         body = await request.json()
         key = request.headers.get("authorization", "")
-        await self._record("openai", request, body, key)
+        entry = await self._record("openai", request, body, key)
         fault = self.brain.next_fault(key)
         if fault and "status" in fault:
             return self._fault(fault, "openai")
@@ -324,7 +329,7 @@ class FakeLLM:
             turns.append(("tool", pending_tools))
         parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
         return StreamingResponse(
-            _broken(self._openai_stream(body.get("model", "fake"), parts), fault, 1),
+            _ended(_broken(self._openai_stream(body.get("model", "fake"), parts), fault, 1), entry),
             media_type="text/event-stream",
         )
 
@@ -376,6 +381,15 @@ class FakeLLM:
             },
         )
         yield b"data: [DONE]\n\n"
+
+
+async def _ended(stream: AsyncIterator[bytes], entry: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The stream, marking its request `ended` when it stops, whole or cut by its client."""
+    try:
+        async for frame in stream:
+            yield frame
+    finally:
+        entry["ended"] = True
 
 
 async def _broken(

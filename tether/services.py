@@ -25,6 +25,7 @@ from tether.events.pg_notify import (
 )
 from tether.llm import approvals, config, install
 from tether.llm.defaults import default_agents
+from tether.llm.installed import Installed
 from tether.runtime import durable, workers
 from tether.runtime.agent import load_agent_modules, registry
 from tether.runtime.engine import Runtime
@@ -57,6 +58,7 @@ class Services:
             self.listener = PgListener(self.db.url, origin, self.hub, feed)
         self.registry = registry
         self.runtime: Runtime | None = None
+        self.models: Installed | None = None
         self.workers: workers.Workers | None = None
         self.claim: workers.ExecutorClaim | None = None
         self.auth: Authenticator | None = None
@@ -91,7 +93,7 @@ class Services:
             model_agents = config.load(self.settings.agents_file)
         else:
             model_agents = default_agents(self.settings)
-        install(model_agents, self.registry, self.store, self.settings.data_dir)
+        self.models = install(model_agents, self.registry, self.store, self.settings.data_dir)
         # DBOS's system tables are set up under the same lock as ours (its launch only
         # checks them on a shared database): one process migrates, the others wait for it.
         await asyncio.to_thread(self.db.migrate, None if self.db.sqlite else self._migrate_dbos)
@@ -214,6 +216,8 @@ class Services:
             await self.workers.stop()
         if self.runtime is not None:
             await self.runtime.stop()
+        if self.models is not None:
+            await self.models.close()  # the model processes: after the turns have stopped
         if self.workers is not None:
             await self.workers.hand_over_own()
         await self.log.stop()

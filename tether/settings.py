@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="Without an agents file: the default assistant's model, e.g. "
         "`anthropic:claude-sonnet-4-5`, or the local server's model name.",
     )
+    model_processes: int = Field(
+        2,
+        ge=0,
+        description="Processes that run the model calls (the provider's stream and its "
+        "parsing), so that the server's event loop serves streams only; started with the "
+        "first model call. 0: model calls run in the server's own process.",
+    )
     app_version: str | None = Field(
         None,
         description="Code version recorded on each task; default: a hash of Tether and agent code. "

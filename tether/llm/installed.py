@@ -17,10 +17,13 @@ from pydantic import AfterValidator, BaseModel, Field
 from tether.db.store import Store
 from tether.llm.config import ModelAgentConfig
 from tether.llm.mcp_servers import McpConnections
-from tether.llm.providers import build_model
+from tether.llm.providers import api_key, build_model
+from tether.quotas import limits
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
+
+    from tether.llm.model_processes import ModelProcesses
 
 
 def message_text(text: str) -> str:
@@ -59,12 +62,32 @@ class Installed:
     models: dict[str, Model] = field(default_factory=dict)
     # The MCP servers' connections: one per chat session and server (see mcp_servers).
     mcp: McpConnections = field(default_factory=McpConnections)
+    # Where the model calls run (None: on this process's loop; see model_processes.py).
+    procs: ModelProcesses | None = None
 
     def model(self, cfg: ModelAgentConfig) -> Model:
         """The agent's model, built by its first call and kept."""
         if cfg.name not in self.models:
             self.models[cfg.name] = build_model(cfg)
         return self.models[cfg.name]
+
+    def check(self, cfg: ModelAgentConfig) -> None:
+        """Raise ModelFailed, saying why, if the agent's model cannot be called (its key)."""
+        api_key(cfg)
+
+    def processes(self) -> ModelProcesses | None:
+        """The model processes (`model_processes` of them), or None: calls run here."""
+        if self.procs is None and (size := limits().model_processes) > 0:
+            from tether.llm.model_processes import ModelProcesses
+
+            self.procs = ModelProcesses(size, list(self.configs.values()))
+        return self.procs
+
+    async def close(self) -> None:
+        """Stop the model processes (the server is stopping)."""
+        if self.procs is not None:
+            await self.procs.stop()
+            self.procs = None
 
     def default_agent(self) -> ModelAgentConfig | None:
         configs = list(self.configs.values())

@@ -19,24 +19,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_ai.direct import model_request_stream
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelMessagesTypeAdapter,
-    PartDeltaEvent,
-    PartStartEvent,
-    TextPart,
-    ToolCallPart,
-)
-from pydantic_ai.models import ModelRequestParameters
-from pydantic_ai.settings import ModelSettings
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.tools import ToolDefinition
 
 from tether.errors import ModelFailed
+from tether.llm.attempt import Request, StreamCut, stream_reply
 from tether.llm.config import ModelAgentConfig, seconds
 from tether.llm.installed import Installed
-from tether.llm.reply import args_size, bounded_response
 from tether.llm.stream import ReplyStream
 from tether.model import Event
 from tether.quotas import limits
@@ -51,7 +41,8 @@ MAX_RETRY_AFTER = 300.0
 @dataclass(slots=True)
 class Deadline:
     """When the turn must have answered (wall-clock, recorded in a step: a replay after a
-    restart keeps it); time spent waiting for a person is added to it."""
+    restart keeps it); time spent waiting for a person, or for a model process to start, is
+    added to it."""
 
     at: float
     cfg: ModelAgentConfig
@@ -68,12 +59,37 @@ class Deadline:
         )
 
 
+class Shown:
+    """A call's events on their way to the log, noting whether it started showing a reply
+    (a message or a tool call) that a retry must supersede, and what it left open."""
+
+    __slots__ = ("ctx", "open", "started")
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx, self.started = ctx, False
+        self.open: dict[str, str] = {}  # id -> its END event's type
+
+    def emit(self, type: str, data: Any = None) -> None:
+        if type == "TEXT_MESSAGE_START":
+            self.started = True
+            self.open[data["messageId"]] = "TEXT_MESSAGE_END"
+        elif type == "TOOL_CALL_START":
+            self.started = True
+            self.open[data["toolCallId"]] = "TOOL_CALL_END"
+        elif type in ("TEXT_MESSAGE_END", "TOOL_CALL_END"):
+            self.open.pop(data.get("messageId") or data.get("toolCallId"), None)
+        self.ctx.emit(type, data)
+
+    def close(self) -> None:
+        """End what a lost model process left open, as a broken stream's parts are ended
+        (what was shown stays until a `message.superseded` replaces it)."""
+        for part_id, end in list(self.open.items()):
+            key = "messageId" if end == "TEXT_MESSAGE_END" else "toolCallId"
+            self.emit(end, {key: part_id})
+
+
 class CallTimedOut(Exception):
     """The model call ran past call_timeout_s (a stalled or trickling stream)."""
-
-
-class StreamCut(Exception):
-    """The reply's stream ended without the provider's end marker: the call broke off."""
 
 
 async def call_model(
@@ -88,9 +104,10 @@ async def call_model(
     overload and network errors, on a stream cut before its end marker, and on an attempt
     that takes longer than call_timeout_s; a hard error raises ModelFailed with the
     provider's words, and so does the turn's deadline. Returns the reply as saved (JSON)."""
-    model = inst.model(cfg)
-    params = ModelRequestParameters(function_tools=tools)
-    settings: ModelSettings = {"max_retries": 0, "max_tokens": cfg.max_tokens}
+    procs = inst.processes()
+    model = inst.model(cfg) if procs is None else None
+    if procs is not None:
+        inst.check(cfg)  # as building the model would: a missing key fails the turn here
     retries = 0
     broke_off: str | None = None  # why the last attempt stopped mid-reply
     while True:
@@ -100,25 +117,32 @@ async def call_model(
             prior,
             broke_off or "the server restarted while this reply was being written",
         )
-        reply = ReplyStream(ctx, f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}")
+        shown = Shown(ctx)
+        base = f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}"
+        reply = ReplyStream(shown, base)
+        if procs is not None:  # a model process's start is neither the call's time nor the turn's
+            began = time.time()
+            await procs.ready()
+            deadline.at += time.time() - began
         left = deadline.left()
         if left <= 0:
             raise deadline.passed()
         limit = asyncio.timeout(min(cfg.call_timeout_s, left))
+        req = Request(
+            messages=messages,
+            tools=tools,
+            max_tokens=cfg.max_tokens,
+            max_bytes=limits().max_saved_response_bytes,
+            end_required=cfg.stream_end_required,
+            label=cfg.model,
+        )
         try:
-            max_bytes, size, cut = limits().max_saved_response_bytes, 0, False
             try:
                 async with limit:
-                    async with model_request_stream(
-                        model, messages, model_settings=settings, model_request_parameters=params
-                    ) as stream:
-                        async for event in stream:
-                            reply.feed(event)
-                            size += event_size(event)
-                            if size > max_bytes:
-                                cut = True
-                                break  # cut here: the rest is neither read nor kept
-                        response = stream.get()
+                    if model is not None:
+                        return await stream_reply(model, req, reply)
+                    assert procs is not None
+                    return await procs.call(cfg, base, req, shown.emit)
             except TimeoutError:
                 if not limit.expired():
                     raise
@@ -128,20 +152,13 @@ async def call_model(
                     f"{cfg.model} did not finish its reply within "
                     f"{seconds(cfg.call_timeout_s)} (call_timeout_s)"
                 ) from None
-            # A reply cut at max_saved_response_bytes ends without its end marker too.
-            if cfg.stream_end_required and response.state == "incomplete" and not cut:
-                raise StreamCut(
-                    f"the reply from {cfg.model} broke off: its stream ended without the "
-                    "provider's end marker"
-                )
-            reply.close()
-            saved = bounded_response(response, max_bytes)
-            return ModelMessagesTypeAdapter.dump_python([saved], mode="json")[0]
         except ModelFailed:
             reply.close()
+            shown.close()
             raise
         except Exception as exc:  # noqa: BLE001 - sorted into retry or failure below
             reply.close()
+            shown.close()
             delay, status = retry_delay(exc, retries)
             reason = describe(exc, cfg)
             if delay is None or retries >= cfg.max_retries:
@@ -152,7 +169,7 @@ async def call_model(
             retries += 1
             broke_off = (
                 None
-                if not (reply.message_ids or reply.tool_call_ids)
+                if not shown.started
                 else f"the model took longer than {seconds(cfg.call_timeout_s)} (call_timeout_s)"
                 if isinstance(exc, CallTimedOut)
                 else "the connection to the model broke off mid-reply"
@@ -171,22 +188,6 @@ async def call_model(
             await asyncio.sleep(delay)
         finally:
             reply.abort()
-
-
-def event_size(event: Any) -> int:
-    """About how many bytes a streamed event adds to the reply."""
-    if isinstance(event, PartStartEvent):
-        part = event.part
-        if isinstance(part, TextPart):
-            return len(part.content.encode())
-        return args_size(part.args) if isinstance(part, ToolCallPart) else 0
-    if isinstance(event, PartDeltaEvent):
-        delta: Any = event.delta
-        text = getattr(delta, "content_delta", None)
-        if isinstance(text, str):
-            return len(text.encode())
-        return args_size(getattr(delta, "args_delta", None))
-    return 0
 
 
 def supersede(ctx: TaskContext, prior: list[Event], reason: str) -> None:

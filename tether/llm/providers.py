@@ -31,12 +31,18 @@ def load_sdk(provider: str) -> None:
         importlib.import_module(name)
 
 
-def build_model(cfg: ModelAgentConfig) -> Model:
-    """The agent's model, ready to call; raises ModelFailed (saying why) when it cannot be
-    called, e.g. its API key is not set."""
+def api_key(cfg: ModelAgentConfig) -> str:
+    """The agent's API key; raises ModelFailed (saying why) when it is not set."""
     key = cfg.api_key()
     if key is None:
         raise ModelFailed(f"agent {cfg.name!r} cannot call its model: {cfg.problem()}")
+    return key
+
+
+def build_model(cfg: ModelAgentConfig) -> Model:
+    """The agent's model, ready to call; raises ModelFailed (saying why) when it cannot be
+    called, e.g. its API key is not set."""
+    key = api_key(cfg)
     if cfg.provider == "demo":
         from tether.llm import demo
 

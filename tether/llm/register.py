@@ -59,10 +59,14 @@ def install(
     return inst
 
 
-def _load_model_layer(provider: str) -> None:
+def _load_model_layer(provider: str | None, mcp: bool) -> None:
     import tether.llm.turn  # noqa: F401 - loaded here, on the caller's thread
 
-    providers.load_sdk(provider)
+    if provider is not None:  # None: the calls run in model processes, which load it
+        providers.load_sdk(provider)
+    if mcp:  # the MCP client (fastmcp): seconds more, which the loop must not wait for
+        import fastmcp.client.transports  # noqa: F401
+        import pydantic_ai.mcp  # noqa: F401
 
 
 def _turn_fn(name: str) -> Any:
@@ -73,7 +77,11 @@ def _turn_fn(name: str) -> Any:
         assert inst is not None
         provider = inst.configs[name].provider
         if provider not in loaded:  # the first turn of this provider: load the model layer
-            await asyncio.to_thread(_load_model_layer, provider)
+            procs = inst.processes()
+            if procs is not None:
+                await procs.start()  # they import while this process does
+            sdk = provider if procs is None else None
+            await asyncio.to_thread(_load_model_layer, sdk, bool(inst.configs[name].mcp))
             loaded.add(provider)
         from tether.llm.turn import run_turn
 

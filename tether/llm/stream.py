@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ag_ui import core as ag
 from pydantic_ai.messages import (
@@ -26,7 +26,12 @@ from pydantic_ai.messages import (
     ToolCallPartDelta,
 )
 
-from tether.runtime.context import TaskContext
+
+class Emitter(Protocol):
+    """Where a reply's events go: the task's log (`TaskContext`), or, in a model process,
+    the pipe back to the server (`model_process.py`)."""
+
+    def emit(self, type: str, data: Any = None) -> None: ...
 
 
 def ag_event(event: ag.BaseEvent) -> tuple[str, dict[str, Any]]:
@@ -34,7 +39,7 @@ def ag_event(event: ag.BaseEvent) -> tuple[str, dict[str, Any]]:
     return str(data.pop("type")), data
 
 
-def emit_ag(ctx: TaskContext, event: ag.BaseEvent) -> None:
+def emit_ag(ctx: Emitter, event: ag.BaseEvent) -> None:
     ctx.emit(*ag_event(event))
 
 
@@ -48,7 +53,7 @@ class _Part:
 
 
 class ReplyStream:
-    def __init__(self, ctx: TaskContext, message_base: str, interval: float = 0.05) -> None:
+    def __init__(self, ctx: Emitter, message_base: str, interval: float = 0.05) -> None:
         self.ctx = ctx
         self.base = message_base
         self.interval = interval
