@@ -179,17 +179,21 @@ class Mirror:
                     for row in added:
                         e.tasks[row["id"]] = [row.get(name) for name in _COLUMNS]
             if e.tasks is not None:
-                for ev in evs:
-                    if ev.task_id is not None and ev.task_id in e.tasks:
-                        values = plan.task_values.get(ev.task_id)
-                        if values:
-                            summary = e.tasks[ev.task_id]
-                            for name, value in values.items():
-                                i = _INDEX.get(name)
-                                if i is not None:
-                                    summary[i] = value
+                # Each task's changes in this commit, once (not once per event).
+                for task_id, values in plan.task_values.items():
+                    summary = e.tasks.get(task_id)
+                    if summary is not None:
+                        for name, value in values.items():
+                            i = _INDEX.get(name)
+                            if i is not None:
+                                summary[i] = value
             before = e.ring_bytes
-            for ev in evs:
+            # Only the newest events can stay: of a commit of thousands, the last RING.
+            tail = evs[-RING:]
+            if len(tail) == RING:
+                e.ring.clear()
+                e.ring_bytes = 0
+            for ev in tail:
                 size = len(ev.data) + EVENT_OVERHEAD
                 e.ring.append((ev.seq, ev.frame(), size))
                 e.ring_bytes += size
