@@ -60,14 +60,20 @@ def read_frames(
 ) -> Frames:
     """Up to `limit` events after `after`, as frames, stopping once their data passes
     `max_bytes` (always at least one event)."""
-    got = read_frame_list(c, session_id, after, limit, max_bytes)
-    return Frames(
-        "".join([f for _, f, _ in got]),
-        got[0][0] if got else 0,
-        got[-1][0] if got else 0,
-        len(got),
-        sum(n for _, _, n in got),
-    )
+    parts: list[str] = []
+    first = last = size = 0
+    frames = _frames(c, session_id, after, limit)
+    try:
+        for seq, frame, n in frames:
+            parts.append(frame)
+            first = first or seq
+            last = seq
+            size += n
+            if size >= max_bytes:
+                break
+    finally:
+        frames.close()  # the cursor, before the read's transaction ends
+    return Frames("".join(parts), first, last, len(parts), size)
 
 
 def read_frame_list(
