@@ -19,6 +19,7 @@ again. `check` (tests) compares every answer with a read of the database.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -50,8 +51,10 @@ class _Entry:
     session: Session
     # id -> a summary row's values (a list, changed in place); None: too many tasks to keep
     tasks: dict[str, list[Any]] | None
-    # (seq, frame, size), consecutive, ending at the session's head
-    ring: deque[tuple[int, str, int]] = field(default_factory=deque)
+    # (seq, frame or the Event to make it from, size), consecutive, ending at the head: an
+    # event's frame is made when a stream first needs it (a commit of thousands would
+    # otherwise pay for frames that the next commit pushes out)
+    ring: deque[tuple[int, str | Event, int]] = field(default_factory=deque)
     ring_bytes: int = 0
 
 
@@ -102,14 +105,17 @@ class Mirror:
             self.misses += 1
             return None
         self._entries.move_to_end(session_id)
-        parts = [ring[i][1] for i in range(cursor + 1 - start, len(ring))]
+        parts = [
+            item if isinstance(item, str) else item.frame()
+            for _, item, _ in itertools.islice(ring, cursor + 1 - start, None)
+        ]
         first = (
             Frames(
                 "".join(parts),
                 cursor + 1,
                 s.head_seq,
                 len(parts),
-                sum(ring[i][2] for i in range(cursor + 1 - start, len(ring))),
+                sum(n for _, _, n in itertools.islice(ring, cursor + 1 - start, None)),
             )
             if parts
             else Frames()
@@ -195,7 +201,7 @@ class Mirror:
                 e.ring_bytes = 0
             for ev in tail:
                 size = len(ev.data) + EVENT_OVERHEAD
-                e.ring.append((ev.seq, ev.frame(), size))
+                e.ring.append((ev.seq, ev, size))
                 e.ring_bytes += size
             self._trim(e)
             self._bytes += e.ring_bytes - before
