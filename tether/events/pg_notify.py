@@ -284,6 +284,8 @@ class PgListener:
                 await asyncio.sleep(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
 
     def _on(self, payload: str) -> None:
+        if payload.startswith(self.origin + " "):
+            return  # this process's own commit (its hub has the events): nothing to parse
         try:
             origin, session_id, head, events = parse_payload(payload)
         except ValueError:
