@@ -89,44 +89,33 @@ class Mirror:
     def open(self, session_id: str, owner: str, cursor: int, limit: int) -> Opened | None:
         """A stream's start from memory, or None where only the database can answer it."""
         e = self._entries.get(session_id)
-        s = e.session if e is not None else None
         if (
             e is None
-            or s is None
-            or s.owner != owner
-            or not s.low_seq <= cursor <= s.head_seq
-            or (limit and (e.tasks is None or s.task_count > limit))
+            or e.session.owner != owner
+            or not e.session.low_seq <= cursor <= e.session.head_seq
+            or (limit and (e.tasks is None or e.session.task_count > limit))
         ):
             self.misses += 1
             return None
-        ring = e.ring
+        s, ring = e.session, e.ring
         start = s.head_seq - len(ring) + 1  # the ring's first seq
         if cursor + 1 < start:
             self.misses += 1
             return None
         self._entries.move_to_end(session_id)
-        parts = [
-            item if isinstance(item, str) else item.frame()
-            for _, item, _ in itertools.islice(ring, cursor + 1 - start, None)
-        ]
+        parts: list[str] = []
+        size = 0
+        for _, item, n in itertools.islice(ring, cursor + 1 - start, None):
+            parts.append(item if isinstance(item, str) else item.frame())
+            size += n
         first = (
-            Frames(
-                "".join(parts),
-                cursor + 1,
-                s.head_seq,
-                len(parts),
-                sum(n for _, _, n in itertools.islice(ring, cursor + 1 - start, None)),
-            )
-            if parts
-            else Frames()
+            Frames("".join(parts), cursor + 1, s.head_seq, len(parts), size) if parts else Frames()
         )
         rows: list[Any] = []
         if limit and e.tasks:
             rows = sorted((Summary._make(v) for v in e.tasks.values()), key=_creation)
         self.hits += 1
-        snapshot = Session(
-            s.id, s.owner, s.title, s.created_at, s.head_seq, s.low_seq, s.task_count
-        )
+        snapshot = Session(*_fields(s))  # a copy: the entry's own changes with each commit
         return Opened(snapshot, rows, s.task_count, first)
 
     # -- keeping -------------------------------------------------------------------------
