@@ -281,6 +281,13 @@ def test_approve_cancel_and_the_exit_codes_scripts_read(
         shell=True, env=term.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert piped.stdout.startswith("#1 ") and piped.stderr == "", piped.stderr
+    # ... also when nothing more is ever written: a quiet session, a reader gone at once.
+    quiet = api.session()
+    piped = subprocess.run(
+        f"{sys.executable} -m tether.cli tail {quiet} | true",
+        shell=True, env=term.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
     assert term("attach", "t_0000000000000000").returncode == 5
     server.kill()
     down = term("sessions")

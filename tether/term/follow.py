@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
+import stat
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.live import Live
 
@@ -167,6 +172,49 @@ async def tail(
     """Every event of the session after `after`, in seq order, once each; forever, or
     (`follow=False`) up to the head the server had when it answered."""
     state = SessionState(session_id)
+    with _pipe_closed_ends(asyncio.current_task()) as closed:
+        try:
+            await _tail(client, session_id, state, after, follow, as_json)
+        except asyncio.CancelledError:
+            if closed():
+                raise BrokenPipeError from None
+            raise
+    return Exit.OK
+
+
+@contextlib.contextmanager
+def _pipe_closed_ends(task: asyncio.Task[Any] | None) -> Iterator[Callable[[], bool]]:
+    """While it runs, stdout being a pipe whose reader went away (`| head -1`) cancels
+    `task` at once, not at its next write: a quiet session may not write for hours."""
+    fd = sys.stdout.fileno()
+    seen = [False]
+
+    def gone() -> bool:
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        seen[0] = seen[0] or any(ev & select.POLLERR for _, ev in poll.poll(0))
+        return seen[0]
+
+    if task is None or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        yield gone
+        return
+    loop = asyncio.get_running_loop()
+    # The write end of a pipe is "readable" only when its reader has closed (an error).
+    loop.add_reader(fd, lambda: gone() and task.cancel())
+    try:
+        yield gone
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _tail(
+    client: AsyncClient,
+    session_id: str,
+    state: SessionState,
+    after: int,
+    follow: bool,
+    as_json: bool,
+) -> None:
     head = None
     dropped = False
     async with client.sessions.stream(session_id, after=after, control=True) as stream:
@@ -188,4 +236,3 @@ async def tail(
                 dropped = say(item, dropped)
             if not follow and head is not None and stream.cursor >= head:
                 break
-    return Exit.OK
