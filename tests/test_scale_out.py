@@ -177,6 +177,23 @@ def test_a_parent_hears_at_once_that_a_task_on_another_worker_ended(make_server:
         assert ended_at[waiter] - ended_at[other] < 2.0
 
 
+def test_workers_are_woken_when_a_task_is_queued_and_when_a_slot_frees(make_server: Any) -> None:
+    # The queue is polled once a minute here: every start below is a wake-up's doing (the
+    # API's notification, then the end of the task that held the worker's one slot).
+    with fresh_database() as db:
+        env = shared_env(db, TETHER_QUEUE_POLL_S="60", TETHER_WORKER_CONCURRENCY="1")
+        api = Api(make_server(args=("--no-worker",), TETHER_EXECUTOR_ID="api", **env).client())
+        make_server(command="worker", TETHER_EXECUTOR_ID="w1", **env)
+        sid = api.session("woken")
+        # The worker looks at its queue as it starts; past this one, it waits to be woken.
+        warm = str(api.start(sid, "one_item", {"item": "w", "delay_s": 0})["id"])
+        wait_until(lambda: api.task(warm)["status"] == "completed", timeout=20, what="warm-up")
+        first = str(api.start(sid, "one_item", {"item": "a", "delay_s": 0.5})["id"])
+        second = str(api.start(sid, "one_item", {"item": "b", "delay_s": 0})["id"])
+        wait_until(lambda: api.task(first)["status"] == "completed", timeout=20, what="the first")
+        wait_until(lambda: api.task(second)["status"] == "completed", timeout=20, what="the next")
+
+
 def test_api_only_and_worker_processes_need_a_shared_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     for command in (["serve", "--no-worker", "--port", str(free_port())], ["worker"]):

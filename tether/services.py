@@ -21,6 +21,7 @@ from tether.events.pg_notify import (
     new_origin,
     notify_cancel,
     notify_commits,
+    notify_queued,
     notify_signout,
 )
 from tether.llm import approvals, config, install
@@ -127,9 +128,12 @@ class Services:
             fence=fence,
             task_queue=None if fence is None else workers.TASK_QUEUE,
             broadcast_cancel=None if self.listener is None else self._broadcast_cancel,
+            tell_queued=None if self.listener is None else self._tell_queued,
         )
         if self.listener is not None:
             self.listener.on_cancel.append(self.runtime.stop_running)
+            if self.settings.worker:
+                self.listener.on_queued.append(durable.wake_queues)
             self.listener.on_head.append(self.runtime.waiters.on_remote_commit)
             self.listener.on_relisten.append(self.runtime.waiters.wake_all)
         if fence is not None and self.settings.worker:
@@ -175,6 +179,10 @@ class Services:
         assert self.listener is not None
         origin = self.listener.origin
         await self.db.write(lambda conn: notify_cancel(conn, origin, task_ids))
+
+    async def _tell_queued(self) -> None:
+        """The workers look at the queue now, not at their next poll."""
+        await self.db.write(notify_queued)
 
     def _migrate_dbos(self) -> None:
         durable.migrate(sync_url(self.db.url))

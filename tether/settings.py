@@ -127,7 +127,10 @@ class Settings(BaseSettings):
         "sub-agents run beside them); unset: no limit.",
     )
     queue_poll_s: float = Field(
-        0.05, gt=0, description="On a shared database: how often a worker looks for queued tasks."
+        1.0,
+        gt=0,
+        description="On a shared database: how often a worker looks for queued tasks it was not "
+        "told of (a task queued, or one of its own ended, wakes it at once).",
     )
     worker_heartbeat_s: float = Field(
         2.0, gt=0, description="On a shared database: seconds between a worker's heartbeats."

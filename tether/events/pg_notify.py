@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "tether_events"
 CANCEL_CHANNEL = "tether_cancel"  # payload: "<origin> <task id> <task id> ..."
 SIGNOUT_CHANNEL = "tether_signout"  # payload: "<origin> <auth session id> <reason>"
+QUEUED_CHANNEL = "tether_queued"  # no payload: a task was queued; workers look now
 PAYLOAD_MAX = 7000  # Postgres refuses notification payloads of 8,000 bytes or more
 
 
@@ -126,6 +127,11 @@ def notify_signout(conn: sa.Connection, origin: str, auth_session_id: str, reaso
     """Ask every process to close the streams of this ended sign-in now."""
     payload = f"{origin} {auth_session_id} {reason}"[:PAYLOAD_MAX]
     conn.exec_driver_sql("SELECT pg_notify(%s, %s)", (SIGNOUT_CHANNEL, payload))
+
+
+def notify_queued(conn: sa.Connection) -> None:
+    """Tell every worker that a task was put on a queue (after the put committed)."""
+    conn.exec_driver_sql(f"NOTIFY {QUEUED_CHANNEL}")
 
 
 _FEED_PAGE = 2000
@@ -239,6 +245,7 @@ class PgListener:
         self.on_relisten: list[Callable[[], None]] = []  # notifications may have been missed
         self.on_cancel: list[Callable[[list[str]], None]] = []
         self.on_signout: list[Callable[[str, str], None]] = []
+        self.on_queued: list[Callable[[], None]] = []
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -262,10 +269,12 @@ class PgListener:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                     await conn.execute(f"LISTEN {SIGNOUT_CHANNEL}")
+                    await conn.execute(f"LISTEN {QUEUED_CHANNEL}")
                     if attempt:
                         self.feed.forget()
                         self.hub.wake_all()  # what was sent while we were away is in the table
                         _call(self.on_relisten)
+                        _call(self.on_queued)  # tasks queued meanwhile: look for them
                     attempt = 0
                     self.ready.set()
                     async for n in conn.notifies():
@@ -273,6 +282,8 @@ class PgListener:
                             self._on_cancel(n.payload)
                         elif n.channel == SIGNOUT_CHANNEL:
                             self._on_signout(n.payload)
+                        elif n.channel == QUEUED_CHANNEL:
+                            _call(self.on_queued)
                         else:
                             self._on(n.payload)
             except asyncio.CancelledError:

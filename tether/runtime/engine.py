@@ -57,6 +57,7 @@ class Runtime:
         fence: Fence | None = None,
         task_queue: str | None = None,
         broadcast_cancel: Callable[[list[str]], Awaitable[None]] | None = None,
+        tell_queued: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """
         :param app_version: the code version tasks are created under (a PENDING workflow of
@@ -70,6 +71,8 @@ class Runtime:
             through (any worker dequeues them); None: they start in this process.
         :param broadcast_cancel: on a shared database, tells the other processes to stop
             these tasks' coroutines.
+        :param tell_queued: on a shared database, wakes the workers once a task is queued
+            (they poll the queue only as a backstop).
         """
         self.store = store
         self.log = log
@@ -80,6 +83,7 @@ class Runtime:
         self._fence = fence
         self._task_queue = task_queue
         self._broadcast_cancel = broadcast_cancel
+        self._tell_queued = tell_queued
         self._stopping = False
         self._running: dict[str, asyncio.Task[Any]] = {}
         self.children = Children(self)
@@ -163,7 +167,15 @@ class Runtime:
 
     async def start_workflow(self, task_id: str, *, top: bool = True) -> None:
         """Start a task's workflow: a top-level one through the task queue, if there is one."""
-        await durable.start(task_id, self._task_queue if top else None)
+        queue = self._task_queue if top else None
+        await durable.start(task_id, queue)
+        if queue is not None:
+            await self.queued()
+
+    async def queued(self) -> None:
+        """Workflows were put on a queue: wake the workers (on a shared database)."""
+        if self._tell_queued is not None:
+            await self._tell_queued()
 
     def suspect(self) -> bool:
         """Whether this worker may have been taken for dead: steps and child starts then
@@ -192,6 +204,12 @@ class Runtime:
 
     async def execute(self, task_id: str) -> dict[str, Any]:
         """A task's workflow body (DBOS's): its outcome's status."""
+        if self._task_queue is not None:
+            # Its end frees a slot of this worker's: look for queued tasks once DBOS has
+            # recorded it (after this coroutine, in the same asyncio task).
+            current = asyncio.current_task()
+            if current is not None:
+                current.add_done_callback(lambda _: durable.wake_queues())
         outcome = await self.run(task_id)
         if outcome is None:  # it had ended otherwise meanwhile (a cancel): as the row says
             return {"status": (await self.store.task_row(task_id)).status.value}

@@ -361,6 +361,7 @@ class Workers:
                 )
         if moved:
             await runtime.log.append(*moved)
+            await runtime.queued()
             self.moved += len(moved)
             log.warning("%s; moved %d of its tasks to the queues", reason, len(moved))
         if not pending:
