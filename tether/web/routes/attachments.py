@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,6 +26,23 @@ from tether.web.responses import json_response
 from tether.workspace import Workspace
 
 router = APIRouter(prefix="/api", tags=["files"], route_class=StrictRoute)
+
+
+class AttachmentLimits(BaseModel):
+    max_bytes: int = Field(description="Largest file (max_attachment_bytes).")
+    max_files: int = Field(description="Files a message may carry (max_attachments_per_message).")
+    types: list[str] = Field(description="Media types accepted (attachment_types; `text/*`: any).")
+
+
+@router.get("/attachments/limits", response_model=AttachmentLimits, responses=problems(401, 429))
+async def attachment_limits(caller: Caller, svc: Svc) -> AttachmentLimits:
+    """What may be attached: the composer refuses a file before it is uploaded."""
+    s = svc.settings
+    return AttachmentLimits(
+        max_bytes=s.max_attachment_bytes,
+        max_files=s.max_attachments_per_message,
+        types=s.attachment_types,
+    )
 
 
 @router.post(
