@@ -1,5 +1,5 @@
 """Attachments in Chromium (attachments.js), against a real server and the local model server:
-a file picked with Attach and one dropped on the composer become chips, one too large and
+a file picked with Attach, one dropped on the composer and one pasted become chips, one too large and
 one of a refused type are refused in the composer before any upload, a chip can be removed;
 sent, the files show under the message (the image as a thumbnail), the model is sent them,
 and a reload shows the same."""
@@ -32,6 +32,16 @@ def drop(page: Page, name: str, data: bytes, type: str = "") -> None:
     dt = page.evaluate_handle(DROP, [name, type, base64.b64encode(data).decode()])
     page.dispatch_event("#composer", "dragover", {"dataTransfer": dt})
     page.dispatch_event("#composer", "drop", {"dataTransfer": dt})
+
+
+def paste(page: Page, name: str, data: bytes) -> None:
+    """Paste a file into the message box (a screenshot copied to the clipboard, say)."""
+    dt = page.evaluate_handle(DROP, [name, "", base64.b64encode(data).decode()])
+    page.eval_on_selector(
+        "#message",
+        "(box, dt) => box.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }))",
+        dt,
+    )
 
 
 def chips(page: Page) -> list[str]:
@@ -68,8 +78,8 @@ def test_files_are_picked_dropped_refused_sent_and_shown(
     drop(page, "tool.exe", b"MZ\x90\x00\x03\x00\x00\x00" * 8, "image/png")
     wait_until(lambda: "tool.exe" in page.inner_text("#composer-error"), what="the refusal")
     assert "tool.exe is not a type this server takes" in page.inner_text("#composer-error")
-    # A chip can be taken back.
-    drop(page, "extra.txt", b"not this one")
+    # Pasted into the message box; and a chip can be taken back.
+    paste(page, "extra.txt", b"not this one")
     wait_until(lambda: len(chips(page)) == 3, what="a third chip")
     page.click("button[aria-label='Remove extra.txt']")
     wait_until(lambda: len(chips(page)) == 2, what="the chip removed")
