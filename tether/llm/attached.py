@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pydantic_ai.messages import BinaryContent, UserContent
 
-from tether.attachments import Attachment, is_text
+from tether.attachments import Attachment, is_text, sniff
 from tether.llm.config import ModelAgentConfig
 from tether.workspace import Workspace
 
@@ -41,8 +41,14 @@ async def prompt(
     if not files:
         return text
     out: list[UserContent] = [text]
-    for a in files:
-        data = await ws.read(a.path)
+    for named in files:
+        data = await ws.read(named.path)
+        # Typed again from the bytes read now: an agent may have rewritten the file since.
+        a = (
+            named
+            if data is None
+            else named.model_copy(update={"media_type": sniff(named.name, data), "size": len(data)})
+        )
         head = f"[Attached: {a.name} ({a.media_type}, {a.size:,} bytes)"
         if data is None:
             out.append(f"{head}: no longer in the workspace (it was at {a.path}).]")
