@@ -228,3 +228,19 @@ def test_a_full_storage_quota_keeps_nothing(
     full = problem(attach(api, sid, "b.txt", b"b" * 12000), 507)
     assert "max_storage_bytes_per_user" in full["detail"]
     assert [p.rsplit("/", 1)[-1] for p in files_of(api, sid)] == ["a.txt"]
+
+
+def test_an_openai_model_that_takes_images_is_sent_one(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    """The same on OpenAI's wire format: a model on another server says it takes images."""
+    server, api, sid = model_session(
+        make_server, fake_llm, tmp_path, main="openai", approval=[], extra="images = true"
+    )
+    picture = attach(api, sid, "dot.png", png()).json()
+    api.wait_status(say(api, sid, "see?", attachments=[picture])["id"], "completed")
+    content = sent(fake_llm)[-1]["content"]
+    images = [c for c in content if c["type"] == "image_url"]
+    assert [i["image_url"]["url"] for i in images] == [
+        "data:image/png;base64," + base64.b64encode(png()).decode()
+    ]
