@@ -8,6 +8,7 @@ TetherError
 │   └── InvalidJSON          a value JSON cannot carry (NaN, lone surrogate, too deep)
 ├── CursorGone               410: cursor older than what is retained, or beyond the head
 ├── PayloadTooLarge          413
+├── UnsupportedType          415: e.g. an attachment of a type the settings refuse
 ├── Unauthorized             401: no, bad or expired credentials; says how to sign in
 ├── Forbidden                403: e.g. a cross-origin request to a cookie route
 ├── TooManyAttempts          429: too many failed sign-ins; carries Retry-After
@@ -73,6 +74,11 @@ class CursorGone(TetherError):
 class PayloadTooLarge(TetherError):
     status = 413
     title = "Payload too large"
+
+
+class UnsupportedType(TetherError):
+    status = 415
+    title = "Unsupported media type"
 
 
 class Unauthorized(TetherError):

@@ -232,6 +232,38 @@ class Settings(BaseSettings):
         "model with the limit, and a reply that streams past it is cut there.",
     )
 
+    # --- issue 30 attachments ---
+    max_attachment_bytes: int = Field(
+        10 << 20,
+        ge=1,
+        description="Largest file one may attach to a message; a larger upload gets 413 and "
+        "nothing is stored.",
+    )
+    max_attachments_per_message: int = Field(
+        10, ge=0, description="Files one message may carry (0: attachments are off)."
+    )
+    attachment_types: list[str] = Field(
+        default_factory=lambda: [
+            "text/*",
+            "application/json",
+            "application/pdf",
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "image/webp",
+        ],
+        description="Media types a file may be attached as (JSON list; `text/*` for any "
+        "text). The type is read from the file's bytes and name, never taken from the client; "
+        "another gets 415.",
+    )
+    attachment_inline_chars: int = Field(
+        20_000,
+        ge=0,
+        description="A text attachment is put in the model's request up to this many "
+        "characters; past them, its head and where the whole file is (the agent reads it "
+        "with read_file).",
+    )
+
     # --- issue 26 boot ---
     body_timeout_s: float = Field(
         60.0,

@@ -15,6 +15,7 @@ may do.
     call_timeout_s = 300                     # one model call at most (then retried)
     turn_timeout_s = 1800                    # one turn at most (approval waits not counted)
     mcp_timeout_s = 120                      # one MCP listing or tool call at most
+    images = true                            # sees attached images (default: see below)
     default = true                           # the agent a new message goes to
 
 A file that names an unknown tool, provider or delegate is refused at start, with the reason.
@@ -128,6 +129,12 @@ class ModelAgentConfig(BaseModel):
     keyless: bool = Field(
         False, description="Its server needs no API key (a local OpenAI-compatible model)."
     )
+    images: bool | None = Field(
+        None,
+        description="The model takes images: an attached image is sent to it as an image "
+        "(else it is named by its path). Default: yes for Anthropic and for OpenAI's own "
+        "API, no for another server (`base_url` with `openai:`) and for the demo.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -166,6 +173,12 @@ class ModelAgentConfig(BaseModel):
         if self.api_key() is None:
             return f"set {self.key_env} in the server's environment to use {self.model}"
         return None
+
+    @property
+    def takes_images(self) -> bool:
+        if self.images is not None:
+            return self.images
+        return self.provider == "anthropic" or (self.provider == "openai" and not self.base_url)
 
     def needs_approval(self, tool: str) -> bool:
         return "*" in self.approval or tool in self.approval

@@ -12,6 +12,7 @@ What a turn sends the model is `history.py`'s.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,7 @@ async def read_turns(
         tasks.c.status,
         _field(db, tasks.c.input, "text") if texts else none,
         _field(db, tasks.c.input, "regenerates"),
+        _field(db, tasks.c.input, "attachments"),
         _field(db, tasks.c.result, "text") if texts else none,
         _field(db, tasks.c.error, "message"),
         tasks.c.created_at,
@@ -147,7 +149,7 @@ async def read_turns(
     rows = {r[0]: r for r in await db.read(lambda c: c.execute(q).all())}
     out = []
     for t in turns:
-        _, agent, status, text, regenerates, reply, error, created, ended, last = rows[t.id]
+        _, agent, status, text, regenerates, files, reply, error, created, ended, last = rows[t.id]
         out.append(
             {
                 "id": t.id,
@@ -157,6 +159,7 @@ async def read_turns(
                 "agent": agent,
                 "status": status,
                 "text": text,
+                "attachments": json.loads(files) if files else [],
                 "reply": reply,
                 "error": error,
                 "created_at": created,

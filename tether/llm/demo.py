@@ -61,6 +61,8 @@ def _user_text(messages: list[ModelMessage]) -> str:
             for p in m.parts:
                 if isinstance(p, UserPromptPart) and isinstance(p.content, str):
                     return p.content
+                if isinstance(p, UserPromptPart) and p.content and isinstance(p.content[0], str):
+                    return p.content[0]  # the message's text, before its attachments
     return ""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic_ai.messages import (
+    BinaryContent,
     ModelMessage,
     ModelMessagesTypeAdapter,
     ModelRequest,
@@ -36,6 +37,9 @@ from tether.errors import ModelFailed
 SHOWN_KEEP = 16_000  # characters of a stopped or failed reply told to the next turn
 SHORT_RESULT = 2_000  # a tool result shortened to fit the context keeps this much
 MARGIN_TOKENS = 64  # the note that earlier turns are left out, and rounding
+# An attached image: Anthropic counts about 1,600 tokens for one of 1.15 megapixels, its
+# largest before it scales one down (OpenAI counts fewer).
+IMAGE_TOKENS = 1_600
 
 
 def _load(data: list[Any]) -> list[ModelMessage]:
@@ -132,13 +136,20 @@ def tokens(value: Any) -> int:
     return math.ceil(len(text.encode("utf-8", "replace")) / 3)
 
 
+def content_tokens(value: Any) -> int:
+    """A part's content, an image in it counted as IMAGE_TOKENS (not as its bytes)."""
+    if isinstance(value, list):
+        return sum(IMAGE_TOKENS if isinstance(v, BinaryContent) else tokens(v) for v in value)
+    return tokens(value)
+
+
 def message_tokens(messages: list[ModelMessage]) -> int:
     n = 0
     for m in messages:
         for p in m.parts:
             n += 4  # a part's own framing
-            for attr in ("content", "args", "tool_name"):
-                n += tokens(getattr(p, attr, None))
+            n += content_tokens(getattr(p, "content", None))
+            n += tokens(getattr(p, "args", None)) + tokens(getattr(p, "tool_name", None))
     return n  # instructions (the system prompt) are counted once, by the caller
 
 

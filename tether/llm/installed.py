@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from tether.attachments import Attachment
 from tether.db.store import Store
 from tether.llm.config import ModelAgentConfig
 from tether.llm.mcp_servers import McpConnections
@@ -51,6 +52,11 @@ class TurnInput(BaseModel):
     )
     tool_call_id: str | None = Field(
         None, max_length=255, description="For a sub-agent: the delegate call that started it."
+    )
+    attachments: list[Attachment] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Files the message carries, in the session's workspace.",
     )
 
 

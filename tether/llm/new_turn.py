@@ -4,7 +4,7 @@ model agent's task started directly)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether import quotas
 from tether.errors import InvalidInput, NotFound
@@ -68,9 +68,11 @@ async def start_turn(
     regenerates: str | None = None,
     task_id: str | None = None,
     request_hash: str | None = None,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> tuple[Task, bool]:
     """Start (or queue) a turn that follows `parent` (default: the end of the branch shown);
-    it becomes the branch shown. Turns run one at a time in a session, in the order sent."""
+    it becomes the branch shown. Turns run one at a time in a session, in the order sent.
+    `attachments`: the files its message carries (tether.attachments.Attachment, dumped)."""
     # Placing it (reading the tree, creating it) is one at a time per session on every
     # process: two messages sent at once follow one another, never the same turn. It runs
     # after every turn created before it (conversation.queue: the log's order).
@@ -83,10 +85,13 @@ async def start_turn(
         # A retry with its Idempotency-Key gets its turn, whatever the queue holds now.
         if task_id is None or all(t.id != task_id for t in turns):
             quotas.check_queued_turns(sum(not t.status.terminal for t in turns), settings)
+        inp: dict[str, Any] = {"text": text, "parent": parent, "regenerates": regenerates}
+        if attachments:
+            inp["attachments"] = attachments
         return await runtime.create_task(
             session_id,
             agent,
-            {"text": text, "parent": parent, "regenerates": regenerates},
+            inp,
             task_id,
             follows=parent,
             shows=tuple(conversation.branch(turns, parent)),

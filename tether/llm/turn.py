@@ -43,7 +43,7 @@ from pydantic_ai.messages import (
 )
 
 from tether.errors import DelegationFailed, ModelFailed
-from tether.llm import approvals, conversation, history
+from tether.llm import approvals, attached, conversation, history
 from tether.llm.config import ModelAgentConfig
 from tether.llm.installed import Installed, TurnInput
 from tether.llm.model_call import Deadline, call_model
@@ -117,8 +117,12 @@ async def run_turn(
         except ModelFailed as exc:  # shown in the chat, as a model call's failure is
             emit_ag(ctx, ag.RunErrorEvent(message=str(exc)))
             raise
+    ws = Workspace(inst.store.db, ctx.session_id)
+    said = await attached.prompt(
+        ws, inp.text, inp.attachments, cfg, limits().attachment_inline_chars
+    )
     own: list[ModelMessage] = [
-        ModelRequest(parts=[UserPromptPart(content=inp.text)], instructions=cfg.system)
+        ModelRequest(parts=[UserPromptPart(content=said)], instructions=cfg.system)
     ]
     tools = tool_defs(cfg, inst, mcp_tools)
     mcp_of = {t["name"]: t for t in mcp_tools}
@@ -172,6 +176,9 @@ async def run_turn(
     text = text_of(response)
     emit_ag(ctx, ag.RunFinishedEvent(thread_id=ctx.session_id, run_id=ctx.task_id))
     room = ctx.max_event_bytes - len(text.encode()) - 4096
+    if inp.attachments:  # later turns are sent a mention of the files, not the files
+        said = attached.mentioned(inp.text, inp.attachments)
+        own[0] = ModelRequest(parts=[UserPromptPart(content=said)], instructions=cfg.system)
     return {"text": text, "messages": history_of(own, room)}
 
 

@@ -20,7 +20,16 @@ from tether.web.bodies import RefuseNul
 from tether.web.cors import Cors
 from tether.web.limits import BodyLimit
 from tether.web.responses import RAW_SEND
-from tether.web.routes import agui, auth, conversations, events, files, sessions, tasks
+from tether.web.routes import (
+    agui,
+    attachments,
+    auth,
+    conversations,
+    events,
+    files,
+    sessions,
+    tasks,
+)
 from tether.web.schemas import Health, Problem
 from tether.web.security import SecurityHeaders
 
@@ -75,7 +84,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = svc
     problems.install(app)
-    for module in (auth, sessions, conversations, tasks, events, files, agui):
+    for module in (auth, sessions, conversations, tasks, events, files, attachments, agui):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)
@@ -87,7 +96,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        upload_bytes=settings.max_attachment_bytes,
+    )
     app.add_middleware(RefuseNul)
     app.add_middleware(problems.CrashGuard)
     app.add_middleware(SecurityHeaders)

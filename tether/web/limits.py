@@ -1,6 +1,9 @@
-"""A pure-ASGI body size limit: 413 before the app reads a byte too many."""
+"""A pure-ASGI body size limit: 413 before the app reads a byte too many. A file attached
+to a message has its own limit (`max_attachment_bytes`), on that route only."""
 
 from __future__ import annotations
+
+import re
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -8,30 +11,41 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether.web.asgi import TrackedSend
 from tether.web.problems import problem
 
+UPLOAD = re.compile(r"/api/sessions/[^/]+/attachments")
+
 
 class _TooLarge(HTTPException):
     # An HTTPException, so frameworks that wrap body-reading errors pass it through.
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body exceeds {limit} bytes")
+    def __init__(self, why: str) -> None:
+        super().__init__(413, why)
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        """The most this request's body may hold, and what a 413 says."""
+        upload = self.upload_bytes
+        if upload is not None and scope["method"] == "POST" and UPLOAD.fullmatch(scope["path"]):
+            return upload, f"a file may be at most {upload:,} bytes (max_attachment_bytes)"
+        return self.max_bytes, f"the request body exceeds {self.max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, why = self._limit(scope)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(send, why)
                     return
         received = 0
 
@@ -40,8 +54,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge(self.max_bytes)
+                if received > limit:
+                    raise _TooLarge(why)
             return message
 
         tracked = TrackedSend(send)
@@ -49,15 +63,10 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracked)
         except _TooLarge:
             if not tracked.started:
-                await self._reject(send)
+                await self._reject(send, why)
 
-    async def _reject(self, send: Send) -> None:
-        response = problem(
-            413,
-            "Payload too large",
-            f"the request body exceeds {self.max_bytes} bytes",
-            headers={"connection": "close"},
-        )
+    async def _reject(self, send: Send, why: str) -> None:
+        response = problem(413, "Payload too large", why, headers={"connection": "close"})
         await response({"type": "http"}, _no_receive, send)
 
 

@@ -34,6 +34,7 @@ _TITLES = {
     409: "Conflict",
     410: "Cursor gone",
     413: "Payload too large",
+    415: "Unsupported media type",
     422: "Invalid input",
     429: "Too many attempts",
     500: "Internal error",
@@ -52,6 +53,7 @@ _WHEN = {
     410: "The cursor is older than what is retained, or beyond the head: rebuild from "
     "`snapshot` and resume from its `head_seq`.",
     413: "The request body is too large.",
+    415: "A file of a type this server does not accept (an attachment: `attachment_types`).",
     422: "Unknown agent, or input that does not validate; `errors` lists the fields.",
     429: "Too many failed sign-ins from this address, or a per-user limit (open streams, "
     "sessions, unfinished turns of a session) is met: `detail` and `limit` say which; "

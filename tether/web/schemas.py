@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tether.attachments import Attachment
+
 Status = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
 
 
@@ -77,6 +79,7 @@ class TurnOut(BaseModel):
     agent: str
     status: Status
     text: str | None = Field(description="The user's message.")
+    attachments: list[Attachment] = Field(description="The files the message carries.")
     reply: str | None = Field(description="The final reply's text, once completed.")
     error: str | None
     created_at: float

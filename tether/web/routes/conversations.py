@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.responses import Response
 
+from tether.attachments import AttachmentRef, resolve
 from tether.errors import Conflict
 from tether.events.log import Append
 from tether.llm import conversation
@@ -23,6 +24,7 @@ from tether.web.problems import problems
 from tether.web.responses import json_response
 from tether.web.routes.sessions import clean_title, retitle, runtime_of
 from tether.web.schemas import Approval, ApprovalList, ConversationOut, Selected, TaskOut
+from tether.workspace import Workspace
 
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRoute)
 
@@ -42,6 +44,12 @@ class MessageIn(BaseModel):
         max_length=255,
         description="The message (turn id) this one answers after; null: a new first message; "
         "absent: the end of the branch shown.",
+    )
+    attachments: list[AttachmentRef] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Files attached (POST /api/sessions/{id}/attachments first): the model "
+        "sees them with the message.",
     )
 
 
@@ -122,6 +130,8 @@ async def post_message(
     asked = body.model_dump(mode="json", exclude_unset=True)  # an absent parent is not null
     once = idempotent(caller.user, session_id, "messages", idempotency_key, asked)
     await check_storage(svc, caller.user, once)
+    ws = Workspace(svc.store.db, session_id)
+    files = await resolve(ws, body.attachments, svc.settings)
     task, new = await start_turn(
         runtime_of(svc),
         svc.db,
@@ -132,6 +142,7 @@ async def post_message(
         parent=body.parent if "parent" in body.model_fields_set else MISSING,
         task_id=once.task_id,
         request_hash=once.request_hash,
+        attachments=[f.model_dump() for f in files],
     )
     if new and not session.title:
         # An untitled session is named by its first message (as chat apps do).
@@ -204,6 +215,7 @@ async def regenerate(
         regenerates=inp.get("regenerates") or turn.id,
         task_id=once.task_id,
         request_hash=once.request_hash,
+        attachments=inp.get("attachments") or [],  # the same message, with the same files
     )
     return json_response(render.task(new_task), 201 if new else 200)
 

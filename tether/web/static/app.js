@@ -2,6 +2,7 @@
 // in tree.js, the timeline in timeline.js, the task form in form.js; this file wires them.
 import { AuthError, SharedSession, StatusPoller, TokenManager } from "./client.js";
 import { Conversation, WINDOW } from "./chat.js";
+import { AttachmentTray } from "./attachments.js";
 import { TERMINAL, ago, clause, clock, sentence, taskName } from "./describe.js";
 import { SchemaForm, firstSentence } from "./form.js";
 import { Timeline } from "./timeline.js";
@@ -70,6 +71,11 @@ const conversation = new Conversation({
   loadTurns: (ids, after) => api(`/api/sessions/${sessionId}/events?${ids.map((id) => `task=${encodeURIComponent(id)}`).join("&")}&after=${after}`),
   // An edit goes to the agent that answered, if one can still be talked to.
   agentFor: (n) => (agentsByName.get(n)?.kind === "model" && !agentsByName.get(n).internal && agentsByName.get(n).ready ? n : undefined),
+  fetchFile,
+});
+const tray = new AttachmentTray({
+  form: $("composer", "form"), row: /** @type {HTMLElement} */ ($("composer").querySelector(".row")), box: $("message", "textarea"),
+  api: (p, i) => api(p, i), say: (text) => { $("composer-error").textContent = text; },
 });
 conversation.addEventListener("problem", (/** @type {CustomEvent} */ e) => { $("composer-error").textContent = e.detail; });
 const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}`, agents: () => [...agentsByName.values()] });
@@ -86,6 +92,13 @@ async function api(path, init = {}) {
     if (!r.ok) { let body = null; try { body = await r.json(); } catch { /* not JSON */ } throw new ApiError(r.status, body); }
     return r.status === 204 ? null : r.json();
   }
+}
+
+// A file of a session's workspace (an attachment), with the sign-in's token.
+async function fetchFile(url) {
+  const r = await fetch(url, { headers: await tokens.authHeader(), cache: "no-store" });
+  if (!r.ok) { let body = null; try { body = await r.json(); } catch { /* not JSON */ } throw new ApiError(r.status, body); }
+  return r.blob();
 }
 
 // ---- sign-in ------------------------------------------------------------------------------
@@ -399,6 +412,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
   polled = null; pollError = null; lastEventTs = 0; loading = true;
   tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
   conversation.sessionId = id;
+  tray.clear();
   renderChatChrome();
   $("message", "textarea").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   if (form.agent) form.build(form.agent);
@@ -558,8 +572,10 @@ $("composer", "form").addEventListener("submit", async (e) => {
   conversation.followNow();  // what one sends is in view, however far up one had scrolled
   try {
     const agent = $("chat-agent-pick", "select").value || undefined;
-    await api(`/api/sessions/${sessionId}/messages`, { method: "POST", body: JSON.stringify({ text, agent }) });
+    const attachments = tray.count ? await tray.upload(sessionId) : undefined;
+    await api(`/api/sessions/${sessionId}/messages`, { method: "POST", body: JSON.stringify({ text, agent, attachments }) });
     $("message", "textarea").value = "";
+    tray.clear();
     localStorage.removeItem(`tether.draft.${sessionId}`);
     refreshSessionsSoon();
   } catch (err) { $("composer-error").textContent = sentence(err.message); }

@@ -5,6 +5,7 @@ import { argsView, toolDoes } from "./args.js";
 import { copyButton, loadHighlighter, renderMarkdown } from "./markdown.js";
 import { exact, relative, sentence } from "./describe.js";
 import { ConversationTree } from "./conversation.js";
+import { attachedList } from "./attachments.js";
 import { h, setText } from "./dom.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
@@ -47,8 +48,9 @@ export class Conversation extends EventTarget {
 
   // api(path, init) -> JSON; isModelAgent(name) -> bool; pill: the "Jump to latest" button;
   // loadTurns(ids, after) -> {events, more, next_after}: turns' events and their sub-agents'
-  /** @param {{ root: HTMLElement, api: Function, isModelAgent: (name: string) => boolean, pill?: HTMLElement | null, loadTurns?: Function | null, agentFor?: (name: string) => string | undefined }} options */
-  constructor({ root, api, isModelAgent, pill = null, loadTurns = null, agentFor = () => undefined }) {
+  // fetchFile(url) -> Blob: an attachment, with the sign-in's token.
+  /** @param {{ root: HTMLElement, api: Function, isModelAgent: (name: string) => boolean, pill?: HTMLElement | null, loadTurns?: Function | null, agentFor?: (name: string) => string | undefined, fetchFile?: (url: string) => Promise<Blob> }} options */
+  constructor({ root, api, isModelAgent, pill = null, loadTurns = null, agentFor = () => undefined, fetchFile = (url) => fetch(url).then((r) => r.blob()) }) {
     super();
     /** @type {string | undefined} the open session (set by the page) */
     this.sessionId = undefined;
@@ -57,6 +59,7 @@ export class Conversation extends EventTarget {
     this.isModelAgent = isModelAgent;
     this.loadTurns = loadTurns;
     this.agentFor = agentFor;
+    this.fetchFile = fetchFile;
     this.pill = pill;
     this.pill?.addEventListener("click", () => this.jumpToLatest());
     this.resize = new ResizeObserver(() => this._stick());
@@ -268,7 +271,7 @@ export class Conversation extends EventTarget {
   _summary(id) {
     const t = this.tree.get(id);
     /** @type {{ type: string, task_id: string, ts?: number, data: object }[]} */
-    const evs = [{ type: "task.created", task_id: id, ts: t.created_at, data: { agent: t.agent, input: { text: t.text, parent: t.parent } } }];
+    const evs = [{ type: "task.created", task_id: id, ts: t.created_at, data: { agent: t.agent, input: { text: t.text, parent: t.parent, attachments: t.attachments } } }];
     if (t.reply) {
       const mid = `summary-${id}`;
       evs.push({ type: "TEXT_MESSAGE_START", task_id: id, data: { messageId: mid } }, { type: "TEXT_MESSAGE_CONTENT", task_id: id, data: { messageId: mid, delta: t.reply } }, { type: "TEXT_MESSAGE_END", task_id: id, data: { messageId: mid } });
@@ -398,7 +401,7 @@ export class Conversation extends EventTarget {
       send.disabled = true;
       this.followNow();
       try {
-        await this.api(`/api/sessions/${this.sessionId}/messages`, { method: "POST", body: JSON.stringify({ text, parent: t.parent, agent: this.agentFor(t.agent) }) });
+        await this.api(`/api/sessions/${this.sessionId}/messages`, { method: "POST", body: JSON.stringify({ text, parent: t.parent, agent: this.agentFor(t.agent), attachments: t.attachments }) });
         form.replaceWith(v.user);
         this.editing = null;
       } catch (ex) { send.disabled = false; this._say(sentence(ex.message)); }
@@ -545,7 +548,8 @@ export class Conversation extends EventTarget {
       const sent = h("span", "sent");
       sent.append(h("span", "sr-only", "Sent "), this._time(ev.ts));
       tools.append(t.userNav, t.editBtn, sent);
-      user.append(bubble, tools);
+      const files = d.input?.attachments ?? [];
+      user.append(bubble, ...(files.length ? [attachedList(files, this.sessionId ?? "", this.fetchFile)] : []), tools);
       t.user = user;
       // Below the reply: Regenerate (or Retry), and its alternatives.
       const foot = h("div", "msg-actions turn-foot");

@@ -21,7 +21,7 @@ export class ConversationTree {
 
   reset() {
     this._kids = null;
-    this.turns = new Map(); // id -> {id, parent, unode, rank, order, agent, status, text, reply, error, created_at, ended_at, loaded}
+    this.turns = new Map(); // id -> {id, parent, unode, rank, order, agent, status, text, attachments, reply, error, created_at, ended_at, loaded}
     this.last = null;       // the newest turn created (a turn stored before the tree follows it)
     this.count = 0;
   }
@@ -70,7 +70,7 @@ export class ConversationTree {
       const had = this.turns.get(s.id);
       const t = this._upsert(s.id, {
         parent: s.parent, unode: s.regenerates ?? s.id, agent: s.agent, text: s.text ?? "",
-        created_at: s.created_at,
+        attachments: s.attachments ?? [], created_at: s.created_at,
       });
       t.rank = Math.max(t.rank, s.rank);
       // What the log says wins over the skeleton (read a moment earlier or later).
@@ -85,7 +85,7 @@ export class ConversationTree {
     const parent = "parent" in inp ? inp.parent : this.turns.has(ev.task_id) ? this.turns.get(ev.task_id).parent : this.last;
     const t = this._upsert(ev.task_id, {
       parent, unode: inp.regenerates ?? ev.task_id, agent: ev.data?.agent, text: inp.text ?? "",
-      created_at: ev.ts, loaded: true,
+      attachments: inp.attachments ?? [], created_at: ev.ts, loaded: true,
     });
     this.select(t.id, ev.seq);
     return t;
