@@ -28,6 +28,7 @@ from tether.web.routes import (
     exports,
     files,
     sessions,
+    shares,
     tasks,
 )
 from tether.web.schemas import Health, Problem
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = svc
     problems.install(app)
-    for module in (auth, sessions, conversations, tasks, events, files, agui, exports):
+    for module in (auth, sessions, conversations, tasks, events, files, agui, shares, exports):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)
