@@ -16,6 +16,7 @@ import pytest
 from benchmarks.fake_llm import RunningFakeLLM
 from tests.helpers.models import KEYS, agents_toml, say
 from tests.helpers.server import Api, Server, add_user, user_client
+from tether.exports import markdown
 
 PROBLEM = "application/problem+json"
 
@@ -228,3 +229,62 @@ def test_a_batch_exports_as_its_task_tree(shared_server: Server, api: Api) -> No
     r = api.c.post("/api/sessions/import", json=doc)
     assert r.status_code == 201
     assert canonical(export(api.c, r.json()["id"], "json").json()) == canonical(doc)
+
+
+def test_markdown_lists_a_messages_attachments_and_a_stopped_reply() -> None:
+    # The document as the export writes it, for a turn whose message came with files (the
+    # attachments a chat turn's input carries) and whose reply was stopped.
+    turn = {
+        "id": "t_1",
+        "parent_id": None,
+        "agent": "assistant",
+        "status": "cancelled",
+        "created_at": 0.0,
+        "ended_at": 60.0,
+        "follows": None,
+        "selected_seq": 1,
+        "input": {
+            "text": "What is in these?",
+            "attachments": [
+                {
+                    "name": "notes.txt",
+                    "path": "uploads/notes.txt",
+                    "size": 2048,
+                    "media_type": "text/plain",
+                },
+                {
+                    "name": "cat.png",
+                    "path": "uploads/cat.png",
+                    "size": 300,
+                    "media_type": "image/png",
+                },
+            ],
+        },
+    }
+    events = [
+        {
+            "seq": 2,
+            "task_id": "t_1",
+            "type": "TEXT_MESSAGE_CONTENT",
+            "data": {"messageId": "m1", "delta": "Cut off"},
+        },
+        {
+            "seq": 3,
+            "task_id": "t_1",
+            "type": "message.superseded",
+            "data": {"messageIds": ["m1"], "toolCallIds": []},
+        },
+        {
+            "seq": 4,
+            "task_id": "t_1",
+            "type": "TEXT_MESSAGE_CONTENT",
+            "data": {"messageId": "m2", "delta": "The notes list three things."},
+        },
+    ]
+    doc = {"session": {"title": ""}, "exported_at": 0.0, "tasks": [turn], "events": events}
+    md = markdown.render(doc)
+    assert md.startswith("# Untitled session\n")
+    assert "- `notes.txt` (uploads/notes.txt, 2.0 KiB, text/plain)" in md
+    assert "- `cat.png` (uploads/cat.png, 300 bytes, image/png)" in md
+    assert "The notes list three things." in md and "Cut off" not in md  # superseded
+    assert md.rstrip().endswith("_Stopped._")
