@@ -46,7 +46,10 @@ def _size(n: int) -> str:
 
 
 def _quote(lines: Iterable[str]) -> list[str]:
-    return [f"> {line}" if line else ">" for line in lines]
+    out = list(lines)
+    while out and not out[-1]:
+        out.pop()
+    return [f"> {line}" if line else ">" for line in out]
 
 
 class _Doc:
