@@ -16,9 +16,10 @@ from tether.auth.limiter import FailureLimiter, SharedFailures
 from tether.auth.passwords import verify_password
 from tether.auth.secrets import load_or_create, same
 from tether.auth.sessions import OWNER_ID, AuthStore, Rotation, SignInRevoked, User
+from tether.auth.shares import Share, ShareStore, is_share_token
 from tether.auth.tokens import SIGN_IN, AccessTokens
 from tether.db.engine import Database
-from tether.errors import Unauthorized
+from tether.errors import Forbidden, Unauthorized
 from tether.settings import Settings
 
 
@@ -27,6 +28,9 @@ class Principal:
     user: str
     auth_session_id: str | None = None  # None: the bootstrap secret, sent with the request
     access_expires_at: float | None = None
+    # A share link's reader: `user` is the session's owner, `auth_session_id` the link's
+    # `principal_id`, and only `web/deps.Reader` routes, for `share.session_id`, accept it.
+    share: Share | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Authenticator:
             lifetime_s=settings.session_lifetime_s,
             grace_s=settings.refresh_grace_s,
         )
+        self.shares = ShareStore(db)
         self.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
         # On a shared database the other processes' failures count too.
         self.shared = (
@@ -89,6 +94,11 @@ class Authenticator:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("send `Authorization: Bearer <access token>`: " + SIGN_IN)
+            if is_share_token(token.strip()):
+                raise Forbidden(
+                    "a share link only reads the session it was made for (its conversation, "
+                    "events and tasks)"
+                )
             claims = self.tokens.verify(token.strip())
             reason = await self.still_valid_sid(claims.auth_session_id)
             if reason is not None:
@@ -100,6 +110,12 @@ class Authenticator:
         raise Unauthorized(
             "no credentials: " + SIGN_IN + " (or send the x-web-bootstrap-secret header)"
         )
+
+    async def share_reader(self, token: str) -> Principal:
+        """The reader a share link's token makes, if the link still reads; else Unauthorized
+        saying why (revoked, expired, unknown)."""
+        share = await self.shares.by_token(token)
+        return Principal(share.owner, share.principal_id, share.expires_at, share)
 
     async def sign_in(
         self,
@@ -148,6 +164,8 @@ class Authenticator:
     async def still_valid(self, principal: Principal) -> str | None:
         """None while the caller's auth session holds, else why it ended. For open streams:
         the token that opened a stream may age out; the sign-in behind it may not."""
+        if principal.share is not None:
+            return await self.shares.still_valid(principal.share.id)
         sid = principal.auth_session_id
         if sid is None:
             return None
@@ -155,9 +173,14 @@ class Authenticator:
 
     def ended(self, auth_session_id: str, reason: str) -> None:
         """This process just ended the sign-in: drop the cached verdict, close its streams."""
-        self.close_sign_in(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
+        self.end(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
+
+    def end(self, principal_id: str, message: str) -> None:
+        """A sign-in or a share link (its `principal_id`) ended in this process: its streams
+        close, here and in the other processes on a shared database."""
+        self.close_sign_in(principal_id, message)
         for listener in self.on_sign_in_ended_here:
-            listener(auth_session_id, f"signed out ({reason}): " + SIGN_IN)
+            listener(principal_id, message)
 
     def close_sign_in(self, auth_session_id: str, message: str) -> None:
         """A sign-in ended, here or in another process on the shared database: drop its

@@ -157,6 +157,26 @@ approvals = sa.Table(
     sa.Column("answered_by", sa.String(64), nullable=True),
 )
 
+# Read-only links to one session. The token is shown once, when the link is made, and kept
+# only as its SHA-256 (as refresh tokens are); a revoked or expired link reads nothing.
+shares = sa.Table(
+    "tether_shares",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "session_id",
+        sa.String(64),
+        sa.ForeignKey("tether_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("label", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),  # NULL: until revoked
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
 # Failed sign-ins, shared by every process on one database (each row one failure).
 auth_failures = sa.Table(
     "tether_auth_failures",

@@ -108,6 +108,24 @@ async def session_stream(
         sub.close()
 
 
+def ends_at(
+    body: AsyncIterator[str], sub: Subscription, at: float, reason: str
+) -> AsyncIterator[str]:
+    """The stream, ended with an `auth` event at wall-clock time `at` (a share link's
+    expiry), not at the first heartbeat after it."""
+
+    async def run() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(0.0, at - time.time()), sub.end, reason)
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            timer.cancel()
+
+    return run()
+
+
 class _Position:
     __slots__ = ("last",)
 

@@ -26,8 +26,10 @@ from tether.web.routes import (
     auth,
     conversations,
     events,
+    exports,
     files,
     sessions,
+    shares,
     tasks,
 )
 from tether.web.schemas import Health, Problem
@@ -84,7 +86,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = svc
     problems.install(app)
-    for module in (auth, sessions, conversations, tasks, events, files, attachments, agui):
+    for module in (
+        auth,
+        sessions,
+        conversations,
+        tasks,
+        events,
+        files,
+        attachments,
+        agui,
+        shares,
+        exports,
+    ):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)

@@ -18,7 +18,7 @@ from tether.llm.new_turn import MISSING, model_agent, model_agents, start_turn, 
 from tether.model import Task, dumps
 from tether.web import render
 from tether.web.bodies import StrictRoute
-from tether.web.deps import Caller, Svc
+from tether.web.deps import Caller, Reader, Svc
 from tether.web.idempotency import IDEMPOTENCY_KEY, check_storage, idempotent
 from tether.web.problems import problems
 from tether.web.responses import json_response
@@ -71,7 +71,7 @@ class RegenerateIn(BaseModel):
 )
 async def get_conversation(
     session_id: str,
-    caller: Caller,
+    caller: Reader,
     svc: Svc,
     brief: Annotated[
         bool, Query(description="Without each turn's message and reply (`text`, `reply`: null).")

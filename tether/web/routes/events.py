@@ -9,12 +9,13 @@ from fastapi import APIRouter, Header, Query
 from pydantic import StringConstraints
 from starlette.responses import Response, StreamingResponse
 
+from tether.auth.shares import ENDED
 from tether.errors import BadRequest, CursorGone
 from tether.events import reader
-from tether.events.stream import session_stream
+from tether.events.stream import ends_at, session_stream
 from tether.web import render
 from tether.web.bodies import StrictRoute
-from tether.web.deps import Auth, Caller, Svc
+from tether.web.deps import Auth, Reader, Svc
 from tether.web.problems import problems
 from tether.web.responses import EventStreamResponse
 from tether.web.schemas import EventPage
@@ -54,7 +55,7 @@ def gone(exc: reader.Gone) -> CursorGone:
 )
 async def list_events(
     session_id: str,
-    caller: Caller,
+    caller: Reader,
     svc: Svc,
     after: Annotated[
         str | None,
@@ -118,7 +119,7 @@ async def list_events(
 )
 async def stream_events(
     session_id: str,
-    caller: Caller,
+    caller: Reader,
     svc: Svc,
     auth: Auth,
     after: Annotated[
@@ -147,8 +148,11 @@ async def stream_events(
         cursor = parse_cursor(after, "after") or 0
     # Subscribe before reading, so nothing committed in between is missed.
     sub = svc.hub.subscribe(session_id, caller.auth_session_id)
+    # A share link's streams are counted as the link's, not its owner's: readers of a
+    # link passed around never take the owner's own streams away.
+    holder = caller.user if caller.share is None else caller.share.principal_id
     try:
-        slot = svc.streams.take(caller.user, caller.auth_session_id, session_id, sub)
+        slot = svc.streams.take(holder, caller.auth_session_id, session_id, sub)
     except BaseException:
         sub.close()
         raise
@@ -189,6 +193,8 @@ async def stream_events(
             start.more,
         ),
     )
+    if caller.share is not None and caller.share.expires_at is not None:
+        body = ends_at(body, sub, caller.share.expires_at, "this share link expired: " + ENDED)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     if svc.settings.mirror_check and start.from_memory:
         headers["X-Tether-Mirror"] = "checked"  # tests: this start was served from memory

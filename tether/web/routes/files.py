@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from tether.errors import NotFound
 from tether.web.bodies import StrictRoute
-from tether.web.deps import Caller, Svc
+from tether.web.deps import Reader, Svc
 from tether.web.problems import problems
 from tether.workspace import PathRefused, Workspace, normalize
 
@@ -31,7 +31,7 @@ class FileList(BaseModel):
     response_model=FileList,
     responses=problems(401, 404, 429),
 )
-async def list_files(session_id: str, caller: Caller, svc: Svc) -> FileList:
+async def list_files(session_id: str, caller: Reader, svc: Svc) -> FileList:
     """The files in the session's workspace, in path order."""
     await svc.store.session(session_id, caller.user)
     found = await Workspace(svc.store.db, session_id).list()
@@ -46,7 +46,7 @@ async def list_files(session_id: str, caller: Caller, svc: Svc) -> FileList:
         **problems(401, 404, 429),
     },
 )
-async def get_file(session_id: str, path: str, caller: Caller, svc: Svc) -> Response:
+async def get_file(session_id: str, path: str, caller: Reader, svc: Svc) -> Response:
     """One file's content, as a download (never shown as a page of this site)."""
     await svc.store.session(session_id, caller.user)
     try:

@@ -21,7 +21,7 @@ from tether.model import Session, dumps
 from tether.runtime.engine import Runtime
 from tether.web import render
 from tether.web.bodies import StrictRoute
-from tether.web.deps import Caller, Svc
+from tether.web.deps import Caller, Reader, Svc
 from tether.web.idempotency import IDEMPOTENCY_KEY, check_storage, idempotent
 from tether.web.problems import problems
 from tether.web.responses import json_response
@@ -141,7 +141,7 @@ async def list_sessions(
     response_model=None,
     responses={200: {"model": SessionDetail}, **problems(401, 404, 429)},
 )
-async def get_session(session_id: str, caller: Caller, svc: Svc) -> Response:
+async def get_session(session_id: str, caller: Reader, svc: Svc) -> Response:
     s, tasks = await svc.store.snapshot(session_id, caller.user)
     return json_response({**render.session(s), "tasks": render.tree(tasks)})
 
@@ -243,7 +243,7 @@ async def create_task(
 )
 async def list_tasks(
     session_id: str,
-    caller: Caller,
+    caller: Reader,
     svc: Svc,
     brief: Annotated[
         bool,

@@ -8,6 +8,7 @@ import { SchemaForm, firstSentence } from "./form.js";
 import { Timeline } from "./timeline.js";
 import { TaskTree } from "./tree.js";
 import { setText } from "./dom.js";
+import { ShareTokens, ownerTools, readOnly, shareToken, showEnded } from "./share.js";
 
 /**
  * The page's element with this id (index.html has every one the script asks for); `tag`
@@ -43,7 +44,10 @@ class ApiError extends Error {
   }
 }
 
-const tokens = new TokenManager();
+// A page opened from a share link reads that one session with the link's token, signed in as
+// nobody (share.js).
+const shared = shareToken();
+const tokens = /** @type {TokenManager} */ (/** @type {unknown} */ (shared ? new ShareTokens(shared) : new TokenManager()));
 let session = null;   // SharedSession of the open session
 let poller = null;    // StatusPoller of the open session
 let sessionId = null;
@@ -146,6 +150,7 @@ $("signin-secret").addEventListener("submit", (e) => { e.preventDefault(); trySi
 $("signin-user").addEventListener("submit", (e) => { e.preventDefault(); trySignIn({ username: $("username", "input").value, password: $("password", "input").value }); });
 $("signout").addEventListener("click", async () => { await tokens.signOut(); });
 tokens.addEventListener("signedout", (/** @type {CustomEvent} */ e) => {
+  if (shared) { closeSession(); setConn({ kind: "stopped", reason: "link ended" }); showEnded(e.detail.reason); return; }
   const why = e.detail.reason === "signed out" ? "You signed out. Your tasks keep running on the server." : `Your sign-in ended (${e.detail.reason}). Sign in again to continue; your tasks kept running.`;
   showSignIn(why);
 });
@@ -408,7 +413,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
   const gen = generation;
   sessionId = id;
   localStorage.setItem("tether.session", id);
-  history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(params), session: id })}`);
+  history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(params), session: id })}${location.hash}`);
   polled = null; pollError = null; lastEventTs = 0; loading = true;
   tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
   conversation.sessionId = id;
@@ -469,7 +474,8 @@ async function openSession(id, { early = null, listed = false } = {}) {
     if (p === poller && e.detail.checkedAt >= onlineAt) { pollError = e.detail; renderConn(); }
   });
 
-  const s = (session = new SharedSession({ sessionId: id, tokens }));
+  // (A share link's page keeps its stream to itself: the owner's tabs in this browser use theirs.)
+  const s = (session = new SharedSession({ sessionId: id, tokens, ...(shared ? { locks: null } : {}) }));
   s.addEventListener("events", (/** @type {CustomEvent} */ e) => { if (s === session) applyEvents(e.detail); });
   s.addEventListener("snapshot", (/** @type {CustomEvent} */ e) => { if (s === session) adopt(e.detail.tasks); });
   s.addEventListener("reset", () => { if (s === session) openSession(id); });
@@ -877,7 +883,20 @@ if (tabs) tabs.onmessage = (e) => { if (e.data?.renamed && e.data.renamed !== se
 
 // ---- start ----------------------------------------------------------------------------------
 
+// A share link: the one session it reads, and nothing that writes.
+async function enterShared() {
+  readOnly();
+  const { session_id: id } = await api("/api/share");
+  sessionsById.set(id, await api(`/api/sessions/${id}`));  // its title
+  $("signin-view").hidden = true;
+  $("app-view").hidden = false;
+  await openSession(id);
+}
+
+if (!shared) ownerTools({ api, authHeader: () => tokens.authHeader(), sessionId: () => sessionId, closeMenu: () => showMore(false) });
+
 async function main() {
+  if (shared) return enterShared().catch(() => {});  // an ended link: "signedout" said why
   if (await signInFromFragment()) return;
   if (await tokens.resume().catch(() => false)) return enter();
   showSignIn();
