@@ -4,10 +4,19 @@ inputs and results. One interface (`SearchIndex`, base.py), one module per backe
 from __future__ import annotations
 
 from tether.search.base import Hit, SearchIndex, forget_session
-from tether.search.query import Term, parse
+from tether.search.query import MAX_QUERY, Term, parse
 from tether.search.snippet import snippet
 
-__all__ = ["Hit", "SearchIndex", "Term", "forget_session", "index_for", "parse", "snippet"]
+__all__ = [
+    "MAX_QUERY",
+    "Hit",
+    "SearchIndex",
+    "Term",
+    "forget_session",
+    "index_for",
+    "parse",
+    "snippet",
+]
 
 
 def index_for(sqlite: bool) -> SearchIndex:

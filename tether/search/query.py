@@ -26,7 +26,10 @@ class Term(NamedTuple):
 
 
 def parse(q: str) -> list[Term]:
-    """The terms of a query; BadRequest when it is too long or has no word to look for."""
+    """The terms of a query, the first MAX_TERMS of them; none when it holds no word (only
+    marks or emoji: nothing can match). BadRequest when it is blank or too long."""
+    if not q.strip():
+        raise BadRequest("type something to search for")
     if len(q) > MAX_QUERY:
         raise BadRequest(f"a search is at most {MAX_QUERY} characters; this one has {len(q)}")
     terms: list[Term] = []
@@ -43,11 +46,7 @@ def parse(q: str) -> list[Term]:
         *whole, last = found
         terms.extend(Term((w,), False) for w in whole)
         terms.append(Term((last,), plain.endswith("*") and plain.rstrip("*").endswith(last)))
-    if not terms:
-        raise BadRequest("type a word to search for (letters or digits)")
-    if len(terms) > MAX_TERMS:
-        raise BadRequest(f"a search looks for at most {MAX_TERMS} words or phrases")
-    return list(dict.fromkeys(terms))
+    return list(dict.fromkeys(terms))[:MAX_TERMS]
 
 
 def fts5(terms: list[Term]) -> str:

@@ -50,7 +50,15 @@ class SearchPage(BaseModel):
 async def search_sessions(
     caller: Caller,
     svc: Svc,
-    q: Annotated[str, Query(description='Words to find; `"a phrase"`; `word*` a prefix.')] = "",
+    q: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=search.MAX_QUERY,
+            pattern=r"\S",
+            description='Words to find (all of them); `"a phrase"`; `word*`: words it begins.',
+        ),
+    ],
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX, description="Results per page.")] = (
         PAGE_DEFAULT
     ),
@@ -65,7 +73,11 @@ async def search_sessions(
     if offset > MAX_OFFSET:
         raise BadRequest(f"results go {MAX_OFFSET} deep at most; narrow the search")
     index = svc.store.search
-    hits = await svc.db.read(lambda c: index.find(c, caller.user, terms, limit + 1, offset))
+    hits = (
+        await svc.db.read(lambda c: index.find(c, caller.user, terms, limit + 1, offset))
+        if terms
+        else []
+    )
     page = hits[:limit]
     more = len(hits) > limit and offset + limit <= MAX_OFFSET
     return json_response(
