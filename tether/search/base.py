@@ -23,6 +23,12 @@ _X, _S = search.c, sessions.c
 COLUMNS = (_X.session_id, _X.seq, _X.task_id, _X.kind, _X.body)
 
 
+# A common word matches most of a user's rows: those ranked are its newest this many
+# matches (the newest first, as the index reads them), so a search costs the same however
+# long the history. Fewer matches than this are all ranked.
+CANDIDATES = 2000
+
+
 def ranked(hits: str) -> sa.TextClause:
     """A find query: the CTE `hits` (rows `id, rank` of the owner's matches, lowest rank
     best, `:limit` of them after `:offset`), then the page's rows read whole: a common

@@ -7,20 +7,25 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tether.db.schema import SEARCH_TSV, search, sessions
-from tether.search.base import Hit, SearchIndex, ranked
+from tether.search.base import CANDIDATES, Hit, SearchIndex, ranked
 from tether.search.extract import Entry
 from tether.search.query import Term, tsquery
 from tether.search.text import words
 
 _X, _S = search.c, sessions.c
 
-# ts_rank, negated: higher is better there, lower in `ranked`.
+# The owner's newest CANDIDATES matches (the GIN index for a rare term, the primary key
+# read backwards for a common one: the planner picks, from the query's constant, so it is
+# written out, not a CTE's), ranked by ts_rank, negated (higher is better there, lower in
+# `ranked`).
+_QUERY = "to_tsquery('simple', :query)"
 _FIND = ranked(
-    f"q AS (SELECT to_tsquery('simple', :query) AS q),"
-    f" hits AS (SELECT x.{_X.id.name} AS id, -ts_rank(x.{SEARCH_TSV}, q.q) AS rank"
-    f" FROM q, {search.name} x JOIN {sessions.name} s ON s.{_S.id.name} = x.{_X.session_id.name}"
-    f" WHERE x.{SEARCH_TSV} @@ q.q AND s.{_S.owner.name} = :owner"
-    f" ORDER BY rank, x.{_X.id.name} DESC LIMIT :limit OFFSET :offset)"
+    f"cands AS (SELECT x.{_X.id.name} AS id, x.{SEARCH_TSV} AS tsv FROM {search.name} x"
+    f" JOIN {sessions.name} s ON s.{_S.id.name} = x.{_X.session_id.name}"
+    f" WHERE x.{SEARCH_TSV} @@ {_QUERY} AND s.{_S.owner.name} = :owner"
+    f" ORDER BY x.{_X.id.name} DESC LIMIT {CANDIDATES}),"
+    f" hits AS (SELECT id, -ts_rank(tsv, {_QUERY}) AS rank FROM cands"
+    f" ORDER BY rank, id DESC LIMIT :limit OFFSET :offset)"
 )
 
 

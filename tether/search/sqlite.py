@@ -6,18 +6,20 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tether.db.schema import SEARCH_FTS, search, sessions
-from tether.search.base import Hit, SearchIndex, ranked
+from tether.search.base import CANDIDATES, Hit, SearchIndex, ranked
 from tether.search.query import Term, fts5
 
 _X, _S = search.c, sessions.c
 
-# FTS5's rank is bm25 (lower is better).
+# FTS5 reads a term's rows newest first (rowid DESC) and stops at CANDIDATES of the owner's;
+# its rank (bm25, lower is better) is worked out for those only.
 _FIND = ranked(
-    f"hits AS (SELECT x.{_X.id.name} AS id, f.rank AS rank"
-    f" FROM {SEARCH_FTS} f JOIN {search.name} x ON x.{_X.id.name} = f.rowid"
+    f"cands AS (SELECT f.rowid AS id, f.rank AS rank FROM {SEARCH_FTS} f"
+    f" JOIN {search.name} x ON x.{_X.id.name} = f.rowid"
     f" JOIN {sessions.name} s ON s.{_S.id.name} = x.{_X.session_id.name}"
     f" WHERE {SEARCH_FTS} MATCH :match AND s.{_S.owner.name} = :owner"
-    f" ORDER BY f.rank, x.{_X.id.name} DESC LIMIT :limit OFFSET :offset)"
+    f" ORDER BY f.rowid DESC LIMIT {CANDIDATES}),"
+    f" hits AS (SELECT id, rank FROM cands ORDER BY rank, id DESC LIMIT :limit OFFSET :offset)"
 )
 
 

@@ -56,7 +56,16 @@ def upgrade() -> None:
         )
     else:
         op.add_column("tether_search", sa.Column("tsv", sa.dialects.postgresql.TSVECTOR))
-        op.create_index("ix_tether_search_tsv", "tether_search", ["tsv"], postgresql_using="gin")
+        # fastupdate off: each row goes into the index as it is written, where a pending
+        # list (flushed by vacuum) made every search scan it meanwhile (27 ms instead of 0.1
+        # for a rare word over 12,000 rows freshly written).
+        op.create_index(
+            "ix_tether_search_tsv",
+            "tether_search",
+            ["tsv"],
+            postgresql_using="gin",
+            postgresql_with={"fastupdate": "off"},
+        )
     from tether.search.backfill import backfill
 
     backfill(op.get_bind())
