@@ -25,8 +25,9 @@ COLUMNS = (_X.session_id, _X.seq, _X.task_id, _X.kind, _X.body)
 
 # A common word matches most of a user's rows: those ranked are its newest this many
 # matches (the newest first, as the index reads them), so a search costs the same however
-# long the history. Fewer matches than this are all ranked.
-CANDIDATES = 2000
+# long the history. Fewer matches than this are all ranked. (Over 100,000 messages on
+# SQLite, a common word: 27 ms with 2,000, 4 ms with 500.)
+CANDIDATES = 500
 
 
 def ranked(hits: str) -> sa.TextClause:

@@ -35,9 +35,9 @@ export class SearchBox {
     const q = this.input.value.trim();
     const gen = ++this.gen;
     if (!q) { this.hits = []; this.next = null; this._render(""); return; }
-    // The word being typed matches the words it begins: results as you type, not only
-    // once a word is whole.
-    const params = new URLSearchParams({ q: /[\p{L}\p{N}]$/u.test(q) ? `${q}*` : q, limit: "20" });
+    // The word being typed (two characters or more) matches the words it begins: results
+    // as you type, not only once a word is whole.
+    const params = new URLSearchParams({ q: /[\p{L}\p{N}]{2}$/u.test(q) ? `${q}*` : q, limit: "20" });
     if (more && this.next) params.set("cursor", this.next);
     let page;
     try { page = await this.api(`/api/search?${params}`); } catch (e) {

@@ -40,10 +40,12 @@ def upgrade() -> None:
     op.create_index("ix_tether_search_session", "tether_search", ["session_id", "seq"])
     if op.get_bind().dialect.name == "sqlite":
         # No diacritics folded: Postgres's `simple` configuration folds none either, so both
-        # backends find the same rows.
+        # backends find the same rows. Prefixes of 2 and 3 characters indexed: the word
+        # being typed is searched as a prefix (100 ms for `dod*` over 100,000 messages, 3 ms
+        # with them; the index 13 % larger).
         op.execute(
             "CREATE VIRTUAL TABLE tether_search_fts USING fts5(body, content='tether_search',"
-            " content_rowid='id', tokenize='unicode61 remove_diacritics 0')"
+            " content_rowid='id', tokenize='unicode61 remove_diacritics 0', prefix='2 3')"
         )
         op.execute(
             "CREATE TRIGGER tether_search_ai AFTER INSERT ON tether_search BEGIN"
