@@ -6,6 +6,7 @@ query a person types is taken as the backend's query syntax."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
@@ -205,3 +206,63 @@ def test_a_snippet_is_plain_text_pieces_with_the_matches_apart() -> None:
     assert "<img src=x onerror=alert(1)>" in pieces[0]  # text, for the page to show as text
     assert pieces[0].startswith("…") and pieces[2].endswith("…")
     assert search.snippet("no match here", search.parse("zzz")) == ["no match here"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_what_was_there_before_search_is_indexed_by_its_migration(
+    backend: str, tmp_path: Any
+) -> None:
+    """A database written before migration 0012 (titles, messages, replies, tool results)
+    is searchable after the upgrade, by the rules the writer follows from then on."""
+    from pathlib import Path
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from tests.helpers.pg import fresh_database
+    from tether.db.engine import Database, sync_url
+
+    def upgrade(url: str, to: str) -> None:
+        engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+        cfg = Config(str(Path(search.__file__).parents[1] / "db" / "alembic.ini"))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, to)
+        engine.dispose()
+
+    with (
+        fresh_database()
+        if backend == "postgres"
+        else nullcontext(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}") as url
+    ):
+        upgrade(url, "0011")
+        db = Database(url)
+        engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+        with engine.begin() as c:  # as the writer before search wrote them
+            c.exec_driver_sql(
+                "INSERT INTO tether_sessions (id, owner, title, created_at) VALUES"
+                " ('s1', 'ana', 'Old voyage', 0)"
+            )
+            for seq, a in enumerate(
+                [turn("s1", "t", "an old krill question"), tool("s1", "t", "old tool plankton"),
+                 done("s1", "t", {"text": "an old reply about whales", "messages": []})],
+                start=1,
+            ):  # fmt: skip
+                c.execute(
+                    sa.text(
+                        "INSERT INTO tether_events (session_id, seq, task_id, type, data, ts)"
+                        " VALUES (:s, :q, :t, :y, :d, 0)"
+                    ),
+                    {"s": "s1", "q": seq, "t": a.task_id, "y": a.type, "d": a.data},
+                )
+        engine.dispose()
+        upgrade(url, "head")
+        store = Store(db)
+        try:
+            for q, kind in [("voyage", "title"), ("krill", "message"), ("plankton", "tool"),
+                            ("whales", "reply")]:  # fmt: skip
+                assert [h.kind for h in await find(store, "ana", q)] == [kind], q
+            assert await find(store, "bo", "krill") == []
+        finally:
+            await db.close()

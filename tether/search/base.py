@@ -57,14 +57,17 @@ class Hit(NamedTuple):
 class SearchIndex(ABC):
     """Where search's rows go and how they are found, on one backend."""
 
+    # Postgres: the tsvector column, and what fills it from the row's words (text.py's).
+    extra_column = ""
+    named_words = ""
+
     def __init__(self, mark: str, words_row: str) -> None:
         names = ", ".join(c.name for c in COLUMNS)
         self._head = f"INSERT INTO {search.name} ({names}{self.extra_column}) VALUES "
         self._row = "(" + ", ".join([mark] * len(COLUMNS)) + words_row + ")"
 
-    extra_column = ""  # Postgres: the tsvector column, made from the row's words
-
     def rows(self, found: list[Entry]) -> list[tuple[object, ...]]:
+        """The VALUES of each row the hook inserts."""
         return [tuple(e) for e in found]
 
     def on_commit(self, committed: Mapping[str, list[Event]]) -> list[Stmt]:
@@ -89,8 +92,6 @@ class SearchIndex(ABC):
             marks = ", ".join(f":{c.name}" for c in COLUMNS)
             insert = sa.text(f"{self._head}({marks}{self.named_words})")
             conn.execute(insert, [{**e._asdict(), "words": " ".join(words(e.body))} for e in found])
-
-    named_words = ""  # Postgres: the tsvector of `:words`
 
     @abstractmethod
     def find(
