@@ -97,6 +97,9 @@ def test_search_finds_a_message_and_opens_its_session_there(
     assert page.evaluate("document.body.classList.contains('drawer')")
     shot(page, "search-phone-light")
     assert serious_axe_violations(page) == []
+    page.emulate_media(color_scheme="dark")  # the system's theme, as a first visit has it
+    shot(page, "search-phone-dark")
+    assert serious_axe_violations(page) == []
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     wait_until(lambda: f"session={found_sid}" in page.evaluate("location.search"),
