@@ -1,6 +1,6 @@
 """Run every benchmark against a real server on the embedded default, print a table, write JSON.
 
-    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm,web,chat,delegation,distributed] [--out FILE]
+    .venv/bin/python -m benchmarks [--runs 3] [--only throughput,resume,...,llm,web,chat,delegation,distributed,search] [--out FILE]
 
 The server runs in its own process (uvicorn, one SQLite file); clients run in separate
 load-generating processes on loopback. Everything goes through the authenticated path (a
@@ -63,6 +63,9 @@ TARGETS = {
     # most 0.1 s of CPU per 1,000 tokens (its model processes are reported beside it).
     "llm1_token_latency_p99_ms": ("≤", 250.0),
     "llm1_api_cpu_s_per_1000_tokens": ("≤", 0.1),
+    # Issue 30: a search over 100,000 messages of two users, on each backend.
+    "search_sqlite_p95_ms": ("≤", 50.0),
+    "search_postgres_p95_ms": ("≤", 50.0),
 }
 
 
@@ -660,7 +663,14 @@ CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "chat": lambda tmp, runs: _chat(tmp, runs),
     "delegation": delegation,
     "distributed": distributed,
+    "search": lambda tmp, runs: _search(tmp, runs),
 }
+
+
+def _search(tmp: Path, runs: int) -> dict[str, Any]:
+    from benchmarks.search import run
+
+    return run(tmp, runs)
 
 
 def _web(tmp: Path, runs: int) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from tether.events.log import EventLog
 # a number when a file's time changes a lot (`./dev test --durations=0` shows them).
 FILE_S = {
     "tests/test_agui.py": 80,
+    "tests/e2e/test_search.py": 75,
+    "tests/test_search.py": 50,
     "tests/test_term.py": 70,
     "tests/test_start.py": 50,
     "tests/e2e/test_product.py": 48,
@@ -35,6 +37,7 @@ FILE_S = {
     "tests/test_mcp_servers.py": 33,
     "tests/test_cors.py": 25,
     "tests/test_quotas.py": 29,
+    "tests/test_search_api.py": 28,
     "tests/e2e/test_chat.py": 28,
     "tests/e2e/test_branches.py": 27,
     "tests/test_openapi.py": 26,

@@ -130,6 +130,11 @@ def test_json_export_imports_as_the_same_log_and_round_trips(
         assert head.startswith("retry:")
     listed = api.c.get("/api/sessions").json()["sessions"]
     assert copy_id in [s["id"] for s in listed]
+    # Search finds the copy as it finds the original, from the import's own commit.
+    found = api.c.get("/api/search", params={"q": "hotels"}).json()["results"]
+    assert {r["session_id"] for r in found} == {sid, copy_id}
+    titled = api.c.get("/api/search", params={"q": "Trip plans"}).json()["results"]
+    assert copy_id in {r["session_id"] for r in titled}
 
 
 def test_bad_or_hostile_imports_are_refused_whole(

@@ -41,6 +41,8 @@ class Services:
         self.db = Database(settings.resolved_database_url)
         self.store = Store(self.db)
         self.log = EventLog(self.db, retention=settings.retention_events)
+        # Search's rows commit with the events they point to.
+        self.log.add_commit_hook(self.store.search.on_commit)
         self.hub = MemoryHub()
         self.reads = SharedReads(self.db)  # streams' catch-up pages
         # Stream starts served from memory: only where this process is the only writer.

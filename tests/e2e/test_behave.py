@@ -337,9 +337,10 @@ def test_stop_and_esc_stop_the_turn_on_the_server_and_the_keyboard_shortcuts(
     page.keyboard.press("ArrowUp")
     assert page.evaluate("window.__edit") is False
     page.fill("#message", "")
-    # Ctrl+K starts a new session.
+    # N (not while typing) starts a new session; Ctrl+K is search's (tests/e2e/test_search.py).
     before = page.evaluate("location.search")
-    page.keyboard.press("Control+k")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("n")
     wait_until(lambda: page.evaluate("location.search") != before, what="a new session")
     page.wait_for_selector("#conn[data-kind=live]")
     assert page.locator("#sessions li").count() == 2

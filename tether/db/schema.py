@@ -82,6 +82,35 @@ events = sa.Table(
     sa.UniqueConstraint("session_id", "key", name="uq_tether_events_key"),
 )
 
+# What search finds (tether/search/): a row per title, message, reply, tool result, task
+# input or result, written in the transaction that commits its event (or renames the
+# session). The full-text index over `body` is the backend's own (migration 0012): an FTS5
+# table kept by triggers on SQLite, the `tsv` column and its GIN index on Postgres.
+search = sa.Table(
+    "tether_search",
+    metadata,
+    # SQLite's rowid (the FTS5 table's content_rowid), a bigserial on Postgres.
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column(
+        "session_id",
+        sa.String(64),
+        sa.ForeignKey("tether_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # its event's; 0 for the title
+    sa.Column("task_id", sa.String(255), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # title, message, reply, tool, task, result
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Index("ix_tether_search_session", "session_id", "seq"),
+)
+SEARCH_FTS = "tether_search_fts"  # SQLite: the FTS5 table over search.body
+SEARCH_TSV = "tsv"  # Postgres: search's tsvector column (GIN-indexed)
+
 # A step's recorded outcome (its output, or the exception it raised), written in the same
 # transaction as the events it emitted: a replay after a crash returns it instead of running
 # the step again, and a step is never recorded without its events (or they without it).

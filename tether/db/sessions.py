@@ -1,8 +1,8 @@
 """Sessions in the database, always scoped to their owner.
 
 Reads `tether_sessions` (and, for a sidebar's state, the statuses of its top-level tasks);
-writes `tether_sessions`: create and rename, and delete, which removes the session's
-approvals, events, steps, files and tasks with it.
+writes `tether_sessions`: create and rename (with the title's search row), and delete, which
+removes the session's approvals, events, steps, files, tasks and search rows with it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tether.db.ids import new_id
 from tether.db.schema import approvals, events, files, sessions, steps, tasks
 from tether.errors import Conflict, NotFound
 from tether.model import TERMINAL, UNFINISHED_VALUES, Session, TaskStatus
+from tether.search import forget_session, index_for
 
 
 def session_from_row(row: sa.RowMapping) -> Session:
@@ -59,6 +60,7 @@ def read_session(c: sa.Connection, session_id: str, owner: str) -> Session:
 class Sessions:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.search = index_for(db.sqlite)  # a title is found from the commit that sets it
 
     async def create_session(
         self, owner: str, title: str, session_id: str | None = None
@@ -72,6 +74,7 @@ class Sessions:
                     id=s.id, owner=owner, title=title, created_at=s.created_at
                 )
             )
+            self.search.set_title(conn, s.id, title)
 
         await self.db.write(tx)
         return s
@@ -104,6 +107,8 @@ class Sessions:
                 .where(sessions.c.id == session_id, sessions.c.owner == owner)
                 .values(title=title)
             )
+            if done.rowcount:
+                self.search.set_title(conn, session_id, title)
             return done.rowcount
 
         if await self.db.write(tx) == 0:
@@ -165,6 +170,7 @@ class Sessions:
 
         def tx(conn: sa.Connection) -> None:
             check(conn)
+            forget_session(conn, session_id)
             for table in (approvals, events, steps, files, tasks):
                 conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             conn.execute(sa.delete(sessions).where(sessions.c.id == session_id))

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.pg_writer import InsertRows, Stmt, insert_rows
-from tether.db.schema import events, sessions, steps, tasks
+from tether.db.schema import events, search, sessions, steps, tasks
 from tether.events.append import NEW_TASK_COLUMNS
 from tether.model import TERMINAL_VALUES
 
@@ -89,6 +89,11 @@ class LogSql:
             f" AND {_T.status.name} NOT IN ({terminal})))"
         )
         self._blank = f"UPDATE {events.name} SET {_E.data.name} = 'null' WHERE {in_range}"
+        # What search found there goes too: a result never points to a pruned event.
+        self._unfind = (
+            f"DELETE FROM {search.name} WHERE {search.c.session_id.name} = {m}"
+            f" AND {search.c.seq.name} > {m} AND {search.c.seq.name} <= {m}"
+        )
         self._delete_ended = (
             f"DELETE FROM {events.name} WHERE {_E.session_id.name} = {m}"
             f" AND {_E.seq.name} <= {m} AND {_E.task_id.name} IN ({{}})"
@@ -176,10 +181,12 @@ class LogSql:
     def prune(self, session_id: str, low: int, new_low: int) -> list[Stmt]:
         """Retention: events in (low, new_low] leave the log. An event of a task that may
         still run keeps its row (not its data): a replay after a crash must find its key,
-        or it would append the event again."""
+        or it would append the event again. Search's rows for them go (a kept row's data is
+        blanked: nothing there to find)."""
         return [
             Stmt(self._prune, (session_id, low, new_low, session_id, *TERMINAL_VALUES)),
             Stmt(self._blank, (session_id, low, new_low)),
+            Stmt(self._unfind, (session_id, low, new_low)),
         ]
 
     def delete_ended(self, session_id: str, new_low: int, ended: list[str]) -> list[Stmt]:

@@ -26,7 +26,9 @@ from tether.db.ids import new_id
 from tether.db.schema import events, files, sessions, tasks
 from tether.errors import InvalidInput, StorageQuotaExceeded
 from tether.exports.document import FORMAT, VERSION
-from tether.model import TaskStatus, dumps, dumps_within
+from tether.model import Event, TaskStatus, dumps, dumps_within
+from tether.search import SearchIndex
+from tether.search.extract import entries
 from tether.workspace import PathRefused, normalize
 
 INTERRUPTED = {"message": "imported before it had ended: nothing runs it here"}
@@ -252,6 +254,11 @@ def _rows(
     return task_rows, event_rows, file_rows, used
 
 
+def _event(row: dict[str, Any]) -> Event:
+    names = ("seq", "session_id", "task_id", "parent_task_id", "type", "data", "ts")
+    return Event(*(row[n] for n in names))
+
+
 async def import_document(
     db: Database,
     doc: Document,
@@ -259,9 +266,11 @@ async def import_document(
     *,
     max_event_bytes: int,
     room: int | None,
+    index: SearchIndex,
 ) -> str:
     """Write the document as a new session of `owner`'s; its id. `room`: how many bytes
-    the owner may still store (None: no quota); an import larger is refused whole."""
+    the owner may still store (None: no quota); an import larger is refused whole. Search
+    finds it from the same transaction (`index`: its title and what its events said)."""
     session_id = new_id("s")
     now = time.time()
     task_rows, event_rows, file_rows, used = _rows(doc, session_id, max_event_bytes, now)
@@ -288,6 +297,8 @@ async def import_document(
         for table, rows in ((tasks, task_rows), (events, event_rows), (files, file_rows)):
             for i in range(0, len(rows), 500):
                 c.execute(sa.insert(table), rows[i : i + 500])
+        index.set_title(c, session_id, doc.session.title)
+        index.write(c, entries(session_id, [_event(r) for r in event_rows]))
 
     await db.write(tx)
     return session_id

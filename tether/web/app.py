@@ -28,6 +28,7 @@ from tether.web.routes import (
     events,
     exports,
     files,
+    search,
     sessions,
     shares,
     tasks,
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         agui,
         shares,
         exports,
+        search,
     ):
         app.include_router(module.router)
 

@@ -91,6 +91,7 @@ async def import_session(body: Document, caller: Caller, svc: Svc) -> Response:
             caller.user,
             max_event_bytes=svc.settings.max_event_bytes,
             room=room,
+            index=svc.store.search,
         )
     s = await svc.store.session(sid, caller.user)
     return json_response(render.session(s), 201)

@@ -6,6 +6,7 @@ import { AttachmentTray } from "./attachments.js";
 import { TERMINAL, ago, clause, clock, sentence, taskName } from "./describe.js";
 import { SchemaForm, firstSentence } from "./form.js";
 import { Timeline } from "./timeline.js";
+import { SearchBox, reveal } from "./search.js";
 import { TaskTree } from "./tree.js";
 import { setText } from "./dom.js";
 import { ShareTokens, ownerTools, readOnly, shareToken, showEnded } from "./share.js";
@@ -842,15 +843,33 @@ function showShortcuts() {
 }
 $("show-keys").addEventListener("click", showShortcuts);
 
+// ---- search (search.js) -----------------------------------------------------------------------
+
+const search = new SearchBox({
+  input: $("search", "input"), list: $("search-results"), status: $("search-status"),
+  api: (p) => api(p), open: openHit,
+});
+async function openHit(hit) {
+  showSidebar(false);
+  if (hit.session_id !== sessionId) await openSession(hit.session_id);
+  reveal(hit, {
+    conversation, root: $("conversation"), timeline: $("timeline"), tree: $("tree"),
+    show: (panel) => selectTab($(`tab-${panel}`)),
+  });
+}
+
 document.addEventListener("keydown", (e) => {
   if (e.defaultPrevented || e.isComposing) return;
   const signedIn = !$("app-view").hidden;
-  // Ctrl/⌘+K: a new session, from anywhere.
+  // Ctrl/⌘+K: search your sessions, from anywhere.
   if ((e.ctrlKey || e.metaKey) && !e.altKey && !e.shiftKey && e.key.toLowerCase() === "k") {
     if (!signedIn) return;
     e.preventDefault();
     $("shortcuts", "dialog").close();
-    $("new-session").click();
+    if (!$("menu").offsetParent) { search.focus(); return; }
+    // A phone: the search is in the drawer, focusable once it is shown (a frame on).
+    showSidebar(true);
+    requestAnimationFrame(() => requestAnimationFrame(() => search.focus()));
     return;
   }
   if (e.key === "Escape") {
@@ -870,6 +889,9 @@ document.addEventListener("keydown", (e) => {
   } else if (e.key === "?") {
     e.preventDefault();
     showShortcuts();
+  } else if (e.key === "n") {
+    e.preventDefault();
+    $("new-session").click();
   }
 });
 
