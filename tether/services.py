@@ -11,6 +11,7 @@ from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
 from tether.db.store import Store
+from tether.db.usage import usage_hook
 from tether.events.frames import SharedReads
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
@@ -40,6 +41,8 @@ class Services:
         self.db = Database(settings.resolved_database_url)
         self.store = Store(self.db)
         self.log = EventLog(self.db, retention=settings.retention_events)
+        # Each model call's usage, as a row written in the commit of its `model.usage` event.
+        self.log.add_commit_hook(usage_hook(pg=not self.db.sqlite))
         self.hub = MemoryHub()
         self.reads = SharedReads(self.db)  # streams' catch-up pages
         # Stream starts served from memory: only where this process is the only writer.

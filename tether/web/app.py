@@ -20,7 +20,7 @@ from tether.web.bodies import RefuseNul
 from tether.web.cors import Cors
 from tether.web.limits import BodyLimit
 from tether.web.responses import RAW_SEND
-from tether.web.routes import agui, auth, conversations, events, files, sessions, tasks
+from tether.web.routes import agui, auth, conversations, events, files, sessions, tasks, usage
 from tether.web.schemas import Health, Problem
 from tether.web.security import SecurityHeaders
 
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = svc
     problems.install(app)
-    for module in (auth, sessions, conversations, tasks, events, files, agui):
+    for module in (auth, sessions, conversations, tasks, events, files, agui, usage):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)
