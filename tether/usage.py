@@ -43,8 +43,11 @@ def cost(counts: dict[str, int], price_in: float | None, price_out: float | None
 
 
 def money(amount: float) -> str:
-    """An amount as a person reads it: $0.50, $0.0042."""
-    return f"${amount:,.2f}" if amount >= 0.1 or amount == 0 else f"${amount:.4f}"
+    """An amount as a person reads it: $1,234.50, $0.05, $0.0042 (as the page words it)."""
+    if amount >= 0.1 or amount == 0:
+        return f"${amount:,.2f}"
+    text = f"{amount:.4f}"
+    return "$" + (text[:-2] + text[-2:].rstrip("0") if text.endswith("0") else text)
 
 
 def month_start(now: float) -> float:

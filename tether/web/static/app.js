@@ -7,6 +7,7 @@ import { SchemaForm, firstSentence } from "./form.js";
 import { Timeline } from "./timeline.js";
 import { TaskTree } from "./tree.js";
 import { setText } from "./dom.js";
+import { UsageView } from "./usage.js";
 
 /**
  * The page's element with this id (index.html has every one the script asks for); `tag`
@@ -71,6 +72,8 @@ const conversation = new Conversation({
   // An edit goes to the agent that answered, if one can still be talked to.
   agentFor: (n) => (agentsByName.get(n)?.kind === "model" && !agentsByName.get(n).internal && agentsByName.get(n).ready ? n : undefined),
 });
+const usage = new UsageView({ root: $("conversation"), header: $("session-usage"), api: (p, i) => api(p, i) });
+conversation.addEventListener("turns", () => usage.render());
 conversation.addEventListener("problem", (/** @type {CustomEvent} */ e) => { $("composer-error").textContent = e.detail; });
 const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}`, agents: () => [...agentsByName.values()] });
 // Tests and the benchmark read the page's model through this (never needed by the page).
@@ -98,7 +101,7 @@ function closeSession() {
 }
 
 function clearPage() {
-  tree.reset(); timeline.reset(); conversation.reset();
+  tree.reset(); timeline.reset(); conversation.reset(); usage.reset();
   sessionList = []; sessionsNext = null;
   $("sessions").replaceChildren();
   setHidden($("sessions-skeleton"), false);
@@ -399,6 +402,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
   polled = null; pollError = null; lastEventTs = 0; loading = true;
   tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
   conversation.sessionId = id;
+  usage.load(id).catch(() => {});  // the tokens and cost are extras: the chat works without them
   renderChatChrome();
   $("message", "textarea").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   if (form.agent) form.build(form.agent);
@@ -662,6 +666,7 @@ function applyEvents(evs) {
   }
   timeline.rename(named);
   conversation.applyMany(evs);
+  usage.apply(evs);
   if (newRoot) { renderChatChrome(); if (!loading) refreshSessionsSoon(); }
   timeline.add(evs);
   setText($("tab-tasks-n"), tree.roots().length ? `(${tree.roots().length})` : "");
