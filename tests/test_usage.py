@@ -138,6 +138,8 @@ def _adds_up(make_server: Any, fake: RunningFakeLLM, tmp_path: Path, env: dict[s
     # Per user: the owner's two sessions, never bob's; per model.
     mine = owner.c.get("/api/usage").json()
     assert mine["total"] == summed(data[a] + data[b])
+    # The month's spend, as the commit hook keeps it for the budget check: the same sum.
+    assert mine["budget"] == {"limit": None, "spent": pytest.approx(mine["total"]["cost"])}
     assert {s["session_id"]: s["calls"] for s in mine["sessions"]} == {a: 5, b: 2}
     assert {m["model"]: m["calls"] for m in mine["models"]} == {
         "anthropic:assistant-model": 5,

@@ -5,7 +5,8 @@ Every attempt of a model call that the provider reported usage for (a retried or
 attempt too: it was paid for) is one `model.usage` event in the session's log, emitted in
 the call's step under the attempt's own key, so a re-run after a crash never records it
 twice. The log's commit hook (`db/usage.py`) writes the same numbers to `tether_usage` in the
-event's transaction: sums per turn, session and user are read from there.
+event's transaction, and adds the cost to the user's month (`tether_usage_months`): sums
+per turn and session are read from the first, a budget's month from one row of the second.
 
 Cost = input tokens (cache reads and writes included) × `price_in` + output tokens ×
 `price_out`, per million, priced when the call is made. An agent without prices has calls of
@@ -48,6 +49,11 @@ def money(amount: float) -> str:
         return f"${amount:,.2f}"
     text = f"{amount:.4f}"
     return "$" + (text[:-2] + text[-2:].rstrip("0") if text.endswith("0") else text)
+
+
+def month_of(ts: float) -> str:
+    """The calendar month (UTC) a time is in, as `tether_usage_months` keys it: "2026-12"."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m")
 
 
 def month_start(now: float) -> float:

@@ -201,3 +201,14 @@ usage = sa.Table(
     sa.Column("ts", sa.Float, nullable=False),
     sa.Index("ix_tether_usage_owner_ts", "owner", "ts"),
 )
+
+# A user's spend per calendar month (UTC, "2026-12"), kept by the same commit hook in the
+# same transaction: the budget check before each model call reads one row, however many
+# calls the month holds.
+usage_months = sa.Table(
+    "tether_usage_months",
+    metadata,
+    sa.Column("owner", sa.String(128), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("cost", sa.Float, nullable=False),
+)

@@ -11,11 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.db.pg_writer import Stmt
-from tether.db.schema import sessions, usage
+from tether.db.schema import sessions, usage, usage_months
 from tether.model import Event
-from tether.usage import EVENT, TOKENS
+from tether.usage import EVENT, TOKENS, month_of
 
-_U = usage.c
+_U, _M = usage.c, usage_months.c
 _COLUMNS = (
     _U.session_id, _U.seq, _U.task_id, _U.turn_id, _U.agent, _U.model, _U.input_tokens,
     _U.output_tokens, _U.cache_read_tokens, _U.cache_write_tokens, _U.cost, _U.ts, _U.owner,
@@ -24,18 +24,26 @@ _COLUMNS = (
 
 def usage_hook(pg: bool) -> Callable[[dict[str, list[Event]]], list[Stmt]]:
     """The log's commit hook (`EventLog.add_commit_hook`): a row per committed `model.usage`
-    event, owner from its session row, in the commit that writes the event (an event
-    dropped as a replay's is not committed again, so neither is its row)."""
+    event, owner from its session row, and its cost added to the owner's month, in the
+    commit that writes the event (an event dropped as a replay's is not committed again,
+    so neither is its row)."""
     m = "%s" if pg else "?"
     owner = (
         f"(SELECT {sessions.c.owner.name} FROM {sessions.name} WHERE {sessions.c.id.name} = {m})"
     )
     marks = ", ".join([m] * (len(_COLUMNS) - 1))
     names = ", ".join(c.name for c in _COLUMNS)
-    text = f"INSERT INTO {usage.name} ({names}) VALUES ({marks}, {owner})"
+    insert = f"INSERT INTO {usage.name} ({names}) VALUES ({marks}, {owner})"
+    cost = _M.cost.name
+    add_month = (
+        f"INSERT INTO {usage_months.name} ({_M.owner.name}, {_M.month.name}, {cost})"
+        f" VALUES ({owner}, {m}, {m}) ON CONFLICT ({_M.owner.name}, {_M.month.name})"
+        f" DO UPDATE SET {cost} = {usage_months.name}.{cost} + excluded.{cost}"
+    )
 
     def rows(committed: dict[str, list[Event]]) -> list[Stmt]:
         out: list[tuple[Any, ...]] = []
+        months: dict[tuple[str, str], float] = {}  # (session, month) -> cost
         for sid, evs in committed.items():
             for e in evs:
                 if e.type != EVENT or e.task_id is None:
@@ -48,7 +56,15 @@ def usage_hook(pg: bool) -> Callable[[dict[str, list[Event]]], list[Stmt]]:
                         *(int(d.get(t, 0)) for t in TOKENS), d.get("cost"), e.ts, sid,
                     )
                 )  # fmt: skip
-        return [Stmt(text, out)] if out else []
+                if d.get("cost") is not None:
+                    key = (sid, month_of(e.ts))
+                    months[key] = months.get(key, 0.0) + float(d["cost"])
+        if not out:
+            return []
+        stmts = [Stmt(insert, out)]
+        if months:
+            stmts.append(Stmt(add_month, [(sid, mo, c) for (sid, mo), c in months.items()]))
+        return stmts
 
     return rows
 
@@ -64,7 +80,10 @@ def _sums() -> list[sa.ColumnElement[Any]]:
     ]
 
 
-def _totals(m: sa.RowMapping) -> dict[str, Any]:
+def _totals(m: sa.RowMapping | None) -> dict[str, Any]:
+    """A row of `_sums()` as the API gives it (None: nothing)."""
+    if m is None:
+        return {"calls": 0, **dict.fromkeys(TOKENS, 0), "cost": None, "unpriced_calls": 0}
     return {
         "calls": int(m["calls"]),
         **{t: int(m[t]) for t in TOKENS},
@@ -73,16 +92,16 @@ def _totals(m: sa.RowMapping) -> dict[str, Any]:
     }
 
 
-def spent(
-    c: sa.Connection, session_id: str | None, owner: str, since: float
-) -> tuple[float, float]:
-    """(the session's spend, the owner's since `since`): the sums of known costs."""
-    total = sa.func.coalesce(sa.func.sum(_U.cost), 0.0)
+def spent(c: sa.Connection, session_id: str | None, owner: str, month: str) -> tuple[float, float]:
+    """(the session's spend, the owner's in `month`): the sums of known costs."""
     s = 0.0
     if session_id is not None:
+        total = sa.func.coalesce(sa.func.sum(_U.cost), 0.0)
         s = float(c.execute(sa.select(total).where(_U.session_id == session_id)).scalar_one())
-    u = float(c.execute(sa.select(total).where(_U.owner == owner, _U.ts >= since)).scalar_one())
-    return s, u
+    u = c.execute(
+        sa.select(_M.cost).where(_M.owner == owner, _M.month == month)
+    ).scalar_one_or_none()
+    return s, float(u or 0.0)
 
 
 def session_usage(c: sa.Connection, session_id: str) -> dict[str, Any]:
@@ -104,32 +123,55 @@ def session_usage(c: sa.Connection, session_id: str) -> dict[str, Any]:
 
 
 def window_usage(c: sa.Connection, owner: str, start: float, end: float) -> dict[str, Any]:
-    """The owner's totals for calls made in [start, end), per session and per model."""
+    """The owner's totals for calls made in [start, end), per session and per model: one
+    pass over the window's rows, grouped by both, added up here."""
     where = sa.and_(_U.owner == owner, _U.ts >= start, _U.ts < end)
-    total = c.execute(sa.select(*_sums()).where(where)).mappings().one()
-    by_session = (
+    groups = (
         c.execute(
-            sa.select(_U.session_id, sessions.c.title, *_sums())
-            .select_from(usage.outerjoin(sessions, sessions.c.id == _U.session_id))
+            sa.select(_U.session_id, _U.model, *_sums())
             .where(where)
-            .group_by(_U.session_id, sessions.c.title)
-            .order_by(_U.session_id)
+            .group_by(_U.session_id, _U.model)
         )
         .mappings()
         .all()
     )
-    by_model = (
-        c.execute(sa.select(_U.model, *_sums()).where(where).group_by(_U.model).order_by(_U.model))
-        .mappings()
-        .all()
+    total: dict[str, Any] = _totals(None)
+    by_session: dict[str, dict[str, Any]] = {}
+    by_model: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        one = _totals(g)
+        for into in (
+            total,
+            by_session.setdefault(g["session_id"], _totals(None)),
+            by_model.setdefault(g["model"], _totals(None)),
+        ):
+            _add(into, one)
+    titles = (
+        dict(
+            c.execute(
+                sa.select(sessions.c.id, sessions.c.title).where(
+                    sessions.c.id.in_(list(by_session))
+                )
+            ).all()
+        )
+        if by_session
+        else {}
     )
     return {
-        "total": _totals(total),
+        "total": total,
         "sessions": [
-            {"session_id": r["session_id"], "title": r["title"], **_totals(r)} for r in by_session
+            {"session_id": sid, "title": titles.get(sid), **t}
+            for sid, t in sorted(by_session.items())
         ],
-        "models": [{"model": r["model"], **_totals(r)} for r in by_model],
+        "models": [{"model": name, **t} for name, t in sorted(by_model.items())],
     }
+
+
+def _add(into: dict[str, Any], one: dict[str, Any]) -> None:
+    for k in ("calls", *TOKENS, "unpriced_calls"):
+        into[k] += one[k]
+    if one["cost"] is not None:
+        into["cost"] = round((into["cost"] or 0.0) + one["cost"], 8)
 
 
 def set_budget(c: sa.Connection, session_id: str, owner: str, budget: float | None) -> bool:

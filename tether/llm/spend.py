@@ -40,7 +40,7 @@ async def before_call(
         ).one()
         if budget is None and user_budget is None:
             return turn, None
-        s, u = stored.spent(c, ctx.session_id, owner, usage.month_start(time.time()))
+        s, u = stored.spent(c, ctx.session_id, owner, usage.month_of(time.time()))
         return turn, usage.Spent(budget, s, user_budget, u)
 
     turn, spent = await db.read(read)

@@ -121,7 +121,7 @@ async def get_usage(
 
     def read(c: Any) -> dict[str, Any]:
         out = stored.window_usage(c, user, a, b)
-        _, spent = stored.spent(c, None, user, month)
+        _, spent = stored.spent(c, None, user, usage.month_of(now))
         return {**out, "budget": {"limit": svc.settings.budget_user, "spent": round(spent, 8)}}
 
     found = await svc.db.read(read)

@@ -1,5 +1,5 @@
 """Model calls' token usage and cost, one row per call (written with its `model.usage`
-event), and a session's budget.
+event), each user's spend per month, and a session's budget.
 
 Revision ID: 0014
 Revises: 0011
@@ -30,6 +30,12 @@ def upgrade() -> None:
         sa.Column("ts", sa.Float, nullable=False),
     )
     op.create_index("ix_tether_usage_owner_ts", "tether_usage", ["owner", "ts"])
+    op.create_table(
+        "tether_usage_months",
+        sa.Column("owner", sa.String(128), primary_key=True),
+        sa.Column("month", sa.String(7), primary_key=True),
+        sa.Column("cost", sa.Float, nullable=False),
+    )
     with op.batch_alter_table("tether_sessions") as batch:
         batch.add_column(sa.Column("budget", sa.Float, nullable=True))
 
@@ -37,5 +43,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("tether_sessions") as batch:
         batch.drop_column("budget")
+    op.drop_table("tether_usage_months")
     op.drop_index("ix_tether_usage_owner_ts", "tether_usage")
     op.drop_table("tether_usage")
