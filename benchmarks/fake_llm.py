@@ -30,7 +30,14 @@ breaks the stream instead: `{"cut_after": N}` sends N deltas and closes it witho
 marker (no `message_delta`/`message_stop`; no `finish_reason`/`[DONE]`); `{"trickle_s": S}`
 sends one word every S seconds and never ends. GET /_requests lists
 what was asked (for assertions), each with `ended` once its reply's stream stopped (sent
-whole, or its client went away).
+whole, or its client went away), and `usage`: the token counts its stream reported on the
+wire (`usage_of`), as far as it was sent.
+
+Usage is reported in each wire format, with counts a test can predict: input tokens 7 + 3
+per message of the request (of which 4 are cache reads once there is more than one), output
+tokens one per delta. Anthropic: `message_start`'s usage (input, cache reads, 1 output) and
+`message_delta`'s (the output so far); OpenAI: a last chunk with `usage` when the request
+asks for it (`stream_options.include_usage`).
 """
 
 from __future__ import annotations
@@ -211,16 +218,16 @@ class FakeLLM:
                 text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
                 turns.append((msg["role"], text))
         parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
+        stream = self._anthropic_stream(body.get("model", "fake"), parts, usage_of(body))
         return StreamingResponse(
-            _ended(
-                _broken(self._anthropic_stream(body.get("model", "fake"), parts), fault, 2), entry
-            ),
+            _ended(_broken(stream, fault, 2), entry),
             media_type="text/event-stream",
         )
 
     async def _anthropic_stream(
-        self, model: str, parts: list[tuple[Any, ...]]
+        self, model: str, parts: list[tuple[Any, ...]], usage: tuple[int, int] | None
     ) -> AsyncIterator[bytes]:
+        tokens, cached = usage or (0, 0)
         msg_id = f"msg_{next(_ids)}"
         yield _sse(
             "message_start",
@@ -234,7 +241,11 @@ class FakeLLM:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": 10, "output_tokens": 1},
+                    "usage": {
+                        "input_tokens": tokens - cached,
+                        "cache_read_input_tokens": cached,
+                        "output_tokens": 1,
+                    },
                 },
             },
         )
@@ -280,6 +291,7 @@ class FakeLLM:
                 text = json.dumps(args)
                 for k in range(0, len(text), 8):
                     await self._pace(clock)
+                    out_tokens += 1
                     yield _sse(
                         "content_block_delta",
                         {
@@ -328,13 +340,15 @@ class FakeLLM:
         if pending_tools:
             turns.append(("tool", pending_tools))
         parts = self.brain.reply([t for t in turns if t[0] != "assistant"] or turns)
+        wanted = (body.get("stream_options") or {}).get("include_usage")
+        stream = self._openai_stream(body.get("model", "fake"), parts, usage_of(body, wanted))
         return StreamingResponse(
-            _ended(_broken(self._openai_stream(body.get("model", "fake"), parts), fault, 1), entry),
+            _ended(_broken(stream, fault, 1), entry),
             media_type="text/event-stream",
         )
 
     async def _openai_stream(
-        self, model: str, parts: list[tuple[Any, ...]]
+        self, model: str, parts: list[tuple[Any, ...]], usage: tuple[int, int] | None
     ) -> AsyncIterator[bytes]:
         cid = f"chatcmpl-{next(_ids)}"
         base = {
@@ -351,10 +365,12 @@ class FakeLLM:
 
         yield chunk({"role": "assistant", "content": ""})
         tool_index = 0
+        out_tokens = 0
         clock = [0.0]
         for part in parts:
             if part[0] in ("text", "stamped"):
                 async for w in self._deltas(part):
+                    out_tokens += 1
                     yield chunk({"content": w})
             else:
                 _, name, args = part
@@ -363,6 +379,7 @@ class FakeLLM:
                 text = json.dumps(args)
                 for k in range(0, len(text), 8):
                     await self._pace(clock)
+                    out_tokens += 1
                     yield chunk(
                         {
                             "tool_calls": [
@@ -372,21 +389,52 @@ class FakeLLM:
                     )
                 tool_index += 1
         yield chunk({}, "tool_calls" if tool_index else "stop")
-        yield _sse(
-            None,
-            {
-                **base,
-                "choices": [],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            },
-        )
+        if usage is not None:
+            tokens, cached = usage
+            counts = {
+                "prompt_tokens": tokens,
+                "completion_tokens": out_tokens,
+                "total_tokens": tokens + out_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached},
+            }
+            yield _sse(None, {**base, "choices": [], "usage": counts})
         yield b"data: [DONE]\n\n"
+
+
+def usage_of(body: dict[str, Any], wanted: Any = True) -> tuple[int, int] | None:
+    """The input tokens a request is said to cost, and how many of them are cache reads:
+    7 + 3 per message, 4 cached once there is more than one (None: not asked for)."""
+    if not wanted:
+        return None
+    n = len(body.get("messages") or [])
+    return 7 + 3 * n, (4 if n > 1 else 0)
+
+
+def reported(entry: dict[str, Any], frame: bytes) -> None:
+    """Note on the request's entry the usage a frame sent reports (`usage`: input, output
+    and cache-read tokens as the provider's SDK adds them up)."""
+    if b'"usage"' not in frame:
+        return
+    data = json.loads(frame.split(b"data: ", 1)[1])
+    seen = entry.setdefault("usage", {"input": 0, "output": 0, "cache_read": 0})
+    if data.get("type") == "message_start":
+        u = data["message"]["usage"]
+        seen["cache_read"] = u.get("cache_read_input_tokens", 0)
+        seen["input"] = u["input_tokens"] + seen["cache_read"]
+        seen["output"] = u["output_tokens"]
+    elif data.get("type") == "message_delta":
+        seen["output"] = data["usage"]["output_tokens"]
+    else:
+        u = data["usage"]
+        seen["input"], seen["output"] = u["prompt_tokens"], u["completion_tokens"]
+        seen["cache_read"] = u.get("prompt_tokens_details", {}).get("cached_tokens", 0)
 
 
 async def _ended(stream: AsyncIterator[bytes], entry: dict[str, Any]) -> AsyncIterator[bytes]:
     """The stream, marking its request `ended` when it stops, whole or cut by its client."""
     try:
         async for frame in stream:
+            reported(entry, frame)
             yield frame
     finally:
         entry["ended"] = True

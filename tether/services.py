@@ -11,6 +11,7 @@ from tether.auth import passwords
 from tether.auth.authenticator import Authenticator
 from tether.db.engine import Database, sync_url
 from tether.db.store import Store
+from tether.db.usage import usage_hook
 from tether.events.frames import SharedReads
 from tether.events.hub import MemoryHub
 from tether.events.log import EventLog
@@ -43,6 +44,8 @@ class Services:
         self.log = EventLog(self.db, retention=settings.retention_events)
         # Search's rows commit with the events they point to.
         self.log.add_commit_hook(self.store.search.on_commit)
+        # Each model call's usage, as a row written in the commit of its `model.usage` event.
+        self.log.add_commit_hook(usage_hook(pg=not self.db.sqlite))
         self.hub = MemoryHub()
         self.reads = SharedReads(self.db)  # streams' catch-up pages
         # Stream starts served from memory: only where this process is the only writer.

@@ -264,6 +264,14 @@ class Settings(BaseSettings):
         "with read_file).",
     )
 
+    budget_user: float | None = Field(
+        None,
+        gt=0,
+        description="What one user's model calls may cost per calendar month (UTC), in the "
+        "currency of the agents file's prices: a call is refused before it is made once the "
+        "month's spend and its input's estimated cost would pass it. Unset: no limit.",
+    )
+
     # --- issue 26 boot ---
     body_timeout_s: float = Field(
         60.0,

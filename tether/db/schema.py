@@ -23,6 +23,8 @@ sessions = sa.Table(
     # and results), kept by the log writer under this row: a user's storage is the sum over
     # their sessions, read without scanning the log (tether/quotas.py).
     sa.Column("used_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    # What the owner allows the session's model calls to cost (NULL: no limit).
+    sa.Column("budget", sa.Float, nullable=True),
     sa.Index("ix_tether_sessions_owner_created", "owner", "created_at", "id"),
 )
 
@@ -224,4 +226,38 @@ executors = sa.Table(
     sa.Column("id", sa.String(100), primary_key=True),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
+)
+
+# One row per model call (attempt) that reported usage, written by the log's commit hook in the
+# transaction of its `model.usage` event (tether/db/usage.py): sums per turn, session and
+# user without reading the log. No foreign key: a deleted session's calls were paid for and
+# still count toward its owner's budget.
+usage = sa.Table(
+    "tether_usage",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("task_id", sa.String(255), nullable=False),
+    sa.Column("turn_id", sa.String(255), nullable=False),  # the top-level task (the turn)
+    sa.Column("agent", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_read_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost", sa.Float, nullable=True),  # NULL: the agent has no prices
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Index("ix_tether_usage_owner_ts", "owner", "ts"),
+)
+
+# A user's spend per calendar month (UTC, "2026-12"), kept by the same commit hook in the
+# same transaction: the budget check before each model call reads one row, however many
+# calls the month holds.
+usage_months = sa.Table(
+    "tether_usage_months",
+    metadata,
+    sa.Column("owner", sa.String(128), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("cost", sa.Float, nullable=False),
 )

@@ -4,7 +4,9 @@ This is the part of a model call that costs CPU per delta (the provider SDK's HT
 parsing, pydantic-ai's part assembly, the coalescing): the same code runs in a model process
 (`model_process.py`, the default: off the API's event loop) or in the server's own process
 (`model_processes = 0`). What it shows goes to an `Emitter` (coalesced by `ReplyStream`);
-what it returns is the reply as it is saved (JSON), within `max_bytes`.
+what it returns is the reply as it is saved (JSON), within `max_bytes`. The tokens the
+provider reported for the attempt go to the `Emitter` too, as a `model.usage` event, whether
+the attempt ended well or not (tether/usage.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pydantic_ai.tools import ToolDefinition
 
 from tether.llm.reply import args_size, bounded_response
 from tether.llm.stream import ReplyStream
+from tether.usage import EVENT as USAGE_EVENT
+from tether.usage import tokens_of
 
 
 class StreamCut(Exception):
@@ -55,12 +59,18 @@ async def stream_reply(model: Model, req: Request, reply: ReplyStream) -> Any:
     async with model_request_stream(
         model, req.messages, model_settings=settings, model_request_parameters=params
     ) as stream:
-        async for event in stream:
-            reply.feed(event)
-            size += event_size(event)
-            if size > req.max_bytes:
-                cut = True
-                break  # cut here: the rest is neither read nor kept
+        try:
+            async for event in stream:
+                reply.feed(event)
+                size += event_size(event)
+                if size > req.max_bytes:
+                    cut = True
+                    break  # cut here: the rest is neither read nor kept
+        finally:
+            # What the provider reported, a failed or cut attempt's too: it was paid for.
+            counts = tokens_of(stream.usage)
+            if any(counts.values()):
+                reply.ctx.emit(USAGE_EVENT, counts)
         response = stream.get()
     # A reply cut at max_bytes ends without its end marker too.
     if req.end_required and response.state == "incomplete" and not cut:

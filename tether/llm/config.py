@@ -17,6 +17,8 @@ may do.
     mcp_timeout_s = 120                      # one MCP listing or tool call at most
     images = true                            # sees attached images (default: see below)
     default = true                           # the agent a new message goes to
+    price_in = 3.0                           # optional: currency per million input tokens
+    price_out = 15.0                         # and per million output tokens (tether/usage.py)
 
 A file that names an unknown tool, provider or delegate is refused at start, with the reason.
 A missing API key is not: the agent is listed as not ready and says which variable to set.
@@ -29,7 +31,14 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tether.errors import TetherError
 
@@ -135,6 +144,22 @@ class ModelAgentConfig(BaseModel):
         "(else it is named by its path). Default: yes for Anthropic and for OpenAI's own "
         "API, no for another server (`base_url` with `openai:`) and for the demo.",
     )
+    price_in: float | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="What a million input tokens of its model cost (cache reads and writes "
+        "count as input); without prices a call's cost is unknown and shown as tokens only.",
+    )
+    price_out: float | None = Field(
+        None, ge=0, le=1_000_000, description="What a million output tokens of its model cost."
+    )
+
+    @model_validator(mode="after")
+    def _both_prices(self) -> ModelAgentConfig:
+        if (self.price_in is None) != (self.price_out is None):
+            raise ValueError("give both price_in and price_out (per million tokens), or neither")
+        return self
 
     @field_validator("model")
     @classmethod

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +29,12 @@ from tether.errors import ModelFailed
 from tether.llm.attempt import Request, StreamCut, stream_reply
 from tether.llm.config import ModelAgentConfig, seconds
 from tether.llm.installed import Installed
+from tether.llm.spend import before_call, usage_data
 from tether.llm.stream import ReplyStream
 from tether.model import Event
 from tether.quotas import limits
 from tether.runtime.context import TaskContext
+from tether.usage import EVENT as USAGE_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +65,19 @@ class Deadline:
 
 class Shown:
     """A call's events on their way to the log, noting whether it started showing a reply
-    (a message or a tool call) that a retry must supersede, and what it left open."""
+    (a message or a tool call) that a retry must supersede, and what it left open. The
+    attempt's token counts are priced on their way (`priced`)."""
 
-    __slots__ = ("ctx", "open", "started")
+    __slots__ = ("ctx", "open", "priced", "started")
 
-    def __init__(self, ctx: TaskContext) -> None:
-        self.ctx, self.started = ctx, False
+    def __init__(self, ctx: TaskContext, priced: Callable[[Any], Any]) -> None:
+        self.ctx, self.started, self.priced = ctx, False, priced
         self.open: dict[str, str] = {}  # id -> its END event's type
 
     def emit(self, type: str, data: Any = None) -> None:
-        if type == "TEXT_MESSAGE_START":
+        if type == USAGE_EVENT:
+            data = self.priced(data)
+        elif type == "TEXT_MESSAGE_START":
             self.started = True
             self.open[data["messageId"]] = "TEXT_MESSAGE_END"
         elif type == "TOOL_CALL_START":
@@ -111,13 +118,14 @@ async def call_model(
     retries = 0
     broke_off: str | None = None  # why the last attempt stopped mid-reply
     while True:
+        turn = await before_call(ctx, inst.store.db, cfg, messages)  # budgets: before the call
         attempt, prior = await ctx.new_attempt()
         supersede(
             ctx,
             prior,
             broke_off or "the server restarted while this reply was being written",
         )
-        shown = Shown(ctx)
+        shown = Shown(ctx, functools.partial(usage_data, cfg, turn, attempt))
         base = f"m-{ctx.task_id}.s{ctx.step_id}.a{attempt}"
         reply = ReplyStream(shown, base)
         if procs is not None:  # a model process's start is neither the call's time nor the turn's

@@ -32,6 +32,7 @@ from tether.web.routes import (
     sessions,
     shares,
     tasks,
+    usage,
 )
 from tether.web.schemas import Health, Problem
 from tether.web.security import SecurityHeaders
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         shares,
         exports,
         search,
+        usage,
     ):
         app.include_router(module.router)
 

@@ -10,6 +10,7 @@ import { SearchBox, reveal } from "./search.js";
 import { TaskTree } from "./tree.js";
 import { setText } from "./dom.js";
 import { ShareTokens, ownerTools, readOnly, shareToken, showEnded } from "./share.js";
+import { UsageView } from "./usage.js";
 
 /**
  * The page's element with this id (index.html has every one the script asks for); `tag`
@@ -82,6 +83,8 @@ const tray = new AttachmentTray({
   form: $("composer", "form"), row: /** @type {HTMLElement} */ ($("composer").querySelector(".row")), box: $("message", "textarea"),
   api: (p, i) => api(p, i), say: (text) => { $("composer-error").textContent = text; },
 });
+const usage = new UsageView({ root: $("conversation"), header: $("session-usage"), api: (p, i) => api(p, i) });
+conversation.addEventListener("turns", () => usage.render());
 conversation.addEventListener("problem", (/** @type {CustomEvent} */ e) => { $("composer-error").textContent = e.detail; });
 const form = new SchemaForm({ root: $("agent-fields"), storageKey: () => `tether.form.${sessionId}`, agents: () => [...agentsByName.values()] });
 // Tests and the benchmark read the page's model through this (never needed by the page).
@@ -116,7 +119,7 @@ function closeSession() {
 }
 
 function clearPage() {
-  tree.reset(); timeline.reset(); conversation.reset();
+  tree.reset(); timeline.reset(); conversation.reset(); usage.reset();
   sessionList = []; sessionsNext = null;
   $("sessions").replaceChildren();
   setHidden($("sessions-skeleton"), false);
@@ -419,6 +422,7 @@ async function openSession(id, { early = null, listed = false } = {}) {
   tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
   conversation.sessionId = id;
   tray.clear();
+  usage.load(id).catch(() => {});  // the tokens and cost are extras: the chat works without them
   renderChatChrome();
   $("message", "textarea").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   if (form.agent) form.build(form.agent);
@@ -685,6 +689,7 @@ function applyEvents(evs) {
   }
   timeline.rename(named);
   conversation.applyMany(evs);
+  usage.apply(evs);
   if (newRoot) { renderChatChrome(); if (!loading) refreshSessionsSoon(); }
   timeline.add(evs);
   setText($("tab-tasks-n"), tree.roots().length ? `(${tree.roots().length})` : "");

@@ -98,6 +98,7 @@ export function eventText(ev) {
     case "TOOL_CALL_END": return "Tool call sent";
     case "TOOL_CALL_RESULT": return `Tool answered: ${short(d.content, 80)}`;
     case "model.retry": return `The model was busy; retrying in ${d.delay_s} s`;
+    case "model.usage": return `Model call used ${Number(d.input_tokens).toLocaleString("en")} tokens in, ${Number(d.output_tokens).toLocaleString("en")} out${d.cost === null || d.cost === undefined ? "" : ` ($${Number(d.cost).toFixed(4)})`}`;
     case "message.superseded": return "A reply cut off by a restart was replaced";
     case "approval.requested": return `Asked you to approve ${d.tool ?? "a tool call"}`;
     case "approval.answered": return `${d.decision === "deny" ? "Denied" : "Approved"}${d.note ? `: ${short(d.note, 60)}` : ""}`;
