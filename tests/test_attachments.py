@@ -244,3 +244,33 @@ def test_an_openai_model_that_takes_images_is_sent_one(
     assert [i["image_url"]["url"] for i in images] == [
         "data:image/png;base64," + base64.b64encode(png()).decode()
     ]
+
+
+def test_a_model_agents_task_carries_its_files_as_a_message_does(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    # POST /tasks with a model agent is a turn too: its `attachments` are resolved and sent,
+    # never accepted and dropped.
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, approval=[])
+    note = attach(api, sid, "note.txt", b"the code word is heron").json()
+    agent = api.c.get("/api/agents").json()["agents"]
+    name = next(a["name"] for a in agent if a.get("kind") == "model")
+    r = api.c.post(
+        f"/api/sessions/{sid}/tasks",
+        json={"agent": name, "input": {"text": "hello", "attachments": [note]}},
+    )
+    assert r.status_code == 201, r.text
+    api.wait_status(r.json()["id"], "completed")
+    text = "".join(b.get("text", "") for b in blocks(sent(fake_llm)[0]))
+    assert "the code word is heron" in text
+    stray = {
+        "path": "notes/elsewhere.txt",
+        "name": "elsewhere.txt",
+        "size": 1,
+        "media_type": "text/plain",
+    }
+    r = api.c.post(
+        f"/api/sessions/{sid}/tasks",
+        json={"agent": name, "input": {"text": "and this", "attachments": [stray]}},
+    )
+    problem(r, 422)

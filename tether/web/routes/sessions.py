@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from tether import quotas
+from tether.attachments import AttachmentRef, resolve
 from tether.db.tasks import read_brief_rows
 from tether.errors import BadRequest, InvalidInput
 from tether.events.log import Append, is_storage_failure
@@ -26,6 +27,7 @@ from tether.web.idempotency import IDEMPOTENCY_KEY, check_storage, idempotent
 from tether.web.problems import problems
 from tether.web.responses import json_response
 from tether.web.schemas import AgentList, SessionDetail, SessionOut, SessionPage, TaskOut, TaskTree
+from tether.workspace import Workspace
 
 router = APIRouter(prefix="/api", tags=["sessions"], route_class=StrictRoute)
 
@@ -218,6 +220,9 @@ async def create_task(
         # behind the running turn, as a message is (its `after` is the server's, never the
         # caller's).
         inp = spec.validate(body.input).model_dump(mode="json")
+        # Its files, as a message's are: this session's attachments, read again.
+        refs = [AttachmentRef(path=a["path"]) for a in inp.get("attachments") or []]
+        files = await resolve(Workspace(svc.store.db, session_id), refs, svc.settings)
         task, new = await start_turn(
             runtime_of(svc),
             svc.db,
@@ -228,6 +233,7 @@ async def create_task(
             parent=inp["parent"] if "parent" in (body.input or {}) else MISSING,
             task_id=once.task_id,
             request_hash=once.request_hash,
+            attachments=[f.model_dump() for f in files],
         )
     else:
         task, new = await runtime_of(svc).create_task(
