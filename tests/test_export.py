@@ -5,8 +5,10 @@ Real server, real SQLite file, model agents on the local fake provider.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,7 +61,11 @@ def chat(
     to two sub-agents, a file written by a tool."""
     tmp = tmp_path_factory.mktemp("export")
     (tmp / "agents.toml").write_text(agents_toml(fake_llm_server, approval=[]))
-    server = Server(tmp / "data", env={"TETHER_AGENTS_FILE": str(tmp / "agents.toml"), **KEYS})
+    # An export may be larger than other bodies (its files ride in it): the import's limit.
+    limits = {"TETHER_MAX_BODY_BYTES": "200000", "TETHER_MAX_IMPORT_BYTES": "700000"}
+    server = Server(
+        tmp / "data", env={"TETHER_AGENTS_FILE": str(tmp / "agents.toml"), **KEYS, **limits}
+    )
     server.data_dir.mkdir()
     server.start()
     try:
@@ -137,6 +143,22 @@ def test_json_export_imports_as_the_same_log_and_round_trips(
     assert copy_id in {r["session_id"] for r in titled}
 
 
+def test_an_export_larger_than_other_bodies_imports(chat: tuple[Server, Api, str]) -> None:
+    # 300 KB of files: past max_body_bytes (200 KB here), within max_import_bytes (700 KB).
+    server, api, sid = chat
+    doc = export(api.c, sid, "json").json()
+    big = base64.b64encode(os.urandom(300_000)).decode()
+    doc["files"] = [*doc["files"], {**doc["files"][0], "path": "big.bin", "data_base64": big}]
+    r = api.c.post("/api/sessions/import", json=doc)
+    assert r.status_code == 201, r.text
+    copy = r.json()["id"]
+    files = api.c.get(f"/api/sessions/{copy}/files").json()["files"]
+    assert {"path": "big.bin", "size": 300_000} in files
+    # Any other route still holds to max_body_bytes.
+    r = api.c.post("/api/sessions", json={"title": "x" * 250_000})
+    assert r.status_code == 413
+
+
 def test_bad_or_hostile_imports_are_refused_whole(
     chat: tuple[Server, Api, str],
 ) -> None:
@@ -188,6 +210,7 @@ def test_bad_or_hostile_imports_are_refused_whole(
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
+    assert "max_import_bytes" in r.json()["detail"]
     # Nothing half-written: the same sessions as before, the same storage.
     assert {s["id"] for s in api.c.get("/api/sessions").json()["sessions"]} == before
 

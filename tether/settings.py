@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         1000, ge=1, description="Most tasks a stream snapshot lists (unfinished ones first)."
     )
     max_body_bytes: int = Field(1 << 20, ge=1, description="Largest request body accepted.")
+    max_import_bytes: int = Field(
+        64 << 20,
+        ge=1,
+        description="Largest session export `POST /api/sessions/import` takes (its workspace's "
+        "files ride in it, base64); larger gets 413 and nothing is stored.",
+    )
     max_event_bytes: int = Field(
         1 << 20, ge=1024, description="Largest event (and task result) an agent may record."
     )

@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         upload_bytes=settings.max_attachment_bytes,
+        import_bytes=settings.max_import_bytes,
     )
     app.add_middleware(RefuseNul)
     app.add_middleware(problems.CrashGuard)

@@ -1,5 +1,6 @@
 """A pure-ASGI body size limit: 413 before the app reads a byte too many. A file attached
-to a message has its own limit (`max_attachment_bytes`), on that route only."""
+to a message has its own limit (`max_attachment_bytes`), and a session's export brought back
+its own (`max_import_bytes`: its files ride in it), each on that route only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tether.web.asgi import TrackedSend
 from tether.web.problems import problem
 
 UPLOAD = re.compile(r"/api/sessions/[^/]+/attachments")
+IMPORT = "/api/sessions/import"
 
 
 class _TooLarge(HTTPException):
@@ -21,16 +23,29 @@ class _TooLarge(HTTPException):
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        upload_bytes: int | None = None,
+        import_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.upload_bytes = upload_bytes
+        self.import_bytes = import_bytes
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         """The most this request's body may hold, and what a 413 says."""
-        upload = self.upload_bytes
-        if upload is not None and scope["method"] == "POST" and UPLOAD.fullmatch(scope["path"]):
-            return upload, f"a file may be at most {upload:,} bytes (max_attachment_bytes)"
+        upload, imported = self.upload_bytes, self.import_bytes
+        if scope["method"] == "POST":
+            if upload is not None and UPLOAD.fullmatch(scope["path"]):
+                return upload, f"a file may be at most {upload:,} bytes (max_attachment_bytes)"
+            if imported is not None and scope["path"] == IMPORT:
+                return (
+                    imported,
+                    f"an export to import may be at most {imported:,} bytes (max_import_bytes)",
+                )
         return self.max_bytes, f"the request body exceeds {self.max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -77,7 +77,7 @@ async def export_session(
 async def import_session(body: Document, caller: Caller, svc: Svc) -> Response:
     """A JSON export brought back as a new session of yours, with the same log (new ids,
     mapped consistently). Checked whole and written in one transaction: a refused document
-    leaves nothing behind. Larger than `max_body_bytes`: 413."""
+    leaves nothing behind. Larger than `max_import_bytes`: 413."""
     limit = svc.settings.max_storage_bytes_per_user
     async with svc.db.lock(f"sessions:{caller.user}"):
         await quotas.check_sessions(svc.db, svc.settings, caller.user)
