@@ -1,0 +1,64 @@
+"""Issue 30's features under attack: search, export/import/share links, attachments, usage.
+
+Real server, real SQLite file. Each test is a request that once broke (a 500, or input
+taken that should have been refused), and fails without its fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.server import Api
+
+PROBLEM = "application/problem+json"
+
+
+def refused(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, (r.request.url, r.status_code, r.text)
+    assert r.headers["content-type"] == PROBLEM
+    return str(r.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("query", "start", "end"),
+    [
+        # Year 1 at +14:00 is in year 0 UTC; 9999-12-31 at -12:00 in year 10000: both once 500.
+        ({"from": "0001-01-01T00:00:00+14:00"}, "0001-01-02T00:00:00Z", None),
+        ({"to": "9999-12-31T23:59:59-12:00"}, None, "9999-12-30T00:00:00Z"),
+        ({"from": "9999-12-31T23:59:59-12:00"}, "9999-12-30T00:00:00Z", "9999-12-30T00:00:00Z"),
+    ],
+)
+def test_usage_windows_at_the_ends_of_the_calendar_are_answered(
+    api: Api, query: dict[str, str], start: str | None, end: str | None
+) -> None:
+    r = api.c.get("/api/usage", params=query)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["total"]["calls"] == 0
+    if start is not None:
+        assert body["from"] == start
+    if end is not None:
+        assert body["to"] == end
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u202etxt.exe",  # right-to-left override: shows as "exe.txt"
+        "invoice\u202egpj.exe",
+        "a\u200bb.txt",  # zero-width space: two names that look alike
+        "\ufeffnotes.md",  # byte order mark
+        "x\u2066y.txt",  # left-to-right isolate
+    ],
+)
+def test_attachment_names_with_invisible_or_direction_marks_are_refused(
+    api: Api, name: str
+) -> None:
+    sid = api.session("attach")
+    r = api.c.post(f"/api/sessions/{sid}/attachments", params={"name": name}, content=b"hello")
+    assert "invisible" in refused(r, 422)
+    files = api.c.get(f"/api/sessions/{sid}/files").json()["files"]
+    assert files == []  # nothing kept
