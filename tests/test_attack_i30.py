@@ -6,12 +6,14 @@ taken that should have been refused), and fails without its fix.
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers.server import Api
+from tests.helpers.server import SECRET, Api, wait_until
 
 PROBLEM = "application/problem+json"
 
@@ -62,3 +64,24 @@ def test_attachment_names_with_invisible_or_direction_marks_are_refused(
     assert "invisible" in refused(r, 422)
     files = api.c.get(f"/api/sessions/{sid}/files").json()["files"]
     assert files == []  # nothing kept
+
+
+def test_an_upload_cut_off_is_not_a_server_failure(make_server: Any) -> None:
+    """A body shorter than its Content-Length, then the connection closed: an upload cut
+    off. It was logged as an internal error with a traceback, one per request anyone sent
+    (JSON bodies were not: their reader stops on the hang-up)."""
+    server = make_server()
+    api = Api(server.client())
+    sid = api.session("cut off")
+    head = (
+        f"POST /api/sessions/{sid}/attachments?name=a.txt HTTP/1.1\r\nHost: x\r\n"
+        f"x-web-bootstrap-secret: {SECRET}\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(head.encode() + b"the first words of a long")
+        time.sleep(0.3)
+    with pytest.raises(AssertionError, match="timed out"):  # (it was logged within ms)
+        wait_until(lambda: "failed (reference" in server.log(), timeout=3)
+    assert "Traceback" not in server.log()
+    assert api.c.get(f"/api/sessions/{sid}/files").json()["files"] == []  # nothing kept
