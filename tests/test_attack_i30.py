@@ -85,3 +85,36 @@ def test_an_upload_cut_off_is_not_a_server_failure(make_server: Any) -> None:
         wait_until(lambda: "failed (reference" in server.log(), timeout=3)
     assert "Traceback" not in server.log()
     assert api.c.get(f"/api/sessions/{sid}/files").json()["files"] == []  # nothing kept
+
+
+def _turn_doc(inp: Any, **task: Any) -> dict[str, Any]:
+    """An export of one model agent's turn (the demo agent's), as a hostile user edits it."""
+    turn = {"id": "t_x", "agent": "demo", "status": "completed", "created_at": 1.0}
+    return {
+        "format": "tether.session",
+        "version": 1,
+        "session": {"title": "edited", "head_seq": 0},
+        "tasks": [{**turn, "selected_seq": 0, "created_seq": 0, "input": inp, **task}],
+        "events": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "inp",
+    [
+        {"text": {"a": 1}, "attachments": "x"},
+        {"text": ["a"]},
+        {"text": 5},
+        {"text": "hi", "attachments": [{"path": 5}]},
+        {"text": "hi", "attachments": "x"},
+    ],
+)
+def test_an_imported_turn_of_any_shape_reads_back(api: Api, inp: Any) -> None:
+    """An import takes any JSON as a turn's input; every read of the session must still
+    answer (the conversation, its events, both exports), never a 500."""
+    r = api.c.post("/api/sessions/import", json=_turn_doc(inp))
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    for path in ("conversation", "conversation?events=5", "export", "export?format=json"):
+        got = api.c.get(f"/api/sessions/{sid}/{path}")
+        assert got.status_code == 200, (path, got.text)
