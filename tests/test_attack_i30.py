@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -118,3 +120,25 @@ def test_an_imported_turn_of_any_shape_reads_back(api: Api, inp: Any) -> None:
     for path in ("conversation", "conversation?events=5", "export", "export?format=json"):
         got = api.c.get(f"/api/sessions/{sid}/{path}")
         assert got.status_code == 200, (path, got.text)
+
+
+def test_uploads_at_once_do_not_pass_the_storage_quota_together(make_server: Any) -> None:
+    """Each upload checked the quota, then wrote: eight at once each saw room for itself,
+    and all were kept, eight times past the quota."""
+    server = make_server(TETHER_MAX_STORAGE_BYTES_PER_USER="1000000")
+    api = Api(server.client())
+    sid = api.session("race")
+    body = b"x" * 400_000  # two fit, three do not
+
+    def upload(i: int) -> int:
+        with server.client(timeout=60) as c:
+            r = c.post(
+                f"/api/sessions/{sid}/attachments", params={"name": f"{i}.txt"}, content=body
+            )
+            return r.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = Counter(pool.map(upload, range(8)))
+    assert codes[201] <= 2 and codes[201] + codes[507] == 8, codes
+    files = api.c.get(f"/api/sessions/{sid}/files").json()["files"]
+    assert sum(f["size"] for f in files) <= 1_000_000
