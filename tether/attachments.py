@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mimetypes
 import secrets
+import unicodedata
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
@@ -93,6 +94,10 @@ def file_name(name: str) -> str:
     clean = name.strip()
     if not clean or clean in (".", "..") or "/" in clean or "\\" in clean:
         raise PathRefused(f"{name!r} is not a plain file name (no folders, no '..')")
+    if any(unicodedata.category(ch) == "Cf" for ch in clean):
+        # A right-to-left override shows `\u202etxt.exe` as `exe.txt`; a zero-width space
+        # makes two names that look alike.
+        raise PathRefused(f"{name!r} holds an invisible or direction-changing character")
     return normalize(clean)
 
 

@@ -123,6 +123,16 @@ def _field(db: Database, column: sa.Column[str], key: str) -> sa.ColumnElement[s
     return field
 
 
+def _attachments(files: str | None) -> list[Any]:
+    """A turn's `input.attachments` as the database read it: a list of objects, else none
+    (an imported turn's input may hold anything there: `"x"`, a number, a list of numbers)."""
+    try:
+        found = json.loads(files) if isinstance(files, str) else None
+    except ValueError:
+        return []
+    return [a for a in found if isinstance(a, dict)] if isinstance(found, list) else []
+
+
 async def read_turns(
     db: Database, session_id: str, agents: list[str], texts: bool = True
 ) -> list[dict[str, Any]]:
@@ -159,7 +169,7 @@ async def read_turns(
                 "agent": agent,
                 "status": status,
                 "text": text,
-                "attachments": json.loads(files) if files else [],
+                "attachments": _attachments(files),
                 "reply": reply,
                 "error": error,
                 "created_at": created,

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -152,6 +153,10 @@ class CrashGuard:
         tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            # The client hung up before its body was whole (a Content-Length it did not
+            # keep): no one to answer, and no failure of the server's to log.
+            log.info("%s %s: the client hung up during its body", scope["method"], scope["path"])
         except Exception as exc:
             if tracked.started:
                 raise  # a stream that broke midway: nothing to answer with

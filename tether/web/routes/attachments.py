@@ -78,10 +78,13 @@ async def attach(
         body += chunk
         if len(body) > limit:  # (the middleware stops it first; this holds without it)
             raise PayloadTooLarge(f"a file may be at most {limit:,} bytes (max_attachment_bytes)")
-    await _check_room(svc, caller.user, len(body))
-    found = await attachments.store(
-        Workspace(svc.store.db, session_id), name, bytes(body), svc.settings
-    )
+    # Checked and written under the user's lock (as an import is): uploads at once would
+    # each see room for itself, and all be kept.
+    async with svc.db.lock(f"sessions:{caller.user}"):
+        await _check_room(svc, caller.user, len(body))
+        found = await attachments.store(
+            Workspace(svc.store.db, session_id), name, bytes(body), svc.settings
+        )
     return json_response(found.model_dump(), 201)
 
 

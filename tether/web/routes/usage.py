@@ -76,11 +76,17 @@ class BudgetOut(BaseModel):
     budget: float | None
 
 
+# The times an answer can write back (a `from` of year 1 at +14:00 is in year 0 UTC).
+_EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.UTC).timestamp()
+_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC).timestamp()
+
+
 def _when(t: dt.datetime | None, default: float) -> float:
-    """A time of the query (UTC unless it says) as a timestamp."""
+    """A time of the query (UTC unless it says) as a timestamp, within years 1 to 9999."""
     if t is None:
         return default
-    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    ts = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    return min(max(ts, _EARLIEST), _LATEST)
 
 
 def _iso(ts: float) -> str:
