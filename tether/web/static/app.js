@@ -878,8 +878,9 @@ document.addEventListener("keydown", (e) => {
     return;
   }
   if (e.key === "Escape") {
-    // What is open closes first (a dialog closes itself); then Esc stops the reply.
-    if ($("shortcuts", "dialog").open) return;
+    // What is open closes first (a dialog closes itself: the shortcuts, Share); then Esc
+    // stops the reply.
+    if (document.querySelector("dialog[open]")) return;
     if (document.body.classList.contains("more-open")) { showMore(false); $("more").focus(); return; }
     if (document.body.classList.contains("drawer")) { showSidebar(false); $("menu").focus(); return; }
     if (!signedIn || (typing(e.target) && e.target !== $("message", "textarea"))) return;

@@ -138,6 +138,18 @@ export function ownerTools({ api, authHeader, sessionId, closeMenu }) {
   shareBtn.addEventListener("click", () => dialog.open());
   phone[0].addEventListener("click", () => { closeMenu(); dialog.open(); });
   document.addEventListener("click", (e) => { if (menu.open && !menu.contains(/** @type {Node} */ (e.target))) menu.open = false; });
+  // Esc closes the open menu (and only that: not a reply too), as Tab out of it does.
+  menu.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || !menu.open) return;
+    e.preventDefault();
+    menu.open = false;
+    summary.focus();
+  });
+  // (Focus moving to nothing is a click, which the listener above judges.)
+  menu.addEventListener("focusout", (e) => {
+    const to = /** @type {FocusEvent} */ (e).relatedTarget;
+    if (to instanceof Node && !menu.contains(to)) menu.open = false;
+  });
 }
 
 function shareDialog(api, sessionId) {
