@@ -53,6 +53,8 @@ def test_a_shared_link_shows_the_session_live_read_only_until_revoked(
 
     viewer_ctx = browser.new_context(viewport=DESKTOP, color_scheme="dark")
     viewer = viewer_ctx.new_page()
+    refused: list[str] = []  # the viewer asks for nothing the link may not read
+    viewer.on("response", lambda r: refused.append(r.url) if r.status == 403 else None)
     open_link(viewer, url)
     assert "Read-only shared view" in viewer.inner_text("#shared-chip")
     wait_until(lambda: "hello there" in viewer.inner_text("#conversation"), what="the chat")
@@ -80,6 +82,7 @@ def test_a_shared_link_shows_the_session_live_read_only_until_revoked(
     shot(phone, "share-viewer-phone-light")
     control(fake_llm, tokens_per_s=0)
     api.wait_status(turn, "completed")
+    assert refused == []
 
     # The owner revokes: the viewer is told at once, in place of the session.
     owner.click("#share-list li button.danger")
