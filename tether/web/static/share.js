@@ -65,7 +65,8 @@ const upper = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 /** The page as a share link shows it: no sessions, no composer, nothing that writes. */
 export function readOnly() {
   document.body.classList.add("shared-view");
-  const chip = h("span", "shared-chip", "Read-only shared view");
+  const chip = h("span", "shared-chip", "Read-only");
+  chip.append(h("span", "shared-chip-more", " shared view"));  // (a phone's header: its title has the room)
   chip.id = "shared-chip";
   document.querySelector(".brand")?.after(chip);
   const note = h("p", "shared-note muted", "You are viewing a session someone shared with you. It is read-only and updates live while its work runs.");
