@@ -53,6 +53,8 @@ def test_a_shared_link_shows_the_session_live_read_only_until_revoked(
 
     viewer_ctx = browser.new_context(viewport=DESKTOP, color_scheme="dark")
     viewer = viewer_ctx.new_page()
+    refused: list[str] = []  # the viewer asks for nothing the link may not read
+    viewer.on("response", lambda r: refused.append(r.url) if r.status == 403 else None)
     open_link(viewer, url)
     assert "Read-only shared view" in viewer.inner_text("#shared-chip")
     wait_until(lambda: "hello there" in viewer.inner_text("#conversation"), what="the chat")
@@ -80,6 +82,7 @@ def test_a_shared_link_shows_the_session_live_read_only_until_revoked(
     shot(phone, "share-viewer-phone-light")
     control(fake_llm, tokens_per_s=0)
     api.wait_status(turn, "completed")
+    assert refused == []
 
     # The owner revokes: the viewer is told at once, in place of the session.
     owner.click("#share-list li button.danger")
@@ -130,3 +133,28 @@ def test_export_downloads_from_the_header(
     assert_accessible(phone)
     ctx.close()
     phone_ctx.close()
+
+
+def test_esc_closes_export_and_share_and_stops_no_reply(
+    browser: Browser, make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    server, api, sid = model_session(make_server, fake_llm, tmp_path, title="Esc", approval=[])
+    ctx = browser.new_context(viewport=DESKTOP)
+    page = open_chat(ctx, server, sid)
+    control(fake_llm, tokens_per_s=5)
+    turn = say(api, sid, "words 200")["id"]
+    api.wait_status(turn, "running")
+    page.click("#export-menu summary")
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#export-menu button:has-text('Markdown')")
+    assert page.evaluate("document.activeElement.matches('#export-menu summary')")
+    page.click("#share")
+    page.wait_for_selector("#share-dialog[open]")
+    page.focus("#share-dialog button:has-text('Close')")  # not a field: Esc is not text
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#share-dialog", state="hidden")
+    page.wait_for_timeout(500)
+    assert api.task(turn)["status"] == "running"
+    control(fake_llm, tokens_per_s=0)
+    api.wait_status(turn, "completed")
+    ctx.close()

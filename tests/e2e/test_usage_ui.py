@@ -104,6 +104,9 @@ def test_each_turn_shows_its_tokens_and_cost_and_the_header_the_sessions(
     phone = browser.new_context(viewport=PHONE, color_scheme="dark")
     page = open_chat(phone, server, sid)
     expect(page, api, sid, 5)
+    # The header's total on a phone: the amount, whole (never cut to "$0."), its words left out.
+    assert page.inner_text("#session-usage") == money(spent)
+    assert page.eval_on_selector("#session-usage", "e => e.scrollWidth <= e.clientWidth")
     page.locator("#conversation > .turn .usage-line").last.scroll_into_view_if_needed()
     shot(page, "usage-phone-dark")
     pick_theme(page, "light")

@@ -302,6 +302,7 @@ $("sessions-more").addEventListener("click", () => loadOlderSessions());
 new IntersectionObserver((seen) => { if (seen.some((e) => e.isIntersecting)) loadOlderSessions(); }, { root: $("sidebar"), rootMargin: "0px 0px 200px 0px" }).observe($("sessions-more"));
 
 async function renderSessions() {
+  if (shared) return;  // a share link reads its one session, not a list (that would be a 403)
   const gen = generation;
   const page = await api(`/api/sessions?limit=${SESSION_PAGE}`);
   if (gen !== generation && !sessionId) return;
@@ -422,7 +423,9 @@ async function openSession(id, { early = null, listed = false } = {}) {
   tree.reset(); tree.setStale(null); timeline.reset(); conversation.reset();
   conversation.sessionId = id;
   tray.clear();
-  usage.load(id).catch(() => {});  // the tokens and cost are extras: the chat works without them
+  // The tokens and cost are extras: the chat works without them. They are the owner's
+  // (GET …/usage refuses a share link's token), so a shared view does not ask.
+  if (!shared) usage.load(id).catch(() => {});
   renderChatChrome();
   $("message", "textarea").value = localStorage.getItem(`tether.draft.${id}`) ?? "";
   if (form.agent) form.build(form.agent);
@@ -878,8 +881,9 @@ document.addEventListener("keydown", (e) => {
     return;
   }
   if (e.key === "Escape") {
-    // What is open closes first (a dialog closes itself); then Esc stops the reply.
-    if ($("shortcuts", "dialog").open) return;
+    // What is open closes first (a dialog closes itself: the shortcuts, Share); then Esc
+    // stops the reply.
+    if (document.querySelector("dialog[open]")) return;
     if (document.body.classList.contains("more-open")) { showMore(false); $("more").focus(); return; }
     if (document.body.classList.contains("drawer")) { showSidebar(false); $("menu").focus(); return; }
     if (!signedIn || (typing(e.target) && e.target !== $("message", "textarea"))) return;

@@ -65,7 +65,8 @@ const upper = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 /** The page as a share link shows it: no sessions, no composer, nothing that writes. */
 export function readOnly() {
   document.body.classList.add("shared-view");
-  const chip = h("span", "shared-chip", "Read-only shared view");
+  const chip = h("span", "shared-chip", "Read-only");
+  chip.append(h("span", "shared-chip-more", " shared view"));  // (a phone's header: its title has the room)
   chip.id = "shared-chip";
   document.querySelector(".brand")?.after(chip);
   const note = h("p", "shared-note muted", "You are viewing a session someone shared with you. It is read-only and updates live while its work runs.");
@@ -138,6 +139,18 @@ export function ownerTools({ api, authHeader, sessionId, closeMenu }) {
   shareBtn.addEventListener("click", () => dialog.open());
   phone[0].addEventListener("click", () => { closeMenu(); dialog.open(); });
   document.addEventListener("click", (e) => { if (menu.open && !menu.contains(/** @type {Node} */ (e.target))) menu.open = false; });
+  // Esc closes the open menu (and only that: not a reply too), as Tab out of it does.
+  menu.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || !menu.open) return;
+    e.preventDefault();
+    menu.open = false;
+    summary.focus();
+  });
+  // (Focus moving to nothing is a click, which the listener above judges.)
+  menu.addEventListener("focusout", (e) => {
+    const to = /** @type {FocusEvent} */ (e).relatedTarget;
+    if (to instanceof Node && !menu.contains(to)) menu.open = false;
+  });
 }
 
 function shareDialog(api, sessionId) {

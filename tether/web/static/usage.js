@@ -116,9 +116,12 @@ export class UsageView {
     this.header.hidden = !shown;
     if (shown) {
       let text = t.cost !== null ? `${t.unpriced_calls ? "≥ " : ""}${money(t.cost)}` : t.calls ? `${count(t.input_tokens + t.output_tokens)} tokens` : "";
-      if (this.budget === null) text += t.cost !== null ? " spent" : "";
-      else text = t.cost !== null ? `${text} of ${money(this.budget)} budget` : `${text}${text ? " · " : ""}budget ${money(this.budget)}`;
-      setText(this.header, text);
+      let rest;
+      if (this.budget === null) rest = t.cost !== null ? " spent" : "";
+      else if (t.cost !== null) rest = ` of ${money(this.budget)} budget`;
+      else { rest = `${text ? " · " : ""}budget ${money(this.budget)}`; if (!text) [text, rest] = [rest, ""]; }
+      // The amount, then the words a phone's one-row header leaves out (never a cut "$0.").
+      if (this.header.textContent !== text + rest) this.header.replaceChildren(text, ...(rest ? [h("span", "usage-rest", rest)] : []));
       this.header.title = details(t, "This session") + (this.budget === null ? "" : `; its budget: ${money(this.budget)}`);
     }
     for (const el of /** @type {HTMLCollectionOf<HTMLElement>} */ (this.root.children)) {
