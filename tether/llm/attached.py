@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from pydantic_ai.messages import BinaryContent, UserContent
 
-from tether.attachments import Attachment, is_text, sniff
+from tether.attachment_refs import Attachment
+from tether.attachments import is_text, sniff
 from tether.llm.config import ModelAgentConfig
 from tether.workspace import Workspace
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from tether.attachments import Attachment
+from tether.attachment_refs import Attachment
 from tether.db.store import Store
 from tether.llm.config import ModelAgentConfig
 from tether.llm.mcp_servers import McpConnections

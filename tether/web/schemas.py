@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.attachments import Attachment
+from tether.attachment_refs import Attachment
 
 Status = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tether import attachments
+from tether.attachment_refs import Attachment
 from tether.errors import PayloadTooLarge, StorageQuotaExceeded
 from tether.quotas import storage_bytes
 from tether.web.bodies import StrictRoute
@@ -57,7 +58,7 @@ async def attachment_limits(caller: Caller, svc: Svc) -> AttachmentLimits:
         }
     },
     responses={
-        201: {"model": attachments.Attachment, "description": "The file, kept."},
+        201: {"model": Attachment, "description": "The file, kept."},
         **problems(401, 404, 413, 415, 422, 429, 507),
     },
 )

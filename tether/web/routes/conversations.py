@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.responses import Response
 
-from tether.attachments import AttachmentRef, resolve
+from tether.attachment_refs import AttachmentRef
+from tether.attachments import resolve
 from tether.errors import Conflict
 from tether.events.log import Append
 from tether.llm import conversation
