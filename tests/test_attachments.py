@@ -274,3 +274,9 @@ def test_a_model_agents_task_carries_its_files_as_a_message_does(
         json={"agent": name, "input": {"text": "and this", "attachments": [stray]}},
     )
     problem(r, 422)
+    nameless = {**stray, "path": ""}
+    r = api.c.post(
+        f"/api/sessions/{sid}/tasks",
+        json={"agent": name, "input": {"text": "and this", "attachments": [nameless]}},
+    )
+    problem(r, 422)

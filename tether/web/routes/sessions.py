@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
 from tether import quotas
-from tether.attachments import AttachmentRef, resolve
+from tether.attachment_refs import AttachmentRef
+from tether.attachments import resolve
 from tether.db.tasks import read_brief_rows
 from tether.errors import BadRequest, InvalidInput
 from tether.events.log import Append, is_storage_failure
@@ -221,7 +222,10 @@ async def create_task(
         # caller's).
         inp = spec.validate(body.input).model_dump(mode="json")
         # Its files, as a message's are: this session's attachments, read again.
-        refs = [AttachmentRef(path=a["path"]) for a in inp.get("attachments") or []]
+        try:
+            refs = [AttachmentRef(path=a["path"]) for a in inp.get("attachments") or []]
+        except ValidationError as exc:
+            raise InvalidInput(f"an attachment must name a file of this session: {exc}") from None
         files = await resolve(Workspace(svc.store.db, session_id), refs, svc.settings)
         task, new = await start_turn(
             runtime_of(svc),
