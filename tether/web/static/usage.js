@@ -124,6 +124,11 @@ export class UsageView {
       if (this.header.textContent !== text + rest) this.header.replaceChildren(text, ...(rest ? [h("span", "usage-rest", rest)] : []));
       this.header.title = details(t, "This session") + (this.budget === null ? "" : `; its budget: ${money(this.budget)}`);
     }
+    // Lines drawn under turns above the reader must not move what they read: the first turn
+    // in view keeps its place on screen (as the conversation's own layout does).
+    const r = this.root, view = r.getBoundingClientRect().top - 1;
+    const anchor = [.../** @type {HTMLCollectionOf<HTMLElement>} */ (r.children)].find((el) => el.dataset.task && !el.classList.contains("loading") && el.getBoundingClientRect().top >= view);
+    const was = anchor?.getBoundingClientRect().top;
     for (const el of /** @type {HTMLCollectionOf<HTMLElement>} */ (this.root.children)) {
       const id = el.dataset.task;
       const u = id ? this.turns.get(id) : undefined;
@@ -133,5 +138,6 @@ export class UsageView {
       setText(line, describeUsage(u));
       line.title = details(u, "This turn");
     }
+    if (anchor?.isConnected && was !== undefined) r.scrollTop += anchor.getBoundingClientRect().top - was;
   }
 }
