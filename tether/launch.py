@@ -12,6 +12,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from tether import heap
 from tether.errors import TetherError
 from tether.services import Services
 from tether.settings import Settings
@@ -34,6 +35,7 @@ class _Server(uvicorn.Server):
         self.loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
         if self.started:
+            heap.freeze()  # the services are running: what they hold lives as long as we do
             for server in self.servers:
                 for sock in server.sockets:
                     host, port = sock.getsockname()[:2]
@@ -102,6 +104,7 @@ async def _run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await services.start()
+    heap.freeze()
     console.print(f"Tether worker {settings.executor_id} is running.")
     print(f"TETHER_WORKER={settings.executor_id}", flush=True)
     try:

@@ -28,6 +28,7 @@ import signal
 import sys
 from typing import Any
 
+from tether import heap
 from tether.llm.attempt import Request, stream_reply
 from tether.llm.config import ModelAgentConfig
 from tether.llm.model_processes import frame, read_frame
@@ -98,6 +99,7 @@ class Server:
                         self.model(cfg)
                     except Exception:  # its calls will say why (e.g. no key)
                         log.debug("model of agent %s not built", cfg.name, exc_info=True)
+                heap.freeze()  # the SDKs and models are loaded: out of the collector's way
                 self.writer.write(frame(("ready", 0)))
             elif message[0] == "call":
                 _, call_id, cfg, base, req = message
