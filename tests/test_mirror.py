@@ -26,18 +26,26 @@ from tether.runtime.children import new_task_row
 from tether.web.render import snapshot_text
 
 
-@pytest.fixture
-async def mirrored(tmp_path: Path) -> AsyncIterator[tuple[EventLog, Mirror]]:
-    """A log with retention (120 events kept) on a SQLite file, and a mirror that checks
-    every answer against the database (and raises on a difference)."""
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
+@contextlib.asynccontextmanager
+async def mirrored_log(path: Path, retention: int) -> AsyncIterator[tuple[EventLog, Mirror]]:
+    """A log keeping `retention` events on a SQLite file, and a mirror that checks every
+    answer against the database (and raises on a difference)."""
+    db = Database(f"sqlite+aiosqlite:///{path}")
     db.migrate()
-    log = EventLog(db, retention=120)
+    log = EventLog(db, retention=retention)
     log.mirror = Mirror(check=True)
     log.start()
-    yield log, log.mirror
-    await log.stop()
-    await db.close()
+    try:
+        yield log, log.mirror
+    finally:
+        await log.stop()
+        await db.close()
+
+
+@pytest.fixture
+async def mirrored(tmp_path: Path) -> AsyncIterator[tuple[EventLog, Mirror]]:
+    async with mirrored_log(tmp_path / "log.db", retention=120) as pair:
+        yield pair
 
 
 async def start(log: EventLog, m: Mirror | None, sid: str, cursor: int, limit: int = 1000) -> Any:
@@ -146,6 +154,56 @@ async def test_a_start_from_memory_reads_no_database(mirrored: tuple[EventLog, M
     # Another user asking for it is told what the database says: not found.
     with pytest.raises(NotFound):
         await reader.stream_start(log.db, m, sid, "mallory", 6, 0, 1000, 1.0, snapshot_text)
+
+
+async def test_a_replay_from_the_start_is_answered_from_memory_as_the_log_grows_and_is_pruned(
+    tmp_path: Path,
+) -> None:
+    """A session longer than the newest events the mirror keeps: a stream from its first
+    event gets its first page from memory (each answer checked against the database) while
+    the session grows, after retention moves its start on, and after the mirror forgets it."""
+    async with mirrored_log(tmp_path / "log.db", retention=700) as (log, m):
+        rng = random.Random(30)
+        store = Store(log.db)
+        sid = (await store.create_session("u", "")).id
+        await start(log, m, sid, 0)
+        work = Work(log, sid, rng)
+        from_start = 0
+        for round_ in range(120):
+            await work.batch()
+            if round_ % 30 == 10:  # more than the ring at once: the start is older than it
+                await log.append(*(Append(sid, None, None, "n", dumps(i)) for i in range(300)))
+            if round_ % 50 == 49:
+                m.forget(sid)
+            s = await store.session(sid, "u")
+            got = await start(log, m, sid, s.low_seq, 0)  # raises if memory and database differ
+            assert got.first.first == s.low_seq + 1
+            from_start += got.from_memory and got.more
+        assert m.mismatches == 0
+        assert s.low_seq > 0  # retention moved the start on, and the mirror followed
+        assert from_start > 80, from_start
+
+
+async def test_a_replay_from_the_start_reads_no_database_for_its_first_page(
+    tmp_path: Path,
+) -> None:
+    async with mirrored_log(tmp_path / "log.db", retention=0) as (log, m):
+        m.check = False
+        sid = (await Store(log.db).create_session("u", "")).id
+        await log.append(*(Append(sid, None, None, "tick", dumps(i)) for i in range(30)))
+        await start(log, m, sid, 0)  # mirrored with a start page of 30: the commits fill it
+        await log.append(*(Append(sid, None, None, "tick", dumps(i)) for i in range(30, 400)))
+
+        async def no_database(*_: Any, **__: Any) -> Any:
+            raise AssertionError("read the database")
+
+        read, log.db.read = log.db.read, no_database  # type: ignore[method-assign]
+        try:
+            got = await start(log, m, sid, 0)
+        finally:
+            log.db.read = read  # type: ignore[method-assign]
+        assert (got.first.first, got.first.last, got.more) == (1, reader.FIRST_PAGE, True)
+        assert got.first.text == (await start(log, None, sid, 0)).first.text
 
 
 async def test_a_commit_that_does_not_follow_the_mirror_drops_the_session(

@@ -3,7 +3,10 @@ near the head of its session is served from memory, with no database read.
 
 For each session a stream opened lately, the mirror holds what a stream's start reads:
 the session's head and low seq and task count, its task summaries (`db.tasks.SUMMARY`'s
-columns) when it has at most MIRROR_TASKS tasks, and its newest events as frames. It is
+columns) when it has at most MIRROR_TASKS tasks, its newest events as frames, and its
+oldest ones (the first page of a replay from the start: a client that replays the whole
+log, from another device or from a script, sees its first event without a read; the rest
+of its backlog is read as the stream sends it, as before). It is
 made from one read of the database and then kept by the log's writer: each commit hands it
 the events and the task-row changes the transaction wrote (`Plan`), after the commit and
 before any stream hears of it, so the mirror never holds what is not durable, and a
@@ -32,6 +35,7 @@ import sqlalchemy as sa
 from tether.db.tasks import SUMMARY, Summary, read_all_summaries
 from tether.events.frames import Frames, read_frame_list
 from tether.events.plan import Plan
+from tether.events.stream import FIRST_PAGE, FIRST_PAGE_BYTES
 from tether.model import EVENT_OVERHEAD, Event, Session
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,17 @@ class _Entry:
     # otherwise pay for frames that the next commit pushes out)
     ring: deque[tuple[int, str | Event, int]] = field(default_factory=deque)
     ring_bytes: int = 0
+    # The first page after `start_low` (the session's low seq) as read_frames reads it: its
+    # events while the commits fill it, then, whole (FIRST_PAGE events, or FIRST_PAGE_BYTES
+    # of data), its frames, made once. None where it is not known: retention moved the low
+    # seq on (until a read of the database hands the new one over), or it would be large.
+    start: list[tuple[int, str | Event, int]] | Frames | None = None
+    start_bytes: int = 0
+    start_low: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.ring_bytes + self.start_bytes
 
 
 @dataclass(slots=True)
@@ -68,6 +83,7 @@ class Opened:
     tasks: list[Any]
     task_count: int
     first: Frames
+    more: bool = False  # `first` is the first page of a longer backlog
 
 
 class Mirror:
@@ -99,24 +115,31 @@ class Mirror:
             return None
         s, ring = e.session, e.ring
         start = s.head_seq - len(ring) + 1  # the ring's first seq
-        if cursor + 1 < start:
+        more = False
+        if cursor + 1 >= start:
+            parts: list[str] = []
+            size = 0
+            for _, item, n in itertools.islice(ring, cursor + 1 - start, None):
+                parts.append(frame(item))
+                size += n
+            first = (
+                Frames("".join(parts), cursor + 1, s.head_seq, len(parts), size)
+                if parts
+                else Frames()
+            )
+        elif isinstance(e.start, Frames) and cursor == e.start_low:
+            first = e.start
+            more = first.last < s.head_seq
+        else:
             self.misses += 1
             return None
         self._entries.move_to_end(session_id)
-        parts: list[str] = []
-        size = 0
-        for _, item, n in itertools.islice(ring, cursor + 1 - start, None):
-            parts.append(item if isinstance(item, str) else item.frame())
-            size += n
-        first = (
-            Frames("".join(parts), cursor + 1, s.head_seq, len(parts), size) if parts else Frames()
-        )
         rows: list[Any] = []
         if limit and e.tasks:
             rows = sorted((Summary._make(v) for v in e.tasks.values()), key=_creation)
         self.hits += 1
         snapshot = Session(*_fields(s))  # a copy: the entry's own changes with each commit
-        return Opened(snapshot, rows, s.task_count, first)
+        return Opened(snapshot, rows, s.task_count, first, more)
 
     # -- keeping -------------------------------------------------------------------------
 
@@ -138,8 +161,18 @@ class Mirror:
             e.ring.extend(got)
             e.ring_bytes = sum(n for _, _, n in got)
         self._trim(e)
+        e.start_low = s.low_seq
+        page: list[tuple[int, str | Event, int]] = []
+        if s.head_seq > s.low_seq:
+            page.extend(read_frame_list(c, s.id, s.low_seq, FIRST_PAGE, FIRST_PAGE_BYTES))
+        size = sum(n for _, _, n in page)
+        # Whole, or all there is up to the head (which the commits go on filling).
+        last = page[-1][0] if page else s.low_seq
+        if last - s.low_seq == len(page) and (last == s.head_seq or _whole(len(page), size)):
+            e.start, e.start_bytes = page, size
+            _settle_start(e)
         self._entries[s.id] = e
-        self._bytes += e.ring_bytes
+        self._bytes += e.bytes
         self._evict()
 
     def commit(self, plan: Plan, committed: dict[str, list[Event]]) -> None:
@@ -164,6 +197,8 @@ class Mirror:
                 self.forget(session_id)
                 continue
             added = new_tasks.get(session_id, ())
+            before = e.bytes
+            self._extend_start(e, evs, lows.get(session_id, s.low_seq))
             s.head_seq = evs[-1].seq
             s.low_seq = lows.get(session_id, s.low_seq)
             s.task_count += len(added)
@@ -182,7 +217,6 @@ class Mirror:
                             i = _INDEX.get(name)
                             if i is not None:
                                 summary[i] = value
-            before = e.ring_bytes
             # Only the newest events can stay: of a commit of thousands, the last RING.
             tail = evs[-RING:]
             if len(tail) == RING:
@@ -193,7 +227,7 @@ class Mirror:
                 e.ring.append((ev.seq, ev, size))
                 e.ring_bytes += size
             self._trim(e)
-            self._bytes += e.ring_bytes - before
+            self._bytes += e.bytes - before
         self._evict()
 
     @contextmanager
@@ -212,21 +246,80 @@ class Mirror:
     def forget(self, session_id: str) -> None:
         e = self._entries.pop(session_id, None)
         if e is not None:
-            self._bytes -= e.ring_bytes
+            self._bytes -= e.bytes
 
     def _trim(self, e: _Entry) -> None:
         ring, low = e.ring, e.session.low_seq
         while ring and (len(ring) > RING or e.ring_bytes > RING_BYTES or ring[0][0] <= low):
             e.ring_bytes -= ring.popleft()[2]
 
+    def keep_start(self, session_id: str, low: int, first: Frames) -> None:
+        """A read of the database found `first`, the whole first page after `low`: the
+        start page of a mirrored session that lost its own to retention."""
+        e = self._entries.get(session_id)
+        if (
+            e is None
+            or e.start is not None
+            or e.session.low_seq != low
+            or first.first != low + 1
+            or not _whole(first.count, first.size)
+        ):
+            return
+        e.start, e.start_low, e.start_bytes = first, low, first.size
+        _settle_start(e)
+        self._bytes += e.start_bytes
+        self._evict()
+
+    @staticmethod
+    def _extend_start(e: _Entry, evs: list[Event], low: int) -> None:
+        """Commit `evs` (following the entry's head) to its start page while it fills;
+        `low`: the session's low seq after the commit."""
+        page = e.start
+        if page is None:
+            return
+        if low != e.start_low:
+            e.start, e.start_bytes = None, 0  # retention moved the start on
+            return
+        if isinstance(page, Frames):
+            return
+        if (page[-1][0] if page else e.start_low) != e.session.head_seq:
+            e.start, e.start_bytes = None, 0  # not consecutive up to the head: not known
+            return
+        for ev in evs:
+            if _whole(len(page), e.start_bytes):
+                break
+            size = len(ev.data) + EVENT_OVERHEAD
+            page.append((ev.seq, ev, size))
+            e.start_bytes += size
+        _settle_start(e)
+
     def _evict(self) -> None:
         while self._entries and (self._bytes > TOTAL_BYTES or len(self._entries) > MAX_SESSIONS):
             _, e = self._entries.popitem(last=False)
-            self._bytes -= e.ring_bytes
+            self._bytes -= e.bytes
 
 
 def _fields(s: Session) -> tuple[Any, ...]:
     return (s.id, s.owner, s.title, s.created_at, s.head_seq, s.low_seq, s.task_count)
+
+
+def _settle_start(e: _Entry) -> None:
+    """A start page that is whole becomes its frames; one of large events is not kept."""
+    page = e.start
+    if e.start_bytes > RING_BYTES:
+        e.start, e.start_bytes = None, 0
+    elif isinstance(page, list) and _whole(len(page), e.start_bytes):
+        text = "".join([frame(item) for _, item, _ in page])
+        e.start = Frames(text, page[0][0], page[-1][0], len(page), e.start_bytes)
+
+
+def _whole(count: int, size: int) -> bool:
+    """Whether a start page holds what read_frames reads as a first page."""
+    return count >= FIRST_PAGE or size >= FIRST_PAGE_BYTES
+
+
+def frame(item: str | Event) -> str:
+    return item if isinstance(item, str) else item.frame()
 
 
 def _creation(row: Any) -> tuple[float, str]:

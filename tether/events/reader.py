@@ -201,7 +201,7 @@ async def stream_start(
             snap = Snapshot(
                 opened.session, opened.tasks, opened.task_count, time.time(), heartbeat_s
             )
-            served = StreamStart(opened.session, render(snap), opened.first, False, True)
+            served = StreamStart(opened.session, render(snap), opened.first, opened.more, True)
             if mirror.check:
                 await _check_mirror(db, mirror, served, snap, cursor, limit, render)
             return served
@@ -218,6 +218,8 @@ async def stream_start(
         snapshot = render(read_snapshot(c, s, limit, heartbeat_s))
         if mirror is not None and not whole:
             mirror.load(c, s)  # on the loop: no commit is told to the mirror meanwhile
+            if cursor == s.low_seq:
+                mirror.keep_start(s.id, s.low_seq, first)  # its own was lost to retention
         return StreamStart(s, snapshot, first, first.full(FIRST_PAGE, FIRST_PAGE_BYTES))
 
     start = await db.read(lambda c: read(c, False), inline=True)
@@ -243,7 +245,9 @@ async def _check_mirror(
 
     def read(c: sa.Connection) -> tuple[int, str, str]:
         db_s = read_session(c, s.id, s.owner)
-        first = read_frames(c, s.id, cursor, 1 << 30, 1 << 62)
+        # What the mirror answered: the first page of a longer backlog, or all of it.
+        bounds = (FIRST_PAGE, FIRST_PAGE_BYTES) if start.more else (1 << 30, 1 << 62)
+        first = read_frames(c, s.id, cursor, *bounds)
         db_snap = read_snapshot(c, db_s, limit, snap.heartbeat_s)
         db_snap.server_time = snap.server_time
         # SQLite reads without BEGIN each see the newest commit: a commit between them
