@@ -69,11 +69,12 @@ class EventStreamResponse(StreamingResponse):
                     "headers": self.raw_headers,
                 }
             )
+            # The middleware has seen the start (and added its headers); the body goes to
+            # the server's own send (web/app.py puts it in the scope).
+            raw: Send = scope.get(RAW_SEND, send)
             async for chunk in body:
-                await send(
-                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
-                )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await raw({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+            await raw({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             listener.cancel()
             aclose = getattr(body, "aclose", None)
