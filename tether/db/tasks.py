@@ -159,6 +159,19 @@ def _one_task_row(c: sa.Connection, task_id: str) -> Task:
     return task_of(row)
 
 
+# Built once, with bound parameters: the runtime reads a task at each start, and building
+# the statement cost more than running it.
+_TASK = sa.select(tasks).where(tasks.c.id == sa.bindparam("id"))
+_OWNED_TASK = _TASK.join(sessions, sessions.c.id == tasks.c.session_id).where(
+    sessions.c.owner == sa.bindparam("owner")
+)
+_CHILDREN = (
+    sa.select(tasks.c.id)
+    .where(tasks.c.parent_id == sa.bindparam("id"))
+    .order_by(tasks.c.created_at, tasks.c.id)
+)
+
+
 class Tasks:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -185,23 +198,18 @@ class Tasks:
 
     async def task(self, task_id: str, owner: str | None) -> Task:
         """A task and its direct children. owner=None is for the runtime's own reads."""
-        query = sa.select(tasks).where(tasks.c.id == task_id)
-        if owner is not None:
-            query = query.join(sessions, sessions.c.id == tasks.c.session_id).where(
-                sessions.c.owner == owner
-            )
+        query, params = (
+            (_TASK, {"id": task_id})
+            if owner is None
+            else (_OWNED_TASK, {"id": task_id, "owner": owner})
+        )
 
         def read(c: sa.Connection) -> Task:
-            row = c.execute(query).mappings().first()
+            row = c.execute(query, params).mappings().first()
             if row is None:
                 raise NotFound("task not found")
             t = task_of(row)
-            res = c.execute(
-                sa.select(tasks.c.id)
-                .where(tasks.c.parent_id == task_id)
-                .order_by(tasks.c.created_at, tasks.c.id)
-            )
-            t.children = [r[0] for r in res]
+            t.children = [r[0] for r in c.execute(_CHILDREN, {"id": task_id})]
             return t
 
         return await self.db.read(read)

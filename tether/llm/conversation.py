@@ -24,6 +24,33 @@ from tether.db.schema import tasks
 from tether.events.log import read_task_events
 from tether.model import UNFINISHED_VALUES, Event, TaskStatus, events_size
 
+# Built once, with bound parameters: building a Core statement per turn (its `in_`s and
+# comparisons) cost more than running it (the 50-turn benchmark's API process).
+_TURN_OF = sa.or_(
+    tasks.c.selected_seq.is_not(None), tasks.c.agent.in_(sa.bindparam("agents", expanding=True))
+)
+_MINE = (
+    sa.select(tasks.c.created_seq)
+    .where(tasks.c.id == sa.bindparam("turn_id"), tasks.c.session_id == sa.bindparam("sid"))
+    .scalar_subquery()
+)
+_QUEUE = (
+    sa.select(tasks.c.id)
+    .where(
+        tasks.c.session_id == sa.bindparam("sid"),
+        tasks.c.parent_id.is_(None),
+        _TURN_OF,
+        tasks.c.created_seq < _MINE,
+        tasks.c.status.in_(UNFINISHED_VALUES),
+    )
+    .order_by(tasks.c.created_seq)
+)
+_TREE = (
+    sa.select(tasks.c.id, tasks.c.follows, tasks.c.selected_seq, tasks.c.status)
+    .where(tasks.c.session_id == sa.bindparam("sid"), tasks.c.parent_id.is_(None), _TURN_OF)
+    .order_by(sa.func.coalesce(tasks.c.created_seq, 0), tasks.c.created_at, tasks.c.id)
+)
+
 
 async def queue(db: Database, session_id: str, turn_id: str, agents: list[str]) -> list[str]:
     """The turns a turn waits for: those of its session created before it (a lower
@@ -31,23 +58,8 @@ async def queue(db: Database, session_id: str, turn_id: str, agents: list[str]) 
     them) that have not ended, oldest first. Each turn waits for all of them, so a
     session's turns run one at a time, in the order they were sent, on any number of
     processes."""
-    mine = (
-        sa.select(tasks.c.created_seq)
-        .where(tasks.c.id == turn_id, tasks.c.session_id == session_id)
-        .scalar_subquery()
-    )
-    q = (
-        sa.select(tasks.c.id)
-        .where(
-            tasks.c.session_id == session_id,
-            tasks.c.parent_id.is_(None),
-            sa.or_(tasks.c.selected_seq.is_not(None), tasks.c.agent.in_(agents)),
-            tasks.c.created_seq < mine,
-            tasks.c.status.in_(UNFINISHED_VALUES),
-        )
-        .order_by(tasks.c.created_seq)
-    )
-    return list(await db.read(lambda c: c.execute(q).scalars().all()))
+    params = {"sid": session_id, "turn_id": turn_id, "agents": agents}
+    return list(await db.read(lambda c: c.execute(_QUEUE, params).scalars().all()))
 
 
 @dataclass(slots=True)
@@ -63,16 +75,8 @@ async def read_tree(db: Database, session_id: str, agents: list[str]) -> list[Tu
     """Every turn of the session, oldest first: a top-level task created as a turn (its
     `selected_seq` is set then), or of a model agent `agents` names (a turn stored before
     the tree, which follows the turn created before it: the conversation was linear)."""
-    q = (
-        sa.select(tasks.c.id, tasks.c.follows, tasks.c.selected_seq, tasks.c.status)
-        .where(
-            tasks.c.session_id == session_id,
-            tasks.c.parent_id.is_(None),
-            sa.or_(tasks.c.selected_seq.is_not(None), tasks.c.agent.in_(agents)),
-        )
-        .order_by(sa.func.coalesce(tasks.c.created_seq, 0), tasks.c.created_at, tasks.c.id)
-    )
-    rows = await db.read(lambda c: c.execute(q).all())
+    params = {"sid": session_id, "agents": agents}
+    rows = await db.read(lambda c: c.execute(_TREE, params).all())
     out: list[TurnRef] = []
     prev: str | None = None
     for i, (tid, follows, selected, status) in enumerate(rows):
