@@ -52,6 +52,19 @@ async def start(log: EventLog, m: Mirror | None, sid: str, cursor: int, limit: i
     return await reader.stream_start(log.db, m, sid, "u", cursor, limit, 1000, 1.0, snapshot_text)
 
 
+async def start_without_database(log: EventLog, m: Mirror, sid: str, cursor: int) -> Any:
+    """A stream's start that fails if it reads the database."""
+
+    async def no_database(*_: Any, **__: Any) -> Any:
+        raise AssertionError("read the database")
+
+    read, log.db.read = log.db.read, no_database  # type: ignore[method-assign]
+    try:
+        return await start(log, m, sid, cursor)
+    finally:
+        log.db.read = read  # type: ignore[method-assign]
+
+
 class Work:
     """Random work on one session, as the runtime does it: tasks created (some under
     others), started, advanced, finished, events with and without a task, and appends the
@@ -142,14 +155,7 @@ async def test_a_start_from_memory_reads_no_database(mirrored: tuple[EventLog, M
     await start(log, m, sid, 0)
     await log.append(Append(sid, None, None, "tick", dumps(5)))
 
-    async def no_database(*_: Any, **__: Any) -> Any:
-        raise AssertionError("read the database")
-
-    read, log.db.read = log.db.read, no_database  # type: ignore[method-assign]
-    try:
-        got = await start(log, m, sid, 2)
-    finally:
-        log.db.read = read  # type: ignore[method-assign]
+    got = await start_without_database(log, m, sid, 2)
     assert (got.first.first, got.first.last, got.more) == (3, 6, False)
     # Another user asking for it is told what the database says: not found.
     with pytest.raises(NotFound):
@@ -193,15 +199,7 @@ async def test_a_replay_from_the_start_reads_no_database_for_its_first_page(
         await log.append(*(Append(sid, None, None, "tick", dumps(i)) for i in range(30)))
         await start(log, m, sid, 0)  # mirrored with a start page of 30: the commits fill it
         await log.append(*(Append(sid, None, None, "tick", dumps(i)) for i in range(30, 400)))
-
-        async def no_database(*_: Any, **__: Any) -> Any:
-            raise AssertionError("read the database")
-
-        read, log.db.read = log.db.read, no_database  # type: ignore[method-assign]
-        try:
-            got = await start(log, m, sid, 0)
-        finally:
-            log.db.read = read  # type: ignore[method-assign]
+        got = await start_without_database(log, m, sid, 0)
         assert (got.first.first, got.first.last, got.more) == (1, reader.FIRST_PAGE, True)
         assert got.first.text == (await start(log, None, sid, 0)).first.text
 
