@@ -208,3 +208,18 @@ async def test_the_async_client_sets_and_reads_a_budget(shared_server: Server) -
         got = await c.usage.session(s.id)
         assert got.budget == 0.75 and got.total.calls == 0 and got.turns == {}
         assert (await c.usage.get(end=dt.date(2000, 1, 1))).total.calls == 0
+
+
+def test_an_answer_that_is_not_tethers_is_not_tether() -> None:
+    from tests.test_sdk import _answering
+
+    portal = _answering(200, b"<html>sign in to the wifi</html>")
+    with Client(portal, token="x", retry_s=0.5) as c:
+        for call in (
+            lambda: c.sessions.export_json("s_1"),
+            lambda: c.search.page("krill"),
+            lambda: c.shares.list("s_1"),
+            lambda: c.usage.get(),
+        ):
+            with pytest.raises(sdk.NotTether):
+                call()
