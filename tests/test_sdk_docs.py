@@ -15,7 +15,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "sdk.md").read_te
 
 
 def test_the_page_has_examples() -> None:
-    assert len(EXAMPLES) >= 4
+    assert len(EXAMPLES) >= 8
 
 
 @pytest.mark.parametrize("n", range(len(EXAMPLES)))

@@ -28,7 +28,21 @@ from tether.client.errors import (
 )
 from tether.client.stream import ConnectionState, EventStream, Heartbeat, Reset, Snapshot
 from tether.client.sync import Client, Session, Stream, Task
-from tether.web.schemas import Approval, EventOut, EventPage, SessionPage, TaskTree
+from tether.web.schemas import (
+    Approval,
+    BudgetOut,
+    EventOut,
+    EventPage,
+    SearchPage,
+    SearchResult,
+    SessionPage,
+    SessionUsage,
+    ShareMade,
+    ShareOut,
+    TaskTree,
+    Totals,
+    UsageOut,
+)
 
 __all__ = [
     "APIError",
@@ -37,6 +51,7 @@ __all__ = [
     "AsyncSession",
     "AsyncTask",
     "BadRequest",
+    "BudgetOut",
     "Client",
     "Conflict",
     "ConnectionLost",
@@ -53,9 +68,14 @@ __all__ = [
     "PayloadTooLarge",
     "QuotaExceeded",
     "Reset",
+    "SearchPage",
+    "SearchResult",
     "ServerError",
     "Session",
     "SessionPage",
+    "SessionUsage",
+    "ShareMade",
+    "ShareOut",
     "SharedRefresh",
     "Snapshot",
     "Stream",
@@ -63,6 +83,8 @@ __all__ = [
     "TaskTree",
     "TetherClientError",
     "TooManyRequests",
+    "Totals",
     "Unauthorized",
+    "UsageOut",
     "WaitTimeout",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -11,9 +12,12 @@ import httpx
 from pydantic import Field, PrivateAttr
 
 from tether.client.auth import SharedRefresh, TokenManager
-from tether.client.errors import ConnectionLost, WaitTimeout, parse
+from tether.client.errors import ConnectionLost, NotTether, WaitTimeout, parse
 from tether.client.http import Http
+from tether.client.search import AsyncSearch
+from tether.client.shares import AsyncShares
 from tether.client.stream import EventStream
+from tether.client.usage import AsyncUsage
 from tether.web.schemas import (
     Approval,
     ApprovalList,
@@ -119,6 +123,36 @@ class AsyncSessions(_Resource):
         `after`, once each, in seq order, reconnecting for as long as you iterate (see
         `EventStream`). Options: min_delay, max_delay (backoff, seconds), seed."""
         return EventStream(self._http, session_id, after=after, control=control, **options)
+
+    async def export_markdown(self, session_id: str) -> str:
+        """The session as it reads: the conversation (the branch shown, sub-agents nested,
+        a line per tool call), or its task tree."""
+        r = await self._http.request(
+            "GET", f"/api/sessions/{session_id}/export", params={"format": "markdown"}
+        )
+        return r.text
+
+    async def export_json(self, session_id: str) -> dict[str, Any]:
+        """The session's log as one JSON document (`{"format": "tether.session", "session",
+        "tasks", "events", "files"}`), as the server wrote it: `import_json` takes it back."""
+        what = f"GET /api/sessions/{session_id}/export"
+        r = await self._http.request(
+            "GET", f"/api/sessions/{session_id}/export", params={"format": "json"}
+        )
+        try:
+            doc = json.loads(r.content)
+        except ValueError as exc:
+            raise NotTether(f"{what}: the answer is not JSON ({r.content[:60]!r}…)") from exc
+        if not isinstance(doc, dict) or doc.get("format") != "tether.session":
+            raise NotTether(f"{what}: the answer is not a session's export")
+        return doc
+
+    async def import_json(self, document: dict[str, Any]) -> AsyncSession:
+        """A JSON export brought back as a new session of yours with the same log (new ids).
+        Checked whole: a refused document (InvalidInput) leaves nothing behind. Sent again
+        only if the first try never reached the server."""
+        r = await self._http.request("POST", "/api/sessions/import", json=document, retry="unsent")
+        return self._session(r.content)
 
     def _session(self, body: bytes) -> AsyncSession:
         return parse(AsyncSession, body, "a session", client=self._c)
@@ -290,6 +324,9 @@ class AsyncClient:
         self.messages = AsyncMessages(self)
         self.approvals = AsyncApprovals(self)
         self.events = AsyncEvents(self)
+        self.search = AsyncSearch(self.http)
+        self.shares = AsyncShares(self.http)
+        self.usage = AsyncUsage(self.http)
 
     async def sign_in(self) -> Me:
         """Sign in now (otherwise the first request does) and say who you are."""

@@ -4,17 +4,19 @@ refresh, retries); a Ctrl-C while a call waits cancels that call."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 from pydantic import Field, PrivateAttr
 
 from tether.client.aio import _MISSING, AsyncClient, AsyncSession, AsyncTask
 from tether.client.auth import SharedRefresh
+from tether.client.loop import Loop
+from tether.client.search import Search
+from tether.client.shares import Shares
 from tether.client.stream import ConnectionState, EventStream, Snapshot, StreamItem
+from tether.client.usage import Usage
 from tether.web.schemas import (
     Approval,
     EventPage,
@@ -25,34 +27,6 @@ from tether.web.schemas import (
     TaskOut,
     TaskTree,
 )
-
-T = TypeVar("T")
-
-
-class _Loop:
-    """An event loop in a daemon thread, and a way to run a coroutine on it and wait."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="tether-client", daemon=True
-        )
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # a KeyboardInterrupt here stops the call on the loop too
-            raise
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 class Task(TaskOut):
@@ -110,7 +84,7 @@ class Stream:
     the events after the cursor (see `EventStream`). `state`, `cursor`, `snapshot`,
     `reconnects` and `resets` can be read from any thread."""
 
-    def __init__(self, loop: _Loop, stream: EventStream) -> None:
+    def __init__(self, loop: Loop, stream: EventStream) -> None:
         self._loop = loop
         self.aio = stream
 
@@ -190,6 +164,18 @@ class Sessions(_Resource):
         return Stream(
             self._c.runner, self._aio.sessions.stream(session_id, after, control=control, **options)
         )
+
+    def export_markdown(self, session_id: str) -> str:
+        """The session as it reads, in Markdown."""
+        return self._run(self._aio.sessions.export_markdown(session_id))
+
+    def export_json(self, session_id: str) -> dict[str, Any]:
+        """The session's log as one JSON document, which `import_json` takes back."""
+        return self._run(self._aio.sessions.export_json(session_id))
+
+    def import_json(self, document: dict[str, Any]) -> Session:
+        """A JSON export brought back as a new session with the same log (new ids)."""
+        return self._session(self._run(self._aio.sessions.import_json(document)))
 
 
 class Tasks(_Resource):
@@ -291,12 +277,15 @@ class Client:
             transport=transport,
             shared_refresh=shared_refresh,
         )
-        self.runner = _Loop()  # the loop thread the calls run on
+        self.runner = Loop()  # the loop thread the calls run on
         self.sessions = Sessions(self)
         self.tasks = Tasks(self)
         self.messages = Messages(self)
         self.approvals = Approvals(self)
         self.events = Events(self)
+        self.search = Search(self.runner, self.aio.search)
+        self.shares = Shares(self.runner, self.aio.shares)
+        self.usage = Usage(self.runner, self.aio.usage)
 
     def sign_in(self) -> Me:
         """Sign in now (otherwise the first request does) and say who you are."""

@@ -192,3 +192,98 @@ class Me(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+# Search, share links and usage: their routes write the JSON (tether/web/routes/search.py,
+# shares.py, usage.py); the SDK reads it with these.
+
+
+class SearchResult(BaseModel):
+    session_id: str
+    title: str = Field(description="The session's title now.")
+    kind: Literal["title", "message", "reply", "tool", "task", "result"] = Field(
+        description="What matched: the title, a message, a reply, a tool's result, a task's "
+        "input or a task's result."
+    )
+    seq: int = Field(description="The event to open the session at (0 for a title).")
+    task_id: str | None = Field(description="The turn or task it belongs to.")
+    snippet: list[str] = Field(
+        description="Plain text around the match, in pieces: the odd-numbered ones (1, 3, …) "
+        "matched. Never markup: show each piece as text."
+    )
+
+
+class SearchPage(BaseModel):
+    results: list[SearchResult]
+    next: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class ShareOut(BaseModel):
+    id: str
+    label: str
+    created_at: float
+    expires_at: float | None = Field(description="When the link stops working; null: never.")
+    expired: bool
+
+
+class ShareMade(ShareOut):
+    token: str = Field(description="The link's secret, shown this once (kept only hashed).")
+    url: str = Field(description="The page, read-only, for whoever holds the link.")
+
+
+class ShareList(BaseModel):
+    shares: list[ShareOut]
+
+
+class SharedSession(BaseModel):
+    session_id: str
+    label: str
+    expires_at: float | None
+
+
+class Totals(BaseModel):
+    calls: int = Field(description="Model calls (attempts) that reported usage.")
+    input_tokens: int = Field(description="Input tokens, cache reads and writes included.")
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost: float | None = Field(
+        description="The cost of the calls whose agent has prices (null: none had)."
+    )
+    unpriced_calls: int = Field(description="Calls of unknown cost, not in `cost`.")
+
+
+class SessionTotals(Totals):
+    session_id: str
+    title: str | None = Field(description="null: the session was deleted since.")
+
+
+class ModelTotals(Totals):
+    model: str
+
+
+class UserBudget(BaseModel):
+    limit: float | None = Field(description="`budget_user` (null: none).")
+    spent: float = Field(description="This calendar month's known cost (UTC).")
+
+
+class UsageOut(BaseModel):
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    total: Totals
+    sessions: list[SessionTotals]
+    models: list[ModelTotals]
+    budget: UserBudget
+
+
+class SessionUsage(BaseModel):
+    session_id: str
+    budget: float | None
+    total: Totals
+    turns: dict[str, Totals] = Field(description="By turn id: its calls, its sub-agents' too.")
+    through_seq: int = Field(description="The seq of the last call counted here.")
+
+
+class BudgetOut(BaseModel):
+    session_id: str
+    budget: float | None

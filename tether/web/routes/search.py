@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from tether import search
@@ -14,32 +13,13 @@ from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
 from tether.web.responses import json_response
+from tether.web.schemas import SearchPage
 
 router = APIRouter(prefix="/api", tags=["search"], route_class=StrictRoute)
 
 PAGE_DEFAULT = 20
 PAGE_MAX = 50
 MAX_OFFSET = 1000  # ranked results beyond this are not worth a page: say more in the query
-
-
-class SearchResult(BaseModel):
-    session_id: str
-    title: str = Field(description="The session's title now.")
-    kind: Literal["title", "message", "reply", "tool", "task", "result"] = Field(
-        description="What matched: the title, a message, a reply, a tool's result, a task's "
-        "input or a task's result."
-    )
-    seq: int = Field(description="The event to open the session at (0 for a title).")
-    task_id: str | None = Field(description="The turn or task it belongs to.")
-    snippet: list[str] = Field(
-        description="Plain text around the match, in pieces: the odd-numbered ones (1, 3, …) "
-        "matched. Never markup: show each piece as text."
-    )
-
-
-class SearchPage(BaseModel):
-    results: list[SearchResult]
-    next: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
 
 
 @router.get(

@@ -16,6 +16,7 @@ from tether.web.bodies import StrictRoute
 from tether.web.deps import Auth, Caller, TaskReader
 from tether.web.problems import problems
 from tether.web.responses import json_response
+from tether.web.schemas import SharedSession, ShareList, ShareMade
 
 router = APIRouter(prefix="/api", tags=["shares"], route_class=StrictRoute)
 
@@ -27,29 +28,6 @@ class ShareIn(BaseModel):
         None, ge=1, le=TEN_YEARS_S, description="The link stops working after this long."
     )
     label: str = Field("", max_length=200, description="Whom or what the link is for.")
-
-
-class ShareOut(BaseModel):
-    id: str
-    label: str
-    created_at: float
-    expires_at: float | None = Field(description="When the link stops working; null: never.")
-    expired: bool
-
-
-class ShareMade(ShareOut):
-    token: str = Field(description="The link's secret, shown this once (kept only hashed).")
-    url: str = Field(description="The page, read-only, for whoever holds the link.")
-
-
-class ShareList(BaseModel):
-    shares: list[ShareOut]
-
-
-class SharedSession(BaseModel):
-    session_id: str
-    label: str
-    expires_at: float | None
 
 
 def _out(share: Share, now: float) -> dict[str, Any]:

@@ -18,62 +18,15 @@ from tether.web.bodies import StrictRoute
 from tether.web.deps import Caller, Svc
 from tether.web.problems import problems
 from tether.web.responses import json_response
+from tether.web.schemas import BudgetOut, SessionUsage, UsageOut
 
 router = APIRouter(prefix="/api", tags=["usage"], route_class=StrictRoute)
-
-
-class Totals(BaseModel):
-    calls: int = Field(description="Model calls (attempts) that reported usage.")
-    input_tokens: int = Field(description="Input tokens, cache reads and writes included.")
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    cost: float | None = Field(
-        description="The cost of the calls whose agent has prices (null: none had)."
-    )
-    unpriced_calls: int = Field(description="Calls of unknown cost, not in `cost`.")
-
-
-class SessionTotals(Totals):
-    session_id: str
-    title: str | None = Field(description="null: the session was deleted since.")
-
-
-class ModelTotals(Totals):
-    model: str
-
-
-class UserBudget(BaseModel):
-    limit: float | None = Field(description="`budget_user` (null: none).")
-    spent: float = Field(description="This calendar month's known cost (UTC).")
-
-
-class UsageOut(BaseModel):
-    start: str = Field(alias="from")
-    end: str = Field(alias="to")
-    total: Totals
-    sessions: list[SessionTotals]
-    models: list[ModelTotals]
-    budget: UserBudget
-
-
-class SessionUsage(BaseModel):
-    session_id: str
-    budget: float | None
-    total: Totals
-    turns: dict[str, Totals] = Field(description="By turn id: its calls, its sub-agents' too.")
-    through_seq: int = Field(description="The seq of the last call counted here.")
 
 
 class BudgetIn(BaseModel):
     budget: float | None = Field(
         ..., gt=0, le=1e9, description="What the session's model calls may cost; null: no limit."
     )
-
-
-class BudgetOut(BaseModel):
-    session_id: str
-    budget: float | None
 
 
 # The times an answer can write back (a `from` of year 1 at +14:00 is in year 0 UTC).
