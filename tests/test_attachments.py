@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from benchmarks.fake_llm import RunningFakeLLM
-from tests.helpers.models import model_session, say
+from tests.helpers.models import control, model_session, say
 from tests.helpers.server import Api, add_user, user_client
 
 
@@ -280,3 +280,73 @@ def test_a_model_agents_task_carries_its_files_as_a_message_does(
         json={"agent": name, "input": {"text": "and this", "attachments": [nameless]}},
     )
     problem(r, 422)
+
+
+def test_a_message_of_files_alone_is_answered(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    """No text, only files: the model is sent the files with no empty text part (providers
+    refuse one), later turns a mention of them; a message of neither is refused."""
+    server, api, _ = model_session(make_server, fake_llm, tmp_path, approval=[])
+    sid = api.session("")  # untitled: named by the files of its first message
+    note = attach(api, sid, "heron.txt", b"the code word is heron").json()
+    r = api.c.post(f"/api/sessions/{sid}/messages", json={"attachments": [note]})
+    assert r.status_code == 201, r.text
+    done = api.wait_status(r.json()["id"], "completed")
+    assert done["input"]["text"] == "" and done["input"]["attachments"] == [note]
+    assert done["result"]["text"].startswith("Reply")
+    last = blocks(sent(fake_llm)[-1])
+    assert all(b["text"].strip() for b in last if b["type"] == "text"), last
+    assert "the code word is heron" in "".join(b.get("text", "") for b in last)
+    assert api.c.get(f"/api/sessions/{sid}").json()["title"] == "heron.txt"
+
+    # Blanks are no text: sent as the files alone too.
+    picture = attach(api, sid, "dot.png", png()).json()
+    blank = say(api, sid, " \n\t ", attachments=[picture])
+    assert api.wait_status(blank["id"], "completed")["input"]["text"] == ""
+    last = blocks(sent(fake_llm)[-1])
+    assert [b["type"] for b in last] == ["text", "image"] and last[0]["text"].strip()
+
+    # The next turn is sent each of them as a line per file, and no empty text.
+    api.wait_status(say(api, sid, "and now?")["id"], "completed")
+    history = sent(fake_llm)
+    first = "".join(b.get("text", "") for b in blocks(history[0]) if b["type"] == "text")
+    assert first.startswith("[Attached to this message, in the workspace:\n- heron.txt")
+    assert "heron" not in first.split(note["path"])[1]  # the mention, not the file
+    assert all(b["text"].strip() for m in history for b in blocks(m) if b["type"] == "text")
+    conv = api.c.get(f"/api/sessions/{sid}/conversation").json()["turns"]
+    assert [(t["text"], len(t["attachments"])) for t in conv] == [("", 1), ("", 1), ("and now?", 0)]
+    # Search indexes no empty message, and still finds the replies.
+    assert api.c.get("/api/search", params={"q": "reply"}).json()["results"]
+
+    # Neither text nor a file: refused, saying what a message needs, and nothing is kept.
+    for bad in ({}, {"text": ""}, {"text": "  \n"}, {"text": "", "attachments": []}):
+        refused = problem(api.c.post(f"/api/sessions/{sid}/messages", json=bad), 422)
+        assert refused["detail"] == "A message needs some text or an attached file.", refused
+    assert len(api.c.get(f"/api/sessions/{sid}/conversation").json()["turns"]) == 3
+
+
+def test_files_alone_on_openais_wire_format_have_no_empty_text_part(
+    make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    """Anthropic's mapping drops an empty text part; OpenAI's sends it (and a provider may
+    refuse it), so Tether must not make one."""
+    server, api, sid = model_session(
+        make_server, fake_llm, tmp_path, main="openai", approval=[], extra="images = true"
+    )
+    picture = attach(api, sid, "dot.png", png()).json()
+    r = api.c.post(f"/api/sessions/{sid}/messages", json={"text": "", "attachments": [picture]})
+    assert r.status_code == 201, r.text
+    api.wait_status(r.json()["id"], "completed")
+    content = sent(fake_llm)[-1]["content"]
+    assert [c["type"] for c in content] == ["text", "image_url"], content
+    assert content[0]["text"].startswith("[Attached: dot.png (image/png")
+
+    # A turn that failed is told to the next one as its files, not as an empty message.
+    control(fake_llm, faults=[{"status": 400}])
+    r = api.c.post(f"/api/sessions/{sid}/messages", json={"attachments": [picture]})
+    assert api.wait_status(r.json()["id"], "failed")["input"]["text"] == ""
+    api.wait_status(say(api, sid, "and now?")["id"], "completed")
+    users = [m["content"] for m in sent(fake_llm) if m["role"] == "user"]
+    assert users[1].startswith("[Attached to this message, in the workspace:\n- dot.png"), users
+    assert users[2] == "and now?"

@@ -130,6 +130,24 @@ async def test_a_rolled_back_commit_leaves_no_rows(make_log: MakeLog) -> None:
     assert [h.kind for h in await find(store, "ana", "keptword")] == ["tool"]
 
 
+async def test_a_message_is_found_by_the_names_of_its_files(make_log: MakeLog) -> None:
+    """Also a message of files alone, which has no other words (and no empty row)."""
+    log, store = await indexed(make_log)
+    sid = (await store.create_session("ana", "")).id
+
+    def sent(tid: str, text: str, *names: str) -> Append:
+        files = [{"name": n, "path": f"attachments/x/{n}", "size": 1, "media_type": "text/plain"}
+                 for n in names]  # fmt: skip
+        return task(sid, tid, "assistant", {"text": text, "parent": None, "attachments": files})
+
+    await log.append(sent("t1", "", "quarterly-figures.csv"))
+    await log.append(sent("t2", "compare these", "budget.txt", "quarterly-figures.csv"))
+    hits = await find(store, "ana", "quarterly")
+    assert sorted((h.task_id, h.kind) for h in hits) == [("t1", "message"), ("t2", "message")]
+    assert [h.task_id for h in await find(store, "ana", "compare budget")] == ["t2"]
+    assert [h.body for h in hits if h.task_id == "t1"] == ["quarterly-figures.csv"]
+
+
 async def test_rename_delete_and_retention_leave_no_result_pointing_to_nothing(
     make_log: MakeLog,
 ) -> None:

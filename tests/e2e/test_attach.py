@@ -132,3 +132,60 @@ def test_files_are_picked_dropped_refused_sent_and_shown(
             assert serious_axe_violations(page) == [], (name, theme)
         page.click("button[aria-label='Remove draft-notes.txt']")
     ctx.close()
+
+
+def test_files_alone_are_sent_with_enter_or_send_and_answered(
+    browser: Browser, make_server: Any, fake_llm: RunningFakeLLM, tmp_path: Path
+) -> None:
+    """No text, only a file: Enter sends it (the box is not required then), and so does the
+    Send button; the message shows its file with no empty bubble, and the reply comes."""
+    server, api, sid = chat_server(make_server, fake_llm, tmp_path)
+    ctx = browser.new_context(viewport=DESKTOP)
+    page = open_chat(ctx, server, sid)
+    assert page.eval_on_selector("#message", "box => box.required")  # nothing to send yet
+
+    drop(page, "heron.txt", b"the code word is heron", "text/plain")
+    wait_until(lambda: len(chips(page)) == 1, what="the dropped file's chip")
+    assert not page.eval_on_selector("#message", "box => box.required")
+    assert "send the files" in (page.get_attribute("#message", "placeholder") or "")
+    page.press("#message", "Enter")
+    wait_until(lambda: page.is_hidden(".attach-tray"), what="the file to go with the message")
+    page.wait_for_selector(".turn .bubble.assistant[data-message]:not(.streaming)")
+    wait_until(lambda: "Reply" in page.inner_text(".turn .bubble.assistant"), what="the reply")
+    content = fake_llm.fake.brain.requests[-1]["body"]["messages"][-1]["content"]
+    assert "the code word is heron" in "".join(b.get("text", "") for b in content)
+    assert all(b["text"].strip() for b in content if b["type"] == "text")
+    assert page.locator(".user-msg .bubble.user").count() == 0
+    names = page.eval_on_selector_all(
+        ".user-msg .attached .attached-file", "els => els.map(e => e.download)"
+    )
+    assert names == ["heron.txt"]
+    assert page.inner_text("#composer-error") == ""
+    assert page.eval_on_selector("#message", "box => box.required")  # the box is needed again
+
+    # The Send button does the same, for a picked file.
+    with page.expect_file_chooser() as chooser:
+        page.click("button.attach-btn")
+    chooser.value.set_files(
+        files=[{"name": "plan.md", "mimeType": "text/markdown", "buffer": b"# Plan\n"}]
+    )
+    wait_until(lambda: len(chips(page)) == 1, what="the picked file's chip")
+    page.click("#send")
+    wait_until(lambda: page.locator(".turn").count() == 2, what="the second message")
+    wait_until(
+        lambda: "Reply" in page.locator(".turn .bubble.assistant").nth(1).inner_text(),
+        what="the second reply",
+    )
+    turns = api.c.get(f"/api/sessions/{sid}/conversation").json()["turns"]
+    assert [(t["text"], [a["name"] for a in t["attachments"]]) for t in turns] == [
+        ("", ["heron.txt"]),
+        ("", ["plan.md"]),
+    ]
+
+    # A reload draws them the same: each file, no empty bubble.
+    page.reload()
+    page.wait_for_selector("#conn[data-kind=live]", timeout=20_000)
+    wait_until(lambda: page.locator(".user-msg .attached-file").count() == 2, what="the files")
+    assert page.locator(".user-msg .bubble.user").count() == 0
+    shot(page, "attach-files-alone")
+    ctx.close()

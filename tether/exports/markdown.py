@@ -199,7 +199,8 @@ def render(doc: dict[str, Any]) -> str:
     for turn in turns:
         raw = turn.get("input")
         inp: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        out += [f"## You · {when(turn['created_at'])}", "", str(inp.get("text", "")), ""]
+        said = str(inp.get("text", ""))
+        out += [f"## You · {when(turn['created_at'])}", ""] + ([said, ""] if said else [])
         out += _attachments(inp)
         out += [f"## {turn['agent']} · {when(turn.get('ended_at') or turn['created_at'])}", ""]
         out += d.reply(turn)

@@ -41,7 +41,8 @@ async def prompt(
     """The user's message as this turn's model is sent it, its attachments included."""
     if not files:
         return text
-    out: list[UserContent] = [text]
+    # A message of files alone has no text part: providers refuse an empty one.
+    out: list[UserContent] = [text] if text.strip() else []
     for named in files:
         data = await ws.read(named.path)
         # Typed again from the bytes read now: an agent may have rewritten the file since.
@@ -79,4 +80,5 @@ def mentioned(text: str, files: Sequence[Attachment]) -> str:
     if not files:
         return text
     lines = "\n".join(f"- {a.name} ({a.media_type}, {a.size:,} bytes) at {a.path}" for a in files)
-    return f"{text}\n\n[Attached to this message, in the workspace:\n{lines}]"
+    said = f"[Attached to this message, in the workspace:\n{lines}]"
+    return f"{text}\n\n{said}" if text.strip() else said

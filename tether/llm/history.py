@@ -30,9 +30,11 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
+from tether.attachment_refs import Attachment
 from tether.db.engine import Database
 from tether.db.schema import events, tasks
 from tether.errors import ModelFailed
+from tether.llm import attached
 
 SHOWN_KEEP = 16_000  # characters of a stopped or failed reply told to the next turn
 SHORT_RESULT = 2_000  # a tool result shortened to fit the context keeps this much
@@ -68,7 +70,11 @@ async def past_messages(
         if status == "completed" and isinstance(result, dict) and result.get("messages"):
             out.append((tid, _load(result["messages"])))
             continue
-        text = str((json.loads(input_text) or {}).get("text", ""))
+        inp = json.loads(input_text) or {}
+        # Its message as a completed turn's is kept: with a line per file it carried (a
+        # message of files alone would otherwise be an empty text, which providers refuse).
+        files = [Attachment.model_validate(a) for a in inp.get("attachments") or []]
+        text = attached.mentioned(str(inp.get("text", "")), files)
         shown = await shown_text(db, session_id, tid)
         error = json.loads(error_text) if error_text else None
         out.append((tid, unfinished_turn(text, status, shown, error)))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from tether.attachment_refs import Attachment
 from tether.db.store import Store
@@ -28,17 +28,28 @@ if TYPE_CHECKING:
 
 
 def message_text(text: str) -> str:
-    """What a message may hold: some visible text, and no NUL (which no database keeps)."""
-    if not text.strip():
-        raise ValueError("a message needs some text")
+    """What a message may say: no NUL (which no database keeps). Only blanks is no text (a
+    message may be its files alone), so no model is sent a text of blanks: providers refuse
+    one."""
     if "\x00" in text:
         raise ValueError("a message cannot hold a NUL character")
-    return text
+    return text if text.strip() else ""
+
+
+NOTHING_SAID = "a message needs some text or an attached file"
+
+
+def says_something(text: str, attachments: list[Any]) -> None:
+    """Refuse a message with neither text nor files (after `message_text`)."""
+    if not text and not attachments:
+        raise ValueError(NOTHING_SAID)
 
 
 class TurnInput(BaseModel):
     text: Annotated[str, AfterValidator(message_text)] = Field(
-        min_length=1, max_length=100_000, description="The user's message."
+        "",
+        max_length=100_000,
+        description="The user's message (empty, or left out, when it carries files).",
     )
     parent: str | None = Field(
         None,
@@ -58,6 +69,11 @@ class TurnInput(BaseModel):
         max_length=100,
         description="Files the message carries, in the session's workspace.",
     )
+
+    @model_validator(mode="after")
+    def _says_something(self) -> TurnInput:
+        says_something(self.text, self.attachments)
+        return self
 
 
 @dataclass(slots=True)

@@ -1,8 +1,9 @@
 """Which events search finds, and the text of each: the rows one commit of the log adds to
 the index.
 
-- `task.created`: a chat message (a turn's input `{"text", ...}`) as `message`; any other
-  task's input (a sub-agent's task, a batch's items) as `task`.
+- `task.created`: a chat message (a turn's input `{"text", ...}`, with the names of the
+  files it carries) as `message`; any other task's input (a sub-agent's task, a batch's
+  items) as `task`.
 - `task.status` completed: a model agent's finished reply (its result's `text`) as
   `reply`, once, never the streamed deltas; any other task's result as `result`.
 - `TOOL_CALL_RESULT`: a tool's result as `tool`.
@@ -58,10 +59,20 @@ def _entry(type: str, raw: str) -> tuple[str, str] | None:
         return ("tool", clean(content)) if isinstance(content, str) else None
     if type == "task.created":
         inp = data.get("input")
-        return _texty("message", "task", inp)
+        kind, body = _texty("message", "task", inp)
+        return (kind, _with_files(body, inp)) if kind == "message" else (kind, body)
     if data.get("status") != "completed" or "result" not in data:
         return None
     return _texty("reply", "result", data["result"])
+
+
+def _with_files(text: str, inp: Any) -> str:
+    """A message's text and the names of the files it carried: found by either (a message
+    of files alone has no other words)."""
+    found = inp.get("attachments") if isinstance(inp, dict) else None
+    files = found if isinstance(found, list) else []
+    names = [a["name"] for a in files if isinstance(a, dict) and isinstance(a.get("name"), str)]
+    return clean("\n".join([text, *names]).strip()) if names else text
 
 
 def _texty(said: str, other: str, value: Any) -> tuple[str, str]:

@@ -102,7 +102,10 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
         # that is JSON but not what the route takes.
         detail = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in errors)
         return problem(400, "Bad request", detail, errors=errors)
-    return problem(422, "Invalid input", "the request does not validate", errors=errors)
+    # A check of the whole body (not of one field) says in its own words what is wrong.
+    whole = [e["msg"] for e in errors if e["loc"] == ["body"] and e["type"] == "value_error"]
+    detail = "; ".join(whole) if whole else "the request does not validate"
+    return problem(422, "Invalid input", detail, errors=errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

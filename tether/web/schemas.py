@@ -78,7 +78,9 @@ class TurnOut(BaseModel):
     rank: int = Field(description="At a fork, the turn with the highest rank is shown.")
     agent: str
     status: Status
-    text: str | None = Field(description="The user's message.")
+    text: str | None = Field(
+        description="The user's message (empty for a message of files alone; null when read brief)."
+    )
     attachments: list[Attachment] = Field(description="The files the message carries.")
     reply: str | None = Field(description="The final reply's text, once completed.")
     error: str | None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from starlette.responses import Response
 
 from tether.attachment_refs import AttachmentRef
@@ -14,7 +14,7 @@ from tether.attachments import resolve
 from tether.errors import Conflict
 from tether.events.log import Append
 from tether.llm import conversation
-from tether.llm.installed import message_text
+from tether.llm.installed import message_text, says_something
 from tether.llm.new_turn import MISSING, model_agent, model_agents, start_turn, turns_agents
 from tether.model import Task, dumps
 from tether.web import render
@@ -32,7 +32,9 @@ router = APIRouter(prefix="/api", tags=["conversations"], route_class=StrictRout
 
 class MessageIn(BaseModel):
     text: Annotated[str, AfterValidator(message_text)] = Field(
-        min_length=1, max_length=100_000, description="What you say."
+        "",
+        max_length=100_000,
+        description="What you say: may be empty (or left out) when the message carries files.",
     )
     agent: str | None = Field(
         None,
@@ -52,6 +54,11 @@ class MessageIn(BaseModel):
         description="Files attached (POST /api/sessions/{id}/attachments first): the model "
         "sees them with the message.",
     )
+
+    @model_validator(mode="after")
+    def _says_something(self) -> MessageIn:
+        says_something(self.text, self.attachments)
+        return self
 
 
 class AnswerIn(BaseModel):
@@ -146,8 +153,9 @@ async def post_message(
         attachments=[f.model_dump() for f in files],
     )
     if new and not session.title:
-        # An untitled session is named by its first message (as chat apps do).
-        await retitle(svc, session_id, caller.user, title_of(body.text))
+        # An untitled session is named by its first message (as chat apps do), or its files.
+        said = body.text or ", ".join(f.name for f in files)
+        await retitle(svc, session_id, caller.user, title_of(said))
     return json_response(render.task(task), 201 if new else 200)
 
 

@@ -580,7 +580,7 @@ $("newtask").addEventListener("submit", async (e) => {
 $("composer", "form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const text = $("message", "textarea").value.trim();
-  if (!text) return;
+  if (!text && !tray.count) return;  // files alone are a message (the box is not required then)
   $("composer-error").textContent = "";
   $("send", "button").disabled = true;
   conversation.followNow();  // what one sends is in view, however far up one had scrolled

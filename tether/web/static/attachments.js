@@ -60,6 +60,8 @@ export class AttachmentTray {
   constructor({ form, row, box, api, say }) {
     this.api = api;
     this.say = say;
+    this.box = box;
+    this.placeholder = box.placeholder;
     this.list = h("ul", "attach-tray");
     this.list.setAttribute("aria-label", "Files to send with the message");
     this.list.hidden = true;
@@ -131,11 +133,19 @@ export class AttachmentTray {
     remove.addEventListener("click", () => {
       this.files = this.files.filter((f) => f !== entry);
       chip.remove();
-      this.list.hidden = !this.files.length;
+      this._changed();
     });
     this.files.push(entry);
     this.list.append(chip);
-    this.list.hidden = false;
+    this._changed();
+  }
+
+  // With files waiting, the text is optional: they are a message on their own.
+  _changed() {
+    const some = this.files.length > 0;
+    this.list.hidden = !some;
+    this.box.required = !some;
+    this.box.placeholder = some ? "Add a message, or press Enter to send the files" : this.placeholder;
   }
 
   // Upload what is not uploaded yet (a message that failed to send keeps what it uploaded)
@@ -155,7 +165,7 @@ export class AttachmentTray {
   clear() {
     this.files = [];
     this.list.replaceChildren();
-    this.list.hidden = true;
+    this._changed();
   }
 }
 

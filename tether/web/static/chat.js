@@ -271,7 +271,7 @@ export class Conversation extends EventTarget {
   _summary(id) {
     const t = this.tree.get(id);
     /** @type {{ type: string, task_id: string, ts?: number, data: object }[]} */
-    const evs = [{ type: "task.created", task_id: id, ts: t.created_at, data: { agent: t.agent, input: { text: t.text, parent: t.parent, attachments: t.attachments } } }];
+    const evs = [{ type: "task.created", task_id: id, ts: t.created_at, data: { agent: t.agent, input: { text: t.text, parent: t.parent, attachments: t.attachments }, stub: !t.text && !t.loaded } }];
     if (t.reply) {
       const mid = `summary-${id}`;
       evs.push({ type: "TEXT_MESSAGE_START", task_id: id, data: { messageId: mid } }, { type: "TEXT_MESSAGE_CONTENT", task_id: id, data: { messageId: mid, delta: t.reply } }, { type: "TEXT_MESSAGE_END", task_id: id, data: { messageId: mid } });
@@ -397,7 +397,7 @@ export class Conversation extends EventTarget {
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const text = box.value.trim();
-      if (!text) return;
+      if (!text && !t.attachments?.length) return;  // its files alone are a message too
       send.disabled = true;
       this.followNow();
       try {
@@ -537,8 +537,12 @@ export class Conversation extends EventTarget {
     } else {
       // The message, with Edit and its alternatives (‹ 2 / 3 › when it was edited).
       const user = h("div", "user-msg");
-      const bubble = h("div", "bubble user");
-      bubble.append(h("span", "sr-only", "You said: "), document.createTextNode(d.input?.text ?? ""));
+      const said = d.input?.text ?? "";
+      const files = d.input?.attachments ?? [];
+      // A message of files alone is its files: no empty bubble above them (a stand-in whose
+      // text is not read yet keeps its bubble, the place its text will take).
+      const bubble = said || !files.length || d.stub ? h("div", "bubble user") : null;
+      bubble?.append(h("span", "sr-only", "You said: "), document.createTextNode(said));
       const tools = h("div", "msg-actions user-actions");
       t.userNav = h("span", "pager-box");
       t.editBtn = h("button", "ghost small", "Edit");
@@ -548,8 +552,9 @@ export class Conversation extends EventTarget {
       const sent = h("span", "sent");
       sent.append(h("span", "sr-only", "Sent "), this._time(ev.ts));
       tools.append(t.userNav, t.editBtn, sent);
-      const files = d.input?.attachments ?? [];
-      user.append(bubble, ...(files.length ? [attachedList(files, this.sessionId ?? "", this.fetchFile)] : []), tools);
+      const attached = files.length ? [attachedList(files, this.sessionId ?? "", this.fetchFile)] : [];
+      if (!bubble) attached.unshift(h("span", "sr-only", "You sent files:"));
+      user.append(...(bubble ? [bubble] : []), ...attached, tools);
       t.user = user;
       // Below the reply: Regenerate (or Retry), and its alternatives.
       const foot = h("div", "msg-actions turn-foot");
