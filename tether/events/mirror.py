@@ -163,7 +163,15 @@ class Mirror:
         self._trim(e)
         e.start_low = s.low_seq
         page: list[tuple[int, str | Event, int]] = []
-        if s.head_seq > s.low_seq:
+        if e.ring and e.ring[0][0] == s.low_seq + 1:
+            # The ring holds the whole log: its first page is the start (no second read).
+            taken = 0
+            for item in itertools.islice(e.ring, FIRST_PAGE):
+                page.append(item)
+                taken += item[2]
+                if taken >= FIRST_PAGE_BYTES:
+                    break
+        elif s.head_seq > s.low_seq:
             page.extend(read_frame_list(c, s.id, s.low_seq, FIRST_PAGE, FIRST_PAGE_BYTES))
         size = sum(n for _, _, n in page)
         # Whole, or all there is up to the head (which the commits go on filling).
